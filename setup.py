@@ -17,7 +17,8 @@ HERE = Path(__file__).resolve().parent
 
 def _load_env_rules():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location("_timer_manager_env", HERE / "timer_manager" / "_env.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -29,13 +30,13 @@ class OptionalBuildExt(build_ext):
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:  # noqa: BLE001 - any compiler failure means "install without it"
+        except Exception as exc:
             self._warn(exc)
 
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._warn(exc)
 
     @staticmethod

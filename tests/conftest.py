@@ -1,16 +1,40 @@
-"""Runs every test against both timer tables: the Cython one (id ``c``) and the pure-Python one (``py``)."""
+"""Runs every test against both timer tables (``c`` and ``py``) and every async test on both event
+loops (``asyncio`` and, where installed, ``uvloop``)."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from timer_manager import _env
 
 TABLE_MODULES = {"c": "timer_manager._table_c", "py": "timer_manager._table_py"}
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a test extra where it installs
+    uvloop = None
+
+LOOP_FACTORIES: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
+if uvloop is not None:
+    LOOP_FACTORIES["uvloop"] = uvloop.new_event_loop
+
+# pytest-asyncio >= 1.4 (Python >= 3.10) runs async tests once per loop factory; older ones use asyncio only.
+LOOP_FACTORIES_SUPPORTED = tuple(int(part) for part in pytest_asyncio.__version__.split(".")[:2]) >= (1, 4)
+
+# Virtual-time tests (looptime) drive asyncio's own loop: mark them with this.
+ASYNCIO_ONLY = pytest.mark.asyncio(loop_factories=["asyncio"]) if LOOP_FACTORIES_SUPPORTED else pytest.mark.asyncio
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Any]:
+    """Run each async test once per event loop implementation."""
+    return LOOP_FACTORIES
 
 
 @pytest.fixture(
@@ -26,8 +50,7 @@ def table_class(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture(autouse=True)
-def _manager_uses_table(table_class: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _manager_uses_table(table_class: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make managers created in the test use the table under test."""
     core = importlib.import_module("timer_manager._core")
     monkeypatch.setattr(core, "TimerTable", table_class)
-    yield

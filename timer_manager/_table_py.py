@@ -10,13 +10,13 @@ Order is ``(deadline, sequence)``: equal deadlines come out in the order they we
 from __future__ import annotations
 
 from heapq import heapify, heappop, heappush
-from typing import List, Optional, Union
+from typing import Optional, Union
 
 __all__ = ("TimerTable",)
 
 # [deadline, sequence, name]; name is None once the entry is stale. A list, not a tuple, so that
 # cancel can mark it in place; sequences are unique, so comparisons never reach the name.
-_Entry = List[Union[float, int, Optional[str]]]
+_Entry = list[Union[float, int, Optional[str]]]
 
 _DEADLINE = 0
 _NAME = 2
@@ -47,8 +47,7 @@ class TimerTable:
         entries[name] = entry
         heappush(self._heap, entry)
         if old is None:
-            if len(entries) > self._peak:
-                self._peak = len(entries)
+            self._peak = max(self._peak, len(entries))
             return False
         old[_NAME] = None
         self._compact_if_sparse()

@@ -1,0 +1,29 @@
+"""High-volume named timers for asyncio: set, reset and cancel through a bounded command queue,
+receive expiries through a bounded event queue."""
+
+from ._table import CORE
+from .errors import ManagerClosed, QueueEmpty, QueueFull, TimerLimitExceeded, TimerManagerError
+from .events import TimerEvent, TimerExpired
+from .handle import TimerHandle
+from .manager import TimerManager
+from .stats import TimerStats
+from .threadsafe import ThreadsafeHandle
+from .token import CancellationToken
+
+__all__ = (
+    "CORE",
+    "CancellationToken",
+    "ManagerClosed",
+    "QueueEmpty",
+    "QueueFull",
+    "ThreadsafeHandle",
+    "TimerEvent",
+    "TimerExpired",
+    "TimerHandle",
+    "TimerLimitExceeded",
+    "TimerManager",
+    "TimerManagerError",
+    "TimerStats",
+)
+
+__version__ = "0.1.0"

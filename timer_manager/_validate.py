@@ -1,0 +1,59 @@
+"""Checks of caller input, done at the call so that bad input never reaches the queue."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from decimal import Decimal
+from numbers import Real
+
+__all__ = ("check_name", "check_size", "check_when", "seconds")
+
+
+def check_name(name: object) -> str:
+    """Return ``name`` as an exact ``str``; a ``str`` subclass is copied, so its own hash and
+    equality cannot disturb the table."""
+    if type(name) is str:
+        return name
+    if isinstance(name, str):
+        return str.__str__(name)
+    raise TypeError(f"timer name must be a str, got {type(name).__name__}: {name!r}")
+
+
+def seconds(value: object, what: str = "duration") -> float:
+    """Return ``value`` (seconds as a real number, or a ``timedelta``) as a float >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (Real, timedelta, Decimal)):
+        raise TypeError(
+            f"{what} must be a number of seconds (int or float) or a datetime.timedelta, "
+            f"got {type(value).__name__}: {value!r}"
+        )
+    result = value.total_seconds() if isinstance(value, timedelta) else _to_float(value)
+    if not 0.0 <= result < math.inf:
+        raise ValueError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+    return result + 0.0  # -0.0 becomes 0.0
+
+
+def check_when(value: object) -> float:
+    """Return an absolute deadline (loop time) as a finite float."""
+    if isinstance(value, bool) or not isinstance(value, (Real, Decimal)):
+        raise TypeError(f"when must be a loop time in seconds (int or float), got {type(value).__name__}: {value!r}")
+    result = _to_float(value)
+    if not -math.inf < result < math.inf:
+        raise ValueError(f"when must be a finite loop time, got {value!r}")
+    return result
+
+
+def check_size(value: object, what: str) -> int:
+    """Return a buffer size: an ``int`` >= 1 (``bool`` is refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int >= 1, got {type(value).__name__}: {value!r}")
+    if value < 1:
+        raise ValueError(f"{what} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def _to_float(value: Real | Decimal) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int too large for a float: as infinite as it gets
+        return math.inf

@@ -1,0 +1,338 @@
+"""The handle: how a program talks to its timer manager."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any, Union
+
+from . import _core
+from ._core import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, SHUTDOWN, Command, Interval, ManagerCore
+from ._validate import check_name, check_size, check_when, seconds
+from .errors import ManagerClosed, QueueEmpty, QueueFull
+from .events import TimerEvent
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from .threadsafe import ThreadsafeHandle
+
+__all__ = ("Duration", "TimerHandle")
+
+Duration = Union[float, int, "timedelta"]
+"""Seconds as an ``int`` or ``float``, or a ``datetime.timedelta``."""
+
+_INF = math.inf
+_MISSED = ("skip", "burst", "delay")
+
+
+def _full(core: ManagerCore) -> QueueFull:
+    return QueueFull(f"timer manager {core.name!r}: the command queue is full ({core.command_capacity} commands)")
+
+
+class TimerHandle:
+    """Sets and cancels timers, receives their events, and shuts the manager down.
+
+    Every command has an awaitable form, which waits for room in the bounded command queue, and a
+    ``try_`` form, which raises :class:`QueueFull` instead. Commands are applied in the order they
+    were sent; a timer's deadline is taken when the set call is made, not when it is applied.
+    Bad input raises ``TypeError`` or ``ValueError`` at the call, and nothing is queued.
+    Call it from the loop's thread; from other threads use :meth:`threadsafe`.
+    """
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: ManagerCore) -> None:
+        self._core = core
+
+    def __repr__(self) -> str:
+        return f"<TimerHandle of {self._core.name!r}>"
+
+    # ------------------------------------------------------------------ setting timers
+
+    async def set_timer(self, name: str, duration: Duration, *, data: Any = None) -> None:
+        """Create timer ``name`` or replace its deadline with now + ``duration``; wait for room."""
+        command = self._set_command(name, duration, data)
+        core = self._core
+        if core.has_room(1) and not core.closing:
+            core.enqueue(command)
+        else:
+            await core.send([command])
+
+    def try_set_timer(self, name: str, duration: Duration, *, data: Any = None) -> None:
+        """Like :meth:`set_timer`, but raise :class:`QueueFull` instead of waiting."""
+        core = self._core
+        command = self._set_command(name, duration, data)
+        if len(core.commands) >= core.command_capacity or core.senders:
+            if core.reserved:
+                core.release_reservation(command[1])  # type: ignore[arg-type]
+            raise _full(core)
+        core.enqueue(command)
+
+    async def set_timer_at(self, name: str, when: float, *, data: Any = None) -> None:
+        """Create timer ``name`` or replace its deadline with ``when`` (loop time); a past ``when`` fires at
+        once."""
+        await self._core.send([self._set_at_command(name, when, data)])
+
+    def try_set_timer_at(self, name: str, when: float, *, data: Any = None) -> None:
+        """Like :meth:`set_timer_at`, but raise :class:`QueueFull` instead of waiting."""
+        self._try_send([self._set_at_command(name, when, data)])
+
+    async def set_interval(
+        self,
+        name: str,
+        period: Duration,
+        *,
+        first: Duration | None = None,
+        missed: str = "skip",
+        data: Any = None,
+    ) -> None:
+        """Make ``name`` a repeating timer: due ``first`` (default: ``period``) from now, then every
+        ``period`` on that grid. It re-arms when its event is received, so it never has more than one
+        event waiting. ``missed`` says what happens to ticks the consumer missed: ``"skip"`` them,
+        ``"burst"`` (deliver each), or ``"delay"`` (restart the grid from the receive time)."""
+        await self._core.send([self._interval_command(name, period, first, missed, data)])
+
+    def try_set_interval(
+        self,
+        name: str,
+        period: Duration,
+        *,
+        first: Duration | None = None,
+        missed: str = "skip",
+        data: Any = None,
+    ) -> None:
+        """Like :meth:`set_interval`, but raise :class:`QueueFull` instead of waiting."""
+        self._try_send([self._interval_command(name, period, first, missed, data)])
+
+    async def set_timers(self, items: Iterable[tuple[str, Duration] | tuple[str, Duration, Any]]) -> None:
+        """Set several timers, in order, from ``(name, duration)`` or ``(name, duration, data)`` items.
+
+        All items are checked before any is queued; each takes one place in the command queue, and
+        the call waits for room as long as needed.
+        """
+        await self._core.send(self._set_commands(items))
+
+    def try_set_timers(self, items: Iterable[tuple[str, Duration] | tuple[str, Duration, Any]]) -> None:
+        """Like :meth:`set_timers`, but all or nothing: raise :class:`QueueFull` unless all fit now."""
+        self._try_send(self._set_commands(items))
+
+    # ------------------------------------------------------------------ cancelling
+
+    async def cancel_timer(self, name: str) -> None:
+        """Cancel timer ``name`` (nothing happens if it is not pending); wait for room."""
+        await self._core.send([self._cancel_command(name)])
+
+    def try_cancel_timer(self, name: str) -> None:
+        """Like :meth:`cancel_timer`, but raise :class:`QueueFull` instead of waiting."""
+        self._try_send([self._cancel_command(name)])
+
+    async def cancel_timers(self, names: Iterable[str]) -> None:
+        """Cancel several timers, in order; all names are checked before any is queued."""
+        await self._core.send([self._cancel_command(name) for name in self._names(names)])
+
+    def try_cancel_timers(self, names: Iterable[str]) -> None:
+        """Like :meth:`cancel_timers`, but all or nothing: raise :class:`QueueFull` unless all fit now."""
+        self._try_send([self._cancel_command(name) for name in self._names(names)])
+
+    async def cancel_all_timers(self) -> None:
+        """Cancel every pending timer; wait for room."""
+        await self._core.send([(CANCEL_ALL, None, None, None)])
+
+    def try_cancel_all_timers(self) -> None:
+        """Like :meth:`cancel_all_timers`, but raise :class:`QueueFull` instead of waiting."""
+        self._core.bound_loop()
+        self._try_send([(CANCEL_ALL, None, None, None)])
+
+    # ------------------------------------------------------------------ shutting down
+
+    async def shutdown(self) -> None:
+        """Ask the manager to stop once the commands sent before are applied; idempotent.
+
+        Pending timers are then discarded; events already queued stay receivable.
+        """
+        core = self._core
+        core.bound_loop()
+        if core.closing:
+            return
+        await core.send([(SHUTDOWN, None, None, None)], closing=True)
+
+    def try_shutdown(self) -> None:
+        """Like :meth:`shutdown`, but raise :class:`QueueFull` instead of waiting."""
+        core = self._core
+        core.bound_loop()
+        if core.closing:
+            return
+        if not core.has_room(1):
+            raise _full(core)
+        core.closing = True
+        core.enqueue((SHUTDOWN, None, None, None))
+
+    async def flush(self) -> None:
+        """Return once every command sent before this call has been applied by the manager."""
+        applied = self._core.bound_loop().create_future()
+        await self._core.send([(FLUSH, None, applied, None)])
+        await applied
+
+    # ------------------------------------------------------------------ receiving events
+
+    async def recv_event(self) -> TimerEvent | None:
+        """Wait for the next event; return None once the manager has stopped and every event was
+        received."""
+        core = self._core
+        while True:
+            event = core.take_event()
+            if event is not None:
+                return event
+            if core.state == _core.STOPPED:
+                return None
+            await core.wait_for_event()
+
+    def try_recv_event(self) -> TimerEvent:
+        """Return the next event now; raise :class:`QueueEmpty` if none is ready, or
+        :class:`ManagerClosed` once the manager has stopped and every event was received."""
+        core = self._core
+        event = core.take_event()
+        if event is not None:
+            return event
+        if core.state == _core.STOPPED:
+            raise ManagerClosed(f"timer manager {core.name!r} has stopped and every event was received")
+        raise QueueEmpty(f"timer manager {core.name!r}: no event is ready")
+
+    async def recv_events(self, max_events: int) -> list[TimerEvent]:
+        """Wait for events; return a non-empty list of at most ``max_events`` ready events, or ``[]``
+        once the manager has stopped and every event was received."""
+        limit = check_size(max_events, "max_events")
+        core = self._core
+        while True:
+            events = core.take_events(limit)
+            if events or core.state == _core.STOPPED:
+                return events
+            await core.wait_for_event()
+
+    def try_recv_events(self, max_events: int) -> list[TimerEvent]:
+        """Return at most ``max_events`` ready events without waiting (maybe none); raise
+        :class:`ManagerClosed` once the manager has stopped and every event was received."""
+        limit = check_size(max_events, "max_events")
+        core = self._core
+        events = core.take_events(limit)
+        if not events and core.state == _core.STOPPED:
+            raise ManagerClosed(f"timer manager {core.name!r} has stopped and every event was received")
+        return events
+
+    def __aiter__(self) -> AsyncIterator[TimerEvent]:
+        return self
+
+    async def __anext__(self) -> TimerEvent:
+        event = await self.recv_event()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    # ------------------------------------------------------------------ introspection
+
+    def deadline(self, name: str) -> float | None:
+        """The loop time at which pending timer ``name`` is due, or None (as the manager has applied
+        the commands so far)."""
+        return self._core.table.deadline(check_name(name))
+
+    def remaining(self, name: str) -> float | None:
+        """Seconds until pending timer ``name`` is due (never negative), or None."""
+        deadline = self.deadline(name)
+        if deadline is None:
+            return None
+        return max(0.0, deadline - self._core.now())
+
+    def pending_count(self) -> int:
+        """How many timers are pending (as the manager has applied the commands so far)."""
+        return len(self._core.table)
+
+    def next_deadline(self) -> float | None:
+        """The earliest pending deadline (loop time), or None."""
+        return self._core.table.next_deadline()
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and check_name(name) in self._core.table
+
+    def threadsafe(self) -> ThreadsafeHandle:
+        """Return a handle whose methods may be called from any thread."""
+        from .threadsafe import ThreadsafeHandle
+
+        return ThreadsafeHandle(self._core, self._core.bound_loop())
+
+    # ------------------------------------------------------------------ building commands
+
+    def _set_command(self, name: object, duration: object, data: Any) -> Command:
+        core = self._core
+        if type(name) is not str:
+            name = check_name(name)
+        if type(duration) is not float or not 0.0 <= duration < _INF:
+            duration = seconds(duration)
+        loop = core.loop
+        if loop is None or core.debug:
+            loop = core.bound_loop()
+        if core.closing:
+            core.check_open()
+        if core.max_timers is not None:
+            core.reserve([name])
+        return (SET, name, loop.time() + duration, data)
+
+    def _set_at_command(self, name: object, when: object, data: Any) -> Command:
+        name = check_name(name)
+        deadline = check_when(when)
+        core = self._core
+        core.bound_loop()
+        core.check_open()
+        if core.max_timers is not None:
+            core.reserve([name])
+        return (SET, name, deadline, data)
+
+    def _interval_command(self, name: object, period: object, first: object, missed: str, data: Any) -> Command:
+        name = check_name(name)
+        step = seconds(period, "period")
+        if step <= 0.0:
+            raise ValueError(f"period must be a finite number of seconds > 0, got {period!r}")
+        delay = step if first is None else seconds(first, "first")
+        if missed not in _MISSED:
+            raise ValueError(f"missed must be one of {', '.join(map(repr, _MISSED))}, got {missed!r}")
+        core = self._core
+        now = core.now()
+        core.check_open()
+        if core.max_timers is not None:
+            core.reserve([name])
+        return (SET_INTERVAL, name, Interval(now + delay, step, missed), data)
+
+    def _set_commands(self, items: Iterable[tuple[str, Duration] | tuple[str, Duration, Any]]) -> list[Command]:
+        core = self._core
+        now = core.now()
+        commands: list[Command] = []
+        for item in items:
+            if not isinstance(item, tuple) or len(item) not in (2, 3):
+                raise TypeError(f"each item must be a (name, duration) or (name, duration, data) tuple, got {item!r}")
+            name = check_name(item[0])
+            commands.append((SET, name, now + seconds(item[1]), item[2] if len(item) == 3 else None))
+        core.check_open()
+        if core.max_timers is not None and commands:
+            core.reserve([command[1] for command in commands])  # type: ignore[misc]
+        return commands
+
+    def _cancel_command(self, name: object) -> Command:
+        return (CANCEL, check_name(name), None, None)
+
+    def _names(self, names: Iterable[str]) -> list[str]:
+        if isinstance(names, str):
+            raise TypeError("names must be an iterable of str, not a single str")
+        self._core.bound_loop()
+        return [check_name(name) for name in names]
+
+    def _try_send(self, commands: list[Command]) -> None:
+        core = self._core
+        core.bound_loop()
+        if not core.has_room(len(commands)):
+            if core.reserved:
+                for command in commands:
+                    if command[0] <= SET_INTERVAL:
+                        core.release_reservation(command[1])  # type: ignore[arg-type]
+            raise _full(core)
+        core.check_open()
+        core.enqueue_many(commands)

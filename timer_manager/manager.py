@@ -1,0 +1,152 @@
+"""The manager: owns the timers and runs their loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from ._core import ManagerCore
+from ._validate import check_size, seconds
+from .handle import TimerHandle
+from .stats import TimerStats, snapshot
+from .token import CancellationToken
+
+if TYPE_CHECKING:
+    from .handle import Duration
+
+__all__ = ("TimerManager",)
+
+DEFAULT_HEARTBEAT = 0.01
+DEFAULT_BUFFER_SIZE = 1024
+
+
+class TimerManager:
+    """Keeps named timers and emits an event when each one is due.
+
+    Create one with :meth:`new` (which also returns its :class:`TimerHandle`) and run it with
+    ``await manager.run()`` in a task, or use :meth:`open`, which does both. It stops on
+    ``handle.shutdown()``, when its cancellation token is cancelled, or when its task is cancelled.
+    """
+
+    __slots__ = ("_core", "_handle", "_token")
+
+    def __init__(
+        self,
+        name: str,
+        heartbeat_interval: Duration = DEFAULT_HEARTBEAT,
+        command_buffer_size: int = DEFAULT_BUFFER_SIZE,
+        event_buffer_size: int = DEFAULT_BUFFER_SIZE,
+        cancel_token: CancellationToken | None = None,
+        *,
+        max_timers: int | None = None,
+    ) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}: {name!r}")
+        heartbeat = seconds(heartbeat_interval, "heartbeat_interval")
+        commands = check_size(command_buffer_size, "command_buffer_size")
+        events = check_size(event_buffer_size, "event_buffer_size")
+        if max_timers is not None:
+            max_timers = check_size(max_timers, "max_timers")
+        if cancel_token is not None and not isinstance(cancel_token, CancellationToken):
+            raise TypeError(f"cancel_token must be a CancellationToken, got {type(cancel_token).__name__}")
+        self._core = ManagerCore(str(name), heartbeat, commands, events, max_timers)
+        self._token = cancel_token if cancel_token is not None else CancellationToken()
+        self._handle = TimerHandle(self._core)
+
+    def __repr__(self) -> str:
+        core = self._core
+        return f"<TimerManager {core.name!r} {core.state}, {len(core.table)} timers>"
+
+    @classmethod
+    def new(
+        cls,
+        name: str,
+        heartbeat_interval: Duration,
+        command_buffer_size: int,
+        event_buffer_size: int,
+        cancel_token: CancellationToken | None = None,
+        **options: Any,
+    ) -> tuple[TimerManager, TimerHandle]:
+        """Create a manager and its handle, as the Rust crate's ``TimerManager::new`` does.
+
+        ``options``: ``max_timers`` (refuse sets of new names beyond this many live and queued timers).
+        """
+        manager = cls(name, heartbeat_interval, command_buffer_size, event_buffer_size, cancel_token, **options)
+        return manager, manager._handle
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        name: str,
+        heartbeat_interval: Duration = DEFAULT_HEARTBEAT,
+        command_buffer_size: int = DEFAULT_BUFFER_SIZE,
+        event_buffer_size: int = DEFAULT_BUFFER_SIZE,
+        cancel_token: CancellationToken | None = None,
+        **options: Any,
+    ) -> AsyncIterator[TimerHandle]:
+        """Run a manager for the duration of an ``async with`` block and yield its handle.
+
+        On exit the manager is shut down and its task awaited; an exception the manager raised is
+        re-raised here.
+        """
+        manager = cls(name, heartbeat_interval, command_buffer_size, event_buffer_size, cancel_token, **options)
+        task = asyncio.ensure_future(manager.run())
+        try:
+            yield manager._handle
+        except BaseException:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
+        if not task.done():
+            await manager._handle.shutdown()
+        await task
+
+    @property
+    def name(self) -> str:
+        """The instance name, used in logs."""
+        return self._core.name
+
+    @property
+    def handle(self) -> TimerHandle:
+        """The manager's handle (the same one :meth:`new` returned)."""
+        return self._handle
+
+    @property
+    def cancel_token(self) -> CancellationToken:
+        """The token that stops this manager when cancelled."""
+        return self._token
+
+    async def run(self) -> None:
+        """Run the manager until it stops: shutdown, token, or cancellation of this task.
+
+        A manager runs once; a second call raises ``RuntimeError``. If the manager fails, the
+        exception is raised here; if this task is cancelled, ``CancelledError`` is.
+        Either way every waiting caller is released: receivers get ``None``, senders
+        :class:`ManagerClosed`.
+        """
+        core = self._core
+        loop = asyncio.get_running_loop()
+        done = core.start(loop)
+
+        def token_cancelled() -> None:
+            # Any thread may cancel the token; the manager stops on its own thread, never in the
+            # middle of its own work (the token may be cancelled from a log handler it called).
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(core.stop, "cancellation token cancelled")
+
+        unregister = self._token.add_callback(token_cancelled)
+        try:
+            await done
+        except BaseException as exc:
+            reason = "run() was cancelled" if isinstance(exc, asyncio.CancelledError) else f"{exc!r}"
+            core.stop(reason)
+            raise
+        finally:
+            unregister()
+
+    def stats(self) -> TimerStats:
+        """A snapshot of the manager's counters (cheap; the counters cost nothing to keep)."""
+        return snapshot(self._core)

@@ -1,0 +1,101 @@
+"""A cancellation token, as in ``tokio_util::sync::CancellationToken``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import weakref
+from typing import Callable
+
+__all__ = ("CancellationToken",)
+
+
+class CancellationToken:
+    """A flag that, once cancelled, stays cancelled and tells everyone waiting on it.
+
+    ``cancel()`` may be called from any thread. A child token (``child_token()``) is cancelled
+    with its parent, never the other way round.
+    """
+
+    __slots__ = ("__weakref__", "_callbacks", "_cancelled", "_children", "_lock")
+
+    def __init__(self) -> None:
+        self._cancelled = False
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+        self._children: weakref.WeakSet[CancellationToken] = weakref.WeakSet()
+
+    def __repr__(self) -> str:
+        state = "cancelled" if self._cancelled else "active"
+        return f"<CancellationToken {state}>"
+
+    def cancel(self) -> None:
+        """Cancel this token and all its children; idempotent, callable from any thread."""
+        with self._lock:
+            if self._cancelled:
+                return
+            self._cancelled = True
+            callbacks, self._callbacks = self._callbacks, []
+            children = list(self._children)
+        for callback in callbacks:
+            callback()
+        for child in children:
+            child.cancel()
+
+    def is_cancelled(self) -> bool:
+        """Return whether the token has been cancelled."""
+        return self._cancelled
+
+    async def cancelled(self) -> None:
+        """Wait until the token is cancelled (at once if it already is)."""
+        if self._cancelled:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+
+        def wake() -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_resolve, waiter)
+
+        remove = self.add_callback(wake)
+        try:
+            await waiter
+        finally:
+            remove()
+
+    def child_token(self) -> CancellationToken:
+        """Return a new token that is cancelled when this one is (but not the other way round)."""
+        child = CancellationToken()
+        with self._lock:
+            if not self._cancelled:
+                self._children.add(child)
+                return child
+        child.cancel()
+        return child
+
+    def add_callback(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` once when the token is cancelled (at once if it already is).
+
+        The callback runs in the thread that cancels the token. Returns a function that
+        unregisters it.
+        """
+        with self._lock:
+            if not self._cancelled:
+                self._callbacks.append(callback)
+                return lambda: self._remove_callback(callback)
+        callback()
+        return _nothing
+
+    def _remove_callback(self, callback: Callable[[], None]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _nothing() -> None:
+    pass
