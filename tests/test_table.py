@@ -1,0 +1,440 @@
+"""The timer table contract, run against the Cython and the pure-Python table (``table_class``)."""
+
+from __future__ import annotations
+
+import gc
+import math
+import random
+import sys
+import tracemalloc
+from typing import Any
+
+import pytest
+
+INF = float("inf")
+
+
+def _is_c(table_class: Any) -> bool:
+    return table_class.__module__.endswith("_table_c")
+
+
+def _drain(table: Any) -> list[tuple[str, float]]:
+    return table.pop_due(INF, sys.maxsize)
+
+
+# -- set / reset / cancel ----------------------------------------------------------------------------
+
+
+def test_set_reports_whether_it_replaced(table_class: Any) -> None:
+    table = table_class()
+    assert table.set("a", 1.0) is False
+    assert table.set("a", 2.0) is True
+    assert table.set("b", 2.0) is False
+    assert len(table) == 2
+
+
+def test_cancel_reports_whether_pending(table_class: Any) -> None:
+    table = table_class()
+    assert table.cancel("a") is False
+    table.set("a", 1.0)
+    assert table.cancel("a") is True
+    assert table.cancel("a") is False
+    assert len(table) == 0
+    assert table.next_deadline() is None
+    assert table.pop_due(INF, 10) == []
+
+
+def test_len_contains_deadline_next_deadline(table_class: Any) -> None:
+    table = table_class()
+    assert len(table) == 0
+    assert "a" not in table
+    assert table.deadline("a") is None
+    assert table.next_deadline() is None
+    table.set("a", 5.0)
+    table.set("b", 3.0)
+    assert len(table) == 2
+    assert "a" in table
+    assert "c" not in table
+    assert table.deadline("a") == 5.0
+    assert table.next_deadline() == 3.0
+    table.set("b", 7.0)
+    assert table.deadline("b") == 7.0
+    assert table.next_deadline() == 5.0
+    table.cancel("a")
+    assert table.next_deadline() == 7.0
+    assert table.deadline("a") is None
+
+
+def test_contains_other_objects_is_false(table_class: Any) -> None:
+    table = table_class()
+    table.set("1", 1.0)
+    assert 1 not in table
+    assert None not in table
+
+
+def test_names_compare_by_value_not_identity(table_class: Any) -> None:
+    table = table_class()
+    name = "".join(["time", "r-1"])
+    same = "".join(["timer", "-1"])
+    assert name == same
+    assert name is not same
+    table.set(name, 1.0)
+    assert same in table
+    assert table.set(same, 2.0) is True
+    assert len(table) == 1
+    [(popped, _)] = _drain(table)
+    assert popped is same  # the name object of the most recent set
+
+
+# -- order --------------------------------------------------------------------------------------------
+
+
+def test_pop_due_in_deadline_order(table_class: Any) -> None:
+    table = table_class()
+    deadlines = {f"t{i}": float(d) for i, d in enumerate(random.Random(1).sample(range(1000), 200))}
+    for name, deadline in deadlines.items():
+        table.set(name, deadline)
+    expected = sorted(deadlines.items(), key=lambda item: item[1])
+    assert _drain(table) == expected
+
+
+def test_equal_deadlines_fire_in_set_order(table_class: Any) -> None:
+    table = table_class()
+    names = [f"t{i}" for i in range(50)]
+    random.Random(2).shuffle(names)
+    for name in names:
+        table.set(name, 1.0)
+    assert [name for name, _ in _drain(table)] == names
+
+
+def test_reset_takes_a_new_sequence(table_class: Any) -> None:
+    table = table_class()
+    for name in "abcd":
+        table.set(name, 1.0)
+    table.set("b", 1.0)  # same deadline again: now after d
+    table.set("c", 0.5)  # earlier
+    table.set("a", 2.0)  # later
+    assert _drain(table) == [("c", 0.5), ("d", 1.0), ("b", 1.0), ("a", 2.0)]
+
+
+def test_reset_earlier_and_later_many(table_class: Any) -> None:
+    rng = random.Random(3)
+    table = table_class()
+    model: dict[str, tuple[float, int]] = {}
+    for seq in range(3000):
+        name = f"t{rng.randrange(300)}"
+        deadline = float(rng.randrange(50))
+        table.set(name, deadline)
+        model[name] = (deadline, seq)
+    expected = [(name, key[0]) for name, key in sorted(model.items(), key=lambda item: item[1])]
+    assert _drain(table) == expected
+
+
+# -- pop_due ------------------------------------------------------------------------------------------
+
+
+def test_pop_due_limits(table_class: Any) -> None:
+    table = table_class()
+    for i in range(10):
+        table.set(f"t{i}", float(i))
+    assert table.pop_due(100.0, 0) == []
+    assert table.pop_due(100.0, -5) == []
+    assert table.pop_due(100.0, 1) == [("t0", 0.0)]
+    assert table.pop_due(100.0, 3) == [("t1", 1.0), ("t2", 2.0), ("t3", 3.0)]
+    assert len(table) == 6
+    assert table.pop_due(100.0, 10**30) == [(f"t{i}", float(i)) for i in range(4, 10)]
+    assert len(table) == 0
+
+
+def test_pop_due_never_returns_a_future_deadline(table_class: Any) -> None:
+    rng = random.Random(4)
+    table = table_class()
+    for i in range(2000):
+        table.set(f"t{i}", rng.uniform(-10.0, 10.0))
+    now = -10.0
+    last = -INF
+    while len(table):
+        due = table.pop_due(now, rng.randrange(1, 50))
+        for _, deadline in due:
+            assert deadline <= now
+            assert deadline >= last
+            last = deadline
+        nxt = table.next_deadline()
+        assert nxt is None or nxt > now or len(due) > 0
+        now += 0.01
+    assert table.pop_due(INF, 10) == []
+
+
+def test_pop_due_boundary_is_inclusive(table_class: Any) -> None:
+    table = table_class()
+    table.set("a", 1.0)
+    table.set("b", math.nextafter(1.0, 2.0))
+    assert table.pop_due(math.nextafter(1.0, 0.0), 10) == []
+    assert table.pop_due(1.0, 10) == [("a", 1.0)]
+    assert table.next_deadline() == math.nextafter(1.0, 2.0)
+
+
+def test_clear(table_class: Any) -> None:
+    table = table_class()
+    assert table.clear() == 0
+    for i in range(100):
+        table.set(f"t{i}", float(i))
+    assert table.clear() == 100
+    assert len(table) == 0
+    assert "t1" not in table
+    assert table.next_deadline() is None
+    assert table.pop_due(INF, 10) == []
+    table.set("t1", 1.0)  # usable after clear
+    assert table.set("t1", 2.0) is True
+    assert _drain(table) == [("t1", 2.0)]
+
+
+# -- bad input ----------------------------------------------------------------------------------------
+
+
+def test_nan_deadline_is_rejected(table_class: Any) -> None:
+    table = table_class()
+    with pytest.raises(ValueError, match="NaN"):
+        table.set("a", math.nan)
+    assert len(table) == 0
+    table.set("a", 1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        table.set("a", math.nan)
+    assert table.deadline("a") == 1.0
+
+
+def test_unhashable_name_is_a_type_error(table_class: Any) -> None:
+    table = table_class()
+    table.set("a", 1.0)  # an empty dict's pop does not even hash its key
+    for call in (lambda: table.set(["a"], 1.0), lambda: table.cancel(["a"]), lambda: table.deadline(["a"])):
+        with pytest.raises(TypeError):
+            call()
+    with pytest.raises(TypeError):
+        ["a"] in table  # noqa: B015
+
+
+def test_non_str_name_is_a_type_error(table_class: Any) -> None:
+    if not _is_c(table_class):
+        pytest.skip("the pure table is a dict underneath and accepts any hashable name")
+    table = table_class()
+    for name in (1, b"a", None, 1.5, ("a",)):
+        with pytest.raises(TypeError):
+            table.set(name, 1.0)
+        with pytest.raises(TypeError):
+            table.cancel(name)
+        with pytest.raises(TypeError):
+            table.deadline(name)
+    assert len(table) == 0
+
+
+@pytest.mark.parametrize(
+    "deadline",
+    [0.0, -0.0, -1.0, -1e300, 1e15, sys.float_info.max, -sys.float_info.max, INF, -INF, 5e-324],
+)
+def test_extreme_deadlines(table_class: Any, deadline: float) -> None:
+    table = table_class()
+    table.set("x", deadline)
+    table.set("zero", 0.0)
+    assert table.deadline("x") == deadline
+    expected = sorted([("x", deadline), ("zero", 0.0)], key=lambda item: item[1])  # stable: x first on ties
+    assert table.next_deadline() == expected[0][1]
+    assert _drain(table) == expected
+
+
+def test_infinite_deadlines_keep_order(table_class: Any) -> None:
+    table = table_class()
+    table.set("a", INF)
+    table.set("b", -INF)
+    table.set("c", INF)
+    table.set("d", -INF)
+    assert table.pop_due(sys.float_info.max, 10) == [("b", -INF), ("d", -INF)]
+    assert table.pop_due(INF, 10) == [("a", INF), ("c", INF)]
+
+
+# -- names --------------------------------------------------------------------------------------------
+
+
+class _Str(str):
+    __slots__ = ()
+
+
+def test_str_subclass_names_behave_as_their_value(table_class: Any) -> None:
+    table = table_class()
+    table.set(_Str("a"), 1.0)
+    assert "a" in table
+    assert table.set("a", 2.0) is True
+    sub = _Str("a")
+    assert table.set(sub, 3.0) is True
+    assert len(table) == 1
+    [(name, deadline)] = _drain(table)
+    assert name is sub
+    assert deadline == 3.0
+
+
+class _Hostile(str):
+    """A name whose __eq__ and __hash__ lie, raise, or call back into the table."""
+
+    table: Any = None
+    calls = 0
+
+    def __hash__(self) -> int:
+        type(self).calls += 1
+        if self.table is not None:
+            self.table.set("from-hash", 0.0)
+            self.table.clear()
+        return 7
+
+    def __eq__(self, other: object) -> bool:
+        type(self).calls += 1
+        if self.table is not None:
+            self.table.clear()
+        raise RuntimeError("hostile __eq__")
+
+    def __ne__(self, other: object) -> bool:
+        raise RuntimeError("hostile __ne__")
+
+
+def test_hostile_str_subclass_names_do_not_crash(table_class: Any) -> None:
+    table = table_class()
+    _Hostile.table = table
+    try:
+        for i in range(200):
+            table.set(f"plain{i}", float(i))
+        for i in range(50):
+            with _ignore():
+                table.set(_Hostile(f"h{i}"), float(i))
+            with _ignore():
+                table.set(_Hostile(f"plain{i}"), float(-i))
+            with _ignore():
+                _Hostile(f"plain{i}") in table  # noqa: B015
+            with _ignore():
+                table.deadline(_Hostile(f"h{i}"))
+            with _ignore():
+                table.cancel(_Hostile(f"h{i // 2}"))
+            with _ignore():
+                table.pop_due(float(i), 3)
+            len(table)
+            table.next_deadline()
+        with _ignore():
+            _drain(table)
+    finally:
+        _Hostile.table = None
+    table.clear()
+    table.set("after", 1.0)
+    assert _drain(table) == [("after", 1.0)]
+
+
+def test_hostile_names_are_compared_by_value_in_the_c_table(table_class: Any) -> None:
+    if not _is_c(table_class):
+        pytest.skip("the pure table is a dict and honours __eq__/__hash__ overrides")
+    table = table_class()
+    _Hostile.calls = 0
+    table.set(_Hostile("a"), 1.0)
+    assert table.set("a", 2.0) is True
+    assert _Hostile("a") in table
+    assert table.cancel(_Hostile("a")) is True
+    assert _Hostile.calls == 0  # neither __hash__ nor __eq__ ran
+
+
+class _ReferencesTable(str):
+    """A name holding the table it is in: a reference cycle through the C arrays."""
+
+    table: Any
+
+    def __new__(cls, value: str, table: Any) -> _ReferencesTable:
+        self = super().__new__(cls, value)
+        self.table = table
+        return self
+
+
+def test_cycles_through_names_are_collected(table_class: Any) -> None:
+    import weakref
+
+    gc.collect()
+    table = table_class()
+    name = _ReferencesTable("x", table)
+    table.set(name, 1.0)
+    probe = weakref.ref(name)
+    del table, name
+    gc.collect()
+    assert probe() is None
+
+
+def test_huge_names(table_class: Any) -> None:
+    table = table_class()
+    big = "x" * 10**6
+    big_equal = "".join(["x" * (10**6 - 1), "x"])
+    big_other = "x" * (10**6 - 1) + "y"
+    table.set(big, 2.0)
+    table.set(big_other, 1.0)
+    assert big_equal in table
+    assert table.set(big_equal, 3.0) is True
+    assert table.deadline(big) == 3.0
+    assert [(len(n), n[-1], d) for n, d in _drain(table)] == [(10**6, "y", 1.0), (10**6, "x", 3.0)]
+
+
+def test_unicode_names(table_class: Any) -> None:
+    table = table_class()
+    names = ["a", "é", "\u20ac", "\U0001f600", "", "a\x00b", "ascii" * 10]
+    for i, name in enumerate(names):
+        table.set(name, float(i))
+    for i, name in enumerate(names):
+        assert table.deadline(name) == float(i)
+    assert [n for n, _ in _drain(table)] == names
+
+
+# -- memory -------------------------------------------------------------------------------------------
+
+
+def test_many_timers_round_trip(table_class: Any) -> None:
+    rng = random.Random(5)
+    n = 20_000
+    names = [f"t{i}" for i in range(n)]
+    table = table_class()
+    for name in names:
+        table.set(name, rng.random())
+    for name in names[::2]:
+        assert table.cancel(name)
+    for name in names[1::4]:
+        assert table.set(name, 2.0 + rng.random())
+    out = _drain(table)
+    assert len(out) == n // 2
+    assert [d for _, d in out] == sorted(d for _, d in out)
+
+
+def test_memory_returns_after_spike(table_class: Any) -> None:
+    n, keep = 100_000, 100
+    names = [f"timer-{i}" for i in range(n)]
+    deadlines = [float(i % 977) for i in range(n)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        table = table_class()
+        for name, deadline in zip(names, deadlines):
+            table.set(name, deadline)
+        for name, deadline in zip(names[::2], deadlines):
+            table.set(name, deadline + 1.0)  # resets leave the pure table's stale entries behind
+        peak = tracemalloc.get_traced_memory()[0] - base
+        for name in names[: (n - keep) // 2]:
+            table.cancel(name)
+        while len(table) > keep:
+            table.pop_due(INF, min(1024, len(table) - keep))
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert len(table) == keep
+    assert kept <= 0.10 * peak, (kept, peak)
+    if _is_c(table_class):
+        # 48 B per allocated timer (arrays double) plus 8 B per hash slot (at most half full); the
+        # 80 B target at 10^6 timers is checked by benches/table_ratios.py.
+        assert peak / n <= 100, peak / n
+
+
+class _ignore:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return True

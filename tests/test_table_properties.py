@@ -1,0 +1,135 @@
+"""Differential test: the Cython and the pure-Python table, and a trivially correct model, agree.
+
+Every step of a random operation sequence is applied to both tables and to ``Model`` (a dict and
+a sort); all three must give identical results. ``HYPOTHESIS_PROFILE=thorough`` runs many more
+examples than the default ``fast`` profile used in the normal run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+
+from timer_manager._table_py import TimerTable as PyTable
+
+settings.register_profile("fast", max_examples=60, stateful_step_count=60, deadline=None)
+settings.register_profile("thorough", max_examples=2000, stateful_step_count=200, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
+
+
+class Model:
+    """What the tables must do, written the obvious way."""
+
+    def __init__(self) -> None:
+        self.timers: dict[str, tuple[float, int, str]] = {}
+        self.sequence = 0
+
+    def set(self, name: str, deadline: float) -> bool:
+        replaced = name in self.timers
+        self.timers[name] = (deadline, self.sequence, name)
+        self.sequence += 1
+        return replaced
+
+    def cancel(self, name: str) -> bool:
+        return self.timers.pop(name, None) is not None
+
+    def clear(self) -> int:
+        count = len(self.timers)
+        self.timers.clear()
+        return count
+
+    def pop_due(self, now: float, limit: int) -> list[tuple[str, float]]:
+        due = sorted(t for t in self.timers.values() if t[0] <= now)[: max(limit, 0)]
+        for _, _, name in due:
+            del self.timers[name]
+        return [(name, deadline) for deadline, _, name in due]
+
+    def next_deadline(self) -> float | None:
+        return min((t[0] for t in self.timers.values()), default=None)
+
+    def deadline(self, name: str) -> float | None:
+        timer = self.timers.get(name)
+        return None if timer is None else timer[0]
+
+    def __len__(self) -> int:
+        return len(self.timers)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.timers
+
+
+# Few names and few distinct deadlines, so that resets and ties are the common case.
+names = st.sampled_from([f"n{i}" for i in range(12)])
+deadlines = st.one_of(
+    st.integers(-3, 12).map(float),
+    st.floats(allow_nan=False, min_value=-20.0, max_value=20.0),
+    st.sampled_from([float("inf"), -float("inf"), sys.float_info.max, -sys.float_info.max, 1e15]),
+)
+nows = st.one_of(st.integers(-4, 14).map(float), st.floats(allow_nan=False))
+limits = st.one_of(st.integers(-1, 4), st.just(sys.maxsize))
+
+
+class TablesAgree(RuleBasedStateMachine):
+    """Model first; then the table under test; then the pure table when that is not it."""
+
+    table_class: Any = PyTable
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.subjects: list[Any] = [Model(), self.table_class()]
+        if self.table_class is not PyTable:
+            self.subjects.append(PyTable())
+
+    def _same(self, method: str, *args: Any) -> Any:
+        results = [getattr(subject, method)(*args) for subject in self.subjects]
+        for subject, result in zip(self.subjects[1:], results[1:]):
+            assert result == results[0], (type(subject).__module__, method, args, result, results[0])
+            if isinstance(result, list):  # the same name objects, not just equal ones
+                assert [type(n) for n, _ in result] == [type(n) for n, _ in results[0]]
+        return results[0]
+
+    @rule(name=names, deadline=deadlines)
+    def set(self, name: str, deadline: float) -> None:
+        # A fresh object each time: the tables must return the most recent one.
+        self._same("set", "".join(name), deadline)
+
+    @rule(name=names)
+    def cancel(self, name: str) -> None:
+        self._same("cancel", name)
+
+    @rule(now=nows, limit=limits)
+    def pop_due(self, now: float, limit: int) -> None:
+        due = self._same("pop_due", now, limit)
+        assert all(deadline <= now for _, deadline in due)
+
+    @precondition(lambda self: len(self.subjects[0]) > 0)
+    @rule()
+    def pop_one_each(self) -> None:
+        self._same("pop_due", float("inf"), 1)
+
+    @rule()
+    def clear(self) -> None:
+        self._same("clear")
+
+    @rule(name=names)
+    def query(self, name: str) -> None:
+        self._same("deadline", name)
+        self._same("__contains__", name)
+
+    @invariant()
+    def summary_agrees(self) -> None:
+        self._same("__len__")
+        self._same("next_deadline")
+
+    def teardown(self) -> None:
+        self._same("pop_due", float("inf"), sys.maxsize)
+
+
+def test_tables_agree(table_class: Any) -> None:
+    machine = type("TablesAgreeFor", (TablesAgree,), {"table_class": table_class})
+    run_state_machine_as_test(machine, settings=settings(suppress_health_check=[HealthCheck.too_slow]))

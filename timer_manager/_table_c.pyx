@@ -1,0 +1,533 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The Cython timer table: the same ``TimerTable`` as ``_table_py.py``, in three flat C arrays.
+
+At 10^6 timers every operation is dominated by cache misses, so the layout is chosen to touch as
+few cache lines per operation as a dict does:
+
+* ``_nodes``: one 32-byte record per timer (name, its str hash, sequence, position in the heap).
+  Freed records are chained on a free list and reused; no Python objects besides the names.
+* ``_slots``: an open-addressing hash table (linear probing, at most half full) of 64-bit slots,
+  each holding a node index and the low 32 bits of the name's hash. A lookup is usually one slot
+  probe plus one node visit; identity is tried first and string value only when the hashes match,
+  so the table behaves like a dict of exact ``str``. The hash bits in the slot tell a slot's home
+  without visiting its node, so deletion shifts entries back instead of leaving tombstones.
+* ``_heap``: an eager 4-ary min-heap (libev's layout) of 16-byte entries, deadline inline with the
+  node index, 64-byte aligned so that the four children of a node share one cache line. Order is
+  ``(deadline, sequence)``; the sequence lives in the node and is read only on equal deadlines.
+  Each node knows its heap position, so reset and cancel fix the heap in place: there are no
+  stale entries, and expiry pops exactly one entry per timer returned.
+
+A hierarchical timing wheel was weighed: O(1) reset and cancel, but it needs a time quantum the
+table cannot know, an ordered overflow for deadlines in the past, and a sort per slot to keep
+``(deadline, sequence)`` order exact; the heap gives exact order directly, with an O(1)
+``next_deadline``, and a reset with a random new deadline moves it by only a level or so.
+
+Memory follows the live count: the arrays double when full and are rebuilt at twice the live
+count once it falls below a quarter of their capacity (the rebuild renumbers nodes in heap
+order). All memory comes from ``PyMem_*``, so tracemalloc sees it.
+
+Names are held as strong references. Hashing and comparison never run Python code (a ``str``
+subclass is hashed and compared as the string it holds, not through its ``__hash__``/``__eq__``),
+so no name can re-enter the table in the middle of an operation; references are released only
+once the table is consistent again. The type takes part in garbage collection, so a name object
+that refers back to the table does not keep both alive.
+"""
+
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from libc.stdint cimport uint32_t, uint64_t, uintptr_t
+from libc.string cimport memcpy, memmove, memset
+
+cdef extern from "Python.h":
+    ctypedef struct PyObject
+    ctypedef int (*_visitproc "visitproc")(PyObject*, void*) noexcept
+    ctypedef int (*_traverseproc "traverseproc")(PyObject*, _visitproc, void*) noexcept
+    ctypedef int (*_inquiry "inquiry")(PyObject*) noexcept
+    ctypedef struct _GCSlots "PyTypeObject":
+        _traverseproc tp_traverse
+        _inquiry tp_clear
+
+    bint PyUnicode_CheckExact(object) noexcept
+    bint PyUnicode_Check(object) noexcept
+    object PyUnicode_FromObject(object)
+    int PyUnicode_Compare(PyObject*, PyObject*) except? -1
+    Py_hash_t PyObject_Hash(object) except -1
+    Py_ssize_t PyNumber_AsSsize_t(object, PyObject*) except? -1
+    object PyTuple_New(Py_ssize_t)
+    void PyTuple_SET_ITEM(object, Py_ssize_t, PyObject*) noexcept
+    object PyFloat_FromDouble(double)
+    void Py_INCREF(PyObject*) noexcept
+    void Py_DECREF(PyObject*) noexcept
+
+__all__ = ("TimerTable",)
+
+ctypedef struct Node:
+    PyObject* name          # strong reference; NULL while the node is on the free list
+    Py_hash_t hash          # str hash of name
+    uint64_t sequence
+    uint32_t heap_pos       # index into _heap; next free node while on the free list
+    uint32_t _unused
+
+ctypedef struct HeapEntry:
+    double deadline
+    uint32_t node
+    uint32_t _unused
+
+cdef enum:
+    # The root sits at index 3 so that every group of four siblings starts on a 64-byte boundary.
+    HEAP0 = 3
+    ARITY = 4
+    ALIGN = 64
+    MIN_CAPACITY = 8
+    MIN_SLOTS = 16
+    # Node indices are 32-bit and a slot stores index + 1; keep well clear of that.
+    MAX_TIMERS = 0x7FFFFFFF
+
+cdef uint32_t NO_NODE = 0xFFFFFFFF
+
+
+cdef inline Py_hash_t _str_hash(object name) except -1:
+    """The hash a dict of exact str would use, without calling a subclass's ``__hash__``."""
+    if PyUnicode_CheckExact(name):
+        return PyObject_Hash(name)
+    if PyUnicode_Check(name):
+        return PyObject_Hash(PyUnicode_FromObject(name))
+    raise TypeError(f"timer name must be str, not {type(name).__name__}")
+
+
+cdef class TimerTable:
+    """Named timers ordered by ``(deadline, sequence)``; the manager's whole timer state."""
+
+    cdef Node* _nodes
+    cdef HeapEntry* _heap           # _heap_block rounded up to ALIGN
+    cdef char* _heap_block
+    cdef uint64_t* _slots
+    cdef size_t _mask               # number of slots - 1
+    cdef Py_ssize_t _live
+    cdef Py_ssize_t _capacity       # nodes and heap entries allocated
+    cdef Py_ssize_t _used           # nodes handed out at least once since the last rebuild
+    cdef uint32_t _free
+    cdef uint64_t _next_sequence
+    # Makes Cython give the type garbage-collector slots, which _traverse/_clear extend to names.
+    cdef object _gc_anchor
+
+    def __cinit__(self):
+        self._allocate_empty()
+
+    def __dealloc__(self):
+        self._release()
+
+    # -- public interface, in the order of _table_py.py --------------------------------------
+
+    def set(self, name, double deadline):
+        """Create ``name`` or replace its deadline; return True if it replaced a pending timer."""
+        if deadline != deadline:
+            raise ValueError("deadline must not be NaN")
+        cdef Py_hash_t h = _str_hash(name)
+        cdef PyObject* key = <PyObject*>name
+        cdef Py_ssize_t slot = self._find(key, h)
+        cdef uint32_t n
+        cdef Node* node
+        cdef PyObject* old_name
+        cdef double old_deadline
+        cdef HeapEntry entry
+        if slot >= 0:
+            n = <uint32_t>self._slots[slot] - 1
+            node = &self._nodes[n]
+            node.sequence = self._next_sequence
+            self._next_sequence += 1
+            old_name = node.name
+            Py_INCREF(key)
+            node.name = key
+            entry = self._heap[node.heap_pos]
+            old_deadline = entry.deadline
+            entry.deadline = deadline
+            # The new sequence is the largest, so an equal deadline moves the entry down.
+            if deadline < old_deadline:
+                self._sift_up(node.heap_pos, entry)
+            else:
+                self._sift_down(node.heap_pos, entry)
+            Py_DECREF(old_name)  # last: it may run arbitrary code
+            return True
+        if self._live >= MAX_TIMERS:
+            raise OverflowError("too many timers")
+        if <size_t>(self._live + 1) * 2 > self._mask + 1:
+            self._grow_slots()
+            slot = self._find(key, h)
+        n = self._new_node()
+        node = &self._nodes[n]
+        Py_INCREF(key)
+        node.name = key
+        node.hash = h
+        node.sequence = self._next_sequence
+        self._next_sequence += 1
+        self._slots[~slot] = ((<uint64_t><uint32_t>h) << 32) | (<uint64_t>n + 1)
+        entry.deadline = deadline
+        entry.node = n
+        entry._unused = 0
+        self._live += 1
+        self._sift_up(HEAP0 + self._live - 1, entry)
+        return False
+
+    def cancel(self, name):
+        """Remove ``name``; return True if it was pending."""
+        cdef Py_hash_t h = _str_hash(name)
+        cdef Py_ssize_t slot = self._find(<PyObject*>name, h)
+        if slot < 0:
+            return False
+        cdef uint32_t n = <uint32_t>self._slots[slot] - 1
+        self._remove_slot(<size_t>slot)
+        self._remove_heap(self._nodes[n].heap_pos)
+        cdef PyObject* old_name = self._free_node(n)
+        self._compact_if_sparse()
+        Py_DECREF(old_name)
+        return True
+
+    def clear(self):
+        """Remove every timer; return how many there were."""
+        cdef Py_ssize_t count = self._live
+        self._clear()
+        return count
+
+    def pop_due(self, double now, limit):
+        """Remove and return up to ``limit`` timers with ``deadline <= now``, in order."""
+        cdef Py_ssize_t wanted = PyNumber_AsSsize_t(limit, NULL)  # clipped, like an unbounded int
+        cdef Py_ssize_t count = 0
+        cdef HeapEntry top
+        cdef uint32_t n
+        cdef PyObject* name
+        due = []
+        while count < wanted and self._live and not (self._heap[HEAP0].deadline > now):
+            # Allocating a tuple can run the garbage collector and so any code, this table's
+            # methods included: look at the heap only after it.
+            item = PyTuple_New(2)
+            if not self._live or self._heap[HEAP0].deadline > now:
+                break
+            top = self._heap[HEAP0]
+            deadline = PyFloat_FromDouble(top.deadline)
+            n = top.node
+            self._remove_slot(self._slot_of(n))
+            self._remove_heap(HEAP0)
+            name = self._free_node(n)
+            PyTuple_SET_ITEM(item, 0, name)  # the table's reference moves to the tuple
+            Py_INCREF(<PyObject*>deadline)
+            PyTuple_SET_ITEM(item, 1, <PyObject*>deadline)
+            due.append(item)
+            count += 1
+        if count:
+            self._compact_if_sparse()
+        return due
+
+    def next_deadline(self):
+        """Return the earliest pending deadline, or None when the table is empty."""
+        if self._live:
+            return self._heap[HEAP0].deadline
+        return None
+
+    def deadline(self, name):
+        """Return the pending deadline of ``name``, or None."""
+        cdef Py_ssize_t slot = self._find(<PyObject*>name, _str_hash(name))
+        if slot < 0:
+            return None
+        return self._heap[self._nodes[<uint32_t>self._slots[slot] - 1].heap_pos].deadline
+
+    def __len__(self):
+        return self._live
+
+    def __contains__(self, name):
+        if not PyUnicode_Check(name):
+            hash(name)  # an unhashable name raises TypeError, as with a dict
+            return False
+        return self._find(<PyObject*>name, _str_hash(name)) >= 0
+
+    # -- hash table ---------------------------------------------------------------------------
+
+    cdef inline Py_ssize_t _find(self, PyObject* name, Py_hash_t h) except? -1:
+        """Return the slot holding ``name``, or ``~slot`` of the empty slot where it would go."""
+        cdef size_t mask = self._mask
+        cdef size_t i = <size_t>h & mask
+        cdef uint64_t tag = <uint32_t>h
+        cdef uint64_t s
+        cdef Node* node
+        while True:
+            s = self._slots[i]
+            if s == 0:
+                return ~<Py_ssize_t>i
+            if (s >> 32) == tag:
+                node = &self._nodes[<uint32_t>s - 1]
+                if node.name == name:
+                    return <Py_ssize_t>i
+                if node.hash == h and PyUnicode_Compare(node.name, name) == 0:
+                    return <Py_ssize_t>i
+            i = (i + 1) & mask
+
+    cdef inline size_t _slot_of(self, uint32_t n) noexcept:
+        """The slot of live node ``n``, found by its hash and index alone."""
+        cdef size_t mask = self._mask
+        cdef size_t i = <size_t>self._nodes[n].hash & mask
+        while <uint32_t>self._slots[i] != n + 1:
+            i = (i + 1) & mask
+        return i
+
+    cdef inline void _remove_slot(self, size_t i) noexcept:
+        """Empty slot ``i`` and shift later members of its cluster back (no tombstones)."""
+        cdef size_t mask = self._mask
+        cdef size_t j = i
+        cdef size_t home
+        cdef uint64_t s
+        while True:
+            j = (j + 1) & mask
+            s = self._slots[j]
+            if s == 0:
+                break
+            home = <size_t>(s >> 32) & mask
+            # Move s into the hole unless its home lies cyclically in (i, j].
+            if (i <= j and (home <= i or home > j)) or (i > j and home <= i and home > j):
+                self._slots[i] = s
+                i = j
+        self._slots[i] = 0
+
+    cdef int _grow_slots(self) except -1:
+        return self._build_slots((self._mask + 1) * 2)
+
+    cdef int _build_slots(self, size_t count) except -1:
+        cdef uint64_t* slots = <uint64_t*>PyMem_Malloc(count * sizeof(uint64_t))
+        if slots == NULL:
+            raise MemoryError()
+        self._fill_slots(slots, count)
+        return 0
+
+    cdef void _fill_slots(self, uint64_t* slots, size_t count) noexcept:
+        """Index every live node in the new ``slots`` array and free the old one."""
+        memset(slots, 0, count * sizeof(uint64_t))
+        cdef size_t mask = count - 1
+        cdef size_t i
+        cdef Py_ssize_t n
+        cdef Node* node
+        for n in range(self._used):
+            node = &self._nodes[n]
+            if node.name == NULL:
+                continue
+            i = <size_t>node.hash & mask
+            while slots[i] != 0:
+                i = (i + 1) & mask
+            slots[i] = ((<uint64_t><uint32_t>node.hash) << 32) | (<uint64_t>n + 1)
+        PyMem_Free(self._slots)
+        self._slots = slots
+        self._mask = mask
+
+    # -- heap ---------------------------------------------------------------------------------
+
+    cdef inline bint _before(self, HeapEntry a, HeapEntry b) noexcept:
+        return a.deadline < b.deadline or (
+            a.deadline == b.deadline
+            and self._nodes[a.node].sequence < self._nodes[b.node].sequence
+        )
+
+    cdef inline void _place(self, uint32_t pos, HeapEntry entry) noexcept:
+        self._heap[pos] = entry
+        self._nodes[entry.node].heap_pos = pos
+
+    cdef void _sift_up(self, uint32_t pos, HeapEntry entry) noexcept:
+        cdef uint32_t parent
+        while pos > HEAP0:
+            parent = (pos - HEAP0 - 1) // ARITY + HEAP0
+            if not self._before(entry, self._heap[parent]):
+                break
+            self._place(pos, self._heap[parent])
+            pos = parent
+        self._place(pos, entry)
+
+    cdef void _sift_down(self, uint32_t pos, HeapEntry entry) noexcept:
+        cdef HeapEntry* heap = self._heap
+        cdef uint32_t end = <uint32_t>(HEAP0 + self._live)
+        cdef uint32_t first, last, child, best
+        while True:
+            first = (pos - HEAP0) * ARITY + HEAP0 + 1
+            if first >= end:
+                break
+            last = first + ARITY if first + ARITY <= end else end
+            best = first
+            for child in range(first + 1, last):
+                if self._before(heap[child], heap[best]):
+                    best = child
+            if not self._before(heap[best], entry):
+                break
+            self._place(pos, heap[best])
+            pos = best
+        self._place(pos, entry)
+
+    cdef void _remove_heap(self, uint32_t pos) noexcept:
+        """Take the entry at ``pos`` out of the heap (its node stays allocated)."""
+        self._live -= 1
+        cdef uint32_t end = <uint32_t>(HEAP0 + self._live)
+        if pos == end:
+            return
+        cdef HeapEntry last = self._heap[end]
+        if pos > HEAP0 and self._before(last, self._heap[(pos - HEAP0 - 1) // ARITY + HEAP0]):
+            self._sift_up(pos, last)
+        else:
+            self._sift_down(pos, last)
+
+    # -- nodes and memory ---------------------------------------------------------------------
+
+    cdef uint32_t _new_node(self) except? 0xFFFFFFFF:
+        cdef uint32_t n = self._free
+        if n != NO_NODE:
+            self._free = self._nodes[n].heap_pos
+            return n
+        if self._used == self._capacity:
+            self._resize(self._capacity * 2)
+        n = <uint32_t>self._used
+        self._used += 1
+        return n
+
+    cdef inline PyObject* _free_node(self, uint32_t n) noexcept:
+        """Put node ``n`` on the free list; return the name reference it held."""
+        cdef Node* node = &self._nodes[n]
+        cdef PyObject* name = node.name
+        node.name = NULL
+        node.heap_pos = self._free
+        self._free = n
+        return name
+
+    cdef int _resize(self, Py_ssize_t capacity) except -1:
+        """Reallocate nodes and heap for ``capacity`` timers (at least ``_used``)."""
+        cdef Node* nodes = <Node*>PyMem_Realloc(self._nodes, capacity * sizeof(Node))
+        if nodes == NULL:
+            raise MemoryError()
+        self._nodes = nodes
+        if not self._resize_heap(capacity):
+            raise MemoryError()
+        self._capacity = capacity
+        return 0
+
+    cdef bint _resize_heap(self, Py_ssize_t capacity) noexcept:
+        cdef size_t old_offset = <size_t>(<char*>self._heap - self._heap_block)
+        cdef char* block = <char*>PyMem_Realloc(
+            self._heap_block, (capacity + HEAP0) * sizeof(HeapEntry) + ALIGN
+        )
+        if block == NULL:
+            return False
+        # realloc keeps the bytes but not necessarily their alignment.
+        cdef size_t offset = (ALIGN - <uintptr_t>block % ALIGN) % ALIGN
+        if offset != old_offset:
+            memmove(block + offset, block + old_offset,
+                    <size_t>(HEAP0 + self._live) * sizeof(HeapEntry))
+        self._heap_block = block
+        self._heap = <HeapEntry*>(block + offset)
+        return True
+
+    cdef int _compact_if_sparse(self) noexcept:
+        """Give memory back once live timers fill less than a quarter of the arrays."""
+        if self._capacity <= MIN_CAPACITY or self._live * 4 >= self._capacity:
+            return 0
+        cdef Py_ssize_t capacity = MIN_CAPACITY
+        while capacity < self._live * 2:
+            capacity *= 2
+        cdef size_t slot_count = MIN_SLOTS
+        while slot_count < <size_t>self._live * 2 + 2:
+            slot_count *= 2
+        # Allocate first: past this point nothing can fail. On failure keep the larger arrays.
+        cdef Node* nodes = <Node*>PyMem_Malloc(capacity * sizeof(Node))
+        if nodes == NULL:
+            return 0
+        cdef uint64_t* slots = <uint64_t*>PyMem_Malloc(slot_count * sizeof(uint64_t))
+        if slots == NULL:
+            PyMem_Free(nodes)
+            return 0
+        # Renumber the live nodes in heap order; the heap itself keeps its order.
+        cdef Py_ssize_t k
+        cdef uint32_t pos
+        for k in range(self._live):
+            pos = <uint32_t>(HEAP0 + k)
+            nodes[k] = self._nodes[self._heap[pos].node]
+            nodes[k].heap_pos = pos
+            self._heap[pos].node = <uint32_t>k
+        PyMem_Free(self._nodes)
+        self._nodes = nodes
+        self._used = self._live
+        self._free = NO_NODE
+        self._capacity = capacity
+        self._fill_slots(slots, slot_count)
+        self._resize_heap(capacity)  # shrinking; if even that fails the heap just stays larger
+        return 0
+
+    cdef int _allocate_empty(self) except -1:
+        self._free = NO_NODE
+        self._resize(MIN_CAPACITY)
+        self._build_slots(MIN_SLOTS)
+        return 0
+
+    cdef int _clear(self) except -1:
+        cdef TimerTable emptied = TimerTable.__new__(TimerTable)
+        self._swap(emptied)
+        return 0  # emptied drops the names on its way out, once this table is consistent
+
+    cdef int _visit_names(self, _visitproc visit, void* arg) noexcept:
+        cdef Py_ssize_t n
+        cdef int result
+        for n in range(self._used):
+            if self._nodes[n].name != NULL:
+                result = visit(self._nodes[n].name, arg)
+                if result:
+                    return result
+        return 0
+
+    cdef void _clear_for_gc(self) noexcept:
+        try:
+            self._clear()
+        except MemoryError:
+            pass  # the cycle stays until memory allows; nothing is broken
+
+    cdef void _swap(self, TimerTable other) noexcept:
+        self._nodes, other._nodes = other._nodes, self._nodes
+        self._heap, other._heap = other._heap, self._heap
+        self._heap_block, other._heap_block = other._heap_block, self._heap_block
+        self._slots, other._slots = other._slots, self._slots
+        self._mask, other._mask = other._mask, self._mask
+        self._live, other._live = other._live, self._live
+        self._capacity, other._capacity = other._capacity, self._capacity
+        self._used, other._used = other._used, self._used
+        self._free, other._free = other._free, self._free
+        self._next_sequence, other._next_sequence = other._next_sequence, self._next_sequence
+
+    cdef void _release(self) noexcept:
+        """Free everything and drop the names; only for a table nobody will use again."""
+        cdef Node* nodes = self._nodes
+        cdef Py_ssize_t used = self._used
+        PyMem_Free(self._heap_block)
+        PyMem_Free(self._slots)
+        self._nodes = NULL
+        self._heap = NULL
+        self._heap_block = NULL
+        self._slots = NULL
+        self._live = self._used = self._capacity = 0
+        cdef Py_ssize_t n
+        for n in range(used):
+            if nodes[n].name != NULL:
+                Py_DECREF(nodes[n].name)
+        PyMem_Free(nodes)
+
+
+# -- garbage collection ---------------------------------------------------------------------------
+# Cython's slots know only _gc_anchor; names live in C arrays, so chain a traverse that visits
+# them (a str subclass instance can refer back to the table) and a clear that drops them.
+
+cdef _traverseproc _cython_traverse = (<_GCSlots*><PyObject*>TimerTable).tp_traverse
+cdef _inquiry _cython_clear = (<_GCSlots*><PyObject*>TimerTable).tp_clear
+
+
+cdef int _traverse(PyObject* o, _visitproc visit, void* arg) noexcept:
+    cdef int result = _cython_traverse(o, visit, arg)
+    if result:
+        return result
+    return (<TimerTable>o)._visit_names(visit, arg)
+
+
+cdef int _clear(PyObject* o) noexcept:
+    (<TimerTable>o)._clear_for_gc()
+    return _cython_clear(o)
+
+
+(<_GCSlots*><PyObject*>TimerTable).tp_traverse = _traverse
+(<_GCSlots*><PyObject*>TimerTable).tp_clear = _clear
