@@ -14,6 +14,7 @@ import pytest_asyncio
 from timer_manager import _env
 
 TABLE_MODULES = {"c": "timer_manager._table_c", "py": "timer_manager._table_py"}
+ENGINE_MODULES = {"c": "timer_manager._table_c", "py": "timer_manager._engine_py"}
 
 try:
     import uvloop
@@ -51,6 +52,8 @@ def table_class(request: pytest.FixtureRequest) -> Any:
 
 @pytest.fixture(autouse=True)
 def _manager_uses_table(table_class: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make managers created in the test use the table under test."""
+    """Make managers created in the test use the table under test, and the engine of the same kind."""
+    kind = "c" if table_class.__module__ == TABLE_MODULES["c"] else "py"
     core = importlib.import_module("timer_manager._core")
     monkeypatch.setattr(core, "TimerTable", table_class)
+    monkeypatch.setattr(core, "Engine", importlib.import_module(ENGINE_MODULES[kind]).Engine)

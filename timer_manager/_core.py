@@ -1,9 +1,11 @@
-"""The manager's state and loop logic, shared by :class:`TimerManager` and :class:`TimerHandle`.
+"""The manager's asyncio side, shared by :class:`TimerManager` and :class:`TimerHandle`.
 
-Everything here runs on the event loop's thread. The manager does its work in loop callbacks,
-never in a polling task: a ``call_soon`` when the first command of a batch arrives, a single
-``call_at`` for the next grid tick at or after the earliest deadline, and nothing at all while no
-timer is due and no command arrives.
+The per-timer work is the engine's (``_engine_py.py`` / ``_engine_c.pyx``); this module decides
+when it runs, and keeps everything else: the waiting senders and receivers, the heartbeat grid,
+stopping, logging. Everything here runs on the event loop's thread, in loop callbacks, never in a
+polling task: a ``call_soon`` when the first command of a batch arrives, a single ``call_at`` for the
+next grid tick at or after the earliest deadline, and nothing at all while no timer is due and no
+command arrives.
 """
 
 from __future__ import annotations
@@ -13,54 +15,17 @@ import concurrent.futures
 import logging
 import math
 import threading
+import time
 from collections import deque
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
-from ._table import TimerTable
+from ._engine_py import OP_NAMES, SET_INTERVAL, Command
+from ._table import Engine, TimerTable
 from .errors import ManagerClosed, TimerLimitExceeded
-from .events import TimerExpired
 
 logger = logging.getLogger("timer_manager")
 
-# Command opcodes. A command is a tuple (op, name, value, data).
-SET = 0  # value: deadline
-SET_INTERVAL = 1  # value: Interval
-CANCEL = 2
-CANCEL_ALL = 3
-SHUTDOWN = 4
-FLUSH = 5  # value: the future to resolve once applied
-
-Command = tuple[int, Optional[str], Any, Any]
-
-_OP_NAMES = ("set", "set_interval", "cancel", "cancel_all", "shutdown", "flush")
-
 NEW, RUNNING, STOPPED = "new", "running", "stopped"
-
-LATENESS_WINDOW = 1024  # samples kept for the lateness percentiles; a power of two
-
-
-class Interval:
-    """How a repeating timer re-arms: its period, its grid and its missed-tick policy."""
-
-    __slots__ = ("missed", "origin", "period")
-
-    def __init__(self, origin: float, period: float, missed: str) -> None:
-        self.origin = origin
-        self.period = period
-        self.missed = missed
-
-    def next_deadline(self, previous: float, now: float) -> float:
-        """The deadline after the event for ``previous`` was received at ``now``."""
-        period = self.period
-        if self.missed == "burst":
-            return previous + period
-        if self.missed == "delay":
-            return now + period
-        ticks = math.floor((now - self.origin) / period) + 1
-        deadline = self.origin + ticks * period
-        while deadline <= now:  # float rounding in the division above
-            deadline += period
-        return deadline
 
 
 class Sender:
@@ -86,7 +51,7 @@ class Sender:
 
 
 class ManagerCore:
-    """The timer table, both queues, the waiters and the wake-up scheduling of one manager."""
+    """Waiters, wake-up scheduling and lifecycle of one manager, around its engine."""
 
     def __init__(
         self,
@@ -98,12 +63,13 @@ class ManagerCore:
     ) -> None:
         self.name = name
         self.heartbeat = heartbeat
-        self.command_capacity = command_capacity
-        self.event_capacity = event_capacity
         self.max_timers = max_timers
         self.table = TimerTable()
+        self.engine = Engine(self.table, command_capacity, event_capacity)
+        self.engine.wake = self.schedule_service
 
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.clock: Callable[[], float] = time.monotonic
         self.thread_id = 0
         self.debug = False
         self.state = NEW
@@ -111,43 +77,24 @@ class ManagerCore:
         self.stop_reason = ""
         self.done: asyncio.Future[None] | None = None
 
-        self.commands: deque[Command] = deque()
         self.senders: deque[Sender] = deque()
-        # With max_timers: the new names that queued sets will add, and how many sets queue each.
-        self.reserved: dict[str, int] = {}
-
-        # Ready events in order; ``ready`` maps each name to its one receivable event, so that a
-        # cancel or re-set can retract it. Events in ``events`` that ``ready`` no longer points
-        # to are retracted and skipped.
-        self.events: deque[TimerExpired] = deque()
-        self.ready: dict[str, TimerExpired] = {}
         self.receivers: deque[asyncio.Future[None]] = deque()
-
-        self.data: dict[str, Any] = {}
-        self.intervals: dict[str, Interval] = {}
 
         self.origin = 0.0  # the heartbeat grid is origin + k * heartbeat
         self.service_soon = False
         self.timer: asyncio.TimerHandle | None = None
         self.timer_when = 0.0
-        self.waiting_for_room = False
-
-        self.count_set = 0
-        self.count_reset = 0
-        self.count_cancelled = 0
-        self.count_fired = 0
-        self.count_retracted = 0
         self.count_room_waits = 0
-        self.command_high_water = 0
-        self.event_high_water = 0
-        self.lateness: list[float] = []
-        self.lateness_next = 0
+        self.reserve_lock = threading.Lock()
 
     # ------------------------------------------------------------------ binding and checks
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach the manager to the loop it runs on (at ``run()`` or the first call, if earlier)."""
         self.loop = loop
+        # asyncio's own time() is time.monotonic() behind a Python method call; skip the call.
+        self.clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        self.engine.clock = self.clock
         self.thread_id = threading.get_ident()
         self.debug = loop.get_debug()
 
@@ -171,35 +118,36 @@ class ManagerCore:
 
     def now(self) -> float:
         """The loop time."""
-        return self.bound_loop().time()
+        self.bound_loop()
+        return self.clock()
 
     # ------------------------------------------------------------------ queueing commands
 
     def check_open(self) -> None:
         """Raise :class:`ManagerClosed` once the manager takes no more commands."""
         if self.closing:
-            raise ManagerClosed(f"timer manager {self.name!r} is {self._closed_state()}")
-
-    def _closed_state(self) -> str:
-        return "stopped" if self.state == STOPPED else "shutting down"
+            state = "stopped" if self.state == STOPPED else "shutting down"
+            raise ManagerClosed(f"timer manager {self.name!r} is {state}")
 
     def has_room(self, count: int) -> bool:
         """Whether ``count`` commands fit in the command queue now, behind no waiting sender."""
-        return not self.senders and len(self.commands) + count <= self.command_capacity
+        return not self.senders and self.engine.queued() + count <= self.engine.command_capacity
 
     def enqueue(self, command: Command) -> None:
         """Queue one command (room was checked by the caller) and make sure the manager wakes."""
-        commands = self.commands
-        commands.append(command)
-        self.command_high_water = max(self.command_high_water, len(commands))
-        if not self.service_soon and self.state == RUNNING:
-            self.service_soon = True
-            self.loop.call_soon(self.service)  # type: ignore[union-attr]
+        if self.engine.push(*command) == 2:
+            self.schedule_service()
 
     def enqueue_many(self, commands: list[Command]) -> None:
         """Queue several commands (room was checked by the caller)."""
         for command in commands:
             self.enqueue(command)
+
+    def schedule_service(self) -> None:
+        """Run :meth:`service` soon (once, however often it is asked before it runs)."""
+        if not self.service_soon and self.state == RUNNING:
+            self.service_soon = True
+            self.loop.call_soon(self.service)  # type: ignore[union-attr]
 
     async def send(self, commands: list[Command], *, closing: bool = False) -> None:
         """Queue ``commands`` in order, waiting for room as long as needed.
@@ -212,8 +160,8 @@ class ManagerCore:
             self.closing = True
         position = 0
         if not self.senders:
-            room = self.command_capacity - len(self.commands)
-            position = min(room, len(commands))
+            room = self.engine.command_capacity - self.engine.queued()
+            position = max(0, min(room, len(commands)))
             for command in commands[:position]:
                 self.enqueue(command)
             if position == len(commands):
@@ -238,37 +186,35 @@ class ManagerCore:
 
     def _release_unsent(self, sender: Sender) -> None:
         for command in sender.commands[sender.position :]:
-            if command[0] <= SET_INTERVAL and self.reserved:
-                self.release_reservation(command[1])  # type: ignore[arg-type]
+            self.drop(command)
+
+    def drop(self, command: Command) -> None:
+        """A command will never be queued: give back its place under ``max_timers``."""
+        if command[0] <= SET_INTERVAL and self.engine.reserved:
+            self.engine.release(command[1])  # type: ignore[arg-type]
 
     def reserve(self, names: list[str]) -> None:
         """Count queued sets of new names against ``max_timers``, or refuse them all."""
         limit = self.max_timers
         assert limit is not None
         table = self.table
-        reserved = self.reserved
-        new = {name for name in names if name not in table and name not in reserved}
-        if new and len(table) + len(reserved) + len(new) > limit:
-            raise TimerLimitExceeded(
-                f"timer manager {self.name!r} holds {len(table)} timers with {len(reserved)} more queued; "
-                f"{len(new)} new would exceed max_timers={limit}"
-            )
-        for name in names:
-            if name in new or name in reserved:
-                reserved[name] = reserved.get(name, 0) + 1
-
-    def release_reservation(self, name: str) -> None:
-        """A reserved set was applied or dropped."""
-        count = self.reserved.get(name, 0)
-        if count > 1:
-            self.reserved[name] = count - 1
-        elif count == 1:
-            del self.reserved[name]
+        reserved = self.engine.reserved
+        with self.reserve_lock:  # thread-safe handles reserve from their own threads
+            new = {name for name in names if name not in table and name not in reserved}
+            if new and len(table) + len(reserved) + len(new) > limit:
+                raise TimerLimitExceeded(
+                    f"timer manager {self.name!r} holds {len(table)} timers with {len(reserved)} more queued; "
+                    f"{len(new)} new would exceed max_timers={limit}"
+                )
+            for name in names:
+                if name in new or name in reserved:
+                    reserved[name] = reserved.get(name, 0) + 1
 
     def admit_senders(self) -> None:
         """Move waiting senders' commands into the freed room, oldest sender first."""
         senders = self.senders
-        while senders and len(self.commands) < self.command_capacity:
+        engine = self.engine
+        while senders and engine.queued() < engine.command_capacity:
             sender = senders[0]
             if sender.claim is not None:
                 claim, sender.claim = sender.claim, None
@@ -276,7 +222,7 @@ class ManagerCore:
                     senders.popleft()
                     self._release_unsent(sender)
                     continue
-            room = self.command_capacity - len(self.commands)
+            room = engine.command_capacity - engine.queued()
             end = min(sender.position + room, len(sender.commands))
             for command in sender.commands[sender.position : end]:
                 self.enqueue(command)
@@ -288,38 +234,6 @@ class ManagerCore:
 
     # ------------------------------------------------------------------ receiving events
 
-    def take_event(self) -> TimerExpired | None:
-        """Remove and return the next receivable event, or None if there is none."""
-        events = self.events
-        ready = self.ready
-        while events:
-            event = events.popleft()
-            name = event.name
-            if ready.get(name) is event:
-                del ready[name]
-                if self.intervals and name in self.intervals:
-                    self._rearm_interval(event)
-                if self.waiting_for_room and not self.service_soon and self.state == RUNNING:
-                    self.service_soon = True
-                    self.loop.call_soon(self.service)  # type: ignore[union-attr]
-                return event
-        return None
-
-    def take_events(self, limit: int) -> list[TimerExpired]:
-        """Remove and return up to ``limit`` receivable events."""
-        taken: list[TimerExpired] = []
-        while len(taken) < limit:
-            event = self.take_event()
-            if event is None:
-                break
-            taken.append(event)
-        return taken
-
-    @property
-    def finished(self) -> bool:
-        """Whether the manager has stopped and every event has been received."""
-        return self.state == STOPPED and not self.ready
-
     async def wait_for_event(self) -> None:
         """Wait until an event may be ready or the manager has stopped."""
         waiter = self.bound_loop().create_future()
@@ -330,7 +244,7 @@ class ManagerCore:
             if not waiter.done():
                 waiter.cancel()
             # A receiver cancelled after it was woken passes the wake-up on.
-            elif not waiter.cancelled() and self.ready:
+            elif not waiter.cancelled() and self.engine.ready_count():
                 self.wake_receivers()
 
     def wake_receivers(self) -> None:
@@ -351,16 +265,15 @@ class ManagerCore:
             raise RuntimeError(f"timer manager {self.name!r} was used from another event loop")
         self.bind(loop)
         self.state = RUNNING
-        self.origin = loop.time()
+        self.origin = self.clock()
         self.done = loop.create_future()
-        self.service_soon = True
-        loop.call_soon(self.service)
+        self.schedule_service()
         logger.info(
             "timer manager %r started (heartbeat %gs, command queue %d, event queue %d)",
             self.name,
             self.heartbeat,
-            self.command_capacity,
-            self.event_capacity,
+            self.engine.command_capacity,
+            self.engine.event_capacity,
         )
         return self.done
 
@@ -370,139 +283,49 @@ class ManagerCore:
         if self.state != RUNNING:
             return
         try:
-            if self.commands or self.senders:
-                self.apply_commands()
-                if self.state != RUNNING:
+            engine = self.engine
+            while engine.queued() or self.senders:
+                log = self._log_command if logger.isEnabledFor(logging.DEBUG) else None
+                if engine.apply(log):
+                    self.stop("shutdown requested")
                     return
-            self.fire_due()
+                if self.senders:
+                    self.admit_senders()
+                else:
+                    break
+            now = self.clock()
+            if engine.fire(self._grid_floor(now), now):
+                self.wake_receivers()
+            self._note_room(now)
             self.arm_timer()
         except Exception as exc:
             self.stop(f"failed: {exc!r}", exc)
+
+    def _log_command(self, op: int, name: str | None, value: Any) -> None:
+        logger.debug("timer manager %r: %s %r %r", self.name, OP_NAMES[op], name, value)
 
     def on_timer(self) -> None:
         """The grid tick for the earliest deadline has come."""
         self.timer = None
         self.service()
 
-    def apply_commands(self) -> None:
-        """Apply every queued command, in order, then admit waiting senders and repeat."""
-        commands = self.commands
-        table = self.table
-        log_commands = logger.isEnabledFor(logging.DEBUG)
-        while commands:
-            if log_commands:
-                for op, name, value, _ in commands:
-                    logger.debug("timer manager %r: %s %r %r", self.name, _OP_NAMES[op], name, value)
-            while commands:
-                op, name, value, data = commands.popleft()
-                if op <= SET_INTERVAL:
-                    ready = self.ready
-                    if ready and name in ready:
-                        self.retract(name)
-                    intervals = self.intervals
-                    if op == SET_INTERVAL:
-                        intervals[name] = value  # type: ignore[index]
-                        value = value.origin
-                    elif intervals:
-                        intervals.pop(name, None)  # type: ignore[arg-type]
-                    if self.reserved:
-                        self.release_reservation(name)  # type: ignore[arg-type]
-                    if table.set(name, value):  # type: ignore[arg-type]
-                        self.count_reset += 1
-                    else:
-                        self.count_set += 1
-                    if data is not None:
-                        self.data[name] = data  # type: ignore[index]
-                    elif self.data:
-                        self.data.pop(name, None)  # type: ignore[arg-type]
-                elif op == CANCEL:
-                    if self.ready and name in self.ready:
-                        self.retract(name)
-                    if table.cancel(name):  # type: ignore[arg-type]
-                        self.count_cancelled += 1
-                    if self.intervals:
-                        self.intervals.pop(name, None)  # type: ignore[arg-type]
-                    if self.data:
-                        self.data.pop(name, None)  # type: ignore[arg-type]
-                elif op == CANCEL_ALL:
-                    for ready_name in list(self.ready):
-                        self.retract(ready_name)
-                    self.count_cancelled += table.clear()
-                    self.intervals.clear()
-                    self.data.clear()
-                elif op == FLUSH:
-                    if not value.done():
-                        value.set_result(None)
-                else:  # SHUTDOWN
-                    self.stop("shutdown requested")
-                    return
-            if self.senders:
-                self.admit_senders()
-
-    def retract(self, name: str) -> None:
-        """Withdraw the receivable event of ``name``: a cancel or re-set made it stale."""
-        del self.ready[name]
-        self.count_retracted += 1
-        events = self.events
-        # Retracted events stay in the deque until they reach its front; rebuild it if they pile up.
-        if len(events) > 2 * len(self.ready) + 64:
-            ready = self.ready
-            self.events = deque(event for event in events if ready.get(event.name) is event)
-
-    def fire_due(self) -> None:
-        """Move due timers into the event queue, as far as it has room, and wake receivers."""
-        room = self.event_capacity - len(self.ready)
-        table = self.table
-        if not table or room <= 0:
-            self._note_room(room)
-            return
-        now = self.loop.time()  # type: ignore[union-attr]
-        due = table.pop_due(self._grid_floor(now), room)
-        if not due:
-            self._note_room(room)
-            return
-        ready = self.ready
-        events = self.events
-        data = self.data
-        intervals = self.intervals
-        lateness = self.lateness
-        position = self.lateness_next
-        for name, deadline in due:
-            if data:
-                payload = data.get(name) if name in intervals else data.pop(name, None)
-                event = TimerExpired(name, deadline, payload)
-            else:
-                event = TimerExpired(name, deadline)
-            ready[name] = event
-            events.append(event)
-            if len(lateness) < LATENESS_WINDOW:
-                lateness.append(now - deadline)
-            else:
-                lateness[position] = now - deadline
-                position = (position + 1) & (LATENESS_WINDOW - 1)
-        self.lateness_next = position
-        self.count_fired += len(due)
-        self.event_high_water = max(self.event_high_water, len(ready))
-        self.wake_receivers()
-        self._note_room(room - len(due))
-
-    def _note_room(self, room: int) -> None:
+    def _note_room(self, now: float) -> None:
         """Track whether due timers wait for room in a full event queue; warn once per episode."""
-        if room > 0:
-            if self.waiting_for_room:
-                self.waiting_for_room = False
-                logger.info("timer manager %r: the event queue has room again", self.name)
-            return
-        next_deadline = self.table.next_deadline()
-        waiting = next_deadline is not None and next_deadline <= self._grid_floor(self.loop.time())  # type: ignore[union-attr]
-        if waiting and not self.waiting_for_room:
+        engine = self.engine
+        waiting = False
+        if engine.ready_count() >= engine.event_capacity:
+            next_deadline = self.table.next_deadline()
+            waiting = next_deadline is not None and next_deadline <= self._grid_floor(now)
+        if waiting and not engine.waiting_for_room:
             self.count_room_waits += 1
             logger.warning(
                 "timer manager %r: the event queue is full (%d events); due timers wait for room",
                 self.name,
-                self.event_capacity,
+                engine.event_capacity,
             )
-        self.waiting_for_room = waiting
+        elif engine.waiting_for_room and not waiting:
+            logger.info("timer manager %r: due timers found room in the event queue again", self.name)
+        engine.waiting_for_room = waiting
 
     def _grid_floor(self, now: float) -> float:
         """The latest heartbeat tick at or before ``now`` (``now`` itself without a heartbeat)."""
@@ -528,30 +351,21 @@ class ManagerCore:
 
     def arm_timer(self) -> None:
         """Schedule one wake-up at the grid tick of the earliest deadline, or none at all."""
-        next_deadline = None if self.waiting_for_room else self.table.next_deadline()
+        next_deadline = None if self.engine.waiting_for_room else self.table.next_deadline()
         timer = self.timer
-        if next_deadline is None:
+        if next_deadline is None or next_deadline == math.inf:
             if timer is not None:
                 timer.cancel()
                 self.timer = None
             return
-        when = self._grid_ceil(next_deadline) if next_deadline < math.inf else math.inf
+        when = self._grid_ceil(next_deadline)
         if timer is not None:
             if self.timer_when == when:
                 return
             timer.cancel()
-            self.timer = None
-        if when < math.inf:
-            self.timer = self.loop.call_at(when, self.on_timer)  # type: ignore[union-attr]
-            self.timer_when = when
-
-    def _rearm_interval(self, event: TimerExpired) -> None:
-        interval = self.intervals[event.name]
-        deadline = interval.next_deadline(event.deadline, self.loop.time())  # type: ignore[union-attr]
-        self.table.set(event.name, deadline)
-        if not self.service_soon and self.state == RUNNING:
-            self.service_soon = True
-            self.loop.call_soon(self.service)  # type: ignore[union-attr]
+        # call_at compares with loop.time(), which is self.clock() on every loop we bind to.
+        self.timer = self.loop.call_at(when, self.on_timer)  # type: ignore[union-attr]
+        self.timer_when = when
 
     def stop(self, reason: str, exc: BaseException | None = None) -> None:
         """Stop for good: discard pending timers and commands, release every waiter."""
@@ -563,17 +377,15 @@ class ManagerCore:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        discarded = self.table.clear()
-        self.intervals.clear()
-        self.data.clear()
-        self.reserved.clear()
+        discarded, flushes = self.engine.discard()
         closed = ManagerClosed(f"timer manager {self.name!r} stopped ({reason})")
-        for _, _, value, _ in self.commands:
-            if isinstance(value, asyncio.Future) and not value.done():
-                value.set_exception(closed)
-        self.commands.clear()
+        for future in flushes:
+            if not future.done():
+                future.set_exception(closed)
         while self.senders:
             sender = self.senders.popleft()
+            if sender.claim is not None and not sender.claim():
+                continue  # a thread that gave up waiting
             if not sender.future.done():
                 sender.future.set_exception(closed)
         self.wake_receivers()
@@ -589,5 +401,5 @@ class ManagerCore:
             self.name,
             reason,
             discarded,
-            len(self.ready),
+            self.engine.ready_count(),
         )

@@ -1,4 +1,8 @@
-"""Picks the timer table: the Cython one unless it is missing or forbidden by the environment."""
+"""Picks the compiled core (the timer table and the engine that drives it), or its pure-Python twin.
+
+The Cython modules are used unless one is missing or ``TIMER_MANAGER_NO_EXTENSIONS`` is set to a true
+value; ``CORE`` says which is live.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,22 @@ from typing import TYPE_CHECKING
 
 from ._env import no_extensions
 
-__all__ = ("CORE", "TimerTable")
+__all__ = ("CORE", "Engine", "TimerTable")
 
 NO_EXTENSIONS = no_extensions()
 
 if TYPE_CHECKING or NO_EXTENSIONS:
+    from ._engine_py import Engine
     from ._table_py import TimerTable
 
     CORE = "python"
 else:
     try:
-        from ._table_c import TimerTable
+        from ._table_c import Engine, TimerTable
 
         CORE = "cython"
     except ImportError:  # pragma: no cover - only where the extension was not built
+        from ._engine_py import Engine
         from ._table_py import TimerTable
 
         CORE = "python"

@@ -120,6 +120,9 @@ cdef class TimerTable:
 
     def set(self, name, double deadline):
         """Create ``name`` or replace its deadline; return True if it replaced a pending timer."""
+        return self._set(name, deadline) == 1
+
+    cdef int _set(self, name, double deadline) except -1:
         if deadline != deadline:
             raise ValueError("deadline must not be NaN")
         cdef Py_hash_t h = _str_hash(name)
@@ -147,7 +150,7 @@ cdef class TimerTable:
             else:
                 self._sift_down(node.heap_pos, entry)
             Py_DECREF(old_name)  # last: it may run arbitrary code
-            return True
+            return 1
         if self._live >= MAX_TIMERS:
             raise OverflowError("too many timers")
         if <size_t>(self._live + 1) * 2 > self._mask + 1:
@@ -166,21 +169,24 @@ cdef class TimerTable:
         entry._unused = 0
         self._live += 1
         self._sift_up(HEAP0 + self._live - 1, entry)
-        return False
+        return 0
 
     def cancel(self, name):
         """Remove ``name``; return True if it was pending."""
+        return self._cancel(name) == 1
+
+    cdef int _cancel(self, name) except -1:
         cdef Py_hash_t h = _str_hash(name)
         cdef Py_ssize_t slot = self._find(<PyObject*>name, h)
         if slot < 0:
-            return False
+            return 0
         cdef uint32_t n = <uint32_t>self._slots[slot] - 1
         self._remove_slot(<size_t>slot)
         self._remove_heap(self._nodes[n].heap_pos)
         cdef PyObject* old_name = self._free_node(n)
         self._compact_if_sparse()
         Py_DECREF(old_name)
-        return True
+        return 1
 
     def clear(self):
         """Remove every timer; return how many there were."""
@@ -216,6 +222,19 @@ cdef class TimerTable:
         if count:
             self._compact_if_sparse()
         return due
+
+    cdef object _pop_due_one(self, double now, double* deadline):
+        """Remove the first timer with ``deadline <= now`` and return its name (None if none is due)."""
+        cdef HeapEntry top
+        if not self._live or self._heap[HEAP0].deadline > now:
+            return None
+        top = self._heap[HEAP0]
+        self._remove_slot(self._slot_of(top.node))
+        self._remove_heap(HEAP0)
+        deadline[0] = top.deadline
+        name = <object>self._free_node(top.node)  # a new reference; the table's is released below
+        Py_DECREF(<PyObject*>name)
+        return name
 
     def next_deadline(self):
         """Return the earliest pending deadline, or None when the table is empty."""
@@ -531,3 +550,8 @@ cdef int _clear(PyObject* o) noexcept:
 
 (<_GCSlots*><PyObject*>TimerTable).tp_traverse = _traverse
 (<_GCSlots*><PyObject*>TimerTable).tp_clear = _clear
+
+
+# -- the engine that drives the table (its own file, compiled into this module) ---------------------
+
+include "_engine_c.pxi"

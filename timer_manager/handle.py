@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Union
 
 from . import _core
-from ._core import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, SHUTDOWN, Command, Interval, ManagerCore
+from ._core import ManagerCore
+from ._engine_py import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, SHUTDOWN, Command, Interval
 from ._validate import check_name, check_size, check_when, seconds
 from .errors import ManagerClosed, QueueEmpty, QueueFull
 from .events import TimerEvent
@@ -27,7 +28,8 @@ _MISSED = ("skip", "burst", "delay")
 
 
 def _full(core: ManagerCore) -> QueueFull:
-    return QueueFull(f"timer manager {core.name!r}: the command queue is full ({core.command_capacity} commands)")
+    capacity = core.engine.command_capacity
+    return QueueFull(f"timer manager {core.name!r}: the command queue is full ({capacity} commands)")
 
 
 class TimerHandle:
@@ -54,20 +56,32 @@ class TimerHandle:
         """Create timer ``name`` or replace its deadline with now + ``duration``; wait for room."""
         command = self._set_command(name, duration, data)
         core = self._core
-        if core.has_room(1) and not core.closing:
-            core.enqueue(command)
-        else:
+        if core.senders or not (pushed := core.engine.push(*command)):
             await core.send([command])
+        elif pushed == 2:
+            core.schedule_service()
 
     def try_set_timer(self, name: str, duration: Duration, *, data: Any = None) -> None:
         """Like :meth:`set_timer`, but raise :class:`QueueFull` instead of waiting."""
+        # The hot path: checks inlined, one call into the engine.
         core = self._core
-        command = self._set_command(name, duration, data)
-        if len(core.commands) >= core.command_capacity or core.senders:
-            if core.reserved:
-                core.release_reservation(command[1])  # type: ignore[arg-type]
+        if type(name) is not str:
+            name = check_name(name)
+        if type(duration) is not float or not 0.0 <= duration < _INF:
+            duration = seconds(duration)
+        if core.loop is None or core.debug:
+            core.bound_loop()
+        if core.closing:
+            core.check_open()
+        if core.max_timers is not None:
+            core.reserve([name])
+        pushed = 0 if core.senders else core.engine.push_set(name, core.clock() + duration, data)
+        if pushed == 2:
+            core.schedule_service()
+        elif not pushed:
+            if core.engine.reserved:
+                core.engine.release(name)
             raise _full(core)
-        core.enqueue(command)
 
     async def set_timer_at(self, name: str, when: float, *, data: Any = None) -> None:
         """Create timer ``name`` or replace its deadline with ``when`` (loop time); a past ``when`` fires at
@@ -181,7 +195,7 @@ class TimerHandle:
         received."""
         core = self._core
         while True:
-            event = core.take_event()
+            event = core.engine.take()
             if event is not None:
                 return event
             if core.state == _core.STOPPED:
@@ -192,7 +206,9 @@ class TimerHandle:
         """Return the next event now; raise :class:`QueueEmpty` if none is ready, or
         :class:`ManagerClosed` once the manager has stopped and every event was received."""
         core = self._core
-        event = core.take_event()
+        if core.debug:
+            core.check_thread()
+        event = core.engine.take()
         if event is not None:
             return event
         if core.state == _core.STOPPED:
@@ -205,7 +221,7 @@ class TimerHandle:
         limit = check_size(max_events, "max_events")
         core = self._core
         while True:
-            events = core.take_events(limit)
+            events = core.engine.take_many(limit)
             if events or core.state == _core.STOPPED:
                 return events
             await core.wait_for_event()
@@ -215,7 +231,9 @@ class TimerHandle:
         :class:`ManagerClosed` once the manager has stopped and every event was received."""
         limit = check_size(max_events, "max_events")
         core = self._core
-        events = core.take_events(limit)
+        if core.debug:
+            core.check_thread()
+        events = core.engine.take_many(limit)
         if not events and core.state == _core.STOPPED:
             raise ManagerClosed(f"timer manager {core.name!r} has stopped and every event was received")
         return events
@@ -268,14 +286,13 @@ class TimerHandle:
             name = check_name(name)
         if type(duration) is not float or not 0.0 <= duration < _INF:
             duration = seconds(duration)
-        loop = core.loop
-        if loop is None or core.debug:
-            loop = core.bound_loop()
+        if core.loop is None or core.debug:
+            core.bound_loop()
         if core.closing:
             core.check_open()
         if core.max_timers is not None:
             core.reserve([name])
-        return (SET, name, loop.time() + duration, data)
+        return (SET, name, core.clock() + duration, data)
 
     def _set_at_command(self, name: object, when: object, data: Any) -> Command:
         name = check_name(name)
@@ -328,11 +345,11 @@ class TimerHandle:
     def _try_send(self, commands: list[Command]) -> None:
         core = self._core
         core.bound_loop()
+        core.check_open()
         if not core.has_room(len(commands)):
-            if core.reserved:
+            if core.engine.reserved:
                 for command in commands:
                     if command[0] <= SET_INTERVAL:
-                        core.release_reservation(command[1])  # type: ignore[arg-type]
+                        core.engine.release(command[1])  # type: ignore[arg-type]
             raise _full(core)
-        core.check_open()
         core.enqueue_many(commands)

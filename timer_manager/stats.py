@@ -38,20 +38,21 @@ class TimerStats:
 
 def snapshot(core: ManagerCore) -> TimerStats:
     """Read a :class:`TimerStats` off ``core``; costs O(window) for the percentiles, nothing on the hot path."""
-    window = sorted(core.lateness)
+    engine = core.engine
+    window = sorted(engine.lateness_window())
     p50 = window[(len(window) - 1) // 2] if window else 0.0
     p99 = window[min(len(window) - 1, (len(window) * 99) // 100)] if window else 0.0
     return TimerStats(
         live=len(core.table),
-        set=core.count_set,
-        reset=core.count_reset,
-        cancelled=core.count_cancelled,
-        fired=core.count_fired,
-        retracted=core.count_retracted,
+        set=engine.count_set,
+        reset=engine.count_reset,
+        cancelled=engine.count_cancelled,
+        fired=engine.count_fired,
+        retracted=engine.count_retracted,
         waiting_for_room=core.count_room_waits,
-        command_queue_high_water=core.command_high_water,
-        event_queue_high_water=core.event_high_water,
-        events_ready=len(core.ready),
+        command_queue_high_water=engine.command_high_water,
+        event_queue_high_water=engine.event_high_water,
+        events_ready=engine.ready_count(),
         lateness_p50=p50,
         lateness_p99=p99,
     )

@@ -7,7 +7,8 @@ import concurrent.futures
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ._core import CANCEL, SET, Command, ManagerCore, Sender
+from ._core import ManagerCore, Sender
+from ._engine_py import CANCEL, SET, Command
 from ._validate import check_name, seconds
 from .errors import ManagerClosed, QueueFull
 
@@ -36,7 +37,7 @@ class ThreadsafeHandle:
 
     def set_timer(self, name: str, duration: Duration, *, data: Any = None, timeout: float | None = None) -> None:
         """Set timer ``name`` to now + ``duration``, blocking until the command is queued."""
-        self._send((SET, check_name(name), self._loop.time() + seconds(duration), data), timeout)
+        self._send(self._set_command(name, duration, data), timeout)
 
     def cancel_timer(self, name: str, timeout: float | None = None) -> None:
         """Cancel timer ``name``, blocking until the command is queued."""
@@ -44,11 +45,19 @@ class ThreadsafeHandle:
 
     def try_set_timer(self, name: str, duration: Duration, *, data: Any = None) -> None:
         """Set timer ``name`` to now + ``duration`` if the command queue has room; never blocks."""
-        self._try_send((SET, check_name(name), self._loop.time() + seconds(duration), data))
+        self._try_send(self._set_command(name, duration, data))
 
     def try_cancel_timer(self, name: str) -> None:
         """Cancel timer ``name`` if the command queue has room; never blocks."""
         self._try_send((CANCEL, check_name(name), None, None))
+
+    def _set_command(self, name: str, duration: Duration, data: Any) -> Command:
+        name = check_name(name)
+        command = (SET, name, self._loop.time() + seconds(duration), data)
+        self._check_thread()
+        if self._core.max_timers is not None:
+            self._core.reserve([name])  # released on the loop's thread if the command is dropped
+        return command
 
     def _send(self, command: Command, timeout: float | None) -> None:
         if timeout is not None:
@@ -68,15 +77,17 @@ class ThreadsafeHandle:
     def _submit(self, command: Command, queued: concurrent.futures.Future[None]) -> None:
         core = self._core
         if core.closing:
+            core.drop(command)
             if queued.set_running_or_notify_cancel():
                 queued.set_exception(ManagerClosed(f"timer manager {core.name!r} is closed"))
-            return
-        if core.has_room(1):
-            if queued.set_running_or_notify_cancel():
-                core.enqueue(command)
-                queued.set_result(None)
-            return
-        core.senders.append(Sender(queued, [command], claim=queued.set_running_or_notify_cancel))
+        elif not core.has_room(1):
+            # Wait for room; the caller may still give up (timeout) until its command is admitted.
+            core.senders.append(Sender(queued, [command], claim=queued.set_running_or_notify_cancel))
+        elif queued.set_running_or_notify_cancel():
+            core.enqueue(command)
+            queued.set_result(None)
+        else:
+            core.drop(command)
 
     def _try_send(self, command: Command) -> None:
         self._check_thread()
@@ -84,21 +95,24 @@ class ThreadsafeHandle:
         core.check_open()
         # Take the place now, so that the command cannot find the queue full when it arrives.
         with self._lock:
-            if core.senders or len(core.commands) >= core.command_capacity:
+            if core.senders or core.engine.queued() >= core.engine.command_capacity:
+                core.drop(command)
                 raise QueueFull(f"timer manager {core.name!r}: the command queue is full")
-            core.command_capacity -= 1
+            core.engine.command_capacity -= 1
         try:
             self._call(self._submit_reserved, command)
         except BaseException:
             with self._lock:
-                core.command_capacity += 1
+                core.engine.command_capacity += 1
             raise
 
     def _submit_reserved(self, command: Command) -> None:
         core = self._core
         with self._lock:
-            core.command_capacity += 1
-        if not core.closing:
+            core.engine.command_capacity += 1
+        if core.closing:
+            core.drop(command)
+        else:
             core.enqueue(command)
 
     def _call(self, function: Any, *args: Any) -> None:

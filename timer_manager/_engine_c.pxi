@@ -1,0 +1,442 @@
+# The Cython engine: the same ``Engine`` as ``_engine_py.py``, included into ``_table_c.pyx`` so that it
+# calls the table's C methods directly (no Python call per timer).
+#
+# Where it differs from its twin, for speed: commands wait in a C ring of structs rather than a deque
+# of tuples, and events are built by filling the slots of a new ``TimerExpired`` directly rather than
+# through the frozen dataclass's ``__init__`` (which costs a Python-level ``object.__setattr__`` per
+# field). The slot offsets are read off the class's member descriptors at import, and checked.
+
+from collections import deque as _deque
+
+from timer_manager._engine_py import CANCEL, CANCEL_ALL, FLUSH, LATENESS_WINDOW, SET, SET_INTERVAL, SHUTDOWN
+from timer_manager.events import TimerExpired
+
+cdef extern from "Python.h":
+    ctypedef struct PyTypeObject
+    void Py_XDECREF(PyObject*) noexcept
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+    PyObject* PyType_GenericAlloc(PyTypeObject*, Py_ssize_t) except NULL
+    int PyDict_Contains(object, object) except -1
+    Py_ssize_t PyDict_Size(object) noexcept
+
+
+ctypedef struct CommandSlot:
+    int op
+    PyObject* name      # strong reference or NULL
+    double deadline     # SET
+    PyObject* value     # strong reference or NULL: an Interval, or a flush's future
+    PyObject* data      # strong reference or NULL
+
+
+cdef enum:
+    OP_SET = 0
+    OP_SET_INTERVAL = 1
+    OP_CANCEL = 2
+    OP_CANCEL_ALL = 3
+    OP_SHUTDOWN = 4
+    OP_FLUSH = 5
+    RING_MIN = 64
+    WINDOW = 1024
+
+assert (SET, SET_INTERVAL, CANCEL, CANCEL_ALL, SHUTDOWN, FLUSH) == (0, 1, 2, 3, 4, 5)
+assert LATENESS_WINDOW == WINDOW
+
+
+# -- building events ------------------------------------------------------------------------------
+
+cdef PyTypeObject* _event_type = <PyTypeObject*>TimerExpired
+cdef Py_ssize_t _name_offset = -1
+cdef Py_ssize_t _deadline_offset = -1
+cdef Py_ssize_t _data_offset = -1
+
+
+cdef Py_ssize_t _slot_offset(str field) except -1:
+    descriptor = TimerExpired.__dict__.get(field)
+    if type(descriptor).__name__ != "member_descriptor":
+        return -1
+    return (<PyMemberDescrObject*>descriptor).d_member.offset
+
+
+def _check_event_layout():
+    """Use the direct construction only if it builds exactly what ``TimerExpired(...)`` builds."""
+    global _name_offset, _deadline_offset, _data_offset
+    offsets = (_slot_offset("name"), _slot_offset("deadline"), _slot_offset("data"))
+    if min(offsets) <= 0 or len(set(offsets)) != 3 or TimerExpired.__slots__ != ("name", "deadline", "data"):
+        return
+    _name_offset, _deadline_offset, _data_offset = offsets
+    made = _new_event("x", 1.5, None)
+    if made != TimerExpired("x", 1.5) or repr(made) != repr(TimerExpired("x", 1.5)):
+        _name_offset = -1
+
+
+cdef inline void _fill_slot(PyObject* obj, Py_ssize_t offset, object value) noexcept:
+    Py_INCREF(<PyObject*>value)
+    (<PyObject**>(<char*>obj + offset))[0] = <PyObject*>value
+
+
+cdef object _new_event(object name, double deadline, object data):
+    if _name_offset < 0:
+        return TimerExpired(name, deadline, data)
+    cdef PyObject* obj = PyType_GenericAlloc(_event_type, 0)
+    event = <object>obj  # a new reference; drop the one from the allocation
+    Py_DECREF(obj)
+    _fill_slot(obj, _name_offset, name)
+    _fill_slot(obj, _deadline_offset, PyFloat_FromDouble(deadline))
+    _fill_slot(obj, _data_offset, data)
+    return event
+
+
+cdef inline object _event_name(object event):
+    if _name_offset < 0:
+        return event.name
+    return <object>(<PyObject**>(<char*><PyObject*>event + _name_offset))[0]
+
+
+_check_event_layout()
+
+
+# -- the engine -----------------------------------------------------------------------------------
+
+cdef class Engine:
+    """The command queue, the timer table and the ready events of one manager."""
+
+    cdef readonly object table
+    cdef TimerTable _table          # the same table when it is exactly a TimerTable, else None
+    cdef public Py_ssize_t command_capacity
+    cdef public Py_ssize_t event_capacity
+    cdef public object clock
+    cdef public object wake
+    cdef public bint waiting_for_room
+    cdef public dict data
+    cdef public dict intervals
+    cdef public dict reserved
+
+    cdef CommandSlot* _ring
+    cdef Py_ssize_t _ring_size      # a power of two
+    cdef Py_ssize_t _head
+    cdef Py_ssize_t _count
+
+    cdef object _events             # deque of TimerExpired
+    cdef dict _ready                # name -> its receivable event
+    cdef double _lateness[WINDOW]
+    cdef Py_ssize_t _lateness_len
+    cdef Py_ssize_t _lateness_next
+
+    cdef public Py_ssize_t count_set
+    cdef public Py_ssize_t count_reset
+    cdef public Py_ssize_t count_cancelled
+    cdef public Py_ssize_t count_fired
+    cdef public Py_ssize_t count_retracted
+    cdef public Py_ssize_t command_high_water
+    cdef public Py_ssize_t event_high_water
+
+    def __cinit__(self, table not None, Py_ssize_t command_capacity, Py_ssize_t event_capacity):
+        self.table = table
+        # Any object with the TimerTable interface works; a plain TimerTable is driven through its C
+        # methods, anything else (a subclass, a test's spy) through its Python ones.
+        self._table = table if type(table) is TimerTable else None
+        self.command_capacity = command_capacity
+        self.event_capacity = event_capacity
+        self.clock = _nothing
+        self.wake = _nothing
+        self.data = {}
+        self.intervals = {}
+        self.reserved = {}
+        self._events = _deque()
+        self._ready = {}
+        self._ring = <CommandSlot*>PyMem_Malloc(RING_MIN * sizeof(CommandSlot))
+        if self._ring == NULL:
+            raise MemoryError()
+        self._ring_size = RING_MIN
+
+    def __dealloc__(self):
+        self._drop_commands()
+        PyMem_Free(self._ring)
+
+    # -- the command queue ------------------------------------------------------------------------
+
+    def queued(self):
+        """How many commands wait to be applied."""
+        return self._count
+
+    def push(self, int op, name, value, data):
+        """Queue a command: 0 if the queue is full, 2 if it was empty (the manager must wake), else 1."""
+        if op == OP_SET:
+            return self._push(OP_SET, name, value, None, data)
+        return self._push(op, name, 0.0, value, data)
+
+    def push_set(self, name, double deadline, data):
+        """``push(SET, name, deadline, data)``, the hot path."""
+        return self._push(OP_SET, name, deadline, None, data)
+
+    cdef int _push(self, int op, object name, double deadline, object value, object data) except -1:
+        cdef Py_ssize_t length = self._count
+        if length >= self.command_capacity:
+            return 0
+        if length == self._ring_size:
+            self._grow_ring()
+        cdef CommandSlot* slot = &self._ring[(self._head + length) & (self._ring_size - 1)]
+        slot.op = op
+        slot.deadline = deadline
+        slot.name = _new_ref(name)
+        slot.value = _new_ref(value)
+        slot.data = _new_ref(data)
+        self._count = length + 1
+        if length >= self.command_high_water:
+            self.command_high_water = length + 1
+        return 2 if length == 0 else 1
+
+    cdef int _grow_ring(self) except -1:
+        cdef Py_ssize_t size = self._ring_size * 2
+        cdef CommandSlot* ring = <CommandSlot*>PyMem_Malloc(size * sizeof(CommandSlot))
+        if ring == NULL:
+            raise MemoryError()
+        cdef Py_ssize_t i
+        for i in range(self._count):
+            ring[i] = self._ring[(self._head + i) & (self._ring_size - 1)]
+        PyMem_Free(self._ring)
+        self._ring = ring
+        self._ring_size = size
+        self._head = 0
+        return 0
+
+    cdef void _shrink_ring(self) noexcept:
+        # A burst of commands may have grown the ring; give the memory back once it is drained.
+        cdef CommandSlot* ring
+        if self._count == 0 and self._ring_size > 1024:
+            ring = <CommandSlot*>PyMem_Malloc(RING_MIN * sizeof(CommandSlot))
+            if ring != NULL:
+                PyMem_Free(self._ring)
+                self._ring = ring
+                self._ring_size = RING_MIN
+                self._head = 0
+
+    def apply(self, log=None):
+        """Apply the queued commands in order; stop after a shutdown and return True if there was one."""
+        cdef CommandSlot* slot
+        cdef Py_ssize_t i
+        cdef int op
+        cdef double deadline
+        if log is not None:
+            for i in range(self._count):
+                slot = &self._ring[(self._head + i) & (self._ring_size - 1)]
+                log(slot.op, _object_or_none(slot.name),
+                    slot.deadline if slot.op == OP_SET else _object_or_none(slot.value))
+        try:
+            while self._count:
+                slot = &self._ring[self._head]
+                op = slot.op
+                deadline = slot.deadline
+                # Take the slot's references before anything can run Python code.
+                name = _steal(&slot.name)
+                value = _steal(&slot.value)
+                data = _steal(&slot.data)
+                self._head = (self._head + 1) & (self._ring_size - 1)
+                self._count -= 1
+                if op <= OP_SET_INTERVAL:
+                    if self._ready and PyDict_Contains(self._ready, name):
+                        self._retract(name)
+                    if op == OP_SET_INTERVAL:
+                        self.intervals[name] = value
+                        deadline = value.origin
+                    elif self.intervals:
+                        self.intervals.pop(name, None)
+                    if self.reserved:
+                        self.release(name)
+                    if self._set(name, deadline):
+                        self.count_reset += 1
+                    else:
+                        self.count_set += 1
+                    if data is not None:
+                        self.data[name] = data
+                    elif self.data:
+                        self.data.pop(name, None)
+                elif op == OP_CANCEL:
+                    if self._ready and PyDict_Contains(self._ready, name):
+                        self._retract(name)
+                    if (self._table._cancel(name) if self._table is not None else self.table.cancel(name)):
+                        self.count_cancelled += 1
+                    if self.intervals:
+                        self.intervals.pop(name, None)
+                    if self.data:
+                        self.data.pop(name, None)
+                elif op == OP_CANCEL_ALL:
+                    for ready_name in list(self._ready):
+                        self._retract(ready_name)
+                    self.count_cancelled += self.table.clear()
+                    self.intervals.clear()
+                    self.data.clear()
+                elif op == OP_FLUSH:
+                    if not value.done():
+                        value.set_result(None)
+                else:  # SHUTDOWN
+                    return True
+            return False
+        finally:
+            self._shrink_ring()
+
+    def release(self, name):
+        """A set counted against max_timers was applied or dropped."""
+        count = self.reserved.get(name, 0)
+        if count > 1:
+            self.reserved[name] = count - 1
+        elif count == 1:
+            del self.reserved[name]
+
+    def discard(self):
+        """Stop for good: drop pending timers and queued commands.
+
+        Returns how many timers were pending and the futures of queued flushes (to be failed).
+        """
+        cdef Py_ssize_t i
+        cdef CommandSlot* slot
+        flushes = []
+        for i in range(self._count):
+            slot = &self._ring[(self._head + i) & (self._ring_size - 1)]
+            if slot.op == OP_FLUSH:
+                flushes.append(<object>slot.value)
+        self._drop_commands()
+        pending = self.table.clear()
+        self.intervals.clear()
+        self.data.clear()
+        self.reserved.clear()
+        return pending, flushes
+
+    cdef void _drop_commands(self) noexcept:
+        cdef CommandSlot* slot
+        while self._count:
+            slot = &self._ring[self._head]
+            Py_XDECREF(slot.name)
+            Py_XDECREF(slot.value)
+            Py_XDECREF(slot.data)
+            self._head = (self._head + 1) & (self._ring_size - 1)
+            self._count -= 1
+
+    # -- the ready events -------------------------------------------------------------------------
+
+    def ready_count(self):
+        """How many events wait to be received."""
+        return len(self._ready)
+
+    def fire(self, double bound, double now):
+        """Move timers due at ``bound`` into the event queue, as far as it has room; return how many."""
+        cdef Py_ssize_t room = self.event_capacity - len(self._ready)
+        cdef Py_ssize_t count = 0
+        cdef double deadline = 0.0
+        cdef TimerTable table = self._table
+        cdef dict ready = self._ready
+        cdef list due = None
+        cdef Py_ssize_t next_due = 0
+        if table is None:
+            due = self.table.pop_due(bound, room)
+        cdef dict data = self.data
+        append = self._events.append
+        while count < room:
+            if table is not None:
+                name = table._pop_due_one(bound, &deadline)
+                if name is None:
+                    break
+            elif next_due < len(due):
+                name, deadline = due[next_due]
+                next_due += 1
+            else:
+                break
+            if PyDict_Size(data):
+                payload = data.get(name) if PyDict_Contains(self.intervals, name) else data.pop(name, None)
+                event = _new_event(name, deadline, payload)
+            else:
+                event = _new_event(name, deadline, None)
+            ready[name] = event
+            append(event)
+            self._lateness[self._lateness_next] = now - deadline
+            self._lateness_next = (self._lateness_next + 1) & (WINDOW - 1)
+            if self._lateness_len < WINDOW:
+                self._lateness_len += 1
+            count += 1
+        if count:
+            if table is not None:
+                table._compact_if_sparse()
+            self.count_fired += count
+            if len(ready) > self.event_high_water:
+                self.event_high_water = len(ready)
+        return count
+
+    cpdef object take(self):
+        """Remove and return the next receivable event, or None."""
+        cdef dict ready = self._ready
+        events = self._events
+        while events:
+            event = events.popleft()
+            name = _event_name(event)
+            if ready.get(name) is event:
+                del ready[name]
+                if self.intervals and PyDict_Contains(self.intervals, name):
+                    interval = self.intervals[name]
+                    self._set(name, interval.next_deadline(event.deadline, self.clock()))
+                    self.wake()
+                elif self.waiting_for_room:
+                    self.wake()
+                return event
+        return None
+
+    def take_many(self, Py_ssize_t limit):
+        """Remove and return up to ``limit`` receivable events."""
+        taken = []
+        while len(taken) < limit:
+            event = self.take()
+            if event is None:
+                break
+            taken.append(event)
+        return taken
+
+    def lateness_window(self):
+        """The recent lateness samples (seconds from deadline to ready)."""
+        return [self._lateness[i] for i in range(self._lateness_len)]
+
+    cdef inline int _set(self, name, double deadline) except -1:
+        if self._table is not None:
+            return self._table._set(name, deadline)
+        return 1 if self.table.set(name, deadline) else 0
+
+    cdef int _retract(self, name) except -1:
+        del self._ready[name]
+        self.count_retracted += 1
+        events = self._events
+        # Retracted events stay in the deque until they reach its front; rebuild it if they pile up.
+        if len(events) > 2 * len(self._ready) + 64:
+            ready = self._ready
+            self._events = _deque([event for event in events if ready.get(_event_name(event)) is event])
+        return 0
+
+
+def _nothing():
+    pass
+
+
+cdef inline PyObject* _new_ref(object value) noexcept:
+    if value is None:
+        return NULL
+    Py_INCREF(<PyObject*>value)
+    return <PyObject*>value
+
+
+cdef inline object _steal(PyObject** slot):
+    cdef PyObject* pointer = slot[0]
+    slot[0] = NULL
+    if pointer == NULL:
+        return None
+    value = <object>pointer
+    Py_DECREF(pointer)
+    return value
+
+
+cdef inline object _object_or_none(PyObject* pointer):
+    return None if pointer == NULL else <object>pointer
+
+
+def _builds_events_directly():
+    """Whether events are built by filling their slots (True) or through ``TimerExpired(...)``."""
+    return _name_offset >= 0
