@@ -85,7 +85,9 @@ class ManagerCore:
         self.timer: asyncio.TimerHandle | None = None
         self.timer_when = 0.0
         self.count_room_waits = 0
+        self.early_wakes = 0  # consecutive wake-ups before the tick they were for
         self.reserve_lock = threading.Lock()
+        self.thread_lock = threading.Lock()  # thread-safe handles taking places in the command queue
 
     # ------------------------------------------------------------------ binding and checks
 
@@ -307,7 +309,19 @@ class ManagerCore:
     def on_timer(self) -> None:
         """The grid tick for the earliest deadline has come."""
         self.timer = None
+        tick = self.timer_when
         self.service()
+        early = tick - self.clock()
+        if self.timer is not None and self.timer_when == tick and early > 0.0:
+            # Woken before the tick: a loop whose clock has coarse steps (uvloop: milliseconds)
+            # runs a timer once its rounded delay has passed. Asking again for the same tick would
+            # spin until the clock steps over it, so ask for twice as far, then four times...
+            self.early_wakes += 1
+            self.timer.cancel()
+            delay = early * 2.0 ** min(self.early_wakes, 30)
+            self.timer = self.loop.call_at(tick - early + delay, self.on_timer)
+        else:
+            self.early_wakes = 0
 
     def _note_room(self, now: float) -> None:
         """Track whether due timers wait for room in a full event queue; warn once per episode."""

@@ -28,12 +28,11 @@ class ThreadsafeHandle:
     thread: they would wait for the loop they block.
     """
 
-    __slots__ = ("_core", "_lock", "_loop")
+    __slots__ = ("_core", "_loop")
 
     def __init__(self, core: ManagerCore, loop: asyncio.AbstractEventLoop) -> None:
         self._core = core
         self._loop = loop
-        self._lock = threading.Lock()
 
     def set_timer(self, name: str, duration: Duration, *, data: Any = None, timeout: float | None = None) -> None:
         """Set timer ``name`` to now + ``duration``, blocking until the command is queued."""
@@ -94,7 +93,7 @@ class ThreadsafeHandle:
         core = self._core
         core.check_open()
         # Take the place now, so that the command cannot find the queue full when it arrives.
-        with self._lock:
+        with self._core.thread_lock:
             if core.senders or core.engine.queued() >= core.engine.command_capacity:
                 core.drop(command)
                 raise QueueFull(f"timer manager {core.name!r}: the command queue is full")
@@ -102,13 +101,13 @@ class ThreadsafeHandle:
         try:
             self._call(self._submit_reserved, command)
         except BaseException:
-            with self._lock:
+            with self._core.thread_lock:
                 core.engine.command_capacity += 1
             raise
 
     def _submit_reserved(self, command: Command) -> None:
         core = self._core
-        with self._lock:
+        with self._core.thread_lock:
             core.engine.command_capacity += 1
         if core.closing:
             core.drop(command)

@@ -1,0 +1,262 @@
+"""Feature: repeating timers, ``set_interval(name, period, *, first=None, missed="skip")`` and
+``try_set_interval``. Exact deadlines in virtual time (looptime, heartbeat 0, binary-exact periods)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from test_feature_support import EPS, now, recv, running, virtual
+
+from timer_manager import QueueEmpty, QueueFull, TimerHandle, TimerManager
+
+POLICIES = ("skip", "burst", "delay")
+
+
+async def expect(handle: TimerHandle, name: str, deadline: float, received_at: float) -> None:
+    """Receive the next event: it is ``name``'s for ``deadline``, received at loop time ``received_at``."""
+    event = await recv(handle)
+    assert event.name == name
+    assert abs(event.deadline - deadline) < EPS, (event.deadline, deadline)
+    assert abs(now() - received_at) < EPS, (now(), received_at)
+
+
+@virtual
+@pytest.mark.parametrize("missed", POLICIES)
+async def test_interval_on_grid_while_the_consumer_keeps_up(missed: str) -> None:
+    """A consumer that keeps up gets t0+p, t0+2p, ... under every policy, each at its deadline.
+    Catches: first expiry not one period out, a drifting or wrong grid, no re-arming."""
+    async with running() as (_, handle):
+        t0 = now()
+        await handle.set_interval("i", 0.5, missed=missed)
+        for k in range(1, 7):
+            await expect(handle, "i", t0 + 0.5 * k, t0 + 0.5 * k)
+
+
+@virtual
+@pytest.mark.parametrize("missed", POLICIES)
+async def test_interval_first_sets_the_grid(missed: str) -> None:
+    """first=0.25 with period 1: t0+0.25, t0+1.25, t0+2.25; first=0 fires at once. Catches: ``first``
+    ignored, or the grid anchored at the call instead of the first expiry."""
+    async with running() as (_, handle):
+        t0 = now()
+        await handle.set_interval("i", 1, first=0.25, missed=missed)
+        for k in range(3):
+            await expect(handle, "i", t0 + 0.25 + k, t0 + 0.25 + k)
+        await handle.cancel_timer("i")
+        t1 = now()
+        handle.try_set_interval("j", 2, first=0, missed=missed)
+        await expect(handle, "j", t1, t1)
+        await expect(handle, "j", t1 + 2, t1 + 2)
+
+
+@virtual
+async def test_interval_skip_policy_exactly() -> None:
+    """ "skip": a slow consumer receives the one waiting event late; the next tick is the next grid point
+    strictly after the moment it was received. Received at t0+3.5 -> next t0+4; received exactly at
+    the grid point t0+6 -> next t0+7 (as Tokio's Skip). Catches: burst/delay behaviour under "skip",
+    a tick at the receive moment itself, more than one waiting event."""
+    async with running() as (manager, handle):
+        t0 = now()
+        await handle.set_interval("i", 1)  # "skip" is the default
+        await asyncio.sleep(3.5)
+        assert len(handle.try_recv_events(10)) == 1  # only t0+1 waits, though t0+2 and t0+3 passed
+        assert manager.stats().fired == 1
+        await expect(handle, "i", t0 + 4, t0 + 4)
+        await asyncio.sleep(2)  # now t0+6, exactly on the grid; t0+5 waits
+        await expect(handle, "i", t0 + 5, t0 + 6)
+        await expect(handle, "i", t0 + 7, t0 + 7)
+        await expect(handle, "i", t0 + 8, t0 + 8)
+
+
+@virtual
+async def test_interval_burst_policy_exactly() -> None:
+    """ "burst": received at t0+3.5, the missed ticks t0+2 and t0+3 come one after another at once, then
+    t0+4 on time; still only one event waits at any moment. Catches: skipping missed ticks, re-arming
+    from the receive time, queuing several events at once."""
+    async with running() as (manager, handle):
+        t0 = now()
+        await handle.set_interval("i", 1, missed="burst")
+        await asyncio.sleep(3.5)
+        assert [e.deadline for e in handle.try_recv_events(10)] == [t0 + 1]
+        with pytest.raises(QueueEmpty):  # the next one is made ready only after the receipt
+            handle.try_recv_event()
+        await expect(handle, "i", t0 + 2, t0 + 3.5)
+        assert manager.stats().events_ready <= 1
+        await expect(handle, "i", t0 + 3, t0 + 3.5)
+        await expect(handle, "i", t0 + 4, t0 + 4)
+        await expect(handle, "i", t0 + 5, t0 + 5)
+        assert manager.stats().event_queue_high_water == 1
+
+
+@virtual
+async def test_interval_delay_policy_exactly() -> None:
+    """ "delay": received at t0+3.5, the next tick is one period after that moment (t0+4.5), and the grid
+    moves with it. Catches: skip/burst behaviour under "delay"."""
+    async with running() as (_, handle):
+        t0 = now()
+        await handle.set_interval("i", 1, missed="delay")
+        await asyncio.sleep(3.5)
+        await expect(handle, "i", t0 + 1, t0 + 3.5)
+        await expect(handle, "i", t0 + 4.5, t0 + 4.5)
+        await asyncio.sleep(0.25)
+        await expect(handle, "i", t0 + 5.5, t0 + 5.5)
+        await asyncio.sleep(1.75)  # received at t0+7.25
+        await expect(handle, "i", t0 + 6.5, t0 + 7.25)
+        await expect(handle, "i", t0 + 8.25, t0 + 8.25)
+
+
+@virtual
+async def test_interval_skip_with_first_keeps_its_grid() -> None:
+    """ "skip" with first=0.25, period 1: grid t0+0.25+k; received at t0+2.5 -> next t0+3.25. Catches:
+    skip computing its grid from the call time rather than the first expiry."""
+    async with running() as (_, handle):
+        t0 = now()
+        await handle.set_interval("i", 1, first=0.25, missed="skip")
+        await asyncio.sleep(2.5)
+        await expect(handle, "i", t0 + 0.25, t0 + 2.5)
+        await expect(handle, "i", t0 + 3.25, t0 + 3.25)
+
+
+@virtual
+async def test_interval_never_has_more_than_one_event_waiting() -> None:
+    """Three intervals (one per policy) and a consumer asleep for 50 periods: exactly one event each
+    waits. Catches: intervals re-arming at fire time instead of at receipt."""
+    async with running() as (manager, handle):
+        for missed in POLICIES:
+            await handle.set_interval(missed, 0.25, missed=missed)
+        await asyncio.sleep(12.5)
+        stats = manager.stats()
+        assert stats.events_ready == 3
+        assert stats.fired == 3
+        assert sorted(e.name for e in handle.try_recv_events(100)) == sorted(POLICIES)
+        assert handle.try_recv_events(100) == []
+
+
+@virtual
+async def test_cancel_stops_an_interval_and_retracts_its_waiting_event() -> None:
+    """Cancelling an interval whose event waits retracts that event and no further tick comes.
+    Catches: an interval re-armed after cancel, or its stale event delivered."""
+    async with running() as (manager, handle):
+        t0 = now()
+        await handle.set_interval("i", 1)
+        await expect(handle, "i", t0 + 1, t0 + 1)
+        await asyncio.sleep(1.5)  # t0+2 waits
+        await handle.cancel_timer("i")
+        await handle.flush()
+        await asyncio.sleep(20)
+        assert handle.try_recv_events(10) == []
+        assert "i" not in handle
+        assert manager.stats().retracted == 1
+
+
+@virtual
+async def test_cancel_of_a_pending_interval() -> None:
+    """Cancelled before its next tick (after one was received): nothing more. Catches: re-arm surviving
+    a cancel."""
+    async with running() as (_, handle):
+        t0 = now()
+        await handle.set_interval("i", 1)
+        await expect(handle, "i", t0 + 1, t0 + 1)
+        await handle.cancel_timer("i")
+        await asyncio.sleep(20)
+        assert handle.try_recv_events(10) == []
+
+
+@virtual
+async def test_reset_with_set_timer_makes_an_interval_one_shot() -> None:
+    """A set_timer of an interval's name replaces it with a plain timer: one event, then no more (both
+    when its event was received and when it was still waiting). Catches: the interval surviving a
+    re-set."""
+    async with running() as (_, handle):
+        t0 = now()
+        await handle.set_interval("i", 1)
+        await expect(handle, "i", t0 + 1, t0 + 1)
+        await handle.set_timer("i", 0.25)
+        await expect(handle, "i", t0 + 1.25, t0 + 1.25)
+        await asyncio.sleep(20)
+        assert handle.try_recv_events(10) == []
+
+        t1 = now()
+        await handle.set_interval("j", 1)
+        await asyncio.sleep(1.5)  # its t1+1 event waits
+        await handle.set_timer("j", 0.25)
+        await expect(handle, "j", t1 + 1.75, t1 + 1.75)
+        await asyncio.sleep(20)
+        assert handle.try_recv_events(10) == []
+
+
+@virtual
+async def test_reset_with_set_interval_restarts_the_grid() -> None:
+    """A new set_interval on an interval's name takes the new period and a grid from the new call.
+    Catches: the old period or grid kept."""
+    async with running() as (_, handle):
+        t0 = now()
+        await handle.set_interval("i", 1)
+        await expect(handle, "i", t0 + 1, t0 + 1)
+        await asyncio.sleep(0.5)
+        await handle.set_interval("i", 0.25, missed="burst")
+        t1 = now()
+        for k in range(1, 5):
+            await expect(handle, "i", t1 + 0.25 * k, t1 + 0.25 * k)
+
+
+@virtual
+async def test_interval_and_one_shot_timers_interleave_in_deadline_order() -> None:
+    """An interval's ticks take their place among plain timers by deadline. Catches: re-armed ticks
+    jumping the queue."""
+    async with running() as (_, handle):
+        t0 = now()
+        await handle.set_interval("i", 1)
+        await handle.set_timers([("x", 1.5), ("y", 2.25)])
+        got = [(e.name, e.deadline - t0) for e in [await recv(handle) for _ in range(5)]]
+        assert got == [("i", 1), ("x", 1.5), ("i", 2), ("y", 2.25), ("i", 3)]
+        await handle.cancel_timer("i")
+
+
+@pytest.mark.parametrize(
+    ("period", "options", "error"),
+    [
+        (0, {}, ValueError),
+        (0.0, {}, ValueError),
+        (-1, {}, ValueError),
+        (float("nan"), {}, ValueError),
+        (float("inf"), {}, ValueError),
+        ("1", {}, TypeError),
+        (1, {"missed": "Skip"}, ValueError),
+        (1, {"missed": "never"}, ValueError),
+        (1, {"missed": None}, ValueError),
+        (1, {"first": -1}, ValueError),
+        (1, {"first": "0"}, TypeError),
+    ],
+)
+async def test_set_interval_refuses_bad_input_at_the_call(period: object, options: dict, error: type) -> None:
+    """period <= 0 (or not finite), an unknown ``missed`` or a bad ``first`` raise at the call, for both
+    forms, and queue nothing. Catches: missing validation, or a bad interval queued."""
+    manager, handle = TimerManager.new("bad-interval", 0, 1, 4)
+    with pytest.raises(error):
+        await handle.set_interval("i", period, **options)  # type: ignore[arg-type]
+    with pytest.raises(error):
+        handle.try_set_interval("i", period, **options)  # type: ignore[arg-type]
+    handle.try_set_timer("a", 10)  # the single command place is still free
+    with pytest.raises(QueueFull):
+        handle.try_set_interval("i", 1)
+    task = asyncio.create_task(manager.run())
+    await handle.flush()
+    assert handle.pending_count() == 1
+    assert "i" not in handle
+    await handle.shutdown()
+    await task
+
+
+async def test_interval_in_real_time() -> None:
+    """On every loop, in real time: an interval of 10 ms ticks on its grid. Catches: intervals broken
+    on uvloop."""
+    async with running(heartbeat=0) as (_, handle):
+        t0 = now()
+        await handle.set_interval("i", 0.01, missed="burst")
+        deadlines = [(await recv(handle, 5)).deadline for _ in range(5)]
+        for k, deadline in enumerate(deadlines, 1):
+            assert abs(deadline - (t0 + 0.01 * k)) < 0.005
+        assert all(b > a for a, b in zip(deadlines, deadlines[1:]))
+        await handle.cancel_timer("i")

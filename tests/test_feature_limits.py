@@ -1,0 +1,156 @@
+"""Feature: the ``max_timers=N`` option. A set of a new name that would take the live timers plus the
+sets still queued past N is refused at the call with ``TimerLimitExceeded``; re-setting an existing
+name is always allowed; a batch that would exceed is refused whole; room returns when timers fire or
+are cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from test_feature_support import recv, running
+
+from timer_manager import QueueFull, TimerLimitExceeded, TimerManager, TimerManagerError
+
+
+def test_timer_limit_exceeded_is_a_timer_manager_error() -> None:
+    """Catches: the wrong base class."""
+    assert issubclass(TimerLimitExceeded, TimerManagerError)
+
+
+async def test_queued_sets_count_against_the_limit_at_the_call() -> None:
+    """max_timers=2: two sets still queued (manager not running) use up the room; a third new name is
+    refused at the call by every set form, while re-setting a queued name is allowed. Catches: only
+    live timers counted, the check done when applied instead of at the call, re-sets refused."""
+    manager, handle = TimerManager.new("limit", 0, 64, 64, max_timers=2)
+    handle.try_set_timer("a", 100)
+    await handle.set_timer("b", 100)
+    refusals = [
+        lambda: handle.try_set_timer("c", 100),
+        lambda: handle.try_set_timer_at("c", 100),
+        lambda: handle.try_set_interval("c", 100),
+        lambda: handle.try_set_timers([("c", 100)]),
+    ]
+    for refuse in refusals:
+        with pytest.raises(TimerLimitExceeded):
+            refuse()
+    with pytest.raises(TimerLimitExceeded):
+        await handle.set_timer("c", 100)
+    with pytest.raises(TimerLimitExceeded):
+        await handle.set_timer_at("c", 100)
+    with pytest.raises(TimerLimitExceeded):
+        await handle.set_interval("c", 100)
+    with pytest.raises(TimerLimitExceeded):
+        await handle.set_timers([("c", 100)])
+    # re-setting a name already queued or live is always allowed
+    handle.try_set_timer("a", 50)
+    await handle.set_timer_at("b", 60)
+    handle.try_set_timers([("a", 70), ("b", 80)])
+    task = asyncio.create_task(manager.run())
+    await handle.flush()
+    assert handle.pending_count() == 2
+    assert "c" not in handle
+    handle.try_set_timer("a", 10)  # live now: still allowed
+    await handle.set_interval("b", 10)
+    with pytest.raises(TimerLimitExceeded):
+        handle.try_set_timer("c", 100)
+    await handle.shutdown()
+    await task
+
+
+async def test_a_batch_that_would_exceed_is_refused_whole() -> None:
+    """max_timers=3 with "a" live: a batch adding three new names is refused whole (neither form queues
+    any item); a batch of re-sets plus new names that fit is taken, duplicates counted once.
+    Catches: partial batches, per-item checks, duplicates counted twice."""
+    async with running(max_timers=3) as (_, handle):
+        await handle.set_timer("a", 100)
+        await handle.flush()
+        with pytest.raises(TimerLimitExceeded):
+            await handle.set_timers([("b", 100), ("c", 100), ("d", 100)])
+        with pytest.raises(TimerLimitExceeded):
+            handle.try_set_timers([("b", 100), ("c", 100), ("d", 100)])
+        await handle.flush()
+        assert handle.pending_count() == 1
+        assert "b" not in handle
+        await handle.set_timers([("a", 90), ("b", 100), ("b", 110), ("c", 100), ("a", 80)])
+        await handle.flush()
+        assert handle.pending_count() == 3
+        with pytest.raises(TimerLimitExceeded):
+            handle.try_set_timers([("a", 1), ("d", 1)])
+
+
+async def test_room_returns_when_timers_fire_or_are_cancelled() -> None:
+    """max_timers=1: once "a" fires (its event not even received yet) a new name fits; once that one is
+    cancelled (and the cancel applied) another fits. Catches: fired or cancelled timers still counted."""
+    async with running(heartbeat=0.001, max_timers=1) as (manager, handle):
+        await handle.set_timer("a", 0.01)
+        with pytest.raises(TimerLimitExceeded):
+            await handle.set_timer("b", 100)
+        while manager.stats().fired < 1:
+            await asyncio.sleep(0.005)
+        await handle.set_timer("b", 100)  # "a" fired; its event still waits
+        with pytest.raises(TimerLimitExceeded):
+            handle.try_set_timer("c", 100)
+        assert (await recv(handle, 5)).name == "a"
+        await handle.cancel_timer("b")
+        await handle.flush()
+        handle.try_set_timer("c", 100)
+        await handle.cancel_all_timers()
+        await handle.flush()
+        handle.try_set_timer("d", 100)
+
+
+async def test_refused_or_abandoned_sets_give_their_room_back() -> None:
+    """A try_ set refused with QueueFull, and an awaitable set cancelled while waiting for room, do not
+    keep counting against the limit. Catches: reservations leaked on those paths (the limit would
+    shrink for good)."""
+    manager, handle = TimerManager.new("leak", 0, 1, 8, max_timers=2)
+    handle.try_set_timer("a", 100)  # fills the single command place
+    with pytest.raises(QueueFull):
+        handle.try_set_timer("b", 100)
+    with pytest.raises(QueueFull):
+        handle.try_set_timers([("b", 100)])
+    waiting = asyncio.create_task(handle.set_timer("c", 100))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    task = asyncio.create_task(manager.run())
+    await handle.flush()
+    assert handle.pending_count() == 1
+    handle.try_set_timer("d", 100)  # "a" + "d" = 2: fits unless "b" or "c" still count
+    await handle.flush()
+    assert handle.pending_count() == 2
+    await handle.shutdown()
+    await task
+
+
+async def test_threadsafe_sets_respect_the_limit() -> None:
+    """The limit holds for sets from other threads too: with max_timers=1 and "a" live, the thread-safe
+    set_timer and try_set_timer of a new name raise TimerLimitExceeded (and queue nothing), while a
+    re-set of "a" goes through. Catches: the thread-safe path bypassing max_timers."""
+    async with running(heartbeat=0.001, max_timers=1) as (_, handle):
+        await handle.set_timer("a", 100)
+        await handle.flush()
+        threadsafe = handle.threadsafe()
+        with pytest.raises(TimerLimitExceeded):
+            await asyncio.to_thread(threadsafe.set_timer, "b", 100)
+        with pytest.raises(TimerLimitExceeded):
+            await asyncio.to_thread(threadsafe.try_set_timer, "c", 100)
+        await asyncio.to_thread(threadsafe.set_timer, "a", 50)
+        await asyncio.sleep(0.01)
+        await handle.flush()
+        assert handle.pending_count() == 1
+        assert "b" not in handle
+        assert "c" not in handle
+
+
+async def test_max_timers_is_validated() -> None:
+    """max_timers must be an int >= 1. Catches: nonsense limits accepted."""
+    with pytest.raises(ValueError):
+        TimerManager.new("x", 0, 1, 1, max_timers=0)
+    with pytest.raises(TypeError):
+        TimerManager.new("x", 0, 1, 1, max_timers="3")
+    with pytest.raises(TypeError):
+        TimerManager.new("x", 0, 1, 1, max_timers=True)

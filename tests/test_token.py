@@ -1,0 +1,78 @@
+"""CancellationToken, as in tokio_util: cancel (any thread, idempotent), is_cancelled, cancelled(),
+child tokens, callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from timer_manager import CancellationToken
+
+
+def test_cancel_is_idempotent_and_sticky() -> None:
+    """catches: cancel toggling, or a second cancel re-running callbacks."""
+    token = CancellationToken()
+    calls: list[int] = []
+    token.add_callback(lambda: calls.append(1))
+    assert not token.is_cancelled()
+    token.cancel()
+    token.cancel()
+    assert token.is_cancelled()
+    assert calls == [1]
+    assert "cancelled" in repr(token)
+
+
+def test_children_follow_parent_never_the_reverse() -> None:
+    """A child (and grandchild) is cancelled with its parent; cancelling a child leaves the parent and
+    siblings alone; a child of a cancelled token is born cancelled.
+    catches: upward propagation; children created late staying active."""
+    parent = CancellationToken()
+    child, sibling = parent.child_token(), parent.child_token()
+    grandchild = child.child_token()
+    child.cancel()
+    assert (parent.is_cancelled(), child.is_cancelled(), grandchild.is_cancelled(), sibling.is_cancelled()) == (
+        False,
+        True,
+        True,
+        False,
+    )
+    parent.cancel()
+    assert sibling.is_cancelled()
+    assert parent.child_token().is_cancelled()
+
+
+def test_add_callback_unregister_and_after_cancel() -> None:
+    """A removed callback is not called; one added after cancel runs at once.
+    catches: unregister not working; late callbacks never called."""
+    token = CancellationToken()
+    calls: list[str] = []
+    remove = token.add_callback(lambda: calls.append("removed"))
+    token.add_callback(lambda: calls.append("kept"))
+    remove()
+    token.cancel()
+    token.add_callback(lambda: calls.append("late"))
+    assert calls == ["kept", "late"]
+
+
+async def test_cancelled_waits_and_wakes_from_another_thread() -> None:
+    """await cancelled() waits until cancel() from another thread, and returns at once if already cancelled.
+    catches: cancelled() not woken thread-safely; cancelled() waiting on an already cancelled token."""
+    token = CancellationToken()
+    waiter = asyncio.create_task(token.cancelled())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    thread = threading.Thread(target=token.cancel)
+    thread.start()
+    await asyncio.wait_for(waiter, 10)
+    thread.join()
+    await asyncio.wait_for(token.cancelled(), 1)
+
+
+async def test_child_cancelled_waiter_woken_by_parent() -> None:
+    """await child.cancelled() returns when the parent is cancelled. catches: children not notified."""
+    parent = CancellationToken()
+    child = parent.child_token()
+    waiter = asyncio.create_task(child.cancelled())
+    await asyncio.sleep(0)
+    parent.cancel()
+    await asyncio.wait_for(waiter, 10)
