@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import logging
 import math
+import sys
 import threading
 import time
 from collections import deque
@@ -26,6 +27,9 @@ from .errors import ManagerClosed, TimerLimitExceeded
 logger = logging.getLogger("timer_manager")
 
 NEW, RUNNING, STOPPED = "new", "running", "stopped"
+
+_EXACT_TICKS = 2.0**52  # beyond this many heartbeats from the origin, ticks are not representable
+_LONGEST_WAIT = 365 * 86400.0  # the manager wakes at least once a year
 
 
 class Sender:
@@ -65,7 +69,8 @@ class ManagerCore:
         self.heartbeat = heartbeat
         self.max_timers = max_timers
         self.table = TimerTable()
-        self.engine = Engine(self.table, command_capacity, event_capacity)
+        # A size past sys.maxsize is no bound at all; the engine counts in C ssize_t.
+        self.engine = Engine(self.table, min(command_capacity, sys.maxsize), min(event_capacity, sys.maxsize))
         self.engine.wake = self.schedule_service
 
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -354,9 +359,10 @@ class ManagerCore:
     def _grid_ceil(self, deadline: float) -> float:
         """The first heartbeat tick at or after ``deadline``."""
         step = self.heartbeat
-        if step == 0.0 or deadline <= self.origin:
+        ticks = (deadline - self.origin) / step if step else 0.0
+        if ticks <= 0.0 or ticks > _EXACT_TICKS:  # no heartbeat, in the past, or beyond the grid's precision
             return deadline
-        index = math.ceil((deadline - self.origin) / step)
+        index = math.ceil(ticks)
         tick = self.origin + index * step
         while tick < deadline:  # float rounding in the division above
             index += 1
@@ -372,7 +378,9 @@ class ManagerCore:
                 timer.cancel()
                 self.timer = None
             return
-        when = self._grid_ceil(next_deadline)
+        # Far deadlines (a duration of 1e15 s, say) wake the manager once a year instead: loops
+        # cannot hold timers that far away.
+        when = min(self._grid_ceil(next_deadline), self.clock() + _LONGEST_WAIT)
         if timer is not None:
             if self.timer_when == when:
                 return
@@ -392,6 +400,12 @@ class ManagerCore:
             self.timer.cancel()
             self.timer = None
         discarded, flushes = self.engine.discard()
+        if self.loop is not None and self.loop.is_closed():
+            # The loop is gone (run() is being closed at interpreter exit): nobody can be woken.
+            self.senders.clear()
+            self.receivers.clear()
+            logger.info("timer manager %r stopped: %s (its event loop is closed)", self.name, reason)
+            return
         closed = ManagerClosed(f"timer manager {self.name!r} stopped ({reason})")
         for future in flushes:
             if not future.done():

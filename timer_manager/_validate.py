@@ -57,3 +57,5 @@ def _to_float(value: Real | Decimal) -> float:
         return float(value)
     except OverflowError:  # an int too large for a float: as infinite as it gets
         return math.inf
+    except ValueError:  # Decimal("sNaN"): not a number, refused by the caller's range check
+        return math.nan

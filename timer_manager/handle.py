@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Union
 
@@ -218,7 +219,7 @@ class TimerHandle:
     async def recv_events(self, max_events: int) -> list[TimerEvent]:
         """Wait for events; return a non-empty list of at most ``max_events`` ready events, or ``[]``
         once the manager has stopped and every event was received."""
-        limit = check_size(max_events, "max_events")
+        limit = min(check_size(max_events, "max_events"), sys.maxsize)
         core = self._core
         while True:
             events = core.engine.take_many(limit)
@@ -229,7 +230,7 @@ class TimerHandle:
     def try_recv_events(self, max_events: int) -> list[TimerEvent]:
         """Return at most ``max_events`` ready events without waiting (maybe none); raise
         :class:`ManagerClosed` once the manager has stopped and every event was received."""
-        limit = check_size(max_events, "max_events")
+        limit = min(check_size(max_events, "max_events"), sys.maxsize)
         core = self._core
         if core.debug:
             core.check_thread()
