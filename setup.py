@@ -57,7 +57,9 @@ def _extensions() -> list[Extension]:
     from Cython.Build import cythonize
 
     # _table_c.pyx includes _engine_c.pxi: the engine calls the table's C methods directly.
-    extensions = [Extension("timer_manager._table_c", ["timer_manager/_table_c.pyx"], depends=["timer_manager/_engine_c.pxi"])]
+    extensions = [
+        Extension("timer_manager._table_c", ["timer_manager/_table_c.pyx"], depends=["timer_manager/_engine_c.pxi"])
+    ]
     return cythonize(
         extensions,
         compiler_directives={"language_level": "3", "embedsignature": True},

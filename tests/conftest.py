@@ -32,6 +32,24 @@ LOOP_FACTORIES_SUPPORTED = tuple(int(part) for part in pytest_asyncio.__version_
 ASYNCIO_ONLY = pytest.mark.asyncio(loop_factories=["asyncio"]) if LOOP_FACTORIES_SUPPORTED else pytest.mark.asyncio
 
 
+try:
+    import looptime  # noqa: F401
+except ImportError:  # looptime >= 0.8 needs Python 3.11; the virtual-time tests are skipped below it
+    LOOPTIME = False
+else:
+    LOOPTIME = True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip virtual-time tests where looptime is not installed."""
+    if LOOPTIME:
+        return
+    skip = pytest.mark.skip(reason="looptime (virtual time) is not installed: it needs Python >= 3.11")
+    for item in items:
+        if item.get_closest_marker("looptime") is not None:
+            item.add_marker(skip)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Any]:
     """Run each async test once per event loop implementation."""

@@ -37,7 +37,6 @@ import os
 from fractions import Fraction
 from typing import Any
 
-import looptime
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -51,6 +50,8 @@ from hypothesis.stateful import (
 )
 
 from timer_manager import CancellationToken, ManagerClosed, QueueFull, TimerManager
+
+looptime = pytest.importorskip("looptime", reason="virtual time needs looptime (Python >= 3.11)")
 
 PROFILE = os.environ.get("TIMER_MANAGER_HYPOTHESIS", "ci")
 PROFILES = {

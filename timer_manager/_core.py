@@ -99,8 +99,10 @@ class ManagerCore:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach the manager to the loop it runs on (at ``run()`` or the first call, if earlier)."""
         self.loop = loop
-        # asyncio's own time() is time.monotonic() behind a Python method call; skip the call.
-        self.clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        # asyncio's own time() is time.monotonic() behind a Python method call: skip the call, unless
+        # the loop's time() is another (uvloop's, or a test clock's such as looptime's).
+        stock = getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time
+        self.clock = time.monotonic if stock else loop.time
         self.engine.clock = self.clock
         self.thread_id = threading.get_ident()
         self.debug = loop.get_debug()

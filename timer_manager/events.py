@@ -20,6 +20,17 @@ def _slotted(cls: type[_T]) -> type[_T]:
     namespace.pop("__dict__", None)
     namespace.pop("__weakref__", None)
     namespace["__slots__"] = names
+
+    # A frozen class refuses setattr, which pickle's default slot restoring uses (3.10 does the same).
+    def __getstate__(self: object) -> list[object]:
+        return [getattr(self, name) for name in names]
+
+    def __setstate__(self: object, state: list[object]) -> None:
+        for name, value in zip(names, state):
+            object.__setattr__(self, name, value)
+
+    namespace["__getstate__"] = __getstate__
+    namespace["__setstate__"] = __setstate__
     return type(cls)(cls.__name__, cls.__bases__, namespace)
 
 
