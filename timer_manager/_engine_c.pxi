@@ -20,6 +20,7 @@ cdef extern from "Python.h":
         PyMemberDef* d_member
     PyObject* PyType_GenericAlloc(PyTypeObject*, Py_ssize_t) except NULL
     int PyDict_Contains(object, object) except -1
+    void PyObject_GC_UnTrack(PyObject*) noexcept
     Py_ssize_t PyDict_Size(object) noexcept
 
 
@@ -86,6 +87,11 @@ cdef object _new_event(object name, double deadline, object data):
     _fill_slot(obj, _name_offset, name)
     _fill_slot(obj, _deadline_offset, PyFloat_FromDouble(deadline))
     _fill_slot(obj, _data_offset, data)
+    if data is None and PyUnicode_CheckExact(name):
+        # A str, a float and None cannot form a reference cycle, so the garbage collector need
+        # not track the event. In a storm, hundreds of thousands of events wait in the queue:
+        # tracked, every full collection would walk them all (as CPython does for tuples of atoms).
+        PyObject_GC_UnTrack(obj)
     return event
 
 
