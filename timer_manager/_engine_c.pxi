@@ -6,8 +6,6 @@
 # through the frozen dataclass's ``__init__`` (which costs a Python-level ``object.__setattr__`` per
 # field). The slot offsets are read off the class's member descriptors at import, and checked.
 
-from collections import deque as _deque
-
 from timer_manager._engine_py import CANCEL, CANCEL_ALL, FLUSH, LATENESS_WINDOW, SET, SET_INTERVAL, SHUTDOWN
 from timer_manager.events import TimerExpired
 
@@ -125,7 +123,10 @@ cdef class Engine:
     cdef Py_ssize_t _head
     cdef Py_ssize_t _count
 
-    cdef object _events             # deque of TimerExpired
+    # Ready events in order, from _events_head on: a list used as a queue (appending and indexing
+    # a list are C calls; a deque's methods are Python calls). Emptied or compacted as it drains.
+    cdef list _events
+    cdef Py_ssize_t _events_head
     cdef dict _ready                # name -> its receivable event
     cdef double _lateness[WINDOW]
     cdef Py_ssize_t _lateness_len
@@ -151,7 +152,7 @@ cdef class Engine:
         self.data = {}
         self.intervals = {}
         self.reserved = {}
-        self._events = _deque()
+        self._events = []
         self._ready = {}
         self._ring = <CommandSlot*>PyMem_Malloc(RING_MIN * sizeof(CommandSlot))
         if self._ring == NULL:
@@ -339,7 +340,7 @@ cdef class Engine:
         if table is None:
             due = self.table.pop_due(bound, room)
         cdef dict data = self.data
-        append = self._events.append
+        cdef list events = self._events
         while count < room:
             if table is not None:
                 name = table._pop_due_one(bound, &deadline)
@@ -356,7 +357,7 @@ cdef class Engine:
             else:
                 event = _new_event(name, deadline, None)
             ready[name] = event
-            append(event)
+            events.append(event)
             self._lateness[self._lateness_next] = now - deadline
             self._lateness_next = (self._lateness_next + 1) & (WINDOW - 1)
             if self._lateness_len < WINDOW:
@@ -373,9 +374,19 @@ cdef class Engine:
     cpdef object take(self):
         """Remove and return the next receivable event, or None."""
         cdef dict ready = self._ready
-        events = self._events
-        while events:
-            event = events.popleft()
+        cdef list events = self._events
+        cdef Py_ssize_t head = self._events_head
+        while head < len(events):
+            event = events[head]
+            events[head] = None
+            head += 1
+            if head == len(events):
+                del events[:]
+                head = 0
+            elif head >= 1024 and head * 2 >= len(events):
+                del events[:head]
+                head = 0
+            self._events_head = head
             name = _event_name(event)
             if ready.get(name) is event:
                 del ready[name]
@@ -410,11 +421,14 @@ cdef class Engine:
     cdef int _retract(self, name) except -1:
         del self._ready[name]
         self.count_retracted += 1
-        events = self._events
-        # Retracted events stay in the deque until they reach its front; rebuild it if they pile up.
-        if len(events) > 2 * len(self._ready) + 64:
+        cdef list events = self._events
+        # Retracted events stay in the queue until they reach its front; rebuild it if they pile up.
+        if len(events) - self._events_head > 2 * len(self._ready) + 64:
             ready = self._ready
-            self._events = _deque([event for event in events if ready.get(_event_name(event)) is event])
+            self._events = [
+                event for event in events[self._events_head:] if ready.get(_event_name(event)) is event
+            ]
+            self._events_head = 0
         return 0
 
 

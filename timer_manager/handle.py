@@ -43,10 +43,11 @@ class TimerHandle:
     Call it from the loop's thread; from other threads use :meth:`threadsafe`.
     """
 
-    __slots__ = ("_core",)
+    __slots__ = ("_core", "_take")
 
     def __init__(self, core: ManagerCore) -> None:
         self._core = core
+        self._take = core.engine.take
 
     def __repr__(self) -> str:
         return f"<TimerHandle of {self._core.name!r}>"
@@ -194,6 +195,9 @@ class TimerHandle:
     async def recv_event(self) -> TimerEvent | None:
         """Wait for the next event; return None once the manager has stopped and every event was
         received."""
+        event = self._take()
+        if event is not None:  # the hot path: an event is ready
+            return event
         core = self._core
         while True:
             event = core.engine.take()
