@@ -202,6 +202,12 @@ class ManagerCore:
         if command[0] <= SET_INTERVAL and self.engine.reserved:
             self.engine.release(command[1])  # type: ignore[arg-type]
 
+    def admit(self, names: list[str]) -> None:
+        """Check that a set of ``names`` may be queued: the manager is open, and under ``max_timers``."""
+        self.check_open()
+        if self.max_timers is not None and names:
+            self.reserve(names)
+
     def reserve(self, names: list[str]) -> None:
         """Count queued sets of new names against ``max_timers``, or refuse them all."""
         limit = self.max_timers

@@ -73,10 +73,8 @@ class TimerHandle:
             duration = seconds(duration)
         if core.loop is None or core.debug:
             core.bound_loop()
-        if core.closing:
-            core.check_open()
-        if core.max_timers is not None:
-            core.reserve([name])
+        if core.closing or core.max_timers is not None:
+            core.admit([name])
         pushed = 0 if core.senders else core.engine.push_set(name, core.clock() + duration, data)
         if pushed == 2:
             core.schedule_service()
@@ -157,7 +155,6 @@ class TimerHandle:
 
     def try_cancel_all_timers(self) -> None:
         """Like :meth:`cancel_all_timers`, but raise :class:`QueueFull` instead of waiting."""
-        self._core.bound_loop()
         self._try_send([(CANCEL_ALL, None, None, None)])
 
     # ------------------------------------------------------------------ shutting down
@@ -293,10 +290,8 @@ class TimerHandle:
             duration = seconds(duration)
         if core.loop is None or core.debug:
             core.bound_loop()
-        if core.closing:
-            core.check_open()
-        if core.max_timers is not None:
-            core.reserve([name])
+        if core.closing or core.max_timers is not None:
+            core.admit([name])
         return (SET, name, core.clock() + duration, data)
 
     def _set_at_command(self, name: object, when: object, data: Any) -> Command:
@@ -304,9 +299,7 @@ class TimerHandle:
         deadline = check_when(when)
         core = self._core
         core.bound_loop()
-        core.check_open()
-        if core.max_timers is not None:
-            core.reserve([name])
+        core.admit([name])
         return (SET, name, deadline, data)
 
     def _interval_command(self, name: object, period: object, first: object, missed: str, data: Any) -> Command:
@@ -319,9 +312,7 @@ class TimerHandle:
             raise ValueError(f"missed must be one of {', '.join(map(repr, _MISSED))}, got {missed!r}")
         core = self._core
         now = core.now()
-        core.check_open()
-        if core.max_timers is not None:
-            core.reserve([name])
+        core.admit([name])
         return (SET_INTERVAL, name, Interval(now + delay, step, missed), data)
 
     def _set_commands(self, items: Iterable[tuple[str, Duration] | tuple[str, Duration, Any]]) -> list[Command]:
@@ -333,9 +324,7 @@ class TimerHandle:
                 raise TypeError(f"each item must be a (name, duration) or (name, duration, data) tuple, got {item!r}")
             name = check_name(item[0])
             commands.append((SET, name, now + seconds(item[1]), item[2] if len(item) == 3 else None))
-        core.check_open()
-        if core.max_timers is not None and commands:
-            core.reserve([command[1] for command in commands])  # type: ignore[misc]
+        core.admit([command[1] for command in commands])  # type: ignore[misc]
         return commands
 
     def _cancel_command(self, name: object) -> Command:
@@ -352,9 +341,7 @@ class TimerHandle:
         core.bound_loop()
         core.check_open()
         if not core.has_room(len(commands)):
-            if core.engine.reserved:
-                for command in commands:
-                    if command[0] <= SET_INTERVAL:
-                        core.engine.release(command[1])  # type: ignore[arg-type]
+            for command in commands:
+                core.drop(command)
             raise _full(core)
         core.enqueue_many(commands)
