@@ -40,6 +40,48 @@ else:
     LOOPTIME = True
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
+    """Run every test not marked ``looptime`` on the stock asyncio loop class, as users get it.
+
+    looptime's plugin re-classes every loop pytest-asyncio makes (it must, before knowing which test
+    will use it), which changes ``loop.time``: the manager would then read the loop's clock through
+    that method and wake through ``call_at``, never through its real-loop path (``time.monotonic``
+    and the timerfd). Around unmarked tests the loop gets its own class back.
+    """
+    loop = _test_loop(pyfuncitem)
+    patched: type | None = None
+    selector = select = None
+    if LOOPTIME and loop is not None and pyfuncitem.get_closest_marker("looptime") is None:
+        from looptime import LoopTimeEventLoop
+
+        if isinstance(loop, LoopTimeEventLoop):
+            patched = type(loop)
+            loop.__class__ = next(base for base in patched.__bases__ if not issubclass(base, LoopTimeEventLoop))
+            # looptime also replaces the selector's select() on the instance.
+            selector = getattr(loop, "_selector", None)
+            select = vars(selector).pop("select", None) if selector is not None else None
+    try:
+        return (yield)
+    finally:
+        if patched is not None:
+            assert loop is not None
+            loop.__class__ = patched
+            if select is not None:
+                selector.select = select
+
+
+def _test_loop(pyfuncitem: pytest.Function) -> asyncio.AbstractEventLoop | None:
+    policy = pyfuncitem.funcargs.get("event_loop_policy")
+    if policy is None:
+        return None
+    try:
+        loop: asyncio.AbstractEventLoop = policy.get_event_loop()
+    except RuntimeError:
+        return None
+    return loop
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip virtual-time tests where looptime is not installed."""
     if LOOPTIME:

@@ -403,7 +403,7 @@ async def test_idle_with_100k_pending_no_callbacks_virtual() -> None:
     await asyncio.sleep(500)
     assert counts == {}
     core = manager._core
-    ours = [timer for timer in loop._scheduled if not timer.cancelled() and timer._callback is core.on_timer]
+    ours = [timer for timer in loop._scheduled if not timer.cancelled() and timer._callback == core.wakeup.fire]
     assert len(ours) == 1
     earliest = handle.next_deadline()
     assert earliest is not None

@@ -3,9 +3,9 @@
 The per-timer work is the engine's (``_engine_py.py`` / ``_engine_c.pyx``); this module decides
 when it runs, and keeps everything else: the waiting senders and receivers, the heartbeat grid,
 stopping, logging. Everything here runs on the event loop's thread, in loop callbacks, never in a
-polling task: a ``call_soon`` when the first command of a batch arrives, a single ``call_at`` for the
-next grid tick at or after the earliest deadline, and nothing at all while no timer is due and no
-command arrives.
+polling task: a ``call_soon`` when the first command of a batch arrives, one wake-up for the next
+grid tick at or after the earliest deadline (``_wakeup.py``: a timerfd on Linux's stock loop, a
+``call_at`` elsewhere), and nothing at all while no timer is due and no command arrives.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from ._engine_py import OP_NAMES, SET_INTERVAL, Command
 from ._table import Engine, TimerTable
+from ._wakeup import Wakeup, create_wakeup
 from .errors import ManagerClosed, TimerLimitExceeded
 
 logger = logging.getLogger("timer_manager")
@@ -87,10 +88,8 @@ class ManagerCore:
 
         self.origin = 0.0  # the heartbeat grid is origin + k * heartbeat
         self.service_soon = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_when = 0.0
+        self.wakeup: Wakeup | None = None  # the one wake-up for the next grid tick, from start()
         self.count_room_waits = 0
-        self.early_wakes = 0  # consecutive wake-ups before the tick they were for
         self.reserve_lock = threading.Lock()
         self.thread_lock = threading.Lock()  # thread-safe handles taking places in the command queue
 
@@ -282,6 +281,7 @@ class ManagerCore:
         self.state = RUNNING
         self.origin = self.clock()
         self.done = loop.create_future()
+        self.wakeup = create_wakeup(loop, self.clock, self._on_wakeup)
         self.schedule_service()
         logger.info(
             "timer manager %r started (heartbeat %gs, command queue %d, event queue %d)",
@@ -319,22 +319,12 @@ class ManagerCore:
     def _log_command(self, op: int, name: str | None, value: Any) -> None:
         logger.debug("timer manager %r: %s %r %r", self.name, OP_NAMES[op], name, value)
 
+    def _on_wakeup(self) -> None:
+        self.on_timer()  # looked up at each wake-up, so that a test can wrap it
+
     def on_timer(self) -> None:
         """The grid tick for the earliest deadline has come."""
-        self.timer = None
-        tick = self.timer_when
         self.service()
-        early = tick - self.clock()
-        if self.timer is not None and self.timer_when == tick and early > 0.0:
-            # Woken before the tick: a loop whose clock has coarse steps (uvloop: milliseconds)
-            # runs a timer once its rounded delay has passed. Asking again for the same tick would
-            # spin until the clock steps over it, so ask for twice as far, then four times...
-            self.early_wakes += 1
-            self.timer.cancel()
-            delay = early * 2.0 ** min(self.early_wakes, 30)
-            self.timer = self.loop.call_at(tick - early + delay, self.on_timer)
-        else:
-            self.early_wakes = 0
 
     def _note_room(self, now: float) -> None:
         """Track whether due timers wait for room in a full event queue; warn once per episode."""
@@ -380,22 +370,16 @@ class ManagerCore:
     def arm_timer(self) -> None:
         """Schedule one wake-up at the grid tick of the earliest deadline, or none at all."""
         next_deadline = None if self.engine.waiting_for_room else self.table.next_deadline()
-        timer = self.timer
+        wakeup = self.wakeup
+        assert wakeup is not None
         if next_deadline is None or next_deadline == math.inf:
-            if timer is not None:
-                timer.cancel()
-                self.timer = None
+            wakeup.disarm()
             return
         # Far deadlines (a duration of 1e15 s, say) wake the manager once a year instead: loops
         # cannot hold timers that far away.
         when = min(self._grid_ceil(next_deadline), self.clock() + _LONGEST_WAIT)
-        if timer is not None:
-            if self.timer_when == when:
-                return
-            timer.cancel()
-        # call_at compares with loop.time(), which is self.clock() on every loop we bind to.
-        self.timer = self.loop.call_at(when, self.on_timer)  # type: ignore[union-attr]
-        self.timer_when = when
+        if wakeup.when != when:
+            wakeup.arm(when)
 
     def stop(self, reason: str, exc: BaseException | None = None) -> None:
         """Stop for good: discard pending timers and commands, release every waiter."""
@@ -404,9 +388,8 @@ class ManagerCore:
         self.state = STOPPED
         self.closing = True
         self.stop_reason = reason
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.wakeup is not None:
+            self.wakeup.close()
         discarded, flushes = self.engine.discard()
         if self.loop is not None and self.loop.is_closed():
             # The loop is gone (run() is being closed at interpreter exit): nobody can be woken.

@@ -1,0 +1,243 @@
+"""The manager's wake-up (``_wakeup.py``): a timerfd on Linux's stock asyncio loop, a ``call_at`` elsewhere.
+
+The lateness it buys is measured in ``benches/compare.py`` (storm lateness at heartbeat 0 and 10 ms);
+these tests pin what makes it possible and safe: which kind a manager gets, the exact instant the
+kernel is armed for, stale readiness, closing, and the loop timer's back-off on coarse clocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import sys
+import time
+from typing import Any
+
+import pytest
+from conftest import ASYNCIO_ONLY
+
+from timer_manager import TimerManager, _wakeup
+from timer_manager._wakeup import LoopTimerWakeup, TimerFdWakeup
+
+LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux only")
+
+
+def _stock_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    return getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time
+
+
+async def _started(heartbeat: float = 0.0) -> tuple[TimerManager, Any, asyncio.Task[None]]:
+    manager, handle = TimerManager.new("wakeup", heartbeat, 64, 64)
+    task = asyncio.create_task(manager.run())
+    await asyncio.sleep(0)
+    return manager, handle, task
+
+
+def _remaining_reader() -> Any:
+    """A function: timerfd -> nanoseconds left on it, as the kernel reports (``timerfd_gettime``)."""
+    if hasattr(os, "timerfd_gettime_ns"):
+        return lambda fd: int(os.timerfd_gettime_ns(fd)[0])
+    gettime = ctypes.CDLL(None, use_errno=True).timerfd_gettime
+    spec = _wakeup._Itimerspec()
+
+    def remaining(fd: int) -> int:
+        assert gettime(fd, ctypes.byref(spec)) == 0
+        return int(spec.it_value.tv_sec * 1_000_000_000 + spec.it_value.tv_nsec)
+
+    return remaining
+
+
+def _kernel_remaining_ns(fd: int) -> int:
+    return int(_remaining_reader()(fd))
+
+
+@LINUX
+async def test_stock_loop_gets_a_timerfd_other_loops_a_loop_timer() -> None:
+    """catches: the timerfd never used (the lateness gain lost), or used on a loop with another clock."""
+    loop = asyncio.get_running_loop()
+    manager, handle, task = await _started()
+    wakeup = manager._core.wakeup
+    if _stock_loop(loop):
+        assert isinstance(wakeup, TimerFdWakeup)
+    else:  # uvloop: its clock is libuv's, not CLOCK_MONOTONIC as Python reads it
+        assert isinstance(wakeup, LoopTimerWakeup)
+    await handle.shutdown()
+    await task
+
+
+@LINUX
+@ASYNCIO_ONLY
+async def test_timerfd_is_armed_for_the_exact_instant() -> None:
+    """The kernel holds the grid tick itself, to the nanosecond (rounded up), not a millisecond delay.
+    catches: arming by a relative delay, or rounding the instant down (an early wake-up)."""
+    loop = asyncio.get_running_loop()
+    assert _stock_loop(loop)
+    manager, handle, task = await _started(heartbeat=0.0)
+    wakeup = manager._core.wakeup
+    assert isinstance(wakeup, TimerFdWakeup)
+    deadline = loop.time() + 5.123456789
+    handle.try_set_timer_at("t", deadline)
+    await handle.flush()
+    assert wakeup.when == deadline
+    expected_ns = int(deadline * 1e9) + 2  # ceil(deadline in ns) + 1, allowing for the float product
+    # The kernel reports the time left when asked: the instant lies in [before, after] + remaining.
+    # Ask until the window is narrow (a preemption in between only widens it).
+    read_remaining = _remaining_reader()
+    for _ in range(100):
+        before = time.monotonic_ns()
+        remaining = read_remaining(wakeup.fd)
+        after = time.monotonic_ns()
+        if after - before < 100_000:
+            break
+    assert after - before < 100_000
+    low, high = before + remaining, after + remaining
+    assert low - 2 <= expected_ns <= high + 2
+    assert high >= deadline * 1e9  # never before the deadline
+    await handle.shutdown()
+    await task
+
+
+@LINUX
+@ASYNCIO_ONLY
+async def test_timerfd_is_disarmed_when_nothing_is_pending() -> None:
+    """catches: a stale alarm left armed after the last timer is cancelled (a needless wake-up)."""
+    loop = asyncio.get_running_loop()
+    assert _stock_loop(loop)
+    manager, handle, task = await _started(heartbeat=0.01)
+    wakeup = manager._core.wakeup
+    assert isinstance(wakeup, TimerFdWakeup)
+    await handle.set_timer("t", 30.0)
+    await handle.flush()
+    assert _kernel_remaining_ns(wakeup.fd) > 0
+    await handle.cancel_timer("t")
+    await handle.flush()
+    assert wakeup.when is None
+    assert _kernel_remaining_ns(wakeup.fd) == 0
+    await handle.shutdown()
+    await task
+
+
+@LINUX
+@ASYNCIO_ONLY
+async def test_timerfd_closed_and_unwatched_after_stop() -> None:
+    """catches: a descriptor leaked per manager, or left in the loop's selector."""
+    loop = asyncio.get_running_loop()
+    assert _stock_loop(loop)
+    manager, handle, task = await _started()
+    wakeup = manager._core.wakeup
+    assert isinstance(wakeup, TimerFdWakeup)
+    fd = wakeup.fd
+    selector = loop._selector  # type: ignore[attr-defined]
+    assert fd in selector.get_map()
+    await handle.set_timer("t", 30.0)
+    await handle.shutdown()
+    await task
+    assert wakeup.fd == -1
+    assert fd not in selector.get_map()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+@LINUX
+@ASYNCIO_ONLY
+async def test_readiness_from_before_a_rearm_does_not_call_back() -> None:
+    """An expiry that was overtaken by a re-arm (or a disarm) before its callback ran is ignored.
+    catches: calling back for an instant that is no longer wanted (a spurious service pass)."""
+    loop = asyncio.get_running_loop()
+    calls = _wakeup._timerfd_calls()
+    assert calls is not None
+    assert _stock_loop(loop)
+    fired: list[float] = []
+    wakeup = TimerFdWakeup(loop, lambda: fired.append(time.monotonic()), calls)
+    try:
+        wakeup.arm(time.monotonic() - 1.0)  # already past: readable at once
+        wakeup.fire()  # as if the loop ran the reader now
+        assert len(fired) == 1
+        wakeup.arm(time.monotonic() - 1.0)
+        wakeup.arm(time.monotonic() + 60.0)  # overtaken before the loop got to it
+        wakeup.fire()
+        await asyncio.sleep(0.02)
+        assert len(fired) == 1
+        wakeup.arm(time.monotonic() - 1.0)
+        wakeup.disarm()
+        await asyncio.sleep(0.02)
+        assert len(fired) == 1
+        soon = time.monotonic() + 0.005
+        wakeup.arm(soon)
+        await asyncio.wait_for(_until(lambda: len(fired) == 2), 10)
+        assert fired[1] >= soon
+    finally:
+        wakeup.close()
+
+
+async def _until(condition: Any) -> None:
+    while not condition():
+        await asyncio.sleep(0.001)
+
+
+async def test_no_timerfd_variable_gives_loop_timers_that_still_keep_the_contract(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``TIMER_MANAGER_NO_TIMERFD=1``: the manager wakes through ``call_at``; order and never-early hold.
+    catches: the variable ignored, or the call_at path broken on the stock loop."""
+    monkeypatch.setenv("TIMER_MANAGER_NO_TIMERFD", "1")
+    loop = asyncio.get_running_loop()
+    manager, handle, task = await _started(heartbeat=0.002)
+    assert isinstance(manager._core.wakeup, LoopTimerWakeup)
+    base = loop.time() + 0.01
+    offsets = [0.0031, 0.0005, 0.012, 0.0007, 0.02, 0.0062]
+    for i, offset in enumerate(offsets):
+        handle.try_set_timer_at(f"t{i}", base + offset)
+    received = []
+    for _ in offsets:
+        event = await asyncio.wait_for(handle.recv_event(), 10)
+        assert event is not None
+        received.append((event.name, event.deadline, loop.time()))
+    assert [name for name, _, _ in received] == [f"t{i}" for i in sorted(range(6), key=offsets.__getitem__)]
+    assert all(at >= deadline for _, deadline, at in received)
+    await handle.shutdown()
+    await task
+
+
+class _CoarseLoop:
+    """Just enough of a loop for ``LoopTimerWakeup``: records call_at, runs nothing by itself."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def call_at(self, when: float, callback: Any) -> asyncio.TimerHandle:
+        self.calls.append(when)
+        return asyncio.TimerHandle(when, callback, (), self)  # type: ignore[arg-type]
+
+    def _timer_handle_cancelled(self, handle: Any) -> None:
+        pass
+
+    def get_debug(self) -> bool:
+        return False
+
+
+def test_loop_timer_backs_off_on_early_wakeups() -> None:
+    """A loop timer that runs before its instant, whose callback asks for the same instant again, is
+    re-asked for twice as far past the early moment, then four times; a punctual run resets that.
+    catches: spinning on uvloop's millisecond clock (thousands of wake-ups for a few timers)."""
+    loop = _CoarseLoop()
+    now = [9.9995]
+    tick = 10.0
+
+    def callback() -> None:
+        if now[0] < tick:
+            wakeup.arm(tick)  # nothing could fire yet: the manager asks for the same tick
+
+    wakeup = LoopTimerWakeup(loop, lambda: now[0], callback)  # type: ignore[arg-type]
+    wakeup.arm(tick)
+    assert loop.calls == [tick]
+    wakeup.fire()  # 0.5 ms early
+    assert loop.calls[-1] == pytest.approx(now[0] + 2 * 0.0005)
+    wakeup.fire()  # still early, at the same moment
+    assert loop.calls[-1] == pytest.approx(now[0] + 4 * 0.0005)
+    assert wakeup.when == tick
+    now[0] = 10.001
+    wakeup.fire()  # punctual: the callback does not re-arm
+    assert wakeup.early_wakes == 0
+    assert wakeup.when is None

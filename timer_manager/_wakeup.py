@@ -1,0 +1,226 @@
+"""The manager's one wake-up: a loop timer, or on Linux a ``timerfd`` for sub-millisecond precision.
+
+asyncio's selector loops sleep in ``epoll_wait``, whose timeout is in whole milliseconds: ``selectors``
+rounds the delay up to the next millisecond and ``select.epoll.poll`` may round it up once more
+(a delay just under 9 ms becomes 10 ms). A ``call_at`` therefore runs 0.5 to 2 ms after its time,
+which is most of a heartbeat tick's lateness beyond the grid itself. A ``timerfd`` armed at an
+absolute ``CLOCK_MONOTONIC`` instant (the clock of ``time.monotonic``, which the stock loop's
+``time()`` reads) makes ``epoll_wait`` return at that instant instead, to the nanosecond the kernel
+allows. It is used only where its clock is the manager's: the stock asyncio loop on Linux with an
+unpatched ``time()``. Everywhere else (uvloop, a virtual-time test loop, Windows' proactor) the
+wake-up is a ``call_at``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import math
+import os
+import sys
+import time
+from typing import Callable, Protocol
+
+from ._env import is_true
+
+__all__ = ("LoopTimerWakeup", "TimerFdWakeup", "Wakeup", "create_wakeup")
+
+
+class Wakeup(Protocol):
+    """One pending wake-up at a time, at a loop-clock instant."""
+
+    when: float | None  # the instant armed for, or None
+
+    def arm(self, when: float) -> None:
+        """Wake at ``when`` (replacing any earlier arming)."""
+
+    def disarm(self) -> None:
+        """Wake at no time."""
+
+    def close(self) -> None:
+        """Disarm for good and release what the wake-up holds."""
+
+
+class LoopTimerWakeup:
+    """A wake-up through ``loop.call_at``.
+
+    A loop whose clock moves in coarse steps (uvloop: milliseconds) runs a timer once its rounded
+    delay has passed, which can be just before the instant asked for. Asking again for the same
+    instant would spin until the clock steps over it, so consecutive early wake-ups for one instant
+    back off: the next is asked for twice as far past the early moment, then four times, and so on.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float], callback: Callable[[], None]
+    ) -> None:
+        self.loop = loop
+        self.clock = clock
+        self.callback = callback
+        self.when: float | None = None
+        self.handle: asyncio.TimerHandle | None = None
+        self.early_wakes = 0  # consecutive wake-ups before the instant they were for
+
+    def arm(self, when: float) -> None:
+        """Wake at ``when`` (replacing any earlier arming)."""
+        if self.handle is not None:
+            self.handle.cancel()
+        self.handle = self.loop.call_at(when, self.fire)
+        self.when = when
+
+    def disarm(self) -> None:
+        """Wake at no time."""
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        self.when = None
+
+    close = disarm
+
+    def fire(self) -> None:
+        """The loop timer ran: call back, then back off if it ran before its instant."""
+        wanted = self.when
+        self.handle = None
+        self.when = None
+        self.callback()
+        if wanted is None or self.when != wanted:
+            self.early_wakes = 0
+            return
+        early = wanted - self.clock()
+        if early > 0.0:  # the callback asked for the very instant again: it came too early
+            self.early_wakes += 1
+            assert self.handle is not None
+            self.handle.cancel()
+            self.handle = self.loop.call_at(wanted - early + early * 2.0 ** min(self.early_wakes, 30), self.fire)
+        else:
+            self.early_wakes = 0
+
+
+# -- timerfd -----------------------------------------------------------------------------------------
+
+_CLOCK_MONOTONIC = 1
+_TFD_TIMER_ABSTIME = 1
+_TFD_NONBLOCK = 0o4000
+_TFD_CLOEXEC = 0o2000000
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+class _TimerFdCalls:
+    """``timerfd_create`` and ``timerfd_settime``: from ``os`` (Python 3.13+) or from libc via ctypes."""
+
+    def __init__(self) -> None:
+        self.native = hasattr(os, "timerfd_settime_ns")
+        if not self.native:
+            libc = ctypes.CDLL(None, use_errno=True)
+            self._create = libc.timerfd_create
+            self._create.argtypes = (ctypes.c_int, ctypes.c_int)
+            self._create.restype = ctypes.c_int
+            self._settime = libc.timerfd_settime
+            self._settime.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Itimerspec), ctypes.c_void_p)
+            self._settime.restype = ctypes.c_int
+            self._spec = _Itimerspec()  # reused: the manager arms from the loop's thread only
+
+    def create(self) -> int:
+        if self.native:
+            fd: int = os.timerfd_create(_CLOCK_MONOTONIC, flags=_TFD_NONBLOCK | _TFD_CLOEXEC)  # type: ignore[attr-defined,unused-ignore]
+            return fd
+        fd = self._create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        return int(fd)
+
+    def set_absolute_ns(self, fd: int, when_ns: int) -> None:
+        """Arm ``fd`` to expire once at CLOCK_MONOTONIC ``when_ns`` (0 disarms it)."""
+        if self.native:
+            os.timerfd_settime_ns(fd, flags=_TFD_TIMER_ABSTIME if when_ns else 0, initial=when_ns)  # type: ignore[attr-defined,unused-ignore]
+            return
+        value = self._spec.it_value
+        value.tv_sec, value.tv_nsec = divmod(when_ns, 1_000_000_000)
+        if self._settime(fd, _TFD_TIMER_ABSTIME if when_ns else 0, ctypes.byref(self._spec), None) < 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+_calls: _TimerFdCalls | None = None
+
+
+def _timerfd_calls() -> _TimerFdCalls | None:
+    """The timerfd calls, or None where the platform has none."""
+    global _calls
+    if _calls is None and sys.platform.startswith("linux"):
+        try:
+            _calls = _TimerFdCalls()
+        except (OSError, AttributeError):  # no libc symbol (a libc without timerfd)
+            return None
+    return _calls
+
+
+class TimerFdWakeup:
+    """A wake-up through a ``timerfd`` watched by ``loop.add_reader``; times are ``time.monotonic()``.
+
+    The instant is rounded up to the next nanosecond, so the wake-up is never before it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None], calls: _TimerFdCalls) -> None:
+        self.loop = loop
+        self.callback = callback
+        self.calls = calls
+        self.when: float | None = None
+        self.fd = calls.create()
+        try:
+            loop.add_reader(self.fd, self.fire)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def arm(self, when: float) -> None:
+        """Wake at ``when`` (replacing any earlier arming)."""
+        # One nanosecond more than the rounded-up instant: the product may round down in binary.
+        self.calls.set_absolute_ns(self.fd, max(1, math.ceil(when * 1e9) + 1))
+        self.when = when
+
+    def disarm(self) -> None:
+        """Wake at no time."""
+        if self.when is not None:
+            self.calls.set_absolute_ns(self.fd, 0)
+            self.when = None
+
+    def close(self) -> None:
+        """Stop watching the descriptor and close it."""
+        fd, self.fd = self.fd, -1
+        self.when = None
+        if fd < 0:
+            return
+        if not self.loop.is_closed():
+            self.loop.remove_reader(fd)
+        os.close(fd)
+
+    def fire(self) -> None:
+        """The descriptor is readable: the timer expired, unless it was re-armed since."""
+        try:
+            os.read(self.fd, 8)
+        except (BlockingIOError, InterruptedError):
+            return  # re-armed (or disarmed) after it expired and before this ran: nothing is due
+        self.when = None
+        self.callback()
+
+
+def create_wakeup(loop: asyncio.AbstractEventLoop, clock: Callable[[], float], callback: Callable[[], None]) -> Wakeup:
+    """The most precise wake-up ``loop`` allows for a manager reading ``clock``."""
+    calls = _timerfd_calls() if clock is time.monotonic and not _disabled() else None
+    if calls is not None:
+        try:
+            return TimerFdWakeup(loop, callback, calls)
+        except (NotImplementedError, OSError):  # a loop without add_reader, or no descriptor to spare
+            pass
+    return LoopTimerWakeup(loop, clock, callback)
+
+
+def _disabled() -> bool:
+    """Whether ``TIMER_MANAGER_NO_TIMERFD`` asks for loop timers even where a timerfd would work."""
+    return is_true(os.environ.get("TIMER_MANAGER_NO_TIMERFD"))
