@@ -438,3 +438,61 @@ class _ignore:
 
     def __exit__(self, *exc: object) -> bool:
         return True
+
+
+def test_ties_keep_set_order_across_sequence_renumbering(table_class: Any) -> None:
+    """Equal deadlines come out in set order even when the sequence numbers run out in between (the C
+    table renumbers its live timers then; forced here by a supply of 16, with up to 13 live). catches: a wrapped sequence
+    that sorts a later set before an earlier one."""
+    table = table_class()
+    if _is_c(table_class):
+        table._limit_sequences(16)
+    order = []
+    for round_ in range(6):
+        for i in range(3):
+            name = f"r{round_}-{i}"
+            table.set(name, 1.0)
+            order.append(name)
+        table.cancel(order.pop(0))  # keep a few live across each renumbering
+        table.set("moving", 1.0)  # re-set: goes behind everything set so far
+        if _is_c(table_class):
+            assert table._next_sequence_number() <= 16  # renumbered, not just counted on
+        if "moving" in order:
+            order.remove("moving")
+        order.append("moving")
+    assert [name for name, _ in table.pop_due(2.0, 100)] == order
+
+
+def test_sequence_supply_must_cover_the_live_timers() -> None:
+    """The testing hook refuses nonsense, and running out with more live timers than sequences raises."""
+    table_c = pytest.importorskip("timer_manager._table_c")
+    table = table_c.TimerTable()
+    with pytest.raises(ValueError):
+        table._limit_sequences(0)
+    with pytest.raises(ValueError):
+        table._limit_sequences(2**32 + 1)
+    table._limit_sequences(3)
+    for i in range(3):
+        table.set(f"n{i}", 1.0)
+    with pytest.raises(OverflowError):
+        table.set("n3", 1.0)
+
+
+def test_expired_pairs_of_plain_names_are_not_tracked_by_the_collector(table_class: Any) -> None:
+    """A ``(str, float)`` pair cannot be in a reference cycle, so the C table hands it out untracked
+    (the collector would untrack it at its first pass anyway); a pair holding a str subclass, which
+    may refer to anything, stays tracked. catches: collections walking every queued expiry."""
+    table = table_class()
+    table.set("plain", 1.0)
+    [pair] = table.pop_due(2.0, 10)
+    if _is_c(table_class):
+        assert not gc.is_tracked(pair)
+
+    class Name(str):
+        pass
+
+    table.set(Name("special"), 1.0)
+    table.set("plain", 1.0)
+    pairs = table.pop_due(2.0, 10)
+    assert [name for name, _ in pairs] == ["special", "plain"]
+    assert all(gc.is_tracked(pair) for pair in pairs)  # the table has held a subclass: no shortcut

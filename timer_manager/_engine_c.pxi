@@ -18,7 +18,6 @@ cdef extern from "Python.h":
         PyMemberDef* d_member
     PyObject* PyType_GenericAlloc(PyTypeObject*, Py_ssize_t) except NULL
     int PyDict_Contains(object, object) except -1
-    void PyObject_GC_UnTrack(PyObject*) noexcept
     Py_ssize_t PyDict_Size(object) noexcept
 
 
@@ -179,6 +178,7 @@ cdef class Engine:
         """``push(SET, name, deadline, data)``, the hot path."""
         return self._push(OP_SET, name, deadline, None, data)
 
+    @cython.final
     cdef int _push(self, int op, object name, double deadline, object value, object data) except -1:
         cdef Py_ssize_t length = self._count
         if length >= self.command_capacity:
@@ -196,6 +196,7 @@ cdef class Engine:
             self.command_high_water = length + 1
         return 2 if length == 0 else 1
 
+    @cython.final
     cdef int _grow_ring(self) except -1:
         cdef Py_ssize_t size = self._ring_size * 2
         cdef CommandSlot* ring = <CommandSlot*>PyMem_Malloc(size * sizeof(CommandSlot))
@@ -210,6 +211,7 @@ cdef class Engine:
         self._head = 0
         return 0
 
+    @cython.final
     cdef void _shrink_ring(self) noexcept:
         # A burst of commands may have grown the ring; give the memory back once it is drained.
         cdef CommandSlot* ring
@@ -312,6 +314,7 @@ cdef class Engine:
         self.reserved.clear()
         return pending, flushes
 
+    @cython.final
     cdef void _drop_commands(self) noexcept:
         cdef CommandSlot* slot
         while self._count:
@@ -413,11 +416,13 @@ cdef class Engine:
         """The recent lateness samples (seconds from deadline to ready)."""
         return [self._lateness[i] for i in range(self._lateness_len)]
 
+    @cython.final
     cdef inline int _set(self, name, double deadline) except -1:
         if self._table is not None:
             return self._table._set(name, deadline)
         return 1 if self.table.set(name, deadline) else 0
 
+    @cython.final
     cdef int _retract(self, name) except -1:
         del self._ready[name]
         self.count_retracted += 1

@@ -4,18 +4,20 @@
 At 10^6 timers every operation is dominated by cache misses, so the layout is chosen to touch as
 few cache lines per operation as a dict does:
 
-* ``_nodes``: one 32-byte record per timer (name, its str hash, sequence, position in the heap).
-  Freed records are chained on a free list and reused; no Python objects besides the names.
+* ``_nodes``: one 16-byte record per timer (name, the low 32 bits of its str hash, position in
+  the heap). Freed records are chained on a free list and reused; no Python objects besides the
+  names.
 * ``_slots``: an open-addressing hash table (linear probing, at most half full) of 64-bit slots,
   each holding a node index and the low 32 bits of the name's hash. A lookup is usually one slot
   probe plus one node visit; identity is tried first and string value only when the hashes match,
   so the table behaves like a dict of exact ``str``. The hash bits in the slot tell a slot's home
   without visiting its node, so deletion shifts entries back instead of leaving tombstones.
-* ``_heap``: an eager 4-ary min-heap (libev's layout) of 16-byte entries, deadline inline with the
-  node index, 64-byte aligned so that the four children of a node share one cache line. Order is
-  ``(deadline, sequence)``; the sequence lives in the node and is read only on equal deadlines.
-  Each node knows its heap position, so reset and cancel fix the heap in place: there are no
-  stale entries, and expiry pops exactly one entry per timer returned.
+* ``_heap``: an eager 4-ary min-heap (libev's layout) of 16-byte entries, deadline and sequence
+  inline with the node index, 64-byte aligned so that the four children of a node share one cache
+  line. Order is ``(deadline, sequence)``, decided without visiting any node. Each node knows its
+  heap position, so reset and cancel fix the heap in place: there are no stale entries, and expiry
+  pops exactly one entry per timer returned. Sequences are 32-bit; when they run out (after 2**32
+  sets) the live timers are renumbered in their order, which keeps every comparison the same.
 
 A hierarchical timing wheel was weighed: O(1) reset and cancel, but it needs a time quantum the
 table cannot know, an ordered overflow for deadlines in the past, and a sort per slot to keep
@@ -33,9 +35,11 @@ once the table is consistent again. The type takes part in garbage collection, s
 that refers back to the table does not keep both alive.
 """
 
+cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport uint32_t, uint64_t, uintptr_t
-from libc.string cimport memcpy, memmove, memset
+from libc.stdlib cimport qsort
+from libc.string cimport memmove, memset
 
 cdef extern from "Python.h":
     ctypedef struct PyObject
@@ -55,6 +59,7 @@ cdef extern from "Python.h":
     object PyTuple_New(Py_ssize_t)
     void PyTuple_SET_ITEM(object, Py_ssize_t, PyObject*) noexcept
     object PyFloat_FromDouble(double)
+    void PyObject_GC_UnTrack(PyObject*) noexcept
     void Py_INCREF(PyObject*) noexcept
     void Py_DECREF(PyObject*) noexcept
 
@@ -62,15 +67,13 @@ __all__ = ("TimerTable",)
 
 ctypedef struct Node:
     PyObject* name          # strong reference; NULL while the node is on the free list
-    Py_hash_t hash          # str hash of name
-    uint64_t sequence
+    uint32_t hash           # low 32 bits of the str hash of name: its slot's home and tag
     uint32_t heap_pos       # index into _heap; next free node while on the free list
-    uint32_t _unused
 
 ctypedef struct HeapEntry:
     double deadline
     uint32_t node
-    uint32_t _unused
+    uint32_t sequence       # set order among equal deadlines
 
 cdef enum:
     # The root sits at index 3 so that every group of four siblings starts on a 64-byte boundary.
@@ -83,6 +86,53 @@ cdef enum:
     MAX_TIMERS = 0x7FFFFFFF
 
 cdef uint32_t NO_NODE = 0xFFFFFFFF
+cdef uint64_t SEQUENCES = 0x100000000  # sequence numbers are uint32_t
+
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define TM_PREFETCH(address) __builtin_prefetch(address)
+    #else
+    #define TM_PREFETCH(address) ((void)0)
+    #endif
+    """
+    void _prefetch "TM_PREFETCH"(const void*) noexcept nogil
+
+
+cdef inline bint _precedes(const HeapEntry* a, const HeapEntry* b) noexcept nogil:
+    """``(deadline, sequence)`` order, with bitwise operators: no branch for the compiler to emit."""
+    return (a.deadline < b.deadline) | ((a.deadline == b.deadline) & (a.sequence < b.sequence))
+
+
+cdef inline uint32_t _first_of(const HeapEntry* entries, uint32_t i, uint32_t j) noexcept nogil:
+    """Whichever of ``entries[i]`` and ``entries[j]`` comes first in ``(deadline, sequence)`` order."""
+    cdef double a = entries[i].deadline
+    cdef double b = entries[j].deadline
+    if a == b:  # rare: equal deadlines, so set order decides
+        return i if entries[i].sequence < entries[j].sequence else j
+    return i if a < b else j  # a conditional move, not a branch random deadlines would mispredict
+
+
+cdef inline uint32_t _least_child(HeapEntry* heap, uint32_t first, uint32_t end) noexcept nogil:
+    """The index of the least of the children starting at ``first`` (entries from ``end`` on are
+    not in the heap)."""
+    # The grandchildren are the 16 entries (four cache lines) from here: ask for them now, so that
+    # loading the next level overlaps this level's comparisons.
+    cdef uint32_t grand = (first - HEAP0) * ARITY + HEAP0 + 1
+    if grand < end:
+        _prefetch(&heap[grand])
+        _prefetch(&heap[grand + 4])
+        _prefetch(&heap[grand + 8])
+        _prefetch(&heap[grand + 12])
+    cdef const HeapEntry* children = heap + first
+    if first + ARITY <= end:  # a full group: a two-round tournament
+        return first + _first_of(children, _first_of(children, 0, 1), _first_of(children, 2, 3))
+    cdef uint32_t best = 0
+    cdef uint32_t child
+    for child in range(1, end - first):
+        best = _first_of(children, best, child)
+    return first + best
 
 
 cdef inline Py_hash_t _str_hash(object name) except -1:
@@ -107,10 +157,15 @@ cdef class TimerTable:
     cdef Py_ssize_t _used           # nodes handed out at least once since the last rebuild
     cdef uint32_t _free
     cdef uint64_t _next_sequence
+    cdef uint64_t _sequence_limit   # SEQUENCES, or less in tests of the renumbering
+    @cython.final
+    cdef bint _exact_names          # no name was ever a str subclass (checking at expiry costs a miss)
     # Makes Cython give the type garbage-collector slots, which _traverse/_clear extend to names.
     cdef object _gc_anchor
 
     def __cinit__(self):
+        self._sequence_limit = SEQUENCES
+        self._exact_names = True
         self._allocate_empty()
 
     def __dealloc__(self):
@@ -122,6 +177,7 @@ cdef class TimerTable:
         """Create ``name`` or replace its deadline; return True if it replaced a pending timer."""
         return self._set(name, deadline) == 1
 
+    @cython.final
     cdef int _set(self, name, double deadline) except -1:
         if deadline != deadline:
             raise ValueError("deadline must not be NaN")
@@ -133,23 +189,26 @@ cdef class TimerTable:
         cdef PyObject* old_name
         cdef double old_deadline
         cdef HeapEntry entry
+        if self._next_sequence >= self._sequence_limit:
+            self._renumber()
         if slot >= 0:
             n = <uint32_t>self._slots[slot] - 1
             node = &self._nodes[n]
-            node.sequence = self._next_sequence
-            self._next_sequence += 1
-            old_name = node.name
-            Py_INCREF(key)
-            node.name = key
             entry = self._heap[node.heap_pos]
             old_deadline = entry.deadline
             entry.deadline = deadline
+            entry.sequence = <uint32_t>self._next_sequence
+            self._next_sequence += 1
             # The new sequence is the largest, so an equal deadline moves the entry down.
             if deadline < old_deadline:
                 self._sift_up(node.heap_pos, entry)
             else:
                 self._sift_down(node.heap_pos, entry)
-            Py_DECREF(old_name)  # last: it may run arbitrary code
+            old_name = node.name
+            if old_name != key:  # an equal string, another object: hold the newest, as before
+                Py_INCREF(key)
+                node.name = key
+                Py_DECREF(old_name)  # last: it may run arbitrary code
             return 1
         if self._live >= MAX_TIMERS:
             raise OverflowError("too many timers")
@@ -157,16 +216,17 @@ cdef class TimerTable:
             self._grow_slots()
             slot = self._find(key, h)
         n = self._new_node()
+        if not PyUnicode_CheckExact(name):
+            self._exact_names = False
         node = &self._nodes[n]
         Py_INCREF(key)
         node.name = key
-        node.hash = h
-        node.sequence = self._next_sequence
-        self._next_sequence += 1
+        node.hash = <uint32_t>h
         self._slots[~slot] = ((<uint64_t><uint32_t>h) << 32) | (<uint64_t>n + 1)
         entry.deadline = deadline
         entry.node = n
-        entry._unused = 0
+        entry.sequence = <uint32_t>self._next_sequence
+        self._next_sequence += 1
         self._live += 1
         self._sift_up(HEAP0 + self._live - 1, entry)
         return 0
@@ -175,6 +235,7 @@ cdef class TimerTable:
         """Remove ``name``; return True if it was pending."""
         return self._cancel(name) == 1
 
+    @cython.final
     cdef int _cancel(self, name) except -1:
         cdef Py_hash_t h = _str_hash(name)
         cdef Py_ssize_t slot = self._find(<PyObject*>name, h)
@@ -209,28 +270,33 @@ cdef class TimerTable:
             if not self._live or self._heap[HEAP0].deadline > now:
                 break
             top = self._heap[HEAP0]
-            deadline = PyFloat_FromDouble(top.deadline)
             n = top.node
-            self._remove_slot(self._slot_of(n))
-            self._remove_heap(HEAP0)
+            self._start_pop(n)
+            deadline = PyFloat_FromDouble(top.deadline)
+            self._finish_pop(n)
             name = self._free_node(n)
             PyTuple_SET_ITEM(item, 0, name)  # the table's reference moves to the tuple
             Py_INCREF(<PyObject*>deadline)
             PyTuple_SET_ITEM(item, 1, <PyObject*>deadline)
+            if self._exact_names:
+                # A str and a float cannot be part of a cycle: spare the collector the tuple, as
+                # it would itself decide at its first pass.
+                PyObject_GC_UnTrack(<PyObject*>item)
             due.append(item)
             count += 1
         if count:
             self._compact_if_sparse()
         return due
 
+    @cython.final
     cdef object _pop_due_one(self, double now, double* deadline):
         """Remove the first timer with ``deadline <= now`` and return its name (None if none is due)."""
         cdef HeapEntry top
         if not self._live or self._heap[HEAP0].deadline > now:
             return None
         top = self._heap[HEAP0]
-        self._remove_slot(self._slot_of(top.node))
-        self._remove_heap(HEAP0)
+        self._start_pop(top.node)
+        self._finish_pop(top.node)
         deadline[0] = top.deadline
         name = <object>self._free_node(top.node)  # a new reference; the table's is released below
         Py_DECREF(<PyObject*>name)
@@ -260,6 +326,7 @@ cdef class TimerTable:
 
     # -- hash table ---------------------------------------------------------------------------
 
+    @cython.final
     cdef inline Py_ssize_t _find(self, PyObject* name, Py_hash_t h) except? -1:
         """Return the slot holding ``name``, or ``~slot`` of the empty slot where it would go."""
         cdef size_t mask = self._mask
@@ -273,12 +340,11 @@ cdef class TimerTable:
                 return ~<Py_ssize_t>i
             if (s >> 32) == tag:
                 node = &self._nodes[<uint32_t>s - 1]
-                if node.name == name:
-                    return <Py_ssize_t>i
-                if node.hash == h and PyUnicode_Compare(node.name, name) == 0:
+                if node.name == name or PyUnicode_Compare(node.name, name) == 0:
                     return <Py_ssize_t>i
             i = (i + 1) & mask
 
+    @cython.final
     cdef inline size_t _slot_of(self, uint32_t n) noexcept:
         """The slot of live node ``n``, found by its hash and index alone."""
         cdef size_t mask = self._mask
@@ -287,6 +353,7 @@ cdef class TimerTable:
             i = (i + 1) & mask
         return i
 
+    @cython.final
     cdef inline void _remove_slot(self, size_t i) noexcept:
         """Empty slot ``i`` and shift later members of its cluster back (no tombstones)."""
         cdef size_t mask = self._mask
@@ -305,9 +372,11 @@ cdef class TimerTable:
                 i = j
         self._slots[i] = 0
 
+    @cython.final
     cdef int _grow_slots(self) except -1:
         return self._build_slots((self._mask + 1) * 2)
 
+    @cython.final
     cdef int _build_slots(self, size_t count) except -1:
         cdef uint64_t* slots = <uint64_t*>PyMem_Malloc(count * sizeof(uint64_t))
         if slots == NULL:
@@ -315,6 +384,7 @@ cdef class TimerTable:
         self._fill_slots(slots, count)
         return 0
 
+    @cython.final
     cdef void _fill_slots(self, uint64_t* slots, size_t count) noexcept:
         """Index every live node in the new ``slots`` array and free the old one."""
         memset(slots, 0, count * sizeof(uint64_t))
@@ -329,23 +399,23 @@ cdef class TimerTable:
             i = <size_t>node.hash & mask
             while slots[i] != 0:
                 i = (i + 1) & mask
-            slots[i] = ((<uint64_t><uint32_t>node.hash) << 32) | (<uint64_t>n + 1)
+            slots[i] = ((<uint64_t>node.hash) << 32) | (<uint64_t>n + 1)
         PyMem_Free(self._slots)
         self._slots = slots
         self._mask = mask
 
     # -- heap ---------------------------------------------------------------------------------
 
+    @cython.final
     cdef inline bint _before(self, HeapEntry a, HeapEntry b) noexcept:
-        return a.deadline < b.deadline or (
-            a.deadline == b.deadline
-            and self._nodes[a.node].sequence < self._nodes[b.node].sequence
-        )
+        return a.deadline < b.deadline or (a.deadline == b.deadline and a.sequence < b.sequence)
 
+    @cython.final
     cdef inline void _place(self, uint32_t pos, HeapEntry entry) noexcept:
         self._heap[pos] = entry
         self._nodes[entry.node].heap_pos = pos
 
+    @cython.final
     cdef void _sift_up(self, uint32_t pos, HeapEntry entry) noexcept:
         cdef uint32_t parent
         while pos > HEAP0:
@@ -356,25 +426,61 @@ cdef class TimerTable:
             pos = parent
         self._place(pos, entry)
 
+    @cython.final
     cdef void _sift_down(self, uint32_t pos, HeapEntry entry) noexcept:
         cdef HeapEntry* heap = self._heap
         cdef uint32_t end = <uint32_t>(HEAP0 + self._live)
-        cdef uint32_t first, last, child, best
+        cdef uint32_t first, best
         while True:
             first = (pos - HEAP0) * ARITY + HEAP0 + 1
             if first >= end:
                 break
-            last = first + ARITY if first + ARITY <= end else end
-            best = first
-            for child in range(first + 1, last):
-                if self._before(heap[child], heap[best]):
-                    best = child
-            if not self._before(heap[best], entry):
+            best = _least_child(heap, first, end)
+            if not _precedes(&heap[best], &entry):
                 break
             self._place(pos, heap[best])
             pos = best
         self._place(pos, entry)
 
+    @cython.final
+    cdef inline void _start_pop(self, uint32_t n) noexcept:
+        """About to pop the root, node ``n``: ask for its slot's cache line, so that the heap's
+        sift in ``_finish_pop`` overlaps the wait for it."""
+        _prefetch(&self._slots[self._nodes[n].hash & self._mask])
+
+    @cython.final
+    cdef inline void _finish_pop(self, uint32_t n) noexcept:
+        """Pop the root, node ``n``, from the heap and the slots (the node stays allocated)."""
+        self._pop_root()
+        if self._live:  # the next root is most likely the next one popped: ask for its node
+            _prefetch(&self._nodes[self._heap[HEAP0].node])
+        self._remove_slot(self._slot_of(n))
+
+    @cython.final
+    cdef void _pop_root(self) noexcept:
+        """Take the least entry out of the heap (its node stays allocated).
+
+        Floyd's order of work: the hole left at the root sinks to a leaf along the least children,
+        with no comparison against the entry that fills it; that entry (the last one, so most
+        likely among the latest deadlines) then rises from the leaf, usually not at all.
+        """
+        cdef HeapEntry* heap = self._heap
+        self._live -= 1
+        cdef uint32_t end = <uint32_t>(HEAP0 + self._live)  # the last entry's index: it leaves
+        if end == HEAP0:
+            return
+        cdef uint32_t hole = HEAP0
+        cdef uint32_t first, best
+        while True:
+            first = (hole - HEAP0) * ARITY + HEAP0 + 1
+            if first >= end:
+                break
+            best = _least_child(heap, first, end)
+            self._place(hole, heap[best])
+            hole = best
+        self._sift_up(hole, heap[end])
+
+    @cython.final
     cdef void _remove_heap(self, uint32_t pos) noexcept:
         """Take the entry at ``pos`` out of the heap (its node stays allocated)."""
         self._live -= 1
@@ -387,8 +493,43 @@ cdef class TimerTable:
         else:
             self._sift_down(pos, last)
 
+    @cython.final
+    cdef int _renumber(self) except -1:
+        """Give the live timers sequences 0, 1, ... in ``(deadline, sequence)`` order.
+
+        Every comparison between live timers comes out as before, so the heap stays valid.
+        """
+        cdef Py_ssize_t live = self._live
+        cdef uint32_t* order = <uint32_t*>PyMem_Malloc((live + 1) * sizeof(uint32_t))
+        if order == NULL:
+            raise MemoryError()
+        cdef Py_ssize_t k
+        for k in range(live):
+            order[k] = <uint32_t>(HEAP0 + k)
+        global _sorting_heap
+        _sorting_heap = self._heap
+        qsort(order, <size_t>live, sizeof(uint32_t), _compare_positions)
+        for k in range(live):
+            self._heap[order[k]].sequence = <uint32_t>k
+        PyMem_Free(order)
+        self._next_sequence = <uint64_t>live
+        if self._next_sequence >= self._sequence_limit:
+            raise OverflowError("more live timers than sequence numbers")
+        return 0
+
+    def _limit_sequences(self, limit):
+        """Testing hook: run out of sequence numbers after ``limit`` (normally 2**32) of them."""
+        if not 0 < limit <= SEQUENCES:
+            raise ValueError("limit must be in (0, 2**32]")
+        self._sequence_limit = limit
+
+    def _next_sequence_number(self):
+        """Testing hook: the sequence number the next set will take."""
+        return self._next_sequence
+
     # -- nodes and memory ---------------------------------------------------------------------
 
+    @cython.final
     cdef uint32_t _new_node(self) except? 0xFFFFFFFF:
         cdef uint32_t n = self._free
         if n != NO_NODE:
@@ -400,6 +541,7 @@ cdef class TimerTable:
         self._used += 1
         return n
 
+    @cython.final
     cdef inline PyObject* _free_node(self, uint32_t n) noexcept:
         """Put node ``n`` on the free list; return the name reference it held."""
         cdef Node* node = &self._nodes[n]
@@ -409,6 +551,7 @@ cdef class TimerTable:
         self._free = n
         return name
 
+    @cython.final
     cdef int _resize(self, Py_ssize_t capacity) except -1:
         """Reallocate nodes and heap for ``capacity`` timers (at least ``_used``)."""
         cdef Node* nodes = <Node*>PyMem_Realloc(self._nodes, capacity * sizeof(Node))
@@ -420,6 +563,7 @@ cdef class TimerTable:
         self._capacity = capacity
         return 0
 
+    @cython.final
     cdef bint _resize_heap(self, Py_ssize_t capacity) noexcept:
         cdef size_t old_offset = <size_t>(<char*>self._heap - self._heap_block)
         cdef char* block = <char*>PyMem_Realloc(
@@ -436,6 +580,7 @@ cdef class TimerTable:
         self._heap = <HeapEntry*>(block + offset)
         return True
 
+    @cython.final
     cdef int _compact_if_sparse(self) noexcept:
         """Give memory back once live timers fill less than a quarter of the arrays."""
         if self._capacity <= MIN_CAPACITY or self._live * 4 >= self._capacity:
@@ -471,17 +616,21 @@ cdef class TimerTable:
         self._resize_heap(capacity)  # shrinking; if even that fails the heap just stays larger
         return 0
 
+    @cython.final
     cdef int _allocate_empty(self) except -1:
         self._free = NO_NODE
         self._resize(MIN_CAPACITY)
         self._build_slots(MIN_SLOTS)
         return 0
 
+    @cython.final
     cdef int _clear(self) except -1:
         cdef TimerTable emptied = TimerTable.__new__(TimerTable)
         self._swap(emptied)
+        self._exact_names = True
         return 0  # emptied drops the names on its way out, once this table is consistent
 
+    @cython.final
     cdef int _visit_names(self, _visitproc visit, void* arg) noexcept:
         cdef Py_ssize_t n
         cdef int result
@@ -492,12 +641,14 @@ cdef class TimerTable:
                     return result
         return 0
 
+    @cython.final
     cdef void _clear_for_gc(self) noexcept:
         try:
             self._clear()
         except MemoryError:
             pass  # the cycle stays until memory allows; nothing is broken
 
+    @cython.final
     cdef void _swap(self, TimerTable other) noexcept:
         self._nodes, other._nodes = other._nodes, self._nodes
         self._heap, other._heap = other._heap, self._heap
@@ -510,6 +661,7 @@ cdef class TimerTable:
         self._free, other._free = other._free, self._free
         self._next_sequence, other._next_sequence = other._next_sequence, self._next_sequence
 
+    @cython.final
     cdef void _release(self) noexcept:
         """Free everything and drop the names; only for a table nobody will use again."""
         cdef Node* nodes = self._nodes
@@ -526,6 +678,19 @@ cdef class TimerTable:
             if nodes[n].name != NULL:
                 Py_DECREF(nodes[n].name)
         PyMem_Free(nodes)
+
+
+cdef HeapEntry* _sorting_heap = NULL  # the heap _compare_positions reads; set just before qsort
+
+
+cdef int _compare_positions(const void* a, const void* b) noexcept nogil:
+    cdef HeapEntry* x = &_sorting_heap[(<const uint32_t*>a)[0]]
+    cdef HeapEntry* y = &_sorting_heap[(<const uint32_t*>b)[0]]
+    if x.deadline != y.deadline:
+        return -1 if x.deadline < y.deadline else 1
+    if x.sequence != y.sequence:
+        return -1 if x.sequence < y.sequence else 1
+    return 0
 
 
 # -- garbage collection ---------------------------------------------------------------------------
