@@ -442,8 +442,8 @@ class _ignore:
 
 def test_ties_keep_set_order_across_sequence_renumbering(table_class: Any) -> None:
     """Equal deadlines come out in set order even when the sequence numbers run out in between (the C
-    table renumbers its live timers then; forced here by a supply of 16, with up to 13 live). catches: a wrapped sequence
-    that sorts a later set before an earlier one."""
+    table renumbers its live timers then; forced here by a supply of 16, with up to 13 live).
+    catches: a wrapped sequence that sorts a later set before an earlier one; no renumbering."""
     table = table_class()
     if _is_c(table_class):
         table._limit_sequences(16)
