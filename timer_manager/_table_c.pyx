@@ -100,6 +100,33 @@ cdef extern from *:
     void _prefetch "TM_PREFETCH"(const void*) noexcept nogil
 
 
+cdef extern from *:
+    """
+    #if defined(__GLIBC__)
+    #include <malloc.h>
+    #define TM_TRIM_HEAP() ((void)malloc_trim(0))
+    #else
+    #define TM_TRIM_HEAP() ((void)0)
+    #endif
+    """
+    void _trim_heap "TM_TRIM_HEAP"() noexcept nogil
+
+
+cdef enum:
+    GIVE_BACK_AT = 4 << 20  # bytes freed at once that are worth handing back to the system
+
+
+cdef inline void _give_back(size_t freed) noexcept nogil:
+    """After freeing ``freed`` bytes of arrays: have glibc return free memory to the system.
+
+    Arrays of a few MB come from the main heap once glibc has raised its mmap threshold, and it
+    keeps the pages of free chunks inside its heap; ``malloc_trim`` releases them. Elsewhere the
+    allocator decides alone.
+    """
+    if freed >= GIVE_BACK_AT:
+        _trim_heap()
+
+
 cdef inline bint _precedes(const HeapEntry* a, const HeapEntry* b) noexcept nogil:
     """``(deadline, sequence)`` order, with bitwise operators: no branch for the compiler to emit."""
     return (a.deadline < b.deadline) | ((a.deadline == b.deadline) & (a.sequence < b.sequence))
@@ -599,6 +626,7 @@ cdef class TimerTable:
         if slots == NULL:
             PyMem_Free(nodes)
             return 0
+        cdef Py_ssize_t old_capacity = self._capacity
         # Renumber the live nodes in heap order; the heap itself keeps its order.
         cdef Py_ssize_t k
         cdef uint32_t pos
@@ -614,6 +642,7 @@ cdef class TimerTable:
         self._capacity = capacity
         self._fill_slots(slots, slot_count)
         self._resize_heap(capacity)  # shrinking; if even that fails the heap just stays larger
+        _give_back(<size_t>old_capacity * (sizeof(Node) + sizeof(HeapEntry) + 2 * sizeof(uint64_t)))
         return 0
 
     @cython.final
@@ -678,6 +707,7 @@ cdef class TimerTable:
             if nodes[n].name != NULL:
                 Py_DECREF(nodes[n].name)
         PyMem_Free(nodes)
+        _give_back(<size_t>used * (sizeof(Node) + sizeof(HeapEntry) + 2 * sizeof(uint64_t)))
 
 
 cdef HeapEntry* _sorting_heap = NULL  # the heap _compare_positions reads; set just before qsort
