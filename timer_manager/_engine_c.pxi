@@ -103,6 +103,7 @@ _check_event_layout()
 
 # -- the engine -----------------------------------------------------------------------------------
 
+@cython.binding(False)  # plain C methods: CPython's call specialisations apply to them
 cdef class Engine:
     """The command queue, the timer table and the ready events of one manager."""
 

@@ -162,15 +162,29 @@ cdef inline uint32_t _least_child(HeapEntry* heap, uint32_t first, uint32_t end)
     return first + best
 
 
+cdef extern from *:
+    """
+    #if defined(PYPY_VERSION) || defined(Py_LIMITED_API)
+    #define TM_CACHED_STR_HASH(o) ((Py_hash_t)-1)
+    #else
+    #define TM_CACHED_STR_HASH(o) (((PyASCIIObject *)(o))->hash)
+    #endif
+    """
+    Py_hash_t _cached_str_hash "TM_CACHED_STR_HASH"(object) noexcept
+
+
 cdef inline Py_hash_t _str_hash(object name) except -1:
     """The hash a dict of exact str would use, without calling a subclass's ``__hash__``."""
+    cdef Py_hash_t h
     if PyUnicode_CheckExact(name):
-        return PyObject_Hash(name)
+        h = _cached_str_hash(name)  # as dicts do: a str keeps its hash once computed
+        return h if h != -1 else PyObject_Hash(name)
     if PyUnicode_Check(name):
         return PyObject_Hash(PyUnicode_FromObject(name))
     raise TypeError(f"timer name must be str, not {type(name).__name__}")
 
 
+@cython.binding(False)  # plain C methods: CPython's call specialisations apply to them
 cdef class TimerTable:
     """Named timers ordered by ``(deadline, sequence)``; the manager's whole timer state."""
 
