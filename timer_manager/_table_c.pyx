@@ -138,7 +138,9 @@ cdef inline uint32_t _first_of(const HeapEntry* entries, uint32_t i, uint32_t j)
     cdef double b = entries[j].deadline
     if a == b:  # rare: equal deadlines, so set order decides
         return i if entries[i].sequence < entries[j].sequence else j
-    return i if a < b else j  # a conditional move, not a branch random deadlines would mispredict
+    # Arithmetic rather than a conditional, which compilers may turn into a branch that random
+    # deadlines mispredict half the time.
+    return i + (j - i) * <uint32_t>(b < a)
 
 
 cdef inline uint32_t _least_child(HeapEntry* heap, uint32_t first, uint32_t end) noexcept nogil:

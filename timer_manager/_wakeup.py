@@ -124,9 +124,9 @@ class _TimerFdCalls:
             self._settime = libc.timerfd_settime
             self._settime.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Itimerspec), ctypes.c_void_p)
             self._settime.restype = ctypes.c_int
-            self._spec = _Itimerspec()  # reused: the manager arms from the loop's thread only
 
     def create(self) -> int:
+        """A new non-blocking, close-on-exec timerfd on CLOCK_MONOTONIC."""
         if self.native:
             fd: int = os.timerfd_create(_CLOCK_MONOTONIC, flags=_TFD_NONBLOCK | _TFD_CLOEXEC)  # type: ignore[attr-defined,unused-ignore]
             return fd
@@ -140,9 +140,9 @@ class _TimerFdCalls:
         if self.native:
             os.timerfd_settime_ns(fd, flags=_TFD_TIMER_ABSTIME if when_ns else 0, initial=when_ns)  # type: ignore[attr-defined,unused-ignore]
             return
-        value = self._spec.it_value
-        value.tv_sec, value.tv_nsec = divmod(when_ns, 1_000_000_000)
-        if self._settime(fd, _TFD_TIMER_ABSTIME if when_ns else 0, ctypes.byref(self._spec), None) < 0:
+        spec = _Itimerspec()  # one per call: managers on other threads arm their own timerfds
+        spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(when_ns, 1_000_000_000)
+        if self._settime(fd, _TFD_TIMER_ABSTIME if when_ns else 0, ctypes.byref(spec), None) < 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
 
 
