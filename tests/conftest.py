@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -72,13 +73,17 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
 
 
 def _test_loop(pyfuncitem: pytest.Function) -> asyncio.AbstractEventLoop | None:
+    """The loop an async test runs on (None for a sync test)."""
     policy = pyfuncitem.funcargs.get("event_loop_policy")
-    if policy is None:
+    if policy is None or pyfuncitem.get_closest_marker("asyncio") is None:
         return None
-    try:
-        loop: asyncio.AbstractEventLoop = policy.get_event_loop()
-    except RuntimeError:
-        return None
+    with warnings.catch_warnings():
+        # Python 3.12+ warns when a policy is asked for a loop that is not set.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop: asyncio.AbstractEventLoop = policy.get_event_loop()
+        except RuntimeError:
+            return None
     return loop
 
 

@@ -450,20 +450,17 @@ cdef class TimerTable:
     # -- heap ---------------------------------------------------------------------------------
 
     @cython.final
-    cdef inline bint _before(self, HeapEntry a, HeapEntry b) noexcept:
-        return a.deadline < b.deadline or (a.deadline == b.deadline and a.sequence < b.sequence)
-
-    @cython.final
     cdef inline void _place(self, uint32_t pos, HeapEntry entry) noexcept:
         self._heap[pos] = entry
         self._nodes[entry.node].heap_pos = pos
 
     @cython.final
     cdef void _sift_up(self, uint32_t pos, HeapEntry entry) noexcept:
+        """Put ``entry`` at ``pos`` or above, moving down each parent it precedes."""
         cdef uint32_t parent
         while pos > HEAP0:
             parent = (pos - HEAP0 - 1) // ARITY + HEAP0
-            if not self._before(entry, self._heap[parent]):
+            if not _precedes(&entry, &self._heap[parent]):
                 break
             self._place(pos, self._heap[parent])
             pos = parent
@@ -471,6 +468,7 @@ cdef class TimerTable:
 
     @cython.final
     cdef void _sift_down(self, uint32_t pos, HeapEntry entry) noexcept:
+        """Put ``entry`` at ``pos`` or below, moving up each least child that precedes it."""
         cdef HeapEntry* heap = self._heap
         cdef uint32_t end = <uint32_t>(HEAP0 + self._live)
         cdef uint32_t first, best
@@ -531,7 +529,7 @@ cdef class TimerTable:
         if pos == end:
             return
         cdef HeapEntry last = self._heap[end]
-        if pos > HEAP0 and self._before(last, self._heap[(pos - HEAP0 - 1) // ARITY + HEAP0]):
+        if pos > HEAP0 and _precedes(&last, &self._heap[(pos - HEAP0 - 1) // ARITY + HEAP0]):
             self._sift_up(pos, last)
         else:
             self._sift_down(pos, last)
