@@ -26,7 +26,8 @@ table cannot know, an ordered overflow for deadlines in the past, and a sort per
 
 Memory follows the live count: the arrays double when full and are rebuilt at twice the live
 count once it falls below a quarter of their capacity (the rebuild renumbers nodes in heap
-order). All memory comes from ``PyMem_*``, so tracemalloc sees it.
+order). All memory comes from ``PyMem_*``, so tracemalloc sees it; on glibc a large shrink ends
+with ``malloc_trim``, so that resident memory follows too.
 
 Names are held as strong references. Hashing and comparison never run Python code (a ``str``
 subclass is hashed and compared as the string it holds, not through its ``__hash__``/``__eq__``),
@@ -201,7 +202,6 @@ cdef class TimerTable:
     cdef uint32_t _free
     cdef uint64_t _next_sequence
     cdef uint64_t _sequence_limit   # SEQUENCES, or less in tests of the renumbering
-    @cython.final
     cdef bint _exact_names          # no name was ever a str subclass (checking at expiry costs a miss)
     # Makes Cython give the type garbage-collector slots, which _traverse/_clear extend to names.
     cdef object _gc_anchor
