@@ -118,17 +118,34 @@ class Library:
         await self.task
 
 
-class CallLater:
-    """A dict of name -> ``loop.call_at`` handle; each callback puts ``(name, deadline)`` on an
-    ``asyncio.Queue``. Reset cancels the old handle."""
+class QueueFed:
+    """What the hand-rolled contenders share: expiries go onto an ``asyncio.Queue`` as
+    ``(name, deadline)`` and are received from it, one at a time or in batches."""
 
     key = None
 
-    def __init__(self, heartbeat: float, capacity: int) -> None:
+    def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.handles: dict[str, asyncio.TimerHandle] = {}
         self.queue: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
         self.recv = self.queue.get
+
+    def recv_batch(self, limit: int) -> Any:
+        return _queue_batch(self.queue, limit)
+
+    async def start(self) -> None:
+        pass
+
+    async def settle(self) -> None:
+        await asyncio.sleep(0)
+
+
+class CallLater(QueueFed):
+    """A dict of name -> ``loop.call_at`` handle; each callback puts ``(name, deadline)`` on an
+    ``asyncio.Queue``. Reset cancels the old handle."""
+
+    def __init__(self, heartbeat: float, capacity: int) -> None:
+        super().__init__()
+        self.handles: dict[str, asyncio.TimerHandle] = {}
 
     def set(self, name: str, seconds: float) -> None:
         handles = self.handles
@@ -148,36 +165,23 @@ class CallLater:
         del self.handles[name]
         self.queue.put_nowait((name, deadline))
 
-    def recv_batch(self, limit: int) -> Any:
-        return _queue_batch(self.queue, limit)
-
-    async def start(self) -> None:
-        pass
-
-    async def settle(self) -> None:
-        await asyncio.sleep(0)
-
     async def stop(self) -> None:
         for handle in self.handles.values():
             handle.cancel()
         self.handles.clear()
 
 
-class LazyHeap:
+class LazyHeap(QueueFed):
     """A ``heapq`` of ``[deadline, sequence, name]`` with lazy deletion and a dict name -> entry,
     driven by one ``loop.call_at`` callback for the earliest deadline, feeding an ``asyncio.Queue``."""
 
-    key = None
-
     def __init__(self, heartbeat: float, capacity: int) -> None:
-        self.loop = asyncio.get_running_loop()
+        super().__init__()
         self.heap: list[list[Any]] = []
         self.entries: dict[str, list[Any]] = {}
         self.sequence = 0
         self.timer: asyncio.TimerHandle | None = None
         self.timer_when = math.inf
-        self.queue: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
-        self.recv = self.queue.get
 
     def set(self, name: str, seconds: float) -> None:
         deadline = self.loop.time() + seconds
@@ -224,35 +228,22 @@ class LazyHeap:
             del entries[name]
             put((name, top[0]))
 
-    def recv_batch(self, limit: int) -> Any:
-        return _queue_batch(self.queue, limit)
-
-    async def start(self) -> None:
-        pass
-
-    async def settle(self) -> None:
-        await asyncio.sleep(0)
-
     async def stop(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
 
 
-class ScanEveryHeartbeat:
+class ScanEveryHeartbeat(QueueFed):
     """The Rust original's design in Python: a dict name -> deadline, scanned in full every
     ``heartbeat`` by a task that sleeps ``heartbeat`` between scans and puts each expiry on an
     ``asyncio.Queue``. Events within one scan come out in dict order (only their set is compared)."""
 
-    key = None
-
     def __init__(self, heartbeat: float, capacity: int) -> None:
         if heartbeat <= 0.0:
             raise ValueError("the scanning design needs a heartbeat > 0")
-        self.loop = asyncio.get_running_loop()
+        super().__init__()
         self.heartbeat = heartbeat
         self.timers: dict[str, float] = {}
-        self.queue: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
-        self.recv = self.queue.get
         self.task: asyncio.Task[None] | None = None
 
     def set(self, name: str, seconds: float) -> None:
@@ -273,14 +264,8 @@ class ScanEveryHeartbeat:
                 del timers[name]
                 put((name, deadline))
 
-    def recv_batch(self, limit: int) -> Any:
-        return _queue_batch(self.queue, limit)
-
     async def start(self) -> None:
         self.task = asyncio.ensure_future(self._run())
-
-    async def settle(self) -> None:
-        await asyncio.sleep(0)
 
     async def stop(self) -> None:
         if self.task is not None:

@@ -76,23 +76,25 @@ def running(table_kind: str) -> Iterator[Running]:
     manager.close()
 
 
+async def _set_all(handle: Any, names: list[str]) -> None:
+    """``try_set_timer`` for every name, far ahead, then ``flush()`` (the manager applies them)."""
+    try_set = handle.try_set_timer
+    for name in names:
+        try_set(name, FAR)
+    await handle.flush()
+
+
 def test_try_set_timer_new(benchmark: Any, running: Running, names: list[str]) -> None:
     """``try_set_timer`` of N new names, then ``flush()`` (the manager applies them), then cancel
     them all outside the timing."""
     handle = running.handle
-
-    async def set_all() -> None:
-        try_set = handle.try_set_timer
-        for name in names:
-            try_set(name, FAR)
-        await handle.flush()
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         running.run(handle.cancel_all_timers)
         running.run(handle.flush)
         return (), {}
 
-    benchmark.pedantic(lambda: running.run(set_all), setup=setup, rounds=ROUNDS)
+    benchmark.pedantic(lambda: running.run(_set_all, handle, names), setup=setup, rounds=ROUNDS)
     assert handle.pending_count() == N
 
 
@@ -100,25 +102,14 @@ def test_try_set_timer_reset(benchmark: Any, running: Running, names: list[str])
     """``try_set_timer`` of N pending names (a reset each), then ``flush()``."""
     handle = running.handle
 
-    async def set_all() -> None:
-        try_set = handle.try_set_timer
-        for name in names:
-            try_set(name, FAR)
-        await handle.flush()
-
-    running.run(set_all)
-    benchmark.pedantic(lambda: running.run(set_all), rounds=ROUNDS)
+    running.run(_set_all, handle, names)
+    benchmark.pedantic(lambda: running.run(_set_all, handle, names), rounds=ROUNDS)
     assert handle.pending_count() == N
 
 
 def test_try_cancel_timer(benchmark: Any, running: Running, names: list[str]) -> None:
     """``try_cancel_timer`` of N pending names, then ``flush()``."""
     handle = running.handle
-
-    async def set_all() -> None:
-        for name in names:
-            handle.try_set_timer(name, FAR)
-        await handle.flush()
 
     async def cancel_all() -> None:
         try_cancel = handle.try_cancel_timer
@@ -127,7 +118,7 @@ def test_try_cancel_timer(benchmark: Any, running: Running, names: list[str]) ->
         await handle.flush()
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        running.run(set_all)
+        running.run(_set_all, handle, names)
         return (), {}
 
     benchmark.pedantic(lambda: running.run(cancel_all), setup=setup, rounds=ROUNDS)

@@ -4,15 +4,16 @@ loops (``asyncio`` and, where installed, ``uvloop``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from timer_manager import _env
+from timer_manager import TimerHandle, TimerManager, _env
 
 TABLE_MODULES = {"c": "timer_manager._table_c", "py": "timer_manager._table_py"}
 ENGINE_MODULES = {"c": "timer_manager._table_c", "py": "timer_manager._engine_py"}
@@ -31,6 +32,24 @@ LOOP_FACTORIES_SUPPORTED = tuple(int(part) for part in pytest_asyncio.__version_
 
 # Virtual-time tests (looptime) drive asyncio's own loop: mark them with this.
 ASYNCIO_ONLY = pytest.mark.asyncio(loop_factories=["asyncio"]) if LOOP_FACTORIES_SUPPORTED else pytest.mark.asyncio
+
+
+@contextlib.asynccontextmanager
+async def running(
+    heartbeat: float = 0.01, commands: int = 1024, events: int = 1024, *, name: str = "test", **options: Any
+) -> AsyncIterator[tuple[TimerManager, TimerHandle, asyncio.Task[None]]]:
+    """A manager whose run() has started (its grid origin is the loop time on entry); on exit its task
+    is cancelled if still running, and awaited."""
+    manager, handle = TimerManager.new(name, heartbeat, commands, events, **options)
+    task = asyncio.create_task(manager.run())
+    await asyncio.sleep(0)
+    assert manager._core.state == "running"
+    try:
+        yield manager, handle, task
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 try:

@@ -4,30 +4,12 @@ command queue, order of application."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from conftest import ASYNCIO_ONLY
+from conftest import ASYNCIO_ONLY, running
 
-from timer_manager import ManagerClosed, QueueFull, TimerExpired, TimerHandle, TimerManager
-
-
-@contextlib.asynccontextmanager
-async def running(
-    heartbeat: float = 0.01, commands: int = 1024, events: int = 1024, **options: Any
-) -> AsyncIterator[tuple[TimerManager, TimerHandle, asyncio.Task[None]]]:
-    manager, handle = TimerManager.new("queues", heartbeat, commands, events, **options)
-    task = asyncio.create_task(manager.run())
-    await asyncio.sleep(0)
-    try:
-        yield manager, handle, task
-    finally:
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+from timer_manager import ManagerClosed, QueueFull, TimerExpired, TimerManager
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -124,7 +106,7 @@ async def test_one_warning_per_full_queue_episode_virtual(caplog: pytest.LogCapt
     manager. catches: warning on every wake-up while full, or only the first time ever."""
     caplog.set_level(logging.INFO, logger="timer_manager")
     loop = asyncio.get_running_loop()
-    async with running(heartbeat=0, events=1) as (_, handle, _task):
+    async with running(heartbeat=0, events=1, name="queues") as (_, handle, _task):
         for episode in (1, 2):
             base = loop.time() + 1.0
             for i in range(5):

@@ -8,36 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import math
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conftest import ASYNCIO_ONLY
+from conftest import ASYNCIO_ONLY, running
 
 from timer_manager import TimerExpired, TimerHandle, TimerManager
 
 LOOPTIME_TICK = 1e-6  # looptime keeps its clock in integer microseconds
 LATE = 1.0  # a generous real-time bound on lateness: the machine is loaded
-
-
-@contextlib.asynccontextmanager
-async def running(
-    heartbeat: float = 0.01, commands: int = 1024, events: int = 1024, **options: Any
-) -> AsyncIterator[tuple[TimerManager, TimerHandle, asyncio.Task[None]]]:
-    """A manager whose run() has started (its grid origin is the loop time on entry)."""
-    manager, handle = TimerManager.new("timing", heartbeat, commands, events, **options)
-    task = asyncio.create_task(manager.run())
-    await asyncio.sleep(0)
-    assert manager._core.state == "running"
-    try:
-        yield manager, handle, task
-    finally:
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def sleep_until_dyadic() -> None:

@@ -15,9 +15,9 @@ import time
 from typing import Any
 
 import pytest
-from conftest import ASYNCIO_ONLY
+from conftest import ASYNCIO_ONLY, running
 
-from timer_manager import TimerManager, _wakeup
+from timer_manager import _wakeup
 from timer_manager._wakeup import LoopTimerWakeup, TimerFdWakeup
 
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux only")
@@ -25,13 +25,6 @@ LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd
 
 def _stock_loop(loop: asyncio.AbstractEventLoop) -> bool:
     return getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time
-
-
-async def _started(heartbeat: float = 0.0) -> tuple[TimerManager, Any, asyncio.Task[None]]:
-    manager, handle = TimerManager.new("wakeup", heartbeat, 64, 64)
-    task = asyncio.create_task(manager.run())
-    await asyncio.sleep(0)
-    return manager, handle, task
 
 
 def _remaining_reader() -> Any:
@@ -56,14 +49,14 @@ def _kernel_remaining_ns(fd: int) -> int:
 async def test_stock_loop_gets_a_timerfd_other_loops_a_loop_timer() -> None:
     """catches: the timerfd never used (the lateness gain lost), or used on a loop with another clock."""
     loop = asyncio.get_running_loop()
-    manager, handle, task = await _started()
-    wakeup = manager._core.wakeup
-    if _stock_loop(loop):
-        assert isinstance(wakeup, TimerFdWakeup)
-    else:  # uvloop: its clock is libuv's, not CLOCK_MONOTONIC as Python reads it
-        assert isinstance(wakeup, LoopTimerWakeup)
-    await handle.shutdown()
-    await task
+    async with running(0.0, name="wakeup") as (manager, handle, task):
+        wakeup = manager._core.wakeup
+        if _stock_loop(loop):
+            assert isinstance(wakeup, TimerFdWakeup)
+        else:  # uvloop: its clock is libuv's, not CLOCK_MONOTONIC as Python reads it
+            assert isinstance(wakeup, LoopTimerWakeup)
+        await handle.shutdown()
+        await task
 
 
 @LINUX
@@ -73,29 +66,29 @@ async def test_timerfd_is_armed_for_the_exact_instant() -> None:
     catches: arming by a relative delay, or rounding the instant down (an early wake-up)."""
     loop = asyncio.get_running_loop()
     assert _stock_loop(loop)
-    manager, handle, task = await _started(heartbeat=0.0)
-    wakeup = manager._core.wakeup
-    assert isinstance(wakeup, TimerFdWakeup)
-    deadline = loop.time() + 5.123456789
-    handle.try_set_timer_at("t", deadline)
-    await handle.flush()
-    assert wakeup.when == deadline
-    expected_ns = int(deadline * 1e9) + 2  # ceil(deadline in ns) + 1, allowing for the float product
-    # The kernel reports the time left when asked: the instant lies in [before, after] + remaining.
-    # Ask until the window is narrow (a preemption in between only widens it).
-    read_remaining = _remaining_reader()
-    for _ in range(100):
-        before = time.monotonic_ns()
-        remaining = read_remaining(wakeup.fd)
-        after = time.monotonic_ns()
-        if after - before < 100_000:
-            break
-    assert after - before < 100_000
-    low, high = before + remaining, after + remaining
-    assert low - 2 <= expected_ns <= high + 2
-    assert high >= deadline * 1e9  # never before the deadline
-    await handle.shutdown()
-    await task
+    async with running(0.0, name="wakeup") as (manager, handle, task):
+        wakeup = manager._core.wakeup
+        assert isinstance(wakeup, TimerFdWakeup)
+        deadline = loop.time() + 5.123456789
+        handle.try_set_timer_at("t", deadline)
+        await handle.flush()
+        assert wakeup.when == deadline
+        expected_ns = int(deadline * 1e9) + 2  # ceil(deadline in ns) + 1, allowing for the float product
+        # The kernel reports the time left when asked: the instant lies in [before, after] + remaining.
+        # Ask until the window is narrow (a preemption in between only widens it).
+        read_remaining = _remaining_reader()
+        for _ in range(100):
+            before = time.monotonic_ns()
+            remaining = read_remaining(wakeup.fd)
+            after = time.monotonic_ns()
+            if after - before < 100_000:
+                break
+        assert after - before < 100_000
+        low, high = before + remaining, after + remaining
+        assert low - 2 <= expected_ns <= high + 2
+        assert high >= deadline * 1e9  # never before the deadline
+        await handle.shutdown()
+        await task
 
 
 @LINUX
@@ -104,18 +97,18 @@ async def test_timerfd_is_disarmed_when_nothing_is_pending() -> None:
     """catches: a stale alarm left armed after the last timer is cancelled (a needless wake-up)."""
     loop = asyncio.get_running_loop()
     assert _stock_loop(loop)
-    manager, handle, task = await _started(heartbeat=0.01)
-    wakeup = manager._core.wakeup
-    assert isinstance(wakeup, TimerFdWakeup)
-    await handle.set_timer("t", 30.0)
-    await handle.flush()
-    assert _kernel_remaining_ns(wakeup.fd) > 0
-    await handle.cancel_timer("t")
-    await handle.flush()
-    assert wakeup.when is None
-    assert _kernel_remaining_ns(wakeup.fd) == 0
-    await handle.shutdown()
-    await task
+    async with running(0.01, name="wakeup") as (manager, handle, task):
+        wakeup = manager._core.wakeup
+        assert isinstance(wakeup, TimerFdWakeup)
+        await handle.set_timer("t", 30.0)
+        await handle.flush()
+        assert _kernel_remaining_ns(wakeup.fd) > 0
+        await handle.cancel_timer("t")
+        await handle.flush()
+        assert wakeup.when is None
+        assert _kernel_remaining_ns(wakeup.fd) == 0
+        await handle.shutdown()
+        await task
 
 
 @LINUX
@@ -124,15 +117,15 @@ async def test_timerfd_closed_and_unwatched_after_stop() -> None:
     """catches: a descriptor leaked per manager, or left in the loop's selector."""
     loop = asyncio.get_running_loop()
     assert _stock_loop(loop)
-    manager, handle, task = await _started()
-    wakeup = manager._core.wakeup
-    assert isinstance(wakeup, TimerFdWakeup)
-    fd = wakeup.fd
-    selector = loop._selector  # type: ignore[attr-defined]
-    assert fd in selector.get_map()
-    await handle.set_timer("t", 30.0)
-    await handle.shutdown()
-    await task
+    async with running(0.0, name="wakeup") as (manager, handle, task):
+        wakeup = manager._core.wakeup
+        assert isinstance(wakeup, TimerFdWakeup)
+        fd = wakeup.fd
+        selector = loop._selector  # type: ignore[attr-defined]
+        assert fd in selector.get_map()
+        await handle.set_timer("t", 30.0)
+        await handle.shutdown()
+        await task
     assert wakeup.fd == -1
     assert fd not in selector.get_map()
     with pytest.raises(OSError):
@@ -183,21 +176,21 @@ async def test_no_timerfd_variable_gives_loop_timers_that_still_keep_the_contrac
     catches: the variable ignored, or the call_at path broken on the stock loop."""
     monkeypatch.setenv("TIMER_MANAGER_NO_TIMERFD", "1")
     loop = asyncio.get_running_loop()
-    manager, handle, task = await _started(heartbeat=0.002)
-    assert isinstance(manager._core.wakeup, LoopTimerWakeup)
-    base = loop.time() + 0.01
-    offsets = [0.0031, 0.0005, 0.012, 0.0007, 0.02, 0.0062]
-    for i, offset in enumerate(offsets):
-        handle.try_set_timer_at(f"t{i}", base + offset)
-    received = []
-    for _ in offsets:
-        event = await asyncio.wait_for(handle.recv_event(), 10)
-        assert event is not None
-        received.append((event.name, event.deadline, loop.time()))
-    assert [name for name, _, _ in received] == [f"t{i}" for i in sorted(range(6), key=offsets.__getitem__)]
-    assert all(at >= deadline for _, deadline, at in received)
-    await handle.shutdown()
-    await task
+    async with running(0.002, name="wakeup") as (manager, handle, task):
+        assert isinstance(manager._core.wakeup, LoopTimerWakeup)
+        base = loop.time() + 0.01
+        offsets = [0.0031, 0.0005, 0.012, 0.0007, 0.02, 0.0062]
+        for i, offset in enumerate(offsets):
+            handle.try_set_timer_at(f"t{i}", base + offset)
+        received = []
+        for _ in offsets:
+            event = await asyncio.wait_for(handle.recv_event(), 10)
+            assert event is not None
+            received.append((event.name, event.deadline, loop.time()))
+        assert [name for name, _, _ in received] == [f"t{i}" for i in sorted(range(6), key=offsets.__getitem__)]
+        assert all(at >= deadline for _, deadline, at in received)
+        await handle.shutdown()
+        await task
 
 
 class _CoarseLoop:

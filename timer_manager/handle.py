@@ -65,7 +65,8 @@ class TimerHandle:
 
     def try_set_timer(self, name: str, duration: Duration, *, data: Any = None) -> None:
         """Like :meth:`set_timer`, but raise :class:`QueueFull` instead of waiting."""
-        # The hot path: checks inlined, one call into the engine.
+        # The hot path: _set_command's checks inlined (keep the two in step), then one call into the
+        # engine, with no helper call and no command tuple.
         core = self._core
         if type(name) is not str:
             name = check_name(name)
