@@ -130,6 +130,25 @@ def test_reset_earlier_and_later_many(table_class: Any) -> None:
     assert _drain(table) == expected
 
 
+@pytest.mark.parametrize("distinct", [1, 3])
+def test_ties_deep_in_a_large_heap_keep_set_order(table_class: Any, distinct: int) -> None:
+    """Equal deadlines in every group of siblings, at every depth of a 20,000-timer heap, with
+    resets. catches: a tournament that breaks ties by position instead of by set order."""
+    rng = random.Random(distinct)
+    table = table_class()
+    model: dict[str, tuple[float, int]] = {}
+    for seq in range(30_000):
+        name = f"t{rng.randrange(20_000)}"
+        deadline = float(rng.randrange(distinct))
+        table.set(name, deadline)
+        model[name] = (deadline, seq)
+    expected = [(name, key[0]) for name, key in sorted(model.items(), key=lambda item: item[1])]
+    got: list[tuple[str, float]] = []
+    while batch := table.pop_due(INF, 1000):
+        got.extend(batch)
+    assert got == expected
+
+
 # -- pop_due ------------------------------------------------------------------------------------------
 
 
@@ -534,3 +553,24 @@ def test_expired_pairs_of_plain_names_are_not_tracked_by_the_collector(table_cla
     pairs = table.pop_due(2.0, 10)
     assert [name for name, _ in pairs] == ["special", "plain"]
     assert all(gc.is_tracked(pair) for pair in pairs)  # the table has held a subclass: no shortcut
+
+
+def test_plain_names_are_not_walked_by_the_collector(table_class: Any) -> None:
+    """An exact str refers to nothing, so the C table does not show its names to the collector
+    until it has held a str subclass. catches: every full collection visiting every name of a
+    table of a million timers."""
+    if not _is_c(table_class):
+        pytest.skip("the pure table keeps its names in dicts and lists, which the collector walks")
+    table = table_class()
+    for i in range(100):
+        table.set(f"t{i}", 1.0)
+    assert not any(isinstance(referent, str) for referent in gc.get_referents(table))
+
+    class Name(str):
+        pass
+
+    special = Name("special")
+    table.set(special, 1.0)
+    referents = gc.get_referents(table)
+    assert any(referent is special for referent in referents)
+    assert sum(isinstance(referent, str) for referent in referents) == 101
