@@ -514,7 +514,7 @@ cdef class TimerTable:
         self._nodes[entry.node].heap_pos = pos
 
     @cython.final
-    cdef void _sift_up(self, uint32_t pos, HeapEntry entry) noexcept:
+    cdef inline void _sift_up(self, uint32_t pos, HeapEntry entry) noexcept:
         """Put ``entry`` at ``pos`` or above, moving down each parent it precedes."""
         cdef uint32_t parent
         while pos > HEAP0:
