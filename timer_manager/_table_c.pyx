@@ -19,6 +19,12 @@ few cache lines per operation as a dict does:
   pops exactly one entry per timer returned. Sequences are 32-bit; when they run out (after 2**32
   sets) the live timers are renumbered in their order, which keeps every comparison the same.
 
+Two other layouts were built and measured against this one (in one process, at 10^5 timers):
+16-byte slots holding the name and the heap position themselves, with no records (as an array
+of structs, and as three parallel arrays). A reset then follows one cache line fewer and was
+10 to 25% faster, but setting new names was about 40% slower: twice the slot memory to clear
+and fill as the table grows. A fourth, records of only the heap position, gained nothing.
+
 A hierarchical timing wheel was weighed: O(1) reset and cancel, but it needs a time quantum the
 table cannot know, an ordered overflow for deadlines in the past, and a sort per slot to keep
 ``(deadline, sequence)`` order exact; the heap gives exact order directly, with an O(1)
@@ -33,7 +39,9 @@ Names are held as strong references. Hashing and comparison never run Python cod
 subclass is hashed and compared as the string it holds, not through its ``__hash__``/``__eq__``),
 so no name can re-enter the table in the middle of an operation; references are released only
 once the table is consistent again. The type takes part in garbage collection, so a name object
-that refers back to the table does not keep both alive.
+that refers back to the table does not keep both alive; while every name has been an exact
+``str`` (which refers to nothing) the collector is shown none of them, so a full collection does
+not walk a million names.
 """
 
 cimport cython
