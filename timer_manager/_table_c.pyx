@@ -160,9 +160,14 @@ cdef extern from *:
        branch; *tie is set when a comparison it relied on was between equal deadlines.
        Written with SSE2 (every x86-64 CPU has it) because compilers turn the selects of the
        portable version into branches there, which random deadlines mispredict half the time. */
+    #if defined(_MSC_VER)
+    #define TM_INLINE __inline
+    #else
+    #define TM_INLINE inline
+    #endif
     #if defined(__SSE2__) || defined(_M_X64)
     #include <emmintrin.h>
-    static inline unsigned int tm_least_of_four(const double* d, int* tie) {
+    static TM_INLINE unsigned int tm_least_of_four(const double* d, int* tie) {
         /* d[0], d[2], d[4], d[6]: the deadlines of four 16-byte heap entries */
         __m128d even = _mm_loadh_pd(_mm_load_sd(d), d + 4);      /* d0 d2 */
         __m128d odd = _mm_loadh_pd(_mm_load_sd(d + 2), d + 6);   /* d1 d3 */
@@ -176,7 +181,7 @@ cdef extern from *:
         return i_low ^ ((i_low ^ i_high) & (0u - high_wins));
     }
     #else
-    static inline unsigned int tm_least_of_four(const double* d, int* tie) {
+    static TM_INLINE unsigned int tm_least_of_four(const double* d, int* tie) {
         double d0 = d[0], d1 = d[2], d2 = d[4], d3 = d[6];
         double low = d1 < d0 ? d1 : d0;
         double high = d3 < d2 ? d3 : d2;
