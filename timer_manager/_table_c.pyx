@@ -281,7 +281,7 @@ cdef class TimerTable:
 
     # -- public interface, in the order of _table_py.py --------------------------------------
 
-    def set(self, name, double deadline):
+    def set(self, name, double deadline, /):
         """Create ``name`` or replace its deadline; return True if it replaced a pending timer."""
         return self._set(name, deadline) == 1
 
@@ -346,7 +346,7 @@ cdef class TimerTable:
         self._sift_up(HEAP0 + self._live - 1, entry)
         return 0
 
-    def cancel(self, name):
+    def cancel(self, name, /):
         """Remove ``name``; return True if it was pending."""
         return self._cancel(name) == 1
 
@@ -370,7 +370,7 @@ cdef class TimerTable:
         self._clear()
         return count
 
-    def pop_due(self, double now, limit):
+    def pop_due(self, double now, limit, /):
         """Remove and return up to ``limit`` timers with ``deadline <= now``, in order."""
         cdef Py_ssize_t wanted = PyNumber_AsSsize_t(limit, NULL)  # clipped, like an unbounded int
         cdef Py_ssize_t count = 0
@@ -423,7 +423,7 @@ cdef class TimerTable:
             return self._heap[HEAP0].deadline
         return None
 
-    def deadline(self, name):
+    def deadline(self, name, /):
         """Return the pending deadline of ``name``, or None."""
         cdef Py_ssize_t slot = self._find(<PyObject*>name, _str_hash(name))
         if slot < 0:

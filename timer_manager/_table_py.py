@@ -35,7 +35,7 @@ class TimerTable:
         self._next_sequence = 0
         self._peak = 0
 
-    def set(self, name: str, deadline: float) -> bool:
+    def set(self, name: str, deadline: float, /) -> bool:
         """Create ``name`` or replace its deadline; return True if it replaced a pending timer."""
         if deadline != deadline:
             raise ValueError("deadline must not be NaN")
@@ -53,7 +53,7 @@ class TimerTable:
         self._compact_if_sparse()
         return True
 
-    def cancel(self, name: str) -> bool:
+    def cancel(self, name: str, /) -> bool:
         """Remove ``name``; return True if it was pending."""
         old = self._entries.pop(name, None)
         if old is None:
@@ -70,7 +70,7 @@ class TimerTable:
         self._peak = 0
         return count
 
-    def pop_due(self, now: float, limit: int) -> list[tuple[str, float]]:
+    def pop_due(self, now: float, limit: int, /) -> list[tuple[str, float]]:
         """Remove and return up to ``limit`` timers with ``deadline <= now``, in order."""
         heap = self._heap
         entries = self._entries
@@ -101,7 +101,7 @@ class TimerTable:
             heappop(heap)
         return None
 
-    def deadline(self, name: str) -> float | None:
+    def deadline(self, name: str, /) -> float | None:
         """Return the pending deadline of ``name``, or None."""
         entry = self._entries.get(name)
         return None if entry is None else entry[_DEADLINE]  # type: ignore[return-value]
