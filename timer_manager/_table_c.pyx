@@ -19,11 +19,14 @@ few cache lines per operation as a dict does:
   pops exactly one entry per timer returned. Sequences are 32-bit; when they run out (after 2**32
   sets) the live timers are renumbered in their order, which keeps every comparison the same.
 
-Two other layouts were built and measured against this one (in one process, at 10^5 timers):
-16-byte slots holding the name and the heap position themselves, with no records (as an array
-of structs, and as three parallel arrays). A reset then follows one cache line fewer and was
-10 to 25% faster, but setting new names was about 40% slower: twice the slot memory to clear
-and fill as the table grows. A fourth, records of only the heap position, gained nothing.
+Other layouts were built and measured against this one, in one process, at 10^5 timers:
+
+* 16-byte slots holding the name and the heap position themselves, with no records (as one array
+  of structs, and as three parallel arrays). A reset follows one cache line fewer and was 10 to
+  25% faster, but setting new names was about 40% slower: twice the slot memory to clear and fill
+  as the table grows.
+* Slots holding the name, with 8-byte records of the heap position; and 8-byte slots holding the
+  record and the heap position, with no hash tag. Neither gained anything.
 
 A hierarchical timing wheel was weighed: O(1) reset and cancel, but it needs a time quantum the
 table cannot know, an ordered overflow for deadlines in the past, and a sort per slot to keep
