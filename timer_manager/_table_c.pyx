@@ -141,6 +141,16 @@ cdef inline void _give_back(size_t freed) noexcept nogil:
         _trim_heap()
 
 
+cdef inline uint32_t _parent(uint32_t pos) noexcept nogil:
+    """The heap index of the parent of the entry at ``pos`` (``pos > HEAP0``)."""
+    return (pos - HEAP0 - 1) // ARITY + HEAP0
+
+
+cdef inline uint32_t _first_child(uint32_t pos) noexcept nogil:
+    """The heap index of the first of the four children of the entry at ``pos``."""
+    return (pos - HEAP0) * ARITY + HEAP0 + 1
+
+
 cdef inline bint _precedes(const HeapEntry* a, const HeapEntry* b) noexcept nogil:
     """``(deadline, sequence)`` order, with bitwise operators: no branch for the compiler to emit."""
     return (a.deadline < b.deadline) | ((a.deadline == b.deadline) & (a.sequence < b.sequence))
@@ -210,7 +220,7 @@ cdef inline uint32_t _least_of_group(const HeapEntry* group) noexcept nogil:
 cdef inline void _prefetch_grandchildren(const HeapEntry* heap, uint32_t first, uint32_t end) noexcept nogil:
     """Ask for the children of the four entries from ``first``: 16 entries, four cache lines, so
     that loading the next level overlaps this level's comparisons. The top levels stay cached."""
-    cdef uint32_t grand = (first - HEAP0) * ARITY + HEAP0 + 1
+    cdef uint32_t grand = _first_child(first)
     cdef const HeapEntry* ahead
     if HOT_ENTRIES <= grand < end:
         ahead = heap + grand
@@ -309,9 +319,9 @@ cdef class TimerTable:
             pos = node.heap_pos
             # Ask for the parent's and the children's lines now, while the entry's is on its way.
             if pos > HEAP0:
-                _prefetch(&self._heap[(pos - HEAP0 - 1) // ARITY + HEAP0])
-            if (pos - HEAP0) * ARITY + HEAP0 + 1 < <uint32_t>(HEAP0 + self._live):
-                _prefetch(&self._heap[(pos - HEAP0) * ARITY + HEAP0 + 1])
+                _prefetch(&self._heap[_parent(pos)])
+            if _first_child(pos) < <uint32_t>(HEAP0 + self._live):
+                _prefetch(&self._heap[_first_child(pos)])
             entry = self._heap[pos]
             old_deadline = entry.deadline
             entry.deadline = deadline
@@ -534,7 +544,7 @@ cdef class TimerTable:
         """Put ``entry`` at ``pos`` or above, moving down each parent it precedes."""
         cdef uint32_t parent
         while pos > HEAP0:
-            parent = (pos - HEAP0 - 1) // ARITY + HEAP0
+            parent = _parent(pos)
             if not _precedes(&entry, &self._heap[parent]):
                 break
             self._place(pos, self._heap[parent])
@@ -548,7 +558,7 @@ cdef class TimerTable:
         cdef uint32_t end = <uint32_t>(HEAP0 + self._live)
         cdef uint32_t first, best
         while True:
-            first = (pos - HEAP0) * ARITY + HEAP0 + 1
+            first = _first_child(pos)
             if first >= end:
                 break
             best = _least_child(heap, first, end)
@@ -586,14 +596,14 @@ cdef class TimerTable:
         if end == HEAP0:
             return
         cdef uint32_t hole = HEAP0
-        cdef uint32_t first = HEAP0 + 1
+        cdef uint32_t first = _first_child(HEAP0)
         cdef uint32_t best
         while first + ARITY <= end:  # full groups of four children: the common case, kept tight
             _prefetch_grandchildren(heap, first, end)
             best = first + _least_of_group(heap + first)
             self._place(hole, heap[best])
             hole = best
-            first = (hole - HEAP0) * ARITY + HEAP0 + 1
+            first = _first_child(hole)
         if first < end:  # a last group of one to three children
             best = _least_child(heap, first, end)
             self._place(hole, heap[best])
@@ -608,7 +618,7 @@ cdef class TimerTable:
         if pos == end:
             return
         cdef HeapEntry last = self._heap[end]
-        if pos > HEAP0 and _precedes(&last, &self._heap[(pos - HEAP0 - 1) // ARITY + HEAP0]):
+        if pos > HEAP0 and _precedes(&last, &self._heap[_parent(pos)]):
             self._sift_up(pos, last)
         else:
             self._sift_down(pos, last)
