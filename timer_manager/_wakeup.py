@@ -85,12 +85,13 @@ class LoopTimerWakeup:
         if wanted is None or self.when != wanted:
             self.early_wakes = 0
             return
-        early = wanted - self.clock()
+        now = self.clock()
+        early = wanted - now
         if early > 0.0:  # the callback asked for the very instant again: it came too early
             self.early_wakes += 1
             assert self.handle is not None
             self.handle.cancel()
-            self.handle = self.loop.call_at(wanted - early + early * 2.0 ** min(self.early_wakes, 30), self.fire)
+            self.handle = self.loop.call_at(now + early * 2.0 ** min(self.early_wakes, 30), self.fire)
         else:
             self.early_wakes = 0
 
