@@ -2,29 +2,33 @@
 """The Cython timer table: the same ``TimerTable`` as ``_table_py.py``, in three flat C arrays.
 
 At 10^6 timers every operation is dominated by cache misses, so the layout is chosen to touch as
-few cache lines per operation as a dict does:
+few cache lines per operation as a dict does, and to ask for the lines it needs all at once:
 
-* ``_nodes``: one 16-byte record per timer (name, the low 32 bits of its str hash, position in
-  the heap). Freed records are chained on a free list and reused; no Python objects besides the
-  names.
-* ``_slots``: an open-addressing hash table (linear probing, at most half full) of 64-bit slots,
-  each holding a node index and the low 32 bits of the name's hash. A lookup is usually one slot
-  probe plus one node visit; identity is tried first and string value only when the hashes match,
-  so the table behaves like a dict of exact ``str``. The hash bits in the slot tell a slot's home
-  without visiting its node, so deletion shifts entries back instead of leaving tombstones.
-* ``_heap``: an eager 4-ary min-heap (libev's layout) of 16-byte entries, deadline and sequence
-  inline with the node index, 64-byte aligned so that the four children of a node share one cache
-  line. Order is ``(deadline, sequence)``, decided without visiting any node. Each node knows its
-  heap position, so reset and cancel fix the heap in place: there are no stale entries, and expiry
-  pops exactly one entry per timer returned. Sequences are 32-bit; when they run out (after 2**32
-  sets) the live timers are renumbered in their order, which keeps every comparison the same.
+* ``_heap``: an eager 4-ary min-heap (libev's layout) of 16-byte entries (deadline, sequence, and
+  the index of the timer's slot), 64-byte aligned so that the four children of an entry share one
+  cache line. Order is ``(deadline, sequence)``, decided within the heap alone. The heap index is
+  the timer's identity: there are no other per-timer records, and the heap is dense.
+* ``_names``: the name of the timer at each heap index, a strong reference, moved with its entry.
+* ``_slots``: an open-addressing hash table (linear probing, at most half full) of 8-byte slots,
+  each holding a heap index and the low 32 bits of the name's hash. A lookup reads one slot, and
+  then the entry and the name at its heap index, in parallel; identity is tried first and string
+  value only when the hashes match, so the table behaves like a dict of exact ``str``. The hash
+  bits tell a slot's home without visiting anything else, so deletion shifts entries back instead
+  of leaving tombstones, and the slots can be rebuilt from themselves.
+
+Each entry and its slot point at each other, so reset and cancel fix the heap in place: there are
+no stale entries, and expiry pops exactly one entry per timer returned. Sequences are 32-bit;
+when they run out (after 2**32 sets) the live timers are renumbered in their order, which keeps
+every comparison the same.
 
 Other layouts were built and measured against this one, in one process, at 10^5 timers:
 
+* 16-byte records (name, hash, heap index) found through 8-byte slots of (record index, hash
+  bits): the kept layout of earlier versions. A reset followed three dependent cache lines
+  (slot, record, entry) where this one follows two.
 * 16-byte slots holding the name and the heap position themselves, with no records (as one array
-  of structs, and as three parallel arrays). A reset follows one cache line fewer and was 10 to
-  25% faster, but setting new names was about 40% slower: twice the slot memory to clear and fill
-  as the table grows.
+  of structs, and as three parallel arrays). Setting new names was about 40% slower: twice the
+  slot memory to clear and fill as the table grows.
 * Slots holding the name, with 8-byte records of the heap position; and 8-byte slots holding the
   record and the heap position, with no hash tag. Neither gained anything.
 
@@ -33,10 +37,10 @@ table cannot know, an ordered overflow for deadlines in the past, and a sort per
 ``(deadline, sequence)`` order exact; the heap gives exact order directly, with an O(1)
 ``next_deadline``, and a reset with a random new deadline moves it by only a level or so.
 
-Memory follows the live count: the arrays double when full and are rebuilt at twice the live
-count once it falls below a quarter of their capacity (the rebuild renumbers nodes in heap
-order). All memory comes from ``PyMem_*``, so tracemalloc sees it; on glibc a large shrink ends
-with ``malloc_trim``, so that resident memory follows too.
+Memory follows the live count: the arrays double when full and shrink to twice the live count
+once it falls below a quarter of their capacity. All memory comes from ``PyMem_*``, so
+tracemalloc sees it; on glibc a large shrink ends with ``malloc_trim``, so that resident memory
+follows too.
 
 Names are held as strong references. Hashing and comparison never run Python code (a ``str``
 subclass is hashed and compared as the string it holds, not through its ``__hash__``/``__eq__``),
@@ -77,15 +81,14 @@ cdef extern from "Python.h":
 
 __all__ = ("TimerTable",)
 
-ctypedef struct Node:
-    PyObject* name          # strong reference; NULL while the node is on the free list
-    uint32_t hash           # low 32 bits of the str hash of name: its slot's home and tag
-    uint32_t heap_pos       # index into _heap; next free node while on the free list
+ctypedef struct Slot:
+    uint32_t pos            # heap index of the slot's timer; 0 when empty (the heap starts at HEAP0)
+    uint32_t tag            # low 32 bits of the str hash of the name: the slot's home and a filter
 
 ctypedef struct HeapEntry:
     double deadline
-    uint32_t node
     uint32_t sequence       # set order among equal deadlines
+    uint32_t slot           # index into _slots of this timer's slot
 
 cdef enum:
     # The root sits at index 3 so that every group of four siblings starts on a 64-byte boundary.
@@ -96,10 +99,9 @@ cdef enum:
     MIN_SLOTS = 16
     # Heap entries below this index (the top five levels, 5 KB) stay cached between pops.
     HOT_ENTRIES = 344
-    # Node indices are 32-bit and a slot stores index + 1; keep well clear of that.
+    # Heap indices are 32-bit; keep well clear of that.
     MAX_TIMERS = 0x7FFFFFFF
 
-cdef uint32_t NO_NODE = 0xFFFFFFFF
 cdef uint64_t SEQUENCES = 0x100000000  # sequence numbers are uint32_t
 
 
@@ -265,19 +267,33 @@ cdef inline Py_hash_t _str_hash(object name) except -1:
     raise TypeError(f"timer name must be str, not {type(name).__name__}")
 
 
+cdef char* _realloc_aligned(char** block, char* start, size_t size, size_t keep) noexcept:
+    """Reallocate ``*block``, whose ALIGN-aligned start is ``start``, to hold ``size`` bytes from an
+    aligned start, keeping its first ``keep`` bytes. Return the new start, or NULL (nothing changed)."""
+    cdef size_t old_offset = <size_t>(start - block[0])
+    cdef char* new_block = <char*>PyMem_Realloc(block[0], size + ALIGN)
+    if new_block == NULL:
+        return NULL
+    # realloc keeps the bytes but not necessarily their alignment.
+    cdef size_t offset = (ALIGN - <uintptr_t>new_block % ALIGN) % ALIGN
+    if offset != old_offset:
+        memmove(new_block + offset, new_block + old_offset, keep)
+    block[0] = new_block
+    return new_block + offset
+
+
 @cython.binding(False)  # plain C methods: CPython's call specialisations apply to them
 cdef class TimerTable:
     """Named timers ordered by ``(deadline, sequence)``; the manager's whole timer state."""
 
-    cdef Node* _nodes
     cdef HeapEntry* _heap           # _heap_block rounded up to ALIGN
     cdef char* _heap_block
-    cdef uint64_t* _slots
+    cdef PyObject** _names          # _names[pos] is the name of the timer at _heap[pos]
+    cdef char* _name_block
+    cdef Slot* _slots
     cdef size_t _mask               # number of slots - 1
     cdef Py_ssize_t _live
-    cdef Py_ssize_t _capacity       # nodes and heap entries allocated
-    cdef Py_ssize_t _used           # nodes handed out at least once since the last rebuild
-    cdef uint32_t _free
+    cdef Py_ssize_t _capacity       # heap entries and names allocated (besides the HEAP0 unused)
     cdef uint64_t _next_sequence
     cdef uint64_t _sequence_limit   # SEQUENCES, or less in tests of the renumbering
     cdef bint _exact_names          # no name was ever a str subclass (checking at expiry costs a miss)
@@ -304,9 +320,7 @@ cdef class TimerTable:
             raise ValueError("deadline must not be NaN")
         cdef Py_hash_t h = _str_hash(name)
         cdef PyObject* key = <PyObject*>name
-        cdef Py_ssize_t slot = self._find(key, h)
-        cdef uint32_t n
-        cdef Node* node
+        cdef Py_ssize_t slot = self._find(key, h, True)
         cdef PyObject* old_name
         cdef double old_deadline
         cdef HeapEntry entry
@@ -314,49 +328,41 @@ cdef class TimerTable:
         if self._next_sequence >= self._sequence_limit:
             self._renumber()
         if slot >= 0:
-            n = <uint32_t>self._slots[slot] - 1
-            node = &self._nodes[n]
-            pos = node.heap_pos
-            # Ask for the parent's and the children's lines now, while the entry's is on its way.
-            if pos > HEAP0:
-                _prefetch(&self._heap[_parent(pos)])
-            if _first_child(pos) < <uint32_t>(HEAP0 + self._live):
-                _prefetch(&self._heap[_first_child(pos)])
+            pos = self._slots[slot].pos
             entry = self._heap[pos]
             old_deadline = entry.deadline
             entry.deadline = deadline
             entry.sequence = <uint32_t>self._next_sequence
             self._next_sequence += 1
-            # The new sequence is the largest, so an equal deadline moves the entry down.
-            if deadline < old_deadline:
-                self._sift_up(pos, entry)
-            else:
-                self._sift_down(pos, entry)
-            old_name = node.name
+            old_name = self._names[pos]
             if old_name != key:  # an equal string, another object: hold the newest, as before
                 Py_INCREF(key)
-                node.name = key
+            # The new sequence is the largest, so an equal deadline moves the entry down.
+            if deadline < old_deadline:
+                self._sift_up(pos, entry, key)
+            else:
+                self._sift_down(pos, entry, key)
+            if old_name != key:
                 Py_DECREF(old_name)  # last: it may run arbitrary code
             return 1
         if self._live >= MAX_TIMERS:
             raise OverflowError("too many timers")
         if <size_t>(self._live + 1) * 2 > self._mask + 1:
-            self._grow_slots()
-            slot = self._find(key, h)
-        n = self._new_node()
+            self._build_slots((self._mask + 1) * 2)
+            slot = self._find(key, h, False)
+        if self._live == self._capacity:
+            self._resize(self._capacity * 2)
         if not PyUnicode_CheckExact(name):
             self._exact_names = False
-        node = &self._nodes[n]
-        Py_INCREF(key)
-        node.name = key
-        node.hash = <uint32_t>h
-        self._slots[~slot] = ((<uint64_t><uint32_t>h) << 32) | (<uint64_t>n + 1)
+        pos = <uint32_t>(HEAP0 + self._live)
+        self._slots[~slot].tag = <uint32_t>h
         entry.deadline = deadline
-        entry.node = n
         entry.sequence = <uint32_t>self._next_sequence
+        entry.slot = <uint32_t>~slot
         self._next_sequence += 1
         self._live += 1
-        self._sift_up(HEAP0 + self._live - 1, entry)
+        Py_INCREF(key)
+        self._sift_up(pos, entry, key)  # also fills in the slot's heap index
         return 0
 
     def cancel(self, name, /):
@@ -366,13 +372,13 @@ cdef class TimerTable:
     @cython.final
     cdef int _cancel(self, name) except -1:
         cdef Py_hash_t h = _str_hash(name)
-        cdef Py_ssize_t slot = self._find(<PyObject*>name, h)
+        cdef Py_ssize_t slot = self._find(<PyObject*>name, h, False)
         if slot < 0:
             return 0
-        cdef uint32_t n = <uint32_t>self._slots[slot] - 1
+        cdef uint32_t pos = self._slots[slot].pos
+        cdef PyObject* old_name = self._names[pos]
+        self._remove_heap(pos)
         self._remove_slot(<size_t>slot)
-        self._remove_heap(self._nodes[n].heap_pos)
-        cdef PyObject* old_name = self._free_node(n)
         self._compact_if_sparse()
         Py_DECREF(old_name)
         return 1
@@ -387,8 +393,7 @@ cdef class TimerTable:
         """Remove and return up to ``limit`` timers with ``deadline <= now``, in order."""
         cdef Py_ssize_t wanted = PyNumber_AsSsize_t(limit, NULL)  # clipped, like an unbounded int
         cdef Py_ssize_t count = 0
-        cdef HeapEntry top
-        cdef uint32_t n
+        cdef double top_deadline
         cdef PyObject* name
         due = []
         while count < wanted and self._live and not (self._heap[HEAP0].deadline > now):
@@ -397,12 +402,9 @@ cdef class TimerTable:
             item = PyTuple_New(2)
             if not self._live or self._heap[HEAP0].deadline > now:
                 break
-            top = self._heap[HEAP0]
-            n = top.node
-            self._start_pop(n)
-            deadline = PyFloat_FromDouble(top.deadline)
-            self._finish_pop(n)
-            name = self._free_node(n)
+            top_deadline = self._heap[HEAP0].deadline
+            deadline = PyFloat_FromDouble(top_deadline)
+            name = self._pop()
             PyTuple_SET_ITEM(item, 0, name)  # the table's reference moves to the tuple
             Py_INCREF(<PyObject*>deadline)
             PyTuple_SET_ITEM(item, 1, <PyObject*>deadline)
@@ -419,14 +421,10 @@ cdef class TimerTable:
     @cython.final
     cdef object _pop_due_one(self, double now, double* deadline):
         """Remove the first timer with ``deadline <= now`` and return its name (None if none is due)."""
-        cdef HeapEntry top
         if not self._live or self._heap[HEAP0].deadline > now:
             return None
-        top = self._heap[HEAP0]
-        self._start_pop(top.node)
-        self._finish_pop(top.node)
-        deadline[0] = top.deadline
-        name = <object>self._free_node(top.node)  # a new reference; the table's is released below
+        deadline[0] = self._heap[HEAP0].deadline
+        name = <object>self._pop()  # a new reference; the table's is released below
         Py_DECREF(<PyObject*>name)
         return name
 
@@ -438,10 +436,10 @@ cdef class TimerTable:
 
     def deadline(self, name, /):
         """Return the pending deadline of ``name``, or None."""
-        cdef Py_ssize_t slot = self._find(<PyObject*>name, _str_hash(name))
+        cdef Py_ssize_t slot = self._find(<PyObject*>name, _str_hash(name), False)
         if slot < 0:
             return None
-        return self._heap[self._nodes[<uint32_t>self._slots[slot] - 1].heap_pos].deadline
+        return self._heap[self._slots[slot].pos].deadline
 
     def __len__(self):
         return self._live
@@ -450,110 +448,110 @@ cdef class TimerTable:
         if not PyUnicode_Check(name):
             hash(name)  # an unhashable name raises TypeError, as with a dict
             return False
-        return self._find(<PyObject*>name, _str_hash(name)) >= 0
+        return self._find(<PyObject*>name, _str_hash(name), False) >= 0
 
     # -- hash table ---------------------------------------------------------------------------
 
     @cython.final
-    cdef inline Py_ssize_t _find(self, PyObject* name, Py_hash_t h) except? -1:
-        """Return the slot holding ``name``, or ``~slot`` of the empty slot where it would go."""
+    cdef inline Py_ssize_t _find(self, PyObject* name, Py_hash_t h, bint updating) except? -1:
+        """Return the slot holding ``name``, or ``~slot`` of the empty slot where it would go.
+
+        A tag match asks for the timer's heap entry (and, when ``updating``, its parent's and
+        children's lines) before the name is compared, so those loads overlap the name's.
+        """
         cdef size_t mask = self._mask
         cdef size_t i = <size_t>h & mask
-        cdef uint64_t tag = <uint32_t>h
-        cdef uint64_t s
-        cdef Node* node
+        cdef uint32_t tag = <uint32_t>h
+        cdef Slot s
+        cdef PyObject* held
         while True:
             s = self._slots[i]
-            if s == 0:
+            if s.pos == 0:
                 return ~<Py_ssize_t>i
-            if (s >> 32) == tag:
-                node = &self._nodes[<uint32_t>s - 1]
-                if node.name == name or PyUnicode_Compare(node.name, name) == 0:
+            if s.tag == tag:
+                _prefetch(&self._heap[s.pos])
+                if updating:
+                    if s.pos > HEAP0:
+                        _prefetch(&self._heap[_parent(s.pos)])
+                    if _first_child(s.pos) < <uint32_t>(HEAP0 + self._live):
+                        _prefetch(&self._heap[_first_child(s.pos)])
+                held = self._names[s.pos]
+                if held == name or PyUnicode_Compare(held, name) == 0:
                     return <Py_ssize_t>i
             i = (i + 1) & mask
 
     @cython.final
-    cdef inline size_t _slot_of(self, uint32_t n) noexcept:
-        """The slot of live node ``n``, found by its hash and index alone."""
-        cdef size_t mask = self._mask
-        cdef size_t i = <size_t>self._nodes[n].hash & mask
-        while <uint32_t>self._slots[i] != n + 1:
-            i = (i + 1) & mask
-        return i
-
-    @cython.final
     cdef inline void _remove_slot(self, size_t i) noexcept:
-        """Empty slot ``i`` and shift later members of its cluster back (no tombstones)."""
+        """Empty slot ``i`` and shift later members of its cluster back (no tombstones); each slot
+        moved tells its heap entry where it went."""
         cdef size_t mask = self._mask
         cdef size_t j = i
         cdef size_t home
-        cdef uint64_t s
+        cdef Slot s
         while True:
             j = (j + 1) & mask
             s = self._slots[j]
-            if s == 0:
+            if s.pos == 0:
                 break
-            home = <size_t>(s >> 32) & mask
+            home = <size_t>s.tag & mask
             # Move s into the hole unless its home lies cyclically in (i, j].
             if (i <= j and (home <= i or home > j)) or (i > j and home <= i and home > j):
                 self._slots[i] = s
+                self._heap[s.pos].slot = <uint32_t>i
                 i = j
-        self._slots[i] = 0
-
-    @cython.final
-    cdef int _grow_slots(self) except -1:
-        return self._build_slots((self._mask + 1) * 2)
+        self._slots[i].pos = 0
+        self._slots[i].tag = 0
 
     @cython.final
     cdef int _build_slots(self, size_t count) except -1:
-        cdef uint64_t* slots = <uint64_t*>PyMem_Malloc(count * sizeof(uint64_t))
+        """Index every timer in a new array of ``count`` slots, and free the old one."""
+        cdef Slot* slots = <Slot*>PyMem_Malloc(count * sizeof(Slot))
         if slots == NULL:
             raise MemoryError()
-        self._fill_slots(slots, count)
-        return 0
-
-    @cython.final
-    cdef void _fill_slots(self, uint64_t* slots, size_t count) noexcept:
-        """Index every live node in the new ``slots`` array and free the old one."""
-        memset(slots, 0, count * sizeof(uint64_t))
+        memset(slots, 0, count * sizeof(Slot))
         cdef size_t mask = count - 1
         cdef size_t i
-        cdef Py_ssize_t n
-        cdef Node* node
-        for n in range(self._used):
-            node = &self._nodes[n]
-            if node.name == NULL:
-                continue
-            i = <size_t>node.hash & mask
-            while slots[i] != 0:
+        cdef Py_ssize_t k
+        cdef HeapEntry* entry
+        cdef uint32_t tag
+        for k in range(self._live):
+            entry = &self._heap[HEAP0 + k]
+            tag = self._slots[entry.slot].tag
+            i = <size_t>tag & mask
+            while slots[i].pos != 0:
                 i = (i + 1) & mask
-            slots[i] = ((<uint64_t>node.hash) << 32) | (<uint64_t>n + 1)
+            slots[i].pos = <uint32_t>(HEAP0 + k)
+            slots[i].tag = tag
+            entry.slot = <uint32_t>i
         PyMem_Free(self._slots)
         self._slots = slots
         self._mask = mask
+        return 0
 
     # -- heap ---------------------------------------------------------------------------------
 
     @cython.final
-    cdef inline void _place(self, uint32_t pos, HeapEntry entry) noexcept:
+    cdef inline void _place(self, uint32_t pos, HeapEntry entry, PyObject* name) noexcept:
         self._heap[pos] = entry
-        self._nodes[entry.node].heap_pos = pos
+        self._names[pos] = name
+        self._slots[entry.slot].pos = pos
 
     @cython.final
-    cdef inline void _sift_up(self, uint32_t pos, HeapEntry entry) noexcept:
-        """Put ``entry`` at ``pos`` or above, moving down each parent it precedes."""
+    cdef inline void _sift_up(self, uint32_t pos, HeapEntry entry, PyObject* name) noexcept:
+        """Put ``entry`` (named ``name``) at ``pos`` or above, moving down each parent it precedes."""
         cdef uint32_t parent
         while pos > HEAP0:
             parent = _parent(pos)
             if not _precedes(&entry, &self._heap[parent]):
                 break
-            self._place(pos, self._heap[parent])
+            self._place(pos, self._heap[parent], self._names[parent])
             pos = parent
-        self._place(pos, entry)
+        self._place(pos, entry, name)
 
     @cython.final
-    cdef void _sift_down(self, uint32_t pos, HeapEntry entry) noexcept:
-        """Put ``entry`` at ``pos`` or below, moving up each least child that precedes it."""
+    cdef void _sift_down(self, uint32_t pos, HeapEntry entry, PyObject* name) noexcept:
+        """Put ``entry`` (named ``name``) at ``pos`` or below, moving up each least child that
+        precedes it."""
         cdef HeapEntry* heap = self._heap
         cdef uint32_t end = <uint32_t>(HEAP0 + self._live)
         cdef uint32_t first, best
@@ -564,33 +562,30 @@ cdef class TimerTable:
             best = _least_child(heap, first, end)
             if not _precedes(&heap[best], &entry):
                 break
-            self._place(pos, heap[best])
+            self._place(pos, heap[best], self._names[best])
             pos = best
-        self._place(pos, entry)
+        self._place(pos, entry, name)
 
     @cython.final
-    cdef inline void _start_pop(self, uint32_t n) noexcept:
-        """About to pop the root, node ``n``: ask for its slot's cache line, so that the heap's
-        sift in ``_finish_pop`` overlaps the wait for it."""
-        _prefetch(&self._slots[self._nodes[n].hash & self._mask])
-
-    @cython.final
-    cdef inline void _finish_pop(self, uint32_t n) noexcept:
-        """Pop the root, node ``n``, from the heap and the slots (the node stays allocated)."""
+    cdef inline PyObject* _pop(self) noexcept:
+        """Remove the root timer from the heap and the slots; return its name's reference."""
+        cdef PyObject* name = self._names[HEAP0]
+        cdef uint32_t slot = self._heap[HEAP0].slot
+        _prefetch(&self._slots[slot])  # its line arrives while the heap is fixed
         self._pop_root()
-        if self._live:  # the next root is most likely the next one popped: ask for its node
-            _prefetch(&self._nodes[self._heap[HEAP0].node])
-        self._remove_slot(self._slot_of(n))
+        self._remove_slot(slot)
+        return name
 
     @cython.final
     cdef void _pop_root(self) noexcept:
-        """Take the least entry out of the heap (its node stays allocated).
+        """Take the least entry out of the heap (its slot stays).
 
         Floyd's order of work: the hole left at the root sinks to a leaf along the least children,
         with no comparison against the entry that fills it; that entry (the last one, so most
         likely among the latest deadlines) then rises from the leaf, usually not at all.
         """
         cdef HeapEntry* heap = self._heap
+        cdef PyObject** names = self._names
         self._live -= 1
         cdef uint32_t end = <uint32_t>(HEAP0 + self._live)  # the last entry's index: it leaves
         if end == HEAP0:
@@ -601,27 +596,27 @@ cdef class TimerTable:
         while first + ARITY <= end:  # full groups of four children: the common case, kept tight
             _prefetch_grandchildren(heap, first, end)
             best = first + _least_of_group(heap + first)
-            self._place(hole, heap[best])
+            self._place(hole, heap[best], names[best])
             hole = best
             first = _first_child(hole)
         if first < end:  # a last group of one to three children
             best = _least_child(heap, first, end)
-            self._place(hole, heap[best])
+            self._place(hole, heap[best], names[best])
             hole = best
-        self._sift_up(hole, heap[end])
+        self._sift_up(hole, heap[end], names[end])
 
     @cython.final
     cdef void _remove_heap(self, uint32_t pos) noexcept:
-        """Take the entry at ``pos`` out of the heap (its node stays allocated)."""
+        """Take the entry at ``pos`` out of the heap (its slot stays)."""
         self._live -= 1
         cdef uint32_t end = <uint32_t>(HEAP0 + self._live)
         if pos == end:
             return
         cdef HeapEntry last = self._heap[end]
         if pos > HEAP0 and _precedes(&last, &self._heap[_parent(pos)]):
-            self._sift_up(pos, last)
+            self._sift_up(pos, last, self._names[end])
         else:
-            self._sift_down(pos, last)
+            self._sift_down(pos, last, self._names[end])
 
     @cython.final
     cdef int _renumber(self) except -1:
@@ -657,58 +652,30 @@ cdef class TimerTable:
         """Testing hook: the sequence number the next set will take."""
         return self._next_sequence
 
-    # -- nodes and memory ---------------------------------------------------------------------
-
-    @cython.final
-    cdef uint32_t _new_node(self) except? 0xFFFFFFFF:
-        cdef uint32_t n = self._free
-        if n != NO_NODE:
-            self._free = self._nodes[n].heap_pos
-            return n
-        if self._used == self._capacity:
-            self._resize(self._capacity * 2)
-        n = <uint32_t>self._used
-        self._used += 1
-        return n
-
-    @cython.final
-    cdef inline PyObject* _free_node(self, uint32_t n) noexcept:
-        """Put node ``n`` on the free list; return the name reference it held."""
-        cdef Node* node = &self._nodes[n]
-        cdef PyObject* name = node.name
-        node.name = NULL
-        node.heap_pos = self._free
-        self._free = n
-        return name
+    # -- memory -------------------------------------------------------------------------------
 
     @cython.final
     cdef int _resize(self, Py_ssize_t capacity) except -1:
-        """Reallocate nodes and heap for ``capacity`` timers (at least ``_used``)."""
-        cdef Node* nodes = <Node*>PyMem_Realloc(self._nodes, capacity * sizeof(Node))
-        if nodes == NULL:
+        """Reallocate the heap and the names for ``capacity`` timers (at least ``_live``)."""
+        cdef size_t entries = <size_t>(capacity + HEAP0)
+        cdef size_t kept = <size_t>(self._live + HEAP0)
+        cdef char* heap = _realloc_aligned(
+            &self._heap_block, <char*>self._heap, entries * sizeof(HeapEntry), kept * sizeof(HeapEntry)
+        )
+        if heap == NULL:
             raise MemoryError()
-        self._nodes = nodes
-        if not self._resize_heap(capacity):
+        self._heap = <HeapEntry*>heap
+        cdef char* names = _realloc_aligned(
+            &self._name_block, <char*>self._names, entries * sizeof(PyObject*), kept * sizeof(PyObject*)
+        )
+        if names == NULL:
+            # Both arrays hold at least the smaller of the two capacities.
+            if capacity < self._capacity:
+                self._capacity = capacity
             raise MemoryError()
+        self._names = <PyObject**>names
         self._capacity = capacity
         return 0
-
-    @cython.final
-    cdef bint _resize_heap(self, Py_ssize_t capacity) noexcept:
-        cdef size_t old_offset = <size_t>(<char*>self._heap - self._heap_block)
-        cdef char* block = <char*>PyMem_Realloc(
-            self._heap_block, (capacity + HEAP0) * sizeof(HeapEntry) + ALIGN
-        )
-        if block == NULL:
-            return False
-        # realloc keeps the bytes but not necessarily their alignment.
-        cdef size_t offset = (ALIGN - <uintptr_t>block % ALIGN) % ALIGN
-        if offset != old_offset:
-            memmove(block + offset, block + old_offset,
-                    <size_t>(HEAP0 + self._live) * sizeof(HeapEntry))
-        self._heap_block = block
-        self._heap = <HeapEntry*>(block + offset)
-        return True
 
     @cython.final
     cdef int _compact_if_sparse(self) noexcept:
@@ -721,36 +688,20 @@ cdef class TimerTable:
         cdef size_t slot_count = MIN_SLOTS
         while slot_count < <size_t>self._live * 2 + 2:
             slot_count *= 2
-        # Allocate first: past this point nothing can fail. On failure keep the larger arrays.
-        cdef Node* nodes = <Node*>PyMem_Malloc(capacity * sizeof(Node))
-        if nodes == NULL:
+        cdef size_t freed = <size_t>self._capacity * (sizeof(HeapEntry) + sizeof(PyObject*))
+        freed += (self._mask + 1) * sizeof(Slot)
+        try:
+            # The heap and the names are dense, so they shrink in place; the slots are rebuilt.
+            # On failure the larger arrays stay, which breaks nothing.
+            self._build_slots(slot_count)
+            self._resize(capacity)
+        except MemoryError:
             return 0
-        cdef uint64_t* slots = <uint64_t*>PyMem_Malloc(slot_count * sizeof(uint64_t))
-        if slots == NULL:
-            PyMem_Free(nodes)
-            return 0
-        cdef Py_ssize_t old_capacity = self._capacity
-        # Renumber the live nodes in heap order; the heap itself keeps its order.
-        cdef Py_ssize_t k
-        cdef uint32_t pos
-        for k in range(self._live):
-            pos = <uint32_t>(HEAP0 + k)
-            nodes[k] = self._nodes[self._heap[pos].node]
-            nodes[k].heap_pos = pos
-            self._heap[pos].node = <uint32_t>k
-        PyMem_Free(self._nodes)
-        self._nodes = nodes
-        self._used = self._live
-        self._free = NO_NODE
-        self._capacity = capacity
-        self._fill_slots(slots, slot_count)
-        self._resize_heap(capacity)  # shrinking; if even that fails the heap just stays larger
-        _give_back(<size_t>old_capacity * (sizeof(Node) + sizeof(HeapEntry) + 2 * sizeof(uint64_t)))
+        _give_back(freed)
         return 0
 
     @cython.final
     cdef int _allocate_empty(self) except -1:
-        self._free = NO_NODE
         self._resize(MIN_CAPACITY)
         self._build_slots(MIN_SLOTS)
         return 0
@@ -764,17 +715,16 @@ cdef class TimerTable:
 
     @cython.final
     cdef int _visit_names(self, _visitproc visit, void* arg) noexcept:
-        cdef Py_ssize_t n
+        cdef Py_ssize_t k
         cdef int result
         # An exact str refers to nothing, so it cannot be part of a cycle: visiting a million
         # of them would only make every full collection slower.
         if self._exact_names:
             return 0
-        for n in range(self._used):
-            if self._nodes[n].name != NULL:
-                result = visit(self._nodes[n].name, arg)
-                if result:
-                    return result
+        for k in range(HEAP0, HEAP0 + self._live):
+            result = visit(self._names[k], arg)
+            if result:
+                return result
         return 0
 
     @cython.final
@@ -786,35 +736,38 @@ cdef class TimerTable:
 
     @cython.final
     cdef void _swap(self, TimerTable other) noexcept:
-        self._nodes, other._nodes = other._nodes, self._nodes
         self._heap, other._heap = other._heap, self._heap
         self._heap_block, other._heap_block = other._heap_block, self._heap_block
+        self._names, other._names = other._names, self._names
+        self._name_block, other._name_block = other._name_block, self._name_block
         self._slots, other._slots = other._slots, self._slots
         self._mask, other._mask = other._mask, self._mask
         self._live, other._live = other._live, self._live
         self._capacity, other._capacity = other._capacity, self._capacity
-        self._used, other._used = other._used, self._used
-        self._free, other._free = other._free, self._free
         self._next_sequence, other._next_sequence = other._next_sequence, self._next_sequence
 
     @cython.final
     cdef void _release(self) noexcept:
         """Free everything and drop the names; only for a table nobody will use again."""
-        cdef Node* nodes = self._nodes
-        cdef Py_ssize_t used = self._used
+        cdef PyObject** names = self._names
+        cdef char* name_block = self._name_block
+        cdef Py_ssize_t live = self._live
+        cdef size_t freed = <size_t>self._capacity * (sizeof(HeapEntry) + sizeof(PyObject*))
+        freed += (self._mask + 1) * sizeof(Slot)
         PyMem_Free(self._heap_block)
         PyMem_Free(self._slots)
-        self._nodes = NULL
         self._heap = NULL
         self._heap_block = NULL
+        self._names = NULL
+        self._name_block = NULL
         self._slots = NULL
-        self._live = self._used = self._capacity = 0
-        cdef Py_ssize_t n
-        for n in range(used):
-            if nodes[n].name != NULL:
-                Py_DECREF(nodes[n].name)
-        PyMem_Free(nodes)
-        _give_back(<size_t>used * (sizeof(Node) + sizeof(HeapEntry) + 2 * sizeof(uint64_t)))
+        self._live = self._capacity = 0
+        self._mask = 0
+        cdef Py_ssize_t k
+        for k in range(HEAP0, HEAP0 + live):
+            Py_DECREF(names[k])
+        PyMem_Free(name_block)
+        _give_back(freed)
 
 
 cdef HeapEntry* _sorting_heap = NULL  # the heap _compare_positions reads; set just before qsort
