@@ -25,7 +25,9 @@ Other layouts were built and measured against this one, in one process, at 10^5 
 
 * 16-byte records (name, hash, heap index) found through 8-byte slots of (record index, hash
   bits): the kept layout of earlier versions. A reset followed three dependent cache lines
-  (slot, record, entry) where this one follows two.
+  (slot, record, entry) where this one follows two. Against it this layout takes 0.75 of the time
+  per reset and 0.80 per set and cancel at 10^5; at 10^6 expiry takes 1.16 of it, since moving a
+  name with its entry costs a line per level of the heap.
 * 16-byte slots holding the name and the heap position themselves, with no records (as one array
   of structs, and as three parallel arrays). Setting new names was about 40% slower: twice the
   slot memory to clear and fill as the table grows.
