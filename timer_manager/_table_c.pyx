@@ -576,6 +576,9 @@ cdef class TimerTable:
         _prefetch(&self._slots[slot])  # its line arrives while the heap is fixed
         self._pop_root()
         self._remove_slot(slot)
+        if self._live:
+            # Whoever takes this name will most likely take the next one too, and touch it.
+            _prefetch(self._names[HEAP0])
         return name
 
     @cython.final
