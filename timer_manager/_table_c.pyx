@@ -395,7 +395,6 @@ cdef class TimerTable:
         """Remove and return up to ``limit`` timers with ``deadline <= now``, in order."""
         cdef Py_ssize_t wanted = PyNumber_AsSsize_t(limit, NULL)  # clipped, like an unbounded int
         cdef Py_ssize_t count = 0
-        cdef double top_deadline
         cdef PyObject* name
         due = []
         while count < wanted and self._live and not (self._heap[HEAP0].deadline > now):
@@ -404,8 +403,7 @@ cdef class TimerTable:
             item = PyTuple_New(2)
             if not self._live or self._heap[HEAP0].deadline > now:
                 break
-            top_deadline = self._heap[HEAP0].deadline
-            deadline = PyFloat_FromDouble(top_deadline)
+            deadline = PyFloat_FromDouble(self._heap[HEAP0].deadline)
             name = self._pop()
             PyTuple_SET_ITEM(item, 0, name)  # the table's reference moves to the tuple
             Py_INCREF(<PyObject*>deadline)
@@ -683,6 +681,12 @@ cdef class TimerTable:
         return 0
 
     @cython.final
+    cdef inline size_t _array_bytes(self) noexcept:
+        """Bytes held by the heap, the names and the slots (what a shrink or a release frees)."""
+        cdef size_t per_timer = sizeof(HeapEntry) + sizeof(PyObject*)
+        return <size_t>self._capacity * per_timer + (self._mask + 1) * sizeof(Slot)
+
+    @cython.final
     cdef int _compact_if_sparse(self) noexcept:
         """Give memory back once live timers fill less than a quarter of the arrays."""
         if self._capacity <= MIN_CAPACITY or self._live * 4 >= self._capacity:
@@ -693,8 +697,7 @@ cdef class TimerTable:
         cdef size_t slot_count = MIN_SLOTS
         while slot_count < <size_t>self._live * 2 + 2:
             slot_count *= 2
-        cdef size_t freed = <size_t>self._capacity * (sizeof(HeapEntry) + sizeof(PyObject*))
-        freed += (self._mask + 1) * sizeof(Slot)
+        cdef size_t freed = self._array_bytes()
         try:
             # The heap and the names are dense, so they shrink in place; the slots are rebuilt.
             # On failure the larger arrays stay, which breaks nothing.
@@ -757,8 +760,7 @@ cdef class TimerTable:
         cdef PyObject** names = self._names
         cdef char* name_block = self._name_block
         cdef Py_ssize_t live = self._live
-        cdef size_t freed = <size_t>self._capacity * (sizeof(HeapEntry) + sizeof(PyObject*))
-        freed += (self._mask + 1) * sizeof(Slot)
+        cdef size_t freed = self._array_bytes()
         PyMem_Free(self._heap_block)
         PyMem_Free(self._slots)
         self._heap = NULL
