@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from timer_manager import TimerExpired, _env
-from timer_manager._engine_py import CANCEL, CANCEL_ALL, SET, SHUTDOWN
 from timer_manager._engine_py import Engine as PyEngine
+from timer_manager._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, SHUTDOWN, Interval
 from timer_manager._table_py import TimerTable as PyTable
 
 
@@ -68,11 +68,32 @@ def test_a_table_that_is_not_exactly_the_c_table_is_driven_through_its_python_me
     assert engine.take() == TimerExpired("a", 1.0)
 
 
+class Marker:
+    """A flush's future, as far as the engines use it."""
+
+    def __init__(self) -> None:
+        self.result = False
+
+    def done(self) -> bool:
+        return self.result
+
+    def set_result(self, _: None) -> None:
+        self.result = True
+
+
 commands = st.lists(
     st.one_of(
         st.tuples(st.just(SET), st.sampled_from("abcdef"), st.integers(0, 8).map(float), st.sampled_from([None, 1])),
+        st.tuples(
+            st.just(SET_INTERVAL),
+            st.sampled_from("abcdef"),
+            st.tuples(st.integers(0, 8), st.integers(1, 3), st.sampled_from(["skip", "burst", "delay"])),
+            st.sampled_from([None, 2]),
+        ),
         st.tuples(st.just(CANCEL), st.sampled_from("abcdefg"), st.none(), st.none()),
         st.tuples(st.just(CANCEL_ALL), st.none(), st.none(), st.none()),
+        st.tuples(st.just(FLUSH), st.none(), st.none(), st.none()),
+        st.tuples(st.just("reserve"), st.sampled_from("abcdef"), st.none(), st.none()),
         st.tuples(st.just("fire"), st.none(), st.integers(0, 9).map(float), st.none()),
         st.tuples(st.just("take"), st.none(), st.integers(1, 4), st.none()),
         st.tuples(st.just(SHUTDOWN), st.none(), st.none(), st.none()),
@@ -81,39 +102,76 @@ commands = st.lists(
 )
 
 
+def _observe(engine: Any) -> tuple[Any, ...]:
+    names = "abcdefg"
+    return (
+        engine.count_set,
+        engine.count_reset,
+        engine.count_cancelled,
+        engine.count_fired,
+        engine.count_retracted,
+        engine.ready_count(),
+        engine.queued(),
+        engine.command_high_water,
+        engine.event_high_water,
+        len(engine.table),
+        engine.table.next_deadline(),
+        engine.live_count(),
+        engine.parked,
+        dict(engine.reserved),
+        [engine.is_live(name) for name in names],
+        [engine.pending_deadline(name) for name in names],
+    )
+
+
 @settings(max_examples=300, deadline=None)
 @given(commands, st.integers(1, 4), st.integers(1, 4))
 def test_both_engines_agree_on_every_step(script: list[Any], command_capacity: int, event_capacity: int) -> None:
-    """Random sequences of commands, firings and receipts give identical results from both engines:
-    queue-full answers, shutdown, events (name, deadline, data, order), retractions, counters.
+    """Random sequences of commands (one-shot and repeating sets, cancels, flushes, sets counted against
+    max_timers), firings at a moving clock and receipts give identical results from both engines:
+    queue-full answers, shutdown, events (name, deadline, data, order), retractions, re-arming,
+    reservations released, what is pending and its deadlines, counters.
     Catches: any divergence of the Cython engine from its pure-Python reference."""
     twins = engines(command_capacity, event_capacity)
+    now = [0.0]
+    for engine in twins:
+        engine.clock = lambda: now[0]
+        reserved = engine.reserved
+
+        def release(name: str, reserved: dict[str, int] = reserved) -> None:
+            if reserved.get(name, 0) > 1:
+                reserved[name] -= 1
+            else:
+                reserved.pop(name, None)
+
+        engine.release = release
     for op, name, value, data in script:
         results = []
+        markers = []
         for engine in twins:
             if op == "fire":
-                result: Any = (engine.apply(), engine.fire(value, value))
+                now[0] = max(now[0], value)
+                result: Any = (engine.apply(), engine.fire(value, now[0]))
             elif op == "take":
                 result = engine.take_many(value)
+            elif op == "reserve":
+                engine.reserved[name] = engine.reserved.get(name, 0) + 1
+                result = engine.push(SET, name, now[0] + 5.0, None)
+                if not result:
+                    engine.release(name)
+            elif op == SET_INTERVAL:
+                origin, period, missed = value
+                result = engine.push(op, name, Interval(now[0] + origin, float(period), missed), data)
+            elif op == FLUSH:
+                marker = Marker()
+                markers.append(marker)
+                result = engine.push(op, name, marker, data)
             else:
                 result = engine.push(op, name, value, data)
             results.append(result)
         assert results[0] == results[1], (op, name, value)
-    states = [
-        (
-            e.count_set,
-            e.count_reset,
-            e.count_cancelled,
-            e.count_fired,
-            e.count_retracted,
-            e.ready_count(),
-            e.queued(),
-            e.command_high_water,
-            e.event_high_water,
-            len(e.table),
-            e.table.next_deadline(),
-        )
-        for e in twins
-    ]
-    assert states[0] == states[1]
+        assert _observe(twins[0]) == _observe(twins[1]), (op, name, value)
+    for engine in twins:
+        engine.apply()
+    assert _observe(twins[0]) == _observe(twins[1])
     assert twins[0].take_many(100) == twins[1].take_many(100)

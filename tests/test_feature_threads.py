@@ -44,13 +44,17 @@ async def test_threadsafe_set_and_cancel_from_another_thread() -> None:
 
 
 async def test_blocking_calls_wait_for_room_and_time_out_with_queue_full() -> None:
-    """command_buffer_size=1, manager not yet running: the try_ forms raise QueueFull at once; a
-    blocking set with timeout raises QueueFull after about the timeout and is withdrawn (never applied);
-    a blocking set without timeout waits until the manager makes room, then completes. Catches:
-    blocking calls not blocking, not timing out, or queuing after giving up."""
+    """command_buffer_size=1, manager not yet running: the loop's queue and the queue for other threads
+    each hold one command; then the try_ forms raise QueueFull at once; a blocking set with timeout
+    raises QueueFull after about the timeout and is withdrawn (never applied); a blocking set without
+    timeout waits until the manager makes room, then completes. Catches: blocking calls not blocking,
+    not timing out, or queuing after giving up."""
     manager, handle = TimerManager.new("room", 0.001, 1, 8)
     threadsafe = handle.threadsafe()
-    handle.try_set_timer("first", 60)  # the single place
+    handle.try_set_timer("first", 60)  # the loop queue's single place
+    await asyncio.to_thread(threadsafe.try_set_timer, "from a thread", 60)  # the thread queue's single place
+    with pytest.raises(QueueFull):
+        handle.try_set_timer("x", 60)
     with pytest.raises(QueueFull):
         await asyncio.to_thread(threadsafe.try_set_timer, "x", 60)
     with pytest.raises(QueueFull):
@@ -73,7 +77,11 @@ async def test_blocking_calls_wait_for_room_and_time_out_with_queue_full() -> No
     task = asyncio.create_task(manager.run())
     await asyncio.wait_for(blocked, 5)
     await handle.flush()
-    assert sorted(n for n in ("first", "second", "withdrawn") if n in handle) == ["first", "second"]
+    assert sorted(n for n in ("first", "from a thread", "second", "withdrawn", "x") if n in handle) == [
+        "first",
+        "from a thread",
+        "second",
+    ]
     await handle.shutdown()
     await task
 

@@ -85,6 +85,17 @@ ops = st.one_of(
     st.tuples(st.just("cancels"), st.lists(names, max_size=4)),
     st.tuples(st.just("cancel_all")),
 )
+# Concurrent callers waiting for room each queue their commands from their own task, in separate loop
+# iterations; a timer due at once could fire in between, which the model does not predict. Timers not
+# due yet keep the rule exact.
+later = st.integers(1, 40).map(lambda k: k / 16)
+later_ops = st.one_of(
+    st.tuples(st.just("set"), names, later, st.booleans()),
+    st.tuples(st.just("cancel"), names),
+    st.tuples(st.just("sets"), st.lists(st.tuples(names, later), max_size=4)),
+    st.tuples(st.just("cancels"), st.lists(names, max_size=4)),
+    st.tuples(st.just("cancel_all")),
+)
 
 
 class Entry:
@@ -363,7 +374,7 @@ class ManagerMachine(RuleBasedStateMachine):
 
         self.run(go())
 
-    @rule(batch=st.lists(ops, min_size=2, max_size=8))
+    @rule(batch=st.lists(later_ops, min_size=2, max_size=8))
     def concurrent_senders(self, batch: list[tuple[Any, ...]]) -> None:
         """Awaitable calls from concurrent tasks: more than the command queue holds; first come,
         first served."""

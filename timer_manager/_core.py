@@ -11,7 +11,7 @@ grid tick at or after the earliest deadline (``_wakeup.py``: a timerfd on Linux'
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import logging
 import math
 import sys
@@ -20,10 +20,12 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from ._engine_py import OP_NAMES, SET_INTERVAL, Command
+from ._admission import Admission
+from ._inbox import Inbox
+from ._protocol import OP_NAMES, QUEUED_FIRST, SHUTDOWN, Command
 from ._table import Engine, TimerTable
 from ._wakeup import Wakeup, create_wakeup
-from .errors import ManagerClosed, TimerLimitExceeded
+from .errors import ManagerClosed
 
 logger = logging.getLogger("timer_manager")
 
@@ -34,25 +36,17 @@ _LONGEST_WAIT = 365 * 86400.0  # the manager wakes at least once a year
 
 
 class Sender:
-    """A caller waiting for room in the command queue, with the commands it still has to queue.
+    """A loop-side caller waiting for room for ``count`` commands.
 
-    ``claim`` (for callers in other threads) is asked just before the commands are queued; if it
-    returns False the caller gave up waiting, and its commands are dropped.
+    The manager resolves ``future`` once the room is promised to it; the caller then queues its
+    commands itself, so a caller cancelled at any moment has queued nothing.
     """
 
-    __slots__ = ("claim", "commands", "future", "position")
+    __slots__ = ("count", "future")
 
-    def __init__(
-        self,
-        future: asyncio.Future[None] | concurrent.futures.Future[None],
-        commands: list[Command],
-        position: int = 0,
-        claim: Callable[[], bool] | None = None,
-    ) -> None:
+    def __init__(self, future: asyncio.Future[None], count: int) -> None:
         self.future = future
-        self.commands = commands
-        self.position = position
-        self.claim = claim
+        self.count = count
 
 
 class ManagerCore:
@@ -71,27 +65,32 @@ class ManagerCore:
         self.max_timers = max_timers
         self.table = TimerTable()
         # A size past sys.maxsize is no bound at all; the engine counts in C ssize_t.
-        self.engine = Engine(self.table, min(command_capacity, sys.maxsize), min(event_capacity, sys.maxsize))
+        command_capacity = min(command_capacity, sys.maxsize)
+        self.engine = Engine(self.table, command_capacity, min(event_capacity, sys.maxsize))
         self.engine.wake = self.schedule_service
+        self.admission = Admission(name, max_timers, self.engine) if max_timers is not None else None
+        self.inbox = Inbox(name, command_capacity, self.schedule_service)
 
         self.loop: asyncio.AbstractEventLoop | None = None
         self.clock: Callable[[], float] = time.monotonic
         self.thread_id = 0
         self.debug = False
         self.state = NEW
-        self.closing = False  # no command is taken once shutdown was sent or the manager stopped
+        self.closing = False  # no command is taken: a shutdown was sent or is waiting for room, or the manager stopped
+        self.shutdown_queued = False
+        self.shutdown_callers = 0  # shutdown() calls waiting for room for the one SHUTDOWN
+        self.token_cancelled = False  # set from any thread; the manager stops before it applies anything more
         self.stop_reason = ""
         self.done: asyncio.Future[None] | None = None
 
         self.senders: deque[Sender] = deque()
-        self.receivers: deque[asyncio.Future[None]] = deque()
+        self.promised = 0  # places promised to woken senders that have not queued yet
+        self.receivers: dict[asyncio.Future[None], None] = {}  # insertion-ordered; a cancelled one leaves at once
 
         self.origin = 0.0  # the heartbeat grid is origin + k * heartbeat
         self.service_soon = False
         self.wakeup: Wakeup | None = None  # the one wake-up for the next grid tick, from start()
         self.count_room_waits = 0
-        self.reserve_lock = threading.Lock()
-        self.thread_lock = threading.Lock()  # thread-safe handles taking places in the command queue
 
     # ------------------------------------------------------------------ binding and checks
 
@@ -105,12 +104,21 @@ class ManagerCore:
         self.engine.clock = self.clock
         self.thread_id = threading.get_ident()
         self.debug = loop.get_debug()
+        with self.inbox.lock:
+            self.inbox.loop = loop
 
     def bound_loop(self) -> asyncio.AbstractEventLoop:
         """The manager's loop, binding the running one on first use."""
         loop = self.loop
         if loop is None:
-            loop = asyncio.get_running_loop()
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise RuntimeError(
+                    f"timer manager {self.name!r}: no event loop is running in this thread. Call TimerHandle "
+                    "methods from the loop's thread (in a coroutine or a loop callback); for other threads, get "
+                    "handle.threadsafe() on the loop's thread and pass it to them"
+                ) from None
             self.bind(loop)
         elif self.debug:
             self.check_thread()
@@ -137,137 +145,208 @@ class ManagerCore:
             state = "stopped" if self.state == STOPPED else "shutting down"
             raise ManagerClosed(f"timer manager {self.name!r} is {state}")
 
+    def admit(self, names: list[str]) -> None:
+        """Check that sets of ``names`` may be queued: the manager is open, and under ``max_timers`` (if set)."""
+        self.check_open()
+        if self.admission is not None and names:
+            self.admission.reserve(names)
+
+    def drop(self, commands: list[Command]) -> None:
+        """These commands will never be queued: give back their places under ``max_timers``."""
+        admission = self.admission
+        if admission is not None:
+            for command in commands:
+                if command[0] <= 1 and command[1] is not None:  # SET, SET_INTERVAL
+                    admission.release(command[1])
+
     def has_room(self, count: int) -> bool:
-        """Whether ``count`` commands fit in the command queue now, behind no waiting sender."""
-        return not self.senders and self.engine.queued() + count <= self.engine.command_capacity
+        """Whether ``count`` commands may be queued now: room behind what other threads handed over, and no
+        earlier caller waiting for it."""
+        if self.inbox.commands and not self.take_inbox():
+            return False
+        return not self.senders and not self.promised and self.engine.queued() + count <= self.engine.command_capacity
+
+    def take_inbox(self) -> bool:
+        """Queue what other threads have handed over, if it fits; return whether it did (or there was none).
+
+        Every loop-side command first calls this (when the inbox is not empty) and waits or fails while it
+        returns False, so a thread's command goes ahead of any the loop's thread sends after it.
+        """
+        engine = self.engine
+        room = engine.command_capacity - engine.queued() - self.promised
+        commands = self.inbox.take(room if engine.queued() or self.promised else -1)
+        if commands is None:
+            return False
+        if commands and engine.push_all(commands) == QUEUED_FIRST:
+            self.schedule_service()
+        return True
 
     def enqueue(self, command: Command) -> None:
         """Queue one command (room was checked by the caller) and make sure the manager wakes."""
-        if self.engine.push(*command) == 2:
+        if self.engine.push(*command) == QUEUED_FIRST:
             self.schedule_service()
 
-    def enqueue_many(self, commands: list[Command]) -> None:
-        """Queue several commands (room was checked by the caller)."""
-        for command in commands:
-            self.enqueue(command)
+    def enqueue_all(self, commands: list[Command]) -> None:
+        """Queue several commands, whatever the room (it was checked or promised)."""
+        if self.engine.push_all(commands) == QUEUED_FIRST:
+            self.schedule_service()
 
     def schedule_service(self) -> None:
         """Run :meth:`service` soon (once, however often it is asked before it runs)."""
         if not self.service_soon and self.state == RUNNING:
-            self.service_soon = True
             self.loop.call_soon(self.service)  # type: ignore[union-attr]
+            self.service_soon = True  # only once it is scheduled: a call_soon that raised must not wedge the manager
 
-    async def send(self, commands: list[Command], *, closing: bool = False) -> None:
-        """Queue ``commands`` in order, waiting for room as long as needed.
+    async def send(self, commands: list[Command]) -> None:
+        """Queue ``commands`` in order and as one, waiting for room as long as needed.
 
-        With ``closing`` (a shutdown), no later command is taken from the moment of the call.
+        Returns once they are queued; raises (``ManagerClosed``, ``CancelledError``) with none queued.
         """
-        loop = self.bound_loop()
-        self.check_open()
-        if closing:
-            self.closing = True
-        position = 0
-        if not self.senders:
-            room = self.engine.command_capacity - self.engine.queued()
-            position = max(0, min(room, len(commands)))
-            for command in commands[:position]:
-                self.enqueue(command)
-            if position == len(commands):
-                return
-        future = loop.create_future()
-        sender = Sender(future, commands, position)
+        try:
+            self.bound_loop()
+            self.check_open()
+            if not self.has_room(len(commands)):
+                await self.wait_for_room(len(commands))
+        except BaseException:
+            self.drop(commands)
+            raise
+        self.enqueue_all(commands)
+
+    async def wait_for_room(self, count: int) -> None:
+        """Wait until room for ``count`` commands is promised to this caller, who must then queue them at once
+        (the manager's loop thread runs nothing else in between).
+
+        A batch larger than the whole queue is let in when the queue is empty. Cancelled or stopped while
+        waiting: nothing was promised, or the promise is passed on to the next caller.
+        """
+        future = self.bound_loop().create_future()
+        sender = Sender(future, count)
         self.senders.append(sender)
+        if len(self.senders) == 1 and not self.promised:
+            # Alone, and blocked only by its size (a batch larger than the whole queue, at an empty queue): it
+            # goes at once. Never when an earlier sender was woken and has not queued yet: this caller's
+            # `await` below would not yield, and it would queue ahead of that one.
+            self.wake_senders()
         try:
             await future
         except BaseException:
-            if not future.done() or future.cancelled():
-                # Cancelled while waiting: what was not queued yet is dropped.
-                self._forget_sender(sender)
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.promised -= count  # woken, then cancelled before it could queue: pass the room on
+            else:
+                with contextlib.suppress(ValueError):
+                    self.senders.remove(sender)
+            self.wake_senders()
             raise
+        self.promised -= count
+        if self.state == STOPPED:  # stopped after this caller was woken and before it ran
+            self.check_open()
 
-    def _forget_sender(self, sender: Sender) -> None:
-        try:
-            self.senders.remove(sender)
-        except ValueError:
+    def wake_senders(self, inbox_taken: bool = False) -> None:
+        """Promise the free room to waiting senders, oldest first, once what other threads handed over is
+        queued (``inbox_taken``: the caller just saw to it)."""
+        if not inbox_taken and self.inbox.commands and not self.take_inbox():
             return
-        self._release_unsent(sender)
-
-    def _release_unsent(self, sender: Sender) -> None:
-        for command in sender.commands[sender.position :]:
-            self.drop(command)
-
-    def drop(self, command: Command) -> None:
-        """A command will never be queued: give back its place under ``max_timers``."""
-        if command[0] <= SET_INTERVAL and self.engine.reserved:
-            self.engine.release(command[1])  # type: ignore[arg-type]
-
-    def admit(self, names: list[str]) -> None:
-        """Check that a set of ``names`` may be queued: the manager is open, and under ``max_timers``."""
-        self.check_open()
-        if self.max_timers is not None and names:
-            self.reserve(names)
-
-    def reserve(self, names: list[str]) -> None:
-        """Count queued sets of new names against ``max_timers``, or refuse them all."""
-        limit = self.max_timers
-        assert limit is not None
-        table = self.table
-        reserved = self.engine.reserved
-        with self.reserve_lock:  # thread-safe handles reserve from their own threads
-            new = {name for name in names if name not in table and name not in reserved}
-            if new and len(table) + len(reserved) + len(new) > limit:
-                raise TimerLimitExceeded(
-                    f"timer manager {self.name!r} holds {len(table)} timers with {len(reserved)} more queued; "
-                    f"{len(new)} new would exceed max_timers={limit}"
-                )
-            for name in names:
-                if name in new or name in reserved:
-                    reserved[name] = reserved.get(name, 0) + 1
-
-    def admit_senders(self) -> None:
-        """Move waiting senders' commands into the freed room, oldest sender first."""
         senders = self.senders
         engine = self.engine
-        while senders and engine.queued() < engine.command_capacity:
+        while senders and self.state != STOPPED:
             sender = senders[0]
-            if sender.claim is not None:
-                claim, sender.claim = sender.claim, None
-                if not claim():
-                    senders.popleft()
-                    self._release_unsent(sender)
-                    continue
-            room = engine.command_capacity - engine.queued()
-            end = min(sender.position + room, len(sender.commands))
-            for command in sender.commands[sender.position : end]:
-                self.enqueue(command)
-            sender.position = end
-            if end == len(sender.commands):
+            if sender.future.done():  # cancelled, not yet removed
                 senders.popleft()
-                if not sender.future.done():
-                    sender.future.set_result(None)
+                continue
+            used = engine.queued() + self.promised
+            if used + sender.count > engine.command_capacity and used:
+                return
+            senders.popleft()
+            self.promised += sender.count
+            sender.future.set_result(None)
+
+    # ------------------------------------------------------------------ shutting down
+
+    def close(self) -> None:
+        """Take no more commands from anyone; what other threads handed over before goes ahead of the SHUTDOWN."""
+        self.closing = True
+        commands = self.inbox.close("shutting down")
+        if commands:
+            self.enqueue_all(commands)
+
+    def reopen(self) -> None:
+        """Undo :meth:`close`: the shutdown it was for was cancelled before it was queued."""
+        if self.state != STOPPED and not self.shutdown_queued:
+            self.closing = False
+            self.inbox.reopen()
+
+    def try_shutdown(self) -> bool:
+        """Queue the SHUTDOWN now if there is room; return whether it is queued (or the manager stopped)."""
+        self.bound_loop()
+        if self.shutdown_queued or self.state == STOPPED:
+            return True
+        if self.closing:  # an awaitable shutdown() waits for room
+            return False
+        if not self.has_room(1):
+            return False
+        self.close()
+        self.queue_shutdown()
+        return True
+
+    async def shutdown(self) -> None:
+        """Queue the SHUTDOWN, waiting for room; no command is taken from the call on.
+
+        Cancelled before it was queued: the manager takes commands again (unless another shutdown()
+        call still waits for the same SHUTDOWN).
+        """
+        self.bound_loop()
+        if self.shutdown_queued or self.state == STOPPED:
+            return
+        if not self.closing:
+            self.close()
+        self.shutdown_callers += 1
+        try:
+            while not self.shutdown_queued:
+                if self.has_room(1):
+                    self.queue_shutdown()
+                    return
+                await self.wait_for_room(1)
+                if self.shutdown_queued:  # another shutdown() call queued it meanwhile: pass the room on
+                    self.wake_senders()
+                else:
+                    self.queue_shutdown()
+        except BaseException:
+            if self.shutdown_callers == 1:
+                self.reopen()
+            raise
+        finally:
+            self.shutdown_callers -= 1
+
+    def queue_shutdown(self) -> None:
+        """Queue the one SHUTDOWN (room was checked or promised)."""
+        self.shutdown_queued = True
+        self.enqueue_all([(SHUTDOWN, None, None, None)])
 
     # ------------------------------------------------------------------ receiving events
 
     async def wait_for_event(self) -> None:
         """Wait until an event may be ready or the manager has stopped."""
         waiter = self.bound_loop().create_future()
-        self.receivers.append(waiter)
+        self.receivers[waiter] = None
         try:
             await waiter
         finally:
             if not waiter.done():
                 waiter.cancel()
+            if waiter.cancelled():  # never woken: leave at once, not at the next event
+                self.receivers.pop(waiter, None)
             # A receiver cancelled after it was woken passes the wake-up on.
-            elif not waiter.cancelled() and self.engine.ready_count():
+            elif self.engine.ready_count():
                 self.wake_receivers()
 
     def wake_receivers(self) -> None:
         """Wake every receiver that waits for an event."""
         receivers = self.receivers
-        while receivers:
-            waiter = receivers.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        if receivers:
+            self.receivers = {}
+            for waiter in receivers:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     # ------------------------------------------------------------------ the manager's work
 
@@ -297,17 +376,21 @@ class ManagerCore:
         self.service_soon = False
         if self.state != RUNNING:
             return
+        if self.token_cancelled:  # its stop is on the way; commands still queued are discarded with it
+            self.stop("cancellation token cancelled")
+            return
         try:
             engine = self.engine
-            while engine.queued() or self.senders:
+            if self.inbox.commands:
+                self.take_inbox()
+            if engine.queued():
                 log = self._log_command if logger.isEnabledFor(logging.DEBUG) else None
                 if engine.apply(log):
                     self.stop("shutdown requested")
                     return
-                if self.senders:
-                    self.admit_senders()
-                else:
-                    break
+            # What threads handed over meanwhile goes ahead of the senders woken now (it is applied next pass).
+            if self.take_inbox() and self.senders:
+                self.wake_senders(inbox_taken=True)
             now = self.clock()
             if engine.fire(self._grid_floor(now), now):
                 self.wake_receivers()
@@ -390,24 +473,26 @@ class ManagerCore:
         self.stop_reason = reason
         if self.wakeup is not None:
             self.wakeup.close()
+        self.inbox.close("stopped")  # threads waiting for room get ManagerClosed; what they handed over is dropped
         discarded, flushes = self.engine.discard()
+        if self.admission is not None:
+            self.admission.clear()
+        senders, self.senders = self.senders, deque()
+        receivers, self.receivers = self.receivers, {}
         if self.loop is not None and self.loop.is_closed():
             # The loop is gone (run() is being closed at interpreter exit): nobody can be woken.
-            self.senders.clear()
-            self.receivers.clear()
             logger.info("timer manager %r stopped: %s (its event loop is closed)", self.name, reason)
             return
         closed = ManagerClosed(f"timer manager {self.name!r} stopped ({reason})")
         for future in flushes:
             if not future.done():
                 future.set_exception(closed)
-        while self.senders:
-            sender = self.senders.popleft()
-            if sender.claim is not None and not sender.claim():
-                continue  # a thread that gave up waiting
+        for sender in senders:
             if not sender.future.done():
                 sender.future.set_exception(closed)
-        self.wake_receivers()
+        for waiter in receivers:
+            if not waiter.done():
+                waiter.set_result(None)
         done = self.done
         if done is not None and not done.done():
             if exc is None:

@@ -6,7 +6,11 @@
 # through the frozen dataclass's ``__init__`` (which costs a Python-level ``object.__setattr__`` per
 # field). The slot offsets are read off the class's member descriptors at import, and checked.
 
-from timer_manager._engine_py import CANCEL, CANCEL_ALL, FLUSH, LATENESS_WINDOW, SET, SET_INTERVAL, SHUTDOWN
+from timer_manager._protocol import (
+    CANCEL, CANCEL_ALL, FLUSH, LATENESS_WINDOW, QUEUE_FULL, QUEUED, QUEUED_FIRST, SET, SET_INTERVAL, SHUTDOWN
+)
+from contextlib import nullcontext
+
 from timer_manager.events import TimerExpired
 
 cdef extern from "Python.h":
@@ -40,6 +44,7 @@ cdef enum:
     WINDOW = 1024
 
 assert (SET, SET_INTERVAL, CANCEL, CANCEL_ALL, SHUTDOWN, FLUSH) == (0, 1, 2, 3, 4, 5)
+assert (QUEUE_FULL, QUEUED, QUEUED_FIRST) == (0, 1, 2)
 assert LATENESS_WINDOW == WINDOW
 
 
@@ -117,6 +122,9 @@ cdef class Engine:
     cdef public dict data
     cdef public dict intervals
     cdef public dict reserved
+    cdef public object release      # called with a name once a reserved set of it is applied
+    cdef public object lock         # held while a reserved set is applied (max_timers admission reads from threads)
+    cdef public Py_ssize_t parked   # repeating timers whose event is ready: out of the table, still pending
 
     cdef CommandSlot* _ring
     cdef Py_ssize_t _ring_size      # a power of two
@@ -152,6 +160,8 @@ cdef class Engine:
         self.data = {}
         self.intervals = {}
         self.reserved = {}
+        self.release = _nothing
+        self.lock = nullcontext()
         self._events = []
         self._ready = {}
         self._ring = <CommandSlot*>PyMem_Malloc(RING_MIN * sizeof(CommandSlot))
@@ -170,7 +180,8 @@ cdef class Engine:
         return self._count
 
     def push(self, int op, name, value, data):
-        """Queue a command: 0 if the queue is full, 2 if it was empty (the manager must wake), else 1."""
+        """Queue a command unless the queue is full: ``QUEUE_FULL``, ``QUEUED``, or ``QUEUED_FIRST`` if the
+        queue was empty (the manager must be woken)."""
         if op == OP_SET:
             return self._push(OP_SET, name, value, None, data)
         return self._push(op, name, 0.0, value, data)
@@ -179,10 +190,20 @@ cdef class Engine:
         """``push(SET, name, deadline, data)``, the hot path."""
         return self._push(OP_SET, name, deadline, None, data)
 
-    @cython.final
-    cdef int _push(self, int op, object name, double deadline, object value, object data) except -1:
+    def push_all(self, list commands not None):
+        """Queue ``commands`` whatever the room (the caller has accounted for it); answers as ``push``."""
         cdef Py_ssize_t length = self._count
-        if length >= self.command_capacity:
+        for op, name, value, data in commands:
+            if op == OP_SET:
+                self._push(OP_SET, name, value, None, data, True)
+            else:
+                self._push(op, name, 0.0, value, data, True)
+        return QUEUED_FIRST if length == 0 and self._count else QUEUED
+
+    @cython.final
+    cdef int _push(self, int op, object name, double deadline, object value, object data, bint anyway=False) except -1:
+        cdef Py_ssize_t length = self._count
+        if length >= self.command_capacity and not anyway:
             return 0
         if length == self._ring_size:
             self._grow_ring()
@@ -225,16 +246,16 @@ cdef class Engine:
                 self._head = 0
 
     def apply(self, log=None):
-        """Apply the queued commands in order; stop after a shutdown and return True if there was one."""
+        """Apply the queued commands in order; stop after a shutdown and return True if there was one.
+
+        ``log`` sees each command just before it is applied; it may queue more (a log handler that sets a
+        timer), which are applied in this call too.
+        """
         cdef CommandSlot* slot
-        cdef Py_ssize_t i
         cdef int op
         cdef double deadline
-        if log is not None:
-            for i in range(self._count):
-                slot = &self._ring[(self._head + i) & (self._ring_size - 1)]
-                log(slot.op, _object_or_none(slot.name),
-                    slot.deadline if slot.op == OP_SET else _object_or_none(slot.value))
+        cdef bint was_parked
+        cdef int replaced = 0
         try:
             while self._count:
                 slot = &self._ring[self._head]
@@ -246,27 +267,35 @@ cdef class Engine:
                 data = _steal(&slot.data)
                 self._head = (self._head + 1) & (self._ring_size - 1)
                 self._count -= 1
+                if log is not None:
+                    log(op, name, deadline if op == OP_SET else value)
                 if op <= OP_SET_INTERVAL:
-                    if self._ready and PyDict_Contains(self._ready, name):
-                        self._retract(name)
+                    was_parked = self._ready and PyDict_Contains(self._ready, name) and self._retract(name)
                     if op == OP_SET_INTERVAL:
                         self.intervals[name] = value
                         deadline = value.origin
                     elif self.intervals:
                         self.intervals.pop(name, None)
                     if self.reserved:
-                        self.release(name)
-                    if self._set(name, deadline):
+                        # A reserved name turns live and unreserved at once for an admission counting both.
+                        with self.lock:
+                            replaced = self._set(name, deadline)
+                            self.release(name)
+                    else:
+                        replaced = self._set(name, deadline)
+                    if replaced:
                         self.count_reset += 1
                     else:
                         self.count_set += 1
+                    if was_parked:
+                        self.parked -= 1
                     if data is not None:
                         self.data[name] = data
                     elif self.data:
                         self.data.pop(name, None)
                 elif op == OP_CANCEL:
-                    if self._ready and PyDict_Contains(self._ready, name):
-                        self._retract(name)
+                    if self._ready and PyDict_Contains(self._ready, name) and self._retract(name):
+                        self.parked -= 1
                     if (self._table._cancel(name) if self._table is not None else self.table.cancel(name)):
                         self.count_cancelled += 1
                     if self.intervals:
@@ -276,6 +305,7 @@ cdef class Engine:
                 elif op == OP_CANCEL_ALL:
                     for ready_name in list(self._ready):
                         self._retract(ready_name)
+                    self.parked = 0
                     self.count_cancelled += self.table.clear()
                     self.intervals.clear()
                     self.data.clear()
@@ -287,14 +317,6 @@ cdef class Engine:
             return False
         finally:
             self._shrink_ring()
-
-    def release(self, name):
-        """A set counted against max_timers was applied or dropped."""
-        count = self.reserved.get(name, 0)
-        if count > 1:
-            self.reserved[name] = count - 1
-        elif count == 1:
-            del self.reserved[name]
 
     def discard(self):
         """Stop for good: drop pending timers and queued commands.
@@ -309,10 +331,10 @@ cdef class Engine:
             if slot.op == OP_FLUSH:
                 flushes.append(<object>slot.value)
         self._drop_commands()
-        pending = self.table.clear()
+        pending = self.table.clear() + self.parked
+        self.parked = 0
         self.intervals.clear()
         self.data.clear()
-        self.reserved.clear()
         return pending, flushes
 
     @cython.final
@@ -325,6 +347,25 @@ cdef class Engine:
             Py_XDECREF(slot.data)
             self._head = (self._head + 1) & (self._ring_size - 1)
             self._count -= 1
+
+    # -- what is pending -----------------------------------------------------------------------------
+
+    def live_count(self):
+        """How many timers are pending: in the table, or parked (a repeating timer whose event is ready)."""
+        return len(self.table) + self.parked
+
+    def is_live(self, name):
+        """Whether ``name`` is pending (in the table, or a parked repeating timer)."""
+        return name in self.table or PyDict_Contains(self.intervals, name)
+
+    def pending_deadline(self, name):
+        """The deadline of pending timer ``name`` (a parked one's is its ready event's), or None."""
+        deadline = self.table.deadline(name)
+        if deadline is None and PyDict_Contains(self.intervals, name):
+            event = self._ready.get(name)
+            if event is not None:
+                deadline = event.deadline
+        return deadline
 
     # -- the ready events -------------------------------------------------------------------------
 
@@ -355,9 +396,11 @@ cdef class Engine:
                 next_due += 1
             else:
                 break
-            if PyDict_Size(data):
-                payload = data.get(name) if PyDict_Contains(self.intervals, name) else data.pop(name, None)
-                event = _new_event(name, deadline, payload)
+            if PyDict_Size(self.intervals) and PyDict_Contains(self.intervals, name):
+                self.parked += 1
+                event = _new_event(name, deadline, data.get(name) if PyDict_Size(data) else None)
+            elif PyDict_Size(data):
+                event = _new_event(name, deadline, data.pop(name, None))
             else:
                 event = _new_event(name, deadline, None)
             ready[name] = event
@@ -397,6 +440,7 @@ cdef class Engine:
                 if self.intervals and PyDict_Contains(self.intervals, name):
                     interval = self.intervals[name]
                     self._set(name, interval.next_deadline(event.deadline, self.clock()))
+                    self.parked -= 1
                     self.wake()
                 elif self.waiting_for_room:
                     self.wake()
@@ -425,6 +469,7 @@ cdef class Engine:
 
     @cython.final
     cdef int _retract(self, name) except -1:
+        """Withdraw ``name``'s ready event; return whether ``name`` was parked (the caller uncounts it)."""
         del self._ready[name]
         self.count_retracted += 1
         cdef list events = self._events
@@ -435,10 +480,10 @@ cdef class Engine:
                 event for event in events[self._events_head:] if ready.get(_event_name(event)) is event
             ]
             self._events_head = 0
-        return 0
+        return PyDict_Contains(self.intervals, name)
 
 
-def _nothing():
+def _nothing(*args):
     pass
 
 

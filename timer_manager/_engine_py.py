@@ -1,75 +1,42 @@
-"""The per-timer work of a manager, in pure Python: the typed reference that ``_engine_c.pyx`` mirrors.
+"""The per-timer work of a manager, in pure Python: the typed reference that the compiled engine mirrors.
 
 An engine holds the command queue, the timer table and the ready events, and does everything whose
 cost grows with the number of timers: queueing commands, applying them, moving due timers into the
-event queue, and handing events out. The asyncio side (``_core.py``) decides when it runs.
+event queue, and handing events out. The asyncio side (``_core.py``) decides when it runs. Only the
+loop's thread calls it; the one exception is ``is_live``/``live_count``, which ``max_timers``
+admission reads from other threads, so every change to what they count adds before it removes.
 
 Ready events sit in ``_events`` in order; ``_ready`` maps each name to its one receivable event, so
 that a cancel or re-set can retract it. Events in ``_events`` that ``_ready`` no longer points to
-were retracted, and are skipped.
+were retracted, and are skipped. A repeating timer whose event is ready is *parked*: out of the
+table, still in ``intervals``, re-armed when its event is received; it still counts as pending.
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
-from typing import Any, Callable, Optional
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Callable
 
+from ._protocol import (
+    CANCEL,
+    CANCEL_ALL,
+    FLUSH,
+    LATENESS_WINDOW,
+    QUEUE_FULL,
+    QUEUED,
+    QUEUED_FIRST,
+    SET,
+    SET_INTERVAL,
+    Command,
+    Interval,
+)
 from .events import TimerExpired
 
-__all__ = (
-    "CANCEL",
-    "CANCEL_ALL",
-    "FLUSH",
-    "LATENESS_WINDOW",
-    "OP_NAMES",
-    "SET",
-    "SET_INTERVAL",
-    "SHUTDOWN",
-    "Command",
-    "Engine",
-    "Interval",
-)
-
-# Command opcodes. A command is (op, name, value, data).
-SET = 0  # value: the deadline
-SET_INTERVAL = 1  # value: an Interval
-CANCEL = 2
-CANCEL_ALL = 3
-SHUTDOWN = 4
-FLUSH = 5  # value: the future to resolve once applied
-OP_NAMES = ("set", "set_interval", "cancel", "cancel_all", "shutdown", "flush")
-
-Command = tuple[int, Optional[str], Any, Any]
-
-LATENESS_WINDOW = 1024  # samples kept for the lateness percentiles; a power of two
+__all__ = ("Engine",)
 
 
-class Interval:
-    """How a repeating timer re-arms: its period, its grid and its missed-tick policy."""
-
-    __slots__ = ("missed", "origin", "period")
-
-    def __init__(self, origin: float, period: float, missed: str) -> None:
-        self.origin = origin
-        self.period = period
-        self.missed = missed
-
-    def next_deadline(self, previous: float, now: float) -> float:
-        """The deadline after the event for ``previous`` was received at ``now``."""
-        period = self.period
-        if self.missed == "burst":
-            return previous + period
-        if self.missed == "delay":
-            return now + period
-        ticks = math.floor((now - self.origin) / period) + 1
-        deadline = self.origin + ticks * period
-        while deadline <= now:  # float rounding in the division above
-            deadline += period
-        return deadline
-
-
-def _nothing() -> None:
+def _nothing(*_: object) -> None:
     pass
 
 
@@ -86,8 +53,12 @@ class Engine:
 
         self.data: dict[str, Any] = {}
         self.intervals: dict[str, Interval] = {}
-        # With max_timers: the new names that queued sets will add, and how many sets queue each.
+        # With max_timers: queued sets per name (shared with the admission), and what to call once one is applied.
         self.reserved: dict[str, int] = {}
+        self.release: Callable[[str], None] = _nothing
+        self.parked = 0  # repeating timers whose event is ready: out of the table, still pending
+        # Held where a timer moves between the table and ``parked`` (max_timers admission reads both).
+        self.lock: AbstractContextManager[Any] = nullcontext()
 
         self._commands: deque[Command] = deque()
         self._events: deque[TimerExpired] = deque()
@@ -110,50 +81,70 @@ class Engine:
         return len(self._commands)
 
     def push(self, op: int, name: str | None, value: Any, data: Any) -> int:
-        """Queue a command: 0 if the queue is full, 2 if it was empty (the manager must wake), else 1."""
+        """Queue a command unless the queue is full: ``QUEUE_FULL``, ``QUEUED``, or ``QUEUED_FIRST`` if the
+        queue was empty (the manager must be woken)."""
         commands = self._commands
         length = len(commands)
         if length >= self.command_capacity:
-            return 0
+            return QUEUE_FULL
         commands.append((op, name, value, data))
         if length >= self.command_high_water:
             self.command_high_water = length + 1
-        return 2 if length == 0 else 1
+        return QUEUED_FIRST if length == 0 else QUEUED
 
     def push_set(self, name: str, deadline: float, data: Any) -> int:
         """``push(SET, name, deadline, data)``, the hot path."""
         return self.push(SET, name, deadline, data)
 
+    def push_all(self, commands: list[Command]) -> int:
+        """Queue ``commands`` whatever the room (the caller has accounted for it); answers as ``push``."""
+        queue = self._commands
+        length = len(queue)
+        if not commands:
+            return QUEUED
+        queue.extend(commands)
+        self.command_high_water = max(self.command_high_water, len(queue))
+        return QUEUED_FIRST if length == 0 else QUEUED
+
     def apply(self, log: Callable[[int, str | None, Any], None] | None = None) -> bool:
-        """Apply the queued commands in order; stop after a shutdown and return True if there was one."""
+        """Apply the queued commands in order; stop after a shutdown and return True if there was one.
+
+        ``log`` sees each command just before it is applied; it may queue more (a log handler that sets a
+        timer), which are applied in this call too.
+        """
         commands = self._commands
         table = self.table
-        if log is not None:
-            for op, name, value, _ in commands:
-                log(op, name, value)
         while commands:
             op, name, value, data = commands.popleft()
+            if log is not None:
+                log(op, name, value)
             if op <= SET_INTERVAL:
-                if self._ready and name in self._ready:
-                    self._retract(name)
+                was_parked = self._ready and name in self._ready and self._retract(name)
                 if op == SET_INTERVAL:
                     self.intervals[name] = value  # type: ignore[index]
                     value = value.origin
                 elif self.intervals:
                     self.intervals.pop(name, None)  # type: ignore[arg-type]
                 if self.reserved:
-                    self.release(name)  # type: ignore[arg-type]
-                if table.set(name, value):
+                    # A reserved name turns live and unreserved at once for an admission counting both.
+                    with self.lock:
+                        replaced = table.set(name, value)
+                        self.release(name)  # type: ignore[arg-type]
+                else:
+                    replaced = table.set(name, value)
+                if replaced:
                     self.count_reset += 1
                 else:
                     self.count_set += 1
+                if was_parked:
+                    self.parked -= 1
                 if data is not None:
                     self.data[name] = data  # type: ignore[index]
                 elif self.data:
                     self.data.pop(name, None)  # type: ignore[arg-type]
             elif op == CANCEL:
-                if self._ready and name in self._ready:
-                    self._retract(name)
+                if self._ready and name in self._ready and self._retract(name):
+                    self.parked -= 1
                 if table.cancel(name):
                     self.count_cancelled += 1
                 if self.intervals:
@@ -163,6 +154,7 @@ class Engine:
             elif op == CANCEL_ALL:
                 for ready_name in list(self._ready):
                     self._retract(ready_name)
+                self.parked = 0
                 self.count_cancelled += table.clear()
                 self.intervals.clear()
                 self.data.clear()
@@ -173,14 +165,6 @@ class Engine:
                 return True
         return False
 
-    def release(self, name: str) -> None:
-        """A set counted against max_timers was applied or dropped."""
-        count = self.reserved.get(name, 0)
-        if count > 1:
-            self.reserved[name] = count - 1
-        elif count == 1:
-            del self.reserved[name]
-
     def discard(self) -> tuple[int, list[Any]]:
         """Stop for good: drop pending timers and queued commands.
 
@@ -188,11 +172,30 @@ class Engine:
         """
         flushes = [value for op, _, value, _ in self._commands if op == FLUSH]
         self._commands.clear()
-        pending = self.table.clear()
+        pending = self.table.clear() + self.parked
+        self.parked = 0
         self.intervals.clear()
         self.data.clear()
-        self.reserved.clear()
         return pending, flushes
+
+    # ------------------------------------------------------------------ what is pending
+
+    def live_count(self) -> int:
+        """How many timers are pending: in the table, or parked (a repeating timer whose event is ready)."""
+        return len(self.table) + self.parked
+
+    def is_live(self, name: str) -> bool:
+        """Whether ``name`` is pending (in the table, or a parked repeating timer)."""
+        return name in self.table or name in self.intervals
+
+    def pending_deadline(self, name: str) -> float | None:
+        """The deadline of pending timer ``name`` (a parked one's is its ready event's), or None."""
+        deadline: float | None = self.table.deadline(name)
+        if deadline is None and name in self.intervals:
+            event = self._ready.get(name)
+            if event is not None:
+                deadline = event.deadline
+        return deadline
 
     # ------------------------------------------------------------------ the ready events
 
@@ -205,13 +208,18 @@ class Engine:
         room = self.event_capacity - len(self._ready)
         if room <= 0:
             return 0
-        due = self.table.pop_due(bound, room)
+        intervals = self.intervals
+        # Repeating timers leave the table here but stay pending: a thread reading live_count() under the
+        # lock must see them in one place or the other.
+        with self.lock:
+            due = self.table.pop_due(bound, room)
+            if intervals:
+                self.parked += sum(1 for name, _ in due if name in intervals)
         if not due:
             return 0
         ready = self._ready
         events = self._events
         data = self.data
-        intervals = self.intervals
         lateness = self._lateness
         position = self._lateness_next
         for name, deadline in due:
@@ -243,6 +251,7 @@ class Engine:
                 del ready[name]
                 if self.intervals and name in self.intervals:
                     self.table.set(name, self.intervals[name].next_deadline(event.deadline, self.clock()))
+                    self.parked -= 1
                     self.wake()
                 elif self.waiting_for_room:
                     self.wake()
@@ -263,7 +272,8 @@ class Engine:
         """The recent lateness samples (seconds from deadline to ready), oldest first not guaranteed."""
         return list(self._lateness)
 
-    def _retract(self, name: str) -> None:
+    def _retract(self, name: str) -> bool:
+        """Withdraw ``name``'s ready event; return whether ``name`` was parked (the caller uncounts it)."""
         del self._ready[name]
         self.count_retracted += 1
         events = self._events
@@ -271,3 +281,4 @@ class Engine:
         if len(events) > 2 * len(self._ready) + 64:
             ready = self._ready
             self._events = deque(event for event in events if ready.get(event.name) is event)
+        return name in self.intervals

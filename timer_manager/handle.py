@@ -9,15 +9,14 @@ from typing import TYPE_CHECKING, Any, Union
 
 from . import _core
 from ._core import ManagerCore
-from ._engine_py import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, SHUTDOWN, Command, Interval
+from ._protocol import CANCEL, CANCEL_ALL, FLUSH, QUEUE_FULL, QUEUED_FIRST, SET, SET_INTERVAL, Command, Interval
 from ._validate import check_name, check_size, check_when, seconds
 from .errors import ManagerClosed, QueueEmpty, QueueFull
 from .events import TimerEvent
+from .threadsafe import ThreadsafeHandle
 
 if TYPE_CHECKING:
     from datetime import timedelta
-
-    from .threadsafe import ThreadsafeHandle
 
 __all__ = ("Duration", "TimerHandle")
 
@@ -43,11 +42,12 @@ class TimerHandle:
     Call it from the loop's thread; from other threads use :meth:`threadsafe`.
     """
 
-    __slots__ = ("_core", "_take")
+    __slots__ = ("_core", "_handed_over", "_take")
 
     def __init__(self, core: ManagerCore) -> None:
         self._core = core
         self._take = core.engine.take
+        self._handed_over = core.inbox.commands  # non-empty while other threads' commands wait for the loop
 
     def __repr__(self) -> str:
         return f"<TimerHandle of {self._core.name!r}>"
@@ -58,9 +58,9 @@ class TimerHandle:
         """Create timer ``name`` or replace its deadline with now + ``duration``; wait for room."""
         command = self._set_command(name, duration, data)
         core = self._core
-        if core.senders or not (pushed := core.engine.push(*command)):
+        if self._handed_over or core.senders or core.promised or not (pushed := core.engine.push(*command)):
             await core.send([command])
-        elif pushed == 2:
+        elif pushed == QUEUED_FIRST:
             core.schedule_service()
 
     def try_set_timer(self, name: str, duration: Duration, *, data: Any = None) -> None:
@@ -74,14 +74,17 @@ class TimerHandle:
             duration = seconds(duration)
         if core.loop is None or core.debug:
             core.bound_loop()
-        if core.closing or core.max_timers is not None:
+        if core.closing or core.admission is not None:
             core.admit([name])
-        pushed = 0 if core.senders else core.engine.push_set(name, core.clock() + duration, data)
-        if pushed == 2:
-            core.schedule_service()
-        elif not pushed:
-            if core.engine.reserved:
-                core.engine.release(name)
+        if core.senders or core.promised or (self._handed_over and not core.take_inbox()):
+            pushed = QUEUE_FULL
+        else:
+            pushed = core.engine.push_set(name, core.clock() + duration, data)
+            if pushed == QUEUED_FIRST:
+                core.schedule_service()
+                return
+        if pushed == QUEUE_FULL:
+            core.drop([(SET, name, None, None)])
             raise _full(core)
 
     async def set_timer_at(self, name: str, when: float, *, data: Any = None) -> None:
@@ -165,25 +168,16 @@ class TimerHandle:
 
         Pending timers are then discarded; events already queued stay receivable.
         """
-        core = self._core
-        core.bound_loop()
-        if core.closing:
-            return
-        await core.send([(SHUTDOWN, None, None, None)], closing=True)
+        await self._core.shutdown()
 
     def try_shutdown(self) -> None:
         """Like :meth:`shutdown`, but raise :class:`QueueFull` instead of waiting."""
-        core = self._core
-        core.bound_loop()
-        if core.closing:
-            return
-        if not core.has_room(1):
-            raise _full(core)
-        core.closing = True
-        core.enqueue((SHUTDOWN, None, None, None))
+        if not self._core.try_shutdown():
+            raise _full(self._core)
 
     async def flush(self) -> None:
-        """Return once every command sent before this call has been applied by the manager."""
+        """Return once every command sent before this call has been applied by the manager (from any thread,
+        if the thread's call returned before this one was made)."""
         applied = self._core.bound_loop().create_future()
         await self._core.send([(FLUSH, None, applied, None)])
         await applied
@@ -254,8 +248,9 @@ class TimerHandle:
 
     def deadline(self, name: str) -> float | None:
         """The loop time at which pending timer ``name`` is due, or None (as the manager has applied
-        the commands so far)."""
-        return self._core.table.deadline(check_name(name))
+        the commands so far). A repeating timer whose event waits to be received is pending, due at
+        that event's deadline."""
+        return self._core.engine.pending_deadline(check_name(name))
 
     def remaining(self, name: str) -> float | None:
         """Seconds until pending timer ``name`` is due (never negative), or None."""
@@ -265,21 +260,22 @@ class TimerHandle:
         return max(0.0, deadline - self._core.now())
 
     def pending_count(self) -> int:
-        """How many timers are pending (as the manager has applied the commands so far)."""
-        return len(self._core.table)
+        """How many timers are pending (as the manager has applied the commands so far), counting repeating
+        timers whose event waits to be received; ``max_timers`` counts the same."""
+        return self._core.engine.live_count()
 
     def next_deadline(self) -> float | None:
-        """The earliest pending deadline (loop time), or None."""
+        """The earliest deadline still to fall due (loop time), or None; events already ready are not counted."""
         return self._core.table.next_deadline()
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and check_name(name) in self._core.table
+        """Whether ``name`` is pending (see :meth:`pending_count`)."""
+        return isinstance(name, str) and bool(self._core.engine.is_live(check_name(name)))
 
     def threadsafe(self) -> ThreadsafeHandle:
         """Return a handle whose methods may be called from any thread."""
-        from .threadsafe import ThreadsafeHandle
-
-        return ThreadsafeHandle(self._core, self._core.bound_loop())
+        self._core.bound_loop()
+        return ThreadsafeHandle(self._core)
 
     # ------------------------------------------------------------------ building commands
 
@@ -291,7 +287,7 @@ class TimerHandle:
             duration = seconds(duration)
         if core.loop is None or core.debug:
             core.bound_loop()
-        if core.closing or core.max_timers is not None:
+        if core.closing or core.admission is not None:
             core.admit([name])
         return (SET, name, core.clock() + duration, data)
 
@@ -313,8 +309,11 @@ class TimerHandle:
             raise ValueError(f"missed must be one of {', '.join(map(repr, _MISSED))}, got {missed!r}")
         core = self._core
         now = core.now()
+        origin = now + delay
+        if origin + step <= origin:
+            raise ValueError(f"period must be longer than the loop clock's resolution at {origin:g} s, got {period!r}")
         core.admit([name])
-        return (SET_INTERVAL, name, Interval(now + delay, step, missed), data)
+        return (SET_INTERVAL, name, Interval(origin, step, missed), data)
 
     def _set_commands(self, items: Iterable[tuple[str, Duration] | tuple[str, Duration, Any]]) -> list[Command]:
         core = self._core
@@ -339,10 +338,12 @@ class TimerHandle:
 
     def _try_send(self, commands: list[Command]) -> None:
         core = self._core
-        core.bound_loop()
-        core.check_open()
-        if not core.has_room(len(commands)):
-            for command in commands:
-                core.drop(command)
-            raise _full(core)
-        core.enqueue_many(commands)
+        try:
+            core.bound_loop()
+            core.check_open()
+            if not core.has_room(len(commands)):
+                raise _full(core)
+        except BaseException:
+            core.drop(commands)
+            raise
+        core.enqueue_all(commands)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Coroutine, Generator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -96,13 +97,14 @@ class TimerManager:
         task = asyncio.ensure_future(manager.run())
         try:
             yield manager._handle
-        except BaseException:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            raise
-        if not task.done():
-            await manager._handle.shutdown()
-        await task
+            if not task.done():
+                await manager._handle.shutdown()
+            await task
+        finally:
+            # The body raised, or the exit was cancelled: the manager must not outlive the block.
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     @property
     def name(self) -> str:
@@ -119,23 +121,29 @@ class TimerManager:
         """The token that stops this manager when cancelled."""
         return self._token
 
-    async def run(self) -> None:
+    def run(self) -> Coroutine[Any, Any, None]:
         """Run the manager until it stops: shutdown, token, or cancellation of this task.
 
         A manager runs once; a second call raises ``RuntimeError``. If the manager fails, the
         exception is raised here; if this task is cancelled, ``CancelledError`` is.
         Either way every waiting caller is released: receivers get ``None``, senders
-        :class:`ManagerClosed`.
+        :class:`ManagerClosed`. A task cancelled before it ever ran stops the manager too.
         """
+        return _Run(self._run(), self._core)
+
+    async def _run(self) -> None:
         core = self._core
         loop = asyncio.get_running_loop()
         done = core.start(loop)
 
         def token_cancelled() -> None:
-            # Any thread may cancel the token; the manager stops on its own thread, never in the
-            # middle of its own work (the token may be cancelled from a log handler it called).
+            # Any thread may cancel the token. The flag stops the manager before it applies anything more;
+            # the stop itself runs on the loop's thread, never in the middle of the manager's own work (the
+            # token may be cancelled from a log handler it called).
+            core.token_cancelled = True
             if not loop.is_closed():
-                loop.call_soon_threadsafe(core.stop, "cancellation token cancelled")
+                with contextlib.suppress(RuntimeError):  # closed just now
+                    loop.call_soon_threadsafe(core.stop, "cancellation token cancelled")
 
         unregister = self._token.add_callback(token_cancelled)
         try:
@@ -150,3 +158,41 @@ class TimerManager:
     def stats(self) -> TimerStats:
         """A snapshot of the manager's counters (cheap; the counters cost nothing to keep)."""
         return snapshot(self._core)
+
+
+class _Run(Coroutine[Any, Any, None]):
+    """``run()``'s coroutine, which notices being cancelled or closed before its first step.
+
+    A task cancelled before it first ran never enters a coroutine's body, so ``run()`` itself could
+    not stop the manager; its handle would then take commands that nothing applies.
+    """
+
+    __slots__ = ("_core", "_coroutine", "_started")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, None], core: ManagerCore) -> None:
+        self._coroutine = coroutine
+        self._core = core
+        self._started = False
+
+    def send(self, value: Any) -> Any:
+        self._started = True
+        return self._coroutine.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        if not self._started:
+            self._never_ran("cancelled")
+        return self._coroutine.throw(*args)
+
+    def close(self) -> None:
+        if not self._started:
+            self._never_ran("closed")
+        self._coroutine.close()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        self._started = True
+        return self._coroutine.__await__()
+
+    def _never_ran(self, how: str) -> None:
+        self._started = True
+        if self._core.state == "new":
+            self._core.stop(f"run() was {how} before it started")

@@ -43,7 +43,7 @@ def snapshot(core: ManagerCore) -> TimerStats:
     p50 = window[(len(window) - 1) // 2] if window else 0.0
     p99 = window[min(len(window) - 1, (len(window) * 99) // 100)] if window else 0.0
     return TimerStats(
-        live=len(core.table),
+        live=engine.live_count(),
         set=engine.count_set,
         reset=engine.count_reset,
         cancelled=engine.count_cancelled,

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._core import ManagerCore, Sender
-from ._engine_py import CANCEL, SET, Command
+from ._protocol import CANCEL, SET, Command
 from ._validate import check_name, seconds
-from .errors import ManagerClosed, QueueFull
 
 if TYPE_CHECKING:
+    from ._core import ManagerCore
     from .handle import Duration
 
 __all__ = ("ThreadsafeHandle",)
@@ -21,104 +19,92 @@ __all__ = ("ThreadsafeHandle",)
 class ThreadsafeHandle:
     """Sets and cancels timers from any thread; get one from :meth:`TimerHandle.threadsafe`.
 
-    ``set_timer`` and ``cancel_timer`` block the calling thread until the command is queued
-    (:class:`QueueFull` after ``timeout`` seconds, :class:`ManagerClosed` if the manager stops);
-    ``try_set_timer`` and ``try_cancel_timer`` never block. Commands from one thread are applied
-    in the order that thread sent them. Never call the blocking methods from the loop's own
-    thread: they would wait for the loop they block.
+    Commands from other threads go through a queue of their own, of the manager's command buffer
+    size, which the loop takes in order. The blocking methods wait until their commands are in it
+    (:class:`QueueFull` after ``timeout`` seconds, :class:`ManagerClosed` once the manager stops or
+    its loop is closed); the ``try_`` methods never wait. A call that returns has queued its
+    commands, which the manager applies in the order this thread sent them, and before any command
+    the loop's thread sends after that; a call that raises has queued nothing. Never call the
+    blocking methods from the loop's own thread: they would wait for the loop they block.
     """
 
-    __slots__ = ("_core", "_loop")
+    __slots__ = ("_core",)
 
-    def __init__(self, core: ManagerCore, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, core: ManagerCore) -> None:
         self._core = core
-        self._loop = loop
+
+    def __repr__(self) -> str:
+        return f"<ThreadsafeHandle of {self._core.name!r}>"
 
     def set_timer(self, name: str, duration: Duration, *, data: Any = None, timeout: float | None = None) -> None:
-        """Set timer ``name`` to now + ``duration``, blocking until the command is queued."""
-        self._send(self._set_command(name, duration, data), timeout)
+        """Set timer ``name`` to now + ``duration`` (now: the call), blocking until the command is queued."""
+        limit = self._timeout(timeout)
+        self._put(self._sets([(name, duration, data)]), limit, block=True)
+
+    def try_set_timer(self, name: str, duration: Duration, *, data: Any = None) -> None:
+        """Set timer ``name`` to now + ``duration`` if there is room now; never blocks."""
+        self._put(self._sets([(name, duration, data)]), None, block=False)
+
+    def set_timers(
+        self, items: Iterable[tuple[str, Duration] | tuple[str, Duration, Any]], *, timeout: float | None = None
+    ) -> None:
+        """Set several timers, all or none, in order, blocking until they are queued."""
+        limit = self._timeout(timeout)
+        self._put(self._sets(items), limit, block=True)
+
+    def try_set_timers(self, items: Iterable[tuple[str, Duration] | tuple[str, Duration, Any]]) -> None:
+        """Set several timers if all fit now, else raise :class:`QueueFull` and set none."""
+        self._put(self._sets(items), None, block=False)
 
     def cancel_timer(self, name: str, timeout: float | None = None) -> None:
         """Cancel timer ``name``, blocking until the command is queued."""
-        self._send((CANCEL, check_name(name), None, None), timeout)
-
-    def try_set_timer(self, name: str, duration: Duration, *, data: Any = None) -> None:
-        """Set timer ``name`` to now + ``duration`` if the command queue has room; never blocks."""
-        self._try_send(self._set_command(name, duration, data))
+        limit = self._timeout(timeout)
+        self._put([(CANCEL, check_name(name), None, None)], limit, block=True)
 
     def try_cancel_timer(self, name: str) -> None:
-        """Cancel timer ``name`` if the command queue has room; never blocks."""
-        self._try_send((CANCEL, check_name(name), None, None))
+        """Cancel timer ``name`` if there is room now; never blocks."""
+        self._put([(CANCEL, check_name(name), None, None)], None, block=False)
 
-    def _set_command(self, name: str, duration: Duration, data: Any) -> Command:
-        name = check_name(name)
-        command = (SET, name, self._loop.time() + seconds(duration), data)
+    def cancel_timers(self, names: Iterable[str], *, timeout: float | None = None) -> None:
+        """Cancel several timers, in order, blocking until the commands are queued."""
+        limit = self._timeout(timeout)
+        self._put(self._cancels(names), limit, block=True)
+
+    def try_cancel_timers(self, names: Iterable[str]) -> None:
+        """Cancel several timers if all fit now, else raise :class:`QueueFull` and cancel none."""
+        self._put(self._cancels(names), None, block=False)
+
+    # ------------------------------------------------------------------ building and handing over
+
+    def _sets(self, items: Iterable[tuple[str, Duration] | tuple[str, Duration, Any]]) -> list[Command]:
         self._check_thread()
-        if self._core.max_timers is not None:
-            self._core.reserve([name])  # released on the loop's thread if the command is dropped
-        return command
+        checked = []
+        for item in items:
+            if not isinstance(item, tuple) or len(item) not in (2, 3):
+                raise TypeError(f"each item must be a (name, duration) or (name, duration, data) tuple, got {item!r}")
+            checked.append((check_name(item[0]), seconds(item[1]), item[2] if len(item) == 3 else None))
+        now = self._core.clock()
+        return [(SET, name, now + duration, data) for name, duration, data in checked]
 
-    def _send(self, command: Command, timeout: float | None) -> None:
-        if timeout is not None:
-            timeout = seconds(timeout, "timeout")
+    def _cancels(self, names: Iterable[str]) -> list[Command]:
         self._check_thread()
-        queued: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._call(self._submit, command, queued)
-        try:
-            queued.result(timeout)
-        except concurrent.futures.TimeoutError:
-            if queued.cancel():  # still waiting for room: withdrawn, never queued
-                raise QueueFull(
-                    f"timer manager {self._core.name!r}: no room in the command queue within {timeout}s"
-                ) from None
-            queued.result()  # it was being queued just then
+        if isinstance(names, str):
+            raise TypeError("names must be an iterable of str, not a single str")
+        return [(CANCEL, check_name(name), None, None) for name in names]
 
-    def _submit(self, command: Command, queued: concurrent.futures.Future[None]) -> None:
+    def _put(self, commands: list[Command], timeout: float | None, *, block: bool) -> None:
+        """Hand ``commands`` to the loop, all or none; every check came first, the reservation last."""
         core = self._core
-        if core.closing:
-            core.drop(command)
-            if queued.set_running_or_notify_cancel():
-                queued.set_exception(ManagerClosed(f"timer manager {core.name!r} is closed"))
-        elif not core.has_room(1):
-            # Wait for room; the caller may still give up (timeout) until its command is admitted.
-            core.senders.append(Sender(queued, [command], claim=queued.set_running_or_notify_cancel))
-        elif queued.set_running_or_notify_cancel():
-            core.enqueue(command)
-            queued.set_result(None)
-        else:
-            core.drop(command)
-
-    def _try_send(self, command: Command) -> None:
-        self._check_thread()
-        core = self._core
-        core.check_open()
-        # Take the place now, so that the command cannot find the queue full when it arrives.
-        with self._core.thread_lock:
-            if core.senders or core.engine.queued() >= core.engine.command_capacity:
-                core.drop(command)
-                raise QueueFull(f"timer manager {core.name!r}: the command queue is full")
-            core.engine.command_capacity -= 1
+        core.admit([command[1] for command in commands if command[0] == SET])  # type: ignore[misc]
         try:
-            self._call(self._submit_reserved, command)
+            core.inbox.put(commands, block=block, timeout=timeout)
         except BaseException:
-            with self._core.thread_lock:
-                core.engine.command_capacity += 1
+            core.drop(commands)
             raise
 
-    def _submit_reserved(self, command: Command) -> None:
-        core = self._core
-        with self._core.thread_lock:
-            core.engine.command_capacity += 1
-        if core.closing:
-            core.drop(command)
-        else:
-            core.enqueue(command)
-
-    def _call(self, function: Any, *args: Any) -> None:
-        try:
-            self._loop.call_soon_threadsafe(function, *args)
-        except RuntimeError as exc:  # the loop is closed
-            raise ManagerClosed(f"timer manager {self._core.name!r}: its event loop is closed") from exc
+    @staticmethod
+    def _timeout(timeout: float | None) -> float | None:
+        return None if timeout is None else seconds(timeout, "timeout")
 
     def _check_thread(self) -> None:
         if threading.get_ident() == self._core.thread_id:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import weakref
 from typing import Callable
 
 __all__ = ("CancellationToken",)
+
+logger = logging.getLogger("timer_manager")
 
 
 class CancellationToken:
@@ -31,7 +34,11 @@ class CancellationToken:
         return f"<CancellationToken {state}>"
 
     def cancel(self) -> None:
-        """Cancel this token and all its children; idempotent, callable from any thread."""
+        """Cancel this token and all its children; idempotent, callable from any thread.
+
+        Every callback runs and every child is cancelled even if a callback raises: such an exception
+        is logged (``timer_manager`` logger, ERROR) and not raised here.
+        """
         with self._lock:
             if self._cancelled:
                 return
@@ -39,7 +46,10 @@ class CancellationToken:
             callbacks, self._callbacks = self._callbacks, []
             children = list(self._children)
         for callback in callbacks:
-            callback()
+            try:
+                callback()
+            except Exception:
+                logger.exception("a CancellationToken callback raised: %r", callback)
         for child in children:
             child.cancel()
 

@@ -1,0 +1,180 @@
+"""The threaded soak: one manager driven from threads and tasks for minutes, checked as it goes.
+
+Four threads (``threadsafe()``, blocking and ``try_``, single and batched, with timeouts) and three loop
+tasks (awaitable and ``try_``, some cancelled by a tiny timeout) call at random, with
+``sys.setswitchinterval(1e-5)``, on a command queue of 4 and an event queue of 8, while a consumer
+receives every event. Timers are due within 50 ms, so the table stays small and memory should stay flat.
+Every second the loop matches what the engine applied (a recording table's log) against each caller's
+calls that returned normally, in order, and drops what matched, so the bookkeeping stays small too.
+At the end a shutdown must apply everything still accepted.
+
+It reports, as JSON: the calls accepted and refused, the commands applied, the events received,
+mismatches (must be 0), whether anything hung, and RSS at each checkpoint (flat: the last is within
+16 MiB of the one at a tenth of the run).
+
+Run it on its own: ``python tests/soak_threads.py [--seconds 600] [--table c|py]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from stress import Caller, consume, recording_table, task_body, thread_body
+
+from timer_manager import TimerManager
+
+HANG = 120.0
+
+
+def rss_bytes() -> int:
+    """The current resident set size (Linux /proc)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+class Matcher:
+    """Matches applied commands against each caller's accepted calls, as both arrive."""
+
+    def __init__(self, callers: list[Caller]) -> None:
+        self.callers = {caller.key: caller for caller in callers}
+        self.applied: dict[str, deque[tuple[str, str]]] = {caller.key: deque() for caller in callers}
+        self.matched = 0
+        self.mismatches: list[str] = []
+
+    def feed(self, log: list[tuple[str, str, bool]]) -> None:
+        for op, name, _ in log:
+            if op != "clear":
+                self.applied[name.split(":")[0]].append((op, name))
+        for key, applied in self.applied.items():
+            accepted = self.callers[key].accepted
+            while applied and accepted:
+                got, expected = applied.popleft(), accepted.popleft()
+                if got != expected:
+                    self.mismatches.append(f"{key}: applied {got}, expected {expected}")
+                self.matched += 1
+
+    def unmatched(self) -> dict[str, int]:
+        return {
+            key: len(self.applied[key]) + len(self.callers[key].accepted)
+            for key in self.callers
+            if self.applied[key] or self.callers[key].accepted
+        }
+
+
+async def _soak(seconds: float, table: type) -> dict[str, Any]:
+    recording = recording_table(table)
+    core = importlib.import_module("timer_manager._core")
+    core.TimerTable = recording  # type: ignore[attr-defined]
+    manager, handle = TimerManager.new("soak-threads", 0.0, 4, 8, max_timers=500)
+    run = asyncio.ensure_future(manager.run())
+    threadsafe = handle.threadsafe()
+    seen: list[str] = []
+    consumer = asyncio.ensure_future(consume(handle, seen))
+    durations = (0.0, 0.001, 0.01, 0.05)
+    thread_callers = [Caller(f"t{i}", i, durations) for i in range(4)]
+    task_callers = [Caller(f"a{i}", 50 + i, durations) for i in range(3)]
+    matcher = Matcher(thread_callers + task_callers)
+    stop = threading.Event()
+    task_stop = asyncio.Event()
+    errors: list[BaseException] = []
+    threads = [
+        threading.Thread(target=thread_body, args=(caller, threadsafe, stop, errors), daemon=True)
+        for caller in thread_callers
+    ]
+    for thread in threads:
+        thread.start()
+    tasks = [asyncio.ensure_future(task_body(caller, handle, task_stop)) for caller in task_callers]
+    events = 0
+    checkpoints: list[tuple[float, int]] = []
+    started = time.monotonic()
+    table = manager._core.table
+    while time.monotonic() - started < seconds:
+        await asyncio.sleep(1.0)
+        log, table.log = table.log, []
+        matcher.feed(log)
+        events += len(seen)
+        seen.clear()
+        checkpoints.append((round(time.monotonic() - started, 1), rss_bytes()))
+    await asyncio.wait_for(handle.shutdown(), HANG)
+    stop.set()
+    task_stop.set()
+    hung = []
+    for thread in threads:
+        await asyncio.to_thread(thread.join, HANG)
+        if thread.is_alive():
+            hung.append(thread.name)
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks, run, consumer), HANG)
+    except asyncio.TimeoutError:
+        hung.append("a task or run()")
+    matcher.feed(table.log)
+    events += len(seen)
+    callers = thread_callers + task_callers
+    early = checkpoints[len(checkpoints) // 10][1] if checkpoints else 0
+    late = checkpoints[-1][1] if checkpoints else 0
+    return {
+        "table": table.__class__.__mro__[1].__module__,
+        "seconds": round(time.monotonic() - started, 1),
+        "switch_interval": sys.getswitchinterval(),
+        "refused": sum(caller.refused for caller in callers),
+        "applied_and_matched": matcher.matched,
+        "events_received": events,
+        "mismatches": len(matcher.mismatches),
+        "first_mismatches": matcher.mismatches[:5],
+        "unmatched_at_end": matcher.unmatched(),
+        "errors": [repr(error) for error in errors],
+        "hung": hung,
+        "reserved_at_end": len(manager._core.admission.reserved) if manager._core.admission else 0,
+        "rss_mib_at_a_tenth": round(early / 2**20, 1),
+        "rss_mib_at_end": round(late / 2**20, 1),
+        "rss_flat": late - early <= 16 * 2**20,
+        "rss_checkpoints_mib": [round(rss / 2**20, 1) for _, rss in checkpoints[:: max(1, len(checkpoints) // 20)]],
+    }
+
+
+def run_thread_soak(seconds: float, table: type) -> dict[str, Any]:
+    """Run the threaded soak for ``seconds`` against ``table`` and return its report."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        return asyncio.run(_soak(seconds, table))
+    finally:
+        sys.setswitchinterval(old)
+
+
+def passed(report: dict[str, Any]) -> bool:
+    """Whether a report shows nothing lost, nothing duplicated, nothing hung and flat memory."""
+    return (
+        report["mismatches"] == 0
+        and not report["unmatched_at_end"]
+        and not report["errors"]
+        and not report["hung"]
+        and report["reserved_at_end"] == 0
+        and report["rss_flat"]
+        and report["applied_and_matched"] > 0
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--table", choices=("c", "py"), default="c")
+    args = parser.parse_args()
+    logging.getLogger("timer_manager").setLevel(logging.ERROR)  # the full event queue's WARNING, often
+    module = {"c": "timer_manager._table_c", "py": "timer_manager._table_py"}[args.table]
+    report = run_thread_soak(args.seconds, importlib.import_module(module).TimerTable)
+    print(json.dumps(report, indent=2))
+    sys.exit(0 if passed(report) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""The callers the cross-thread stress tests and the threaded soak run (this module holds no tests).
+
+A ``Caller`` is one thread or task with its own random stream and its own names (``"<key>:<n>"``), which
+records every call that returned normally; ``recording_table`` makes a table class that logs what the
+engine applies, so that each caller's accepted calls can be matched against what was applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections import deque
+from typing import Any
+
+from timer_manager import ManagerClosed, QueueFull, ThreadsafeHandle, TimerHandle, TimerLimitExceeded
+
+REFUSALS = (QueueFull, ManagerClosed, TimerLimitExceeded)
+
+
+def recording_table(base: type) -> type:
+    """A table class that logs what the engine applies: ("set", name, replaced) and ("cancel", name, removed)."""
+
+    class RecordingTable(base):  # type: ignore[misc, valid-type]
+        limit: int | None = None
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.log: list[tuple[str, str, bool]] = []
+            self.over_limit: list[int] = []
+
+        def set(self, name: str, deadline: float, /) -> bool:
+            replaced = bool(super().set(name, deadline))
+            self.log.append(("set", name, replaced))
+            if self.limit is not None and len(self) > self.limit:
+                self.over_limit.append(len(self))
+            return replaced
+
+        def cancel(self, name: str, /) -> bool:
+            removed = bool(super().cancel(name))
+            self.log.append(("cancel", name, removed))
+            return removed
+
+        def clear(self) -> int:
+            cleared = int(super().clear())
+            self.log.append(("clear", "", bool(cleared)))
+            return cleared
+
+    return RecordingTable
+
+
+class Caller:
+    """One thread's or task's calls: what it sent, in order, and which returned normally."""
+
+    def __init__(
+        self, key: str, seed: int, durations: tuple[float, ...] = (0.0, 0.001, 1000.0, 1000.0, 1000.0)
+    ) -> None:
+        self.key = key
+        self.random = random.Random(seed)
+        self.accepted: deque[tuple[str, str]] = deque()  # ("set" | "cancel", name), in call order
+        self.refused = 0
+        self.sequence = 0
+        self.mine: deque[str] = deque(maxlen=64)  # recent names, to reset and cancel
+        self.durations = durations
+
+    def new_name(self) -> str:
+        self.sequence += 1
+        name = f"{self.key}:{self.sequence}"
+        self.mine.append(name)
+        return name
+
+    def known_name(self) -> str:
+        return self.random.choice(self.mine) if self.mine else self.new_name()
+
+    def duration(self) -> float:
+        return self.random.choice(self.durations)
+
+
+def thread_call(caller: Caller, threadsafe: ThreadsafeHandle) -> list[tuple[str, str]]:
+    """Make one random threadsafe call; return the commands it sent (it raised if refused)."""
+    roll = caller.random.random()
+    if roll < 0.35:
+        name = caller.new_name() if caller.random.random() < 0.7 else caller.known_name()
+        threadsafe.try_set_timer(name, caller.duration())
+        return [("set", name)]
+    if roll < 0.55:
+        name = caller.new_name() if caller.random.random() < 0.7 else caller.known_name()
+        threadsafe.set_timer(name, caller.duration(), timeout=caller.random.choice((None, 0.0, 0.001, 0.05)))
+        return [("set", name)]
+    if roll < 0.7:
+        names = [caller.new_name() for _ in range(caller.random.randint(1, 4))]
+        items = [(name, caller.duration()) for name in names]
+        if caller.random.random() < 0.5:
+            threadsafe.try_set_timers(items)
+        else:
+            threadsafe.set_timers(items, timeout=0.05)
+        return [("set", name) for name in names]
+    if roll < 0.85:
+        name = caller.known_name()
+        threadsafe.try_cancel_timer(name)
+        return [("cancel", name)]
+    names = [caller.known_name() for _ in range(caller.random.randint(1, 3))]
+    threadsafe.cancel_timers(names, timeout=0.05)
+    return [("cancel", name) for name in names]
+
+
+def thread_body(
+    caller: Caller, threadsafe: ThreadsafeHandle, stop: threading.Event, errors: list[BaseException]
+) -> None:
+    """Call at random until ``stop`` is set or the manager is closed; record what was accepted."""
+    try:
+        while not stop.is_set():
+            try:
+                sent = thread_call(caller, threadsafe)
+            except REFUSALS as exc:
+                caller.refused += 1
+                if isinstance(exc, ManagerClosed):
+                    return
+            else:
+                caller.accepted.extend(sent)
+    except BaseException as exc:  # pragma: no cover - reported by the test
+        errors.append(exc)
+
+
+async def task_body(caller: Caller, handle: TimerHandle, stop: asyncio.Event) -> None:
+    """Call at random (some calls cancelled by a tiny timeout) until ``stop`` is set or the manager is closed."""
+    while not stop.is_set():
+        roll = caller.random.random()
+        if roll < 0.3:
+            name = caller.new_name() if caller.random.random() < 0.7 else caller.known_name()
+            sent = [("set", name)]
+            try:
+                handle.try_set_timer(name, caller.duration())
+            except REFUSALS as exc:
+                caller.refused += 1
+                if isinstance(exc, ManagerClosed):
+                    return
+            else:
+                caller.accepted.extend(sent)
+            if caller.random.random() < 0.3:
+                await asyncio.sleep(0)
+            continue
+        if roll < 0.6:
+            names = [caller.new_name() for _ in range(caller.random.randint(1, 3))]
+            sent = [("set", name) for name in names]
+            coroutine: Any = (
+                handle.set_timer(names[0], caller.duration())
+                if len(names) == 1
+                else handle.set_timers([(name, caller.duration()) for name in names])
+            )
+        elif roll < 0.8:
+            name = caller.known_name()
+            sent = [("cancel", name)]
+            coroutine = handle.cancel_timer(name)
+        else:
+            names = [caller.known_name() for _ in range(caller.random.randint(1, 3))]
+            sent = [("cancel", name) for name in names]
+            coroutine = handle.cancel_timers(names)
+        # Some calls are cancelled wherever they are (waiting for room, or woken and not yet run).
+        timeout = caller.random.choice((None, None, 0.0, 0.0005))
+        try:
+            await asyncio.wait_for(coroutine, timeout)
+        except asyncio.TimeoutError:
+            caller.refused += 1
+        except REFUSALS as exc:
+            caller.refused += 1
+            if isinstance(exc, ManagerClosed):
+                return
+        else:
+            caller.accepted.extend(sent)
+
+
+async def consume(handle: TimerHandle, seen: list[str]) -> None:
+    """Receive every event until the manager stops; record the names."""
+    async for event in handle:
+        seen.append(event.name)
+
+
+def applied_by(log: list[tuple[str, str, bool]], key: str) -> list[tuple[str, str]]:
+    """The (op, name) entries of ``log`` that belong to caller ``key``, in order."""
+    return [(op, name) for op, name, _ in log if op != "clear" and name.split(":")[0] == key]

@@ -1,0 +1,156 @@
+"""Calls from other threads and from many tasks at once: nothing lost, nothing applied twice, nothing hung.
+
+The stress tests drive one manager from several threads (``threadsafe()``: blocking and ``try_``, with
+and without timeouts, single and batched) and several loop tasks (awaitable and ``try_``, some
+cancelled by a tiny ``wait_for``), with ``sys.setswitchinterval`` turned down so that threads switch
+between almost any two bytecodes. A recording table logs every set and cancel the engine applies.
+The invariant: each caller's calls that returned normally were applied exactly once, in that
+caller's order; calls that raised or were cancelled left no trace; ``max_timers`` was never exceeded
+and its accounting returns to zero; ``stats()`` agrees with what was applied; no thread, task or
+loop hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from stress import Caller, applied_by, consume, recording_table, task_body, thread_body
+
+from timer_manager import CancellationToken, TimerManager
+
+HANG = 60.0  # seconds after which a wait counts as a hang (generous: a loaded 2-core machine)
+
+
+@pytest.fixture
+def recording(table_class: Any, monkeypatch: pytest.MonkeyPatch) -> type:
+    """Managers made in the test use a recording subclass of the table under test."""
+    table = recording_table(table_class)
+    monkeypatch.setattr(importlib.import_module("timer_manager._core"), "TimerTable", table)
+    return table
+
+
+@pytest.fixture
+def switch_interval(request: pytest.FixtureRequest) -> Iterator[float]:
+    """Threads switch every ``request.param`` seconds (default 0.005) during the test."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(request.param)
+    try:
+        yield request.param
+    finally:
+        sys.setswitchinterval(old)
+
+
+async def _stress(recording: Any, *, stop_by: str, max_timers: int | None, seconds: float = 0.6, seed: int = 0) -> None:
+    """Threads and tasks hammer a small command queue for ``seconds``, then the manager is stopped by
+    ``stop_by``: "shutdown" once the callers stopped, or "shutdown-live" while they call (every accepted
+    command must be applied), or "token" while they call (a per-caller prefix of them)."""
+    recording.limit = max_timers
+    token = CancellationToken()
+    manager, handle = TimerManager.new("stress", 0.0, 4, 8, token, max_timers=max_timers)
+    run = asyncio.ensure_future(manager.run())
+    threadsafe = handle.threadsafe()
+    seen: list[str] = []
+    consumer = asyncio.ensure_future(consume(handle, seen))
+    thread_callers = [Caller(f"t{i}", seed * 100 + i) for i in range(4)]
+    task_callers = [Caller(f"a{i}", seed * 100 + 50 + i) for i in range(3)]
+    thread_stop = threading.Event()
+    task_stop = asyncio.Event()
+    errors: list[BaseException] = []
+    threads = [
+        threading.Thread(target=thread_body, args=(caller, threadsafe, thread_stop, errors), daemon=True)
+        for caller in thread_callers
+    ]
+    for thread in threads:
+        thread.start()
+    tasks = [asyncio.ensure_future(task_body(caller, handle, task_stop)) for caller in task_callers]
+    await asyncio.sleep(seconds)
+
+    if stop_by == "shutdown":
+        # Stop the callers first, so that every accepted command can be checked as applied.
+        thread_stop.set()
+        task_stop.set()
+        for thread in threads:
+            await asyncio.to_thread(thread.join, HANG)
+            assert not thread.is_alive(), "a thread hangs"
+        await asyncio.wait_for(asyncio.gather(*tasks), HANG)
+        await asyncio.wait_for(handle.flush(), HANG)
+        table = manager._core.table
+        assert manager._core.admission is None or manager._core.admission.reserved == {}
+        stats = manager.stats()
+        assert stats.live == len(table) == handle.pending_count()
+        await asyncio.wait_for(handle.shutdown(), HANG)
+    else:
+        if stop_by == "token":  # cancelled from a thread while everyone is still calling
+            await asyncio.to_thread(token.cancel)
+        else:  # a shutdown while everyone is still calling
+            await asyncio.wait_for(handle.shutdown(), HANG)
+        thread_stop.set()
+        task_stop.set()
+        for thread in threads:
+            await asyncio.to_thread(thread.join, HANG)
+            assert not thread.is_alive(), "a thread hangs"
+        await asyncio.wait_for(asyncio.gather(*tasks), HANG)
+    await asyncio.wait_for(run, HANG)
+    await asyncio.wait_for(consumer, HANG)
+    assert not errors, errors
+
+    table = manager._core.table
+    log = table.log
+    for caller in thread_callers + task_callers:
+        applied = applied_by(log, caller.key)
+        if stop_by != "token":
+            assert applied == list(caller.accepted), f"{caller.key}: applied differs from accepted"
+        else:
+            assert applied == list(caller.accepted)[: len(applied)], (
+                f"{caller.key}: applied is not a prefix of accepted"
+            )
+    assert table.over_limit == [], f"max_timers={max_timers} exceeded: {table.over_limit[:5]}"
+    assert manager._core.admission is None or manager._core.admission.reserved == {}
+    stats = manager.stats()
+    sets = [entry for entry in log if entry[0] == "set"]
+    assert stats.set == sum(1 for _, _, replaced in sets if not replaced)
+    assert stats.reset == sum(1 for _, _, replaced in sets if replaced)
+    applied_sets = Counter(name for _, name, _ in sets)
+    delivered = Counter(seen)
+    assert not delivered - applied_sets, "more events for a name than sets of it were applied"
+    assert sum(len(caller.accepted) for caller in thread_callers) > 0
+    assert sum(len(caller.accepted) for caller in task_callers) > 0
+
+
+@pytest.mark.parametrize("switch_interval", [1e-5, 1e-4, 1e-3], indirect=True)
+@pytest.mark.parametrize("max_timers", [None, 40])
+async def test_threads_and_tasks_lose_nothing_up_to_a_shutdown(
+    recording: Any, switch_interval: float, max_timers: int | None
+) -> None:
+    """Every call that returned normally was applied exactly once, in its caller's order, and nothing
+    else was; the cap held; the accounting returned to zero. Catches: lost or duplicated commands,
+    commands applied out of a thread's order, a refused or cancelled call that took effect, places
+    under max_timers leaked, the loop or a thread hung by a full queue."""
+    await _stress(recording, stop_by="shutdown", max_timers=max_timers, seed=int(switch_interval * 1e5))
+
+
+@pytest.mark.parametrize("switch_interval", [1e-5, 1e-3], indirect=True)
+async def test_a_token_cancelled_from_a_thread_mid_stream_applies_a_prefix_of_each_callers_commands(
+    recording: Any, switch_interval: float
+) -> None:
+    """Token cancelled from another thread while threads and tasks call: the manager stops, every caller
+    is released (ManagerClosed), and what was applied is, for each caller, the first part of what it
+    sent. Catches: a command applied after a later one of the same thread, a hang at the stop."""
+    await _stress(recording, stop_by="token", max_timers=20, seed=7)
+
+
+@pytest.mark.parametrize("switch_interval", [1e-5, 1e-3], indirect=True)
+async def test_a_shutdown_while_threads_and_tasks_call_applies_everything_accepted_before_it(
+    recording: Any, switch_interval: float
+) -> None:
+    """shutdown() on the loop while threads and tasks keep calling: every call that returned normally
+    (before or during the shutdown) was applied, in order; the rest got ManagerClosed. Catches: commands
+    handed over by threads dropped at the shutdown, a thread blocked for room never released."""
+    await _stress(recording, stop_by="shutdown-live", max_timers=None, seed=3)

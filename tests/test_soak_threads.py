@@ -1,0 +1,34 @@
+"""The threaded soak (``tests/soak_threads.py``): threads and tasks call one manager for a long time.
+
+The normal run soaks for two seconds per table; the full ten-minute soak runs in soak mode::
+
+    TIMER_MANAGER_SOAK=1 python -m pytest tests/test_soak_threads.py -m soak -s
+
+or on its own, with its report printed: ``python tests/soak_threads.py --seconds 600 --table c``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+from soak_threads import passed, run_thread_soak
+
+SOAK = os.environ.get("TIMER_MANAGER_SOAK", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def test_short_threaded_soak(table_class: Any) -> None:
+    """Two seconds of threads and tasks: nothing lost, duplicated or hung, and the accounting at zero."""
+    report = run_thread_soak(2.0, table_class)
+    assert passed(report), json.dumps(report, indent=1)
+
+
+@pytest.mark.soak
+@pytest.mark.skipif(not SOAK, reason="the ten-minute threaded soak runs with TIMER_MANAGER_SOAK=1")
+def test_ten_minute_threaded_soak(table_class: Any) -> None:
+    """Ten minutes, with flat memory besides."""
+    report = run_thread_soak(600.0, table_class)
+    print(json.dumps(report, indent=1))
+    assert passed(report), json.dumps(report, indent=1)
