@@ -56,9 +56,15 @@ def _extensions() -> list[Extension]:
         return []
     from Cython.Build import cythonize
 
-    # _table_c.pyx includes _engine_c.pxi: the engine calls the table's C methods directly.
+    # One module for the table and the engine (_core_c.pyx includes both), so that the engine calls the
+    # table's C methods directly.
+    parts = ["_table_c.pxi", "_engine_c.pxi", "_cpython.pxd", "_compat.pxd", "_compat.h"]
     extensions = [
-        Extension("timer_manager._table_c", ["timer_manager/_table_c.pyx"], depends=["timer_manager/_engine_c.pxi"])
+        Extension(
+            "timer_manager._core_c",
+            ["timer_manager/_core_c.pyx"],
+            depends=[f"timer_manager/{part}" for part in parts],
+        )
     ]
     return cythonize(
         extensions,

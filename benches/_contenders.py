@@ -19,7 +19,6 @@ callable (for the library: the handle's own methods), so that no wrapper call is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import math
 import operator
@@ -59,22 +58,14 @@ async def _queue_batch(queue: asyncio.Queue[Any], limit: int) -> list[Any]:
 
 
 def core_patches(kind: str) -> dict[str, Any]:
-    """The classes ``timer_manager._core`` must build its manager from, for the ``c`` or ``py`` core.
-
-    The table is what the tests patch; where the core also has an engine (in ``_table_{kind}`` or
-    ``_engine_{kind}``), the matching engine is patched too."""
-    from timer_manager import _core
-
-    table_module = importlib.import_module(f"timer_manager._table_{kind}")
-    patches = {"TimerTable": table_module.TimerTable}
-    if hasattr(_core, "Engine"):
-        engine = getattr(table_module, "Engine", None)
-        if engine is None:
-            with contextlib.suppress(ImportError):
-                engine = importlib.import_module(f"timer_manager._engine_{kind}").Engine
-        if engine is not None:
-            patches["Engine"] = engine
-    return patches
+    """The classes ``timer_manager._runner`` must build its manager from, for the ``c`` or ``py`` core."""
+    if kind == "c":
+        module = importlib.import_module("timer_manager._core_c")
+        return {"TimerTable": module.TimerTable, "Engine": module.Engine}
+    return {
+        "TimerTable": importlib.import_module("timer_manager._table_py").TimerTable,
+        "Engine": importlib.import_module("timer_manager._engine_py").Engine,
+    }
 
 
 class Library:
@@ -82,19 +73,19 @@ class Library:
     through ``try_set_timer``, ``try_cancel_timer`` and ``recv_event(s)``."""
 
     def __init__(self, kind: str, heartbeat: float, capacity: int) -> None:
-        from timer_manager import TimerManager, _core
+        from timer_manager import TimerManager, _runner
 
         patches = core_patches(kind)
         table_class = patches["TimerTable"]
-        saved = {name: getattr(_core, name) for name in patches}
+        saved = {name: getattr(_runner, name) for name in patches}
         for name, value in patches.items():  # the manager builds its table (and engine) from these
-            setattr(_core, name, value)
+            setattr(_runner, name, value)
         try:
             self.manager, self.handle = TimerManager.new("bench", heartbeat, capacity, capacity)
         finally:
             for name, value in saved.items():
-                setattr(_core, name, value)
-        if type(self.manager._core.table) is not table_class:
+                setattr(_runner, name, value)
+        if type(self.manager._runner.table) is not table_class:
             raise RuntimeError(f"the manager did not take {table_class!r}")
         handle = self.handle
         self.set = handle.try_set_timer
@@ -299,7 +290,7 @@ class ContenderSpec:
             return False
         if self.key == "tm-cython":
             try:
-                importlib.import_module("timer_manager._table_c")
+                importlib.import_module("timer_manager._core_c")
             except ImportError:
                 return False
         return True

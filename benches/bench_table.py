@@ -22,7 +22,7 @@ INF = float("inf")
 def _table_classes() -> list[Any]:
     params = [pytest.param("timer_manager._table_py", id="py")]
     if not _env.no_extensions():
-        params.insert(0, pytest.param("timer_manager._table_c", id="c"))
+        params.insert(0, pytest.param("timer_manager._core_c", id="c"))
     return params
 
 

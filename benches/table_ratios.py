@@ -39,7 +39,7 @@ from timer_manager._table_py import TimerTable as PyTable
 
 CTable: Any
 try:
-    from timer_manager._table_c import TimerTable as CTable
+    from timer_manager._core_c import TimerTable as CTable
 except ImportError:  # pragma: no cover - the report says so
     CTable = None
 

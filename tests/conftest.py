@@ -15,8 +15,8 @@ import pytest_asyncio
 
 from timer_manager import TimerHandle, TimerManager, _env
 
-TABLE_MODULES = {"c": "timer_manager._table_c", "py": "timer_manager._table_py"}
-ENGINE_MODULES = {"c": "timer_manager._table_c", "py": "timer_manager._engine_py"}
+TABLE_MODULES = {"c": "timer_manager._core_c", "py": "timer_manager._table_py"}
+ENGINE_MODULES = {"c": "timer_manager._core_c", "py": "timer_manager._engine_py"}
 
 try:
     import uvloop
@@ -43,7 +43,7 @@ async def running(
     manager, handle = TimerManager.new(name, heartbeat, commands, events, **options)
     task = asyncio.create_task(manager.run())
     await asyncio.sleep(0)
-    assert manager._core.state == "running"
+    assert manager._runner.state == "running"
     try:
         yield manager, handle, task
     finally:
@@ -138,6 +138,6 @@ def table_class(request: pytest.FixtureRequest) -> Any:
 def _manager_uses_table(table_class: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make managers created in the test use the table under test, and the engine of the same kind."""
     kind = "c" if table_class.__module__ == TABLE_MODULES["c"] else "py"
-    core = importlib.import_module("timer_manager._core")
+    core = importlib.import_module("timer_manager._runner")
     monkeypatch.setattr(core, "TimerTable", table_class)
     monkeypatch.setattr(core, "Engine", importlib.import_module(ENGINE_MODULES[kind]).Engine)

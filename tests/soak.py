@@ -52,8 +52,8 @@ def rss_bytes() -> int:
 
 def use_table(kind: str) -> None:
     """Make managers created from now on use the ``c`` or ``py`` table (as the tests' conftest does)."""
-    core = importlib.import_module("timer_manager._core")
-    module = {"c": "timer_manager._table_c", "py": "timer_manager._table_py"}[kind]
+    core = importlib.import_module("timer_manager._runner")
+    module = {"c": "timer_manager._core_c", "py": "timer_manager._table_py"}[kind]
     core.TimerTable = importlib.import_module(module).TimerTable  # type: ignore[attr-defined]
 
 

@@ -72,7 +72,7 @@ class Matcher:
 
 async def _soak(seconds: float, table: type) -> dict[str, Any]:
     recording = recording_table(table)
-    core = importlib.import_module("timer_manager._core")
+    core = importlib.import_module("timer_manager._runner")
     core.TimerTable = recording  # type: ignore[attr-defined]
     manager, handle = TimerManager.new("soak-threads", 0.0, 4, 8, max_timers=500)
     run = asyncio.ensure_future(manager.run())
@@ -96,7 +96,7 @@ async def _soak(seconds: float, table: type) -> dict[str, Any]:
     events = 0
     checkpoints: list[tuple[float, int]] = []
     started = time.monotonic()
-    table = manager._core.table
+    table = manager._runner.table
     while time.monotonic() - started < seconds:
         await asyncio.sleep(1.0)
         log, table.log = table.log, []
@@ -133,7 +133,7 @@ async def _soak(seconds: float, table: type) -> dict[str, Any]:
         "unmatched_at_end": matcher.unmatched(),
         "errors": [repr(error) for error in errors],
         "hung": hung,
-        "reserved_at_end": len(manager._core.admission.reserved) if manager._core.admission else 0,
+        "reserved_at_end": len(manager._runner.admission.reserved) if manager._runner.admission else 0,
         "rss_mib_at_a_tenth": round(early / 2**20, 1),
         "rss_mib_at_end": round(late / 2**20, 1),
         "rss_flat": late - early <= 16 * 2**20,
@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--table", choices=("c", "py"), default="c")
     args = parser.parse_args()
     logging.getLogger("timer_manager").setLevel(logging.ERROR)  # the full event queue's WARNING, often
-    module = {"c": "timer_manager._table_c", "py": "timer_manager._table_py"}[args.table]
+    module = {"c": "timer_manager._core_c", "py": "timer_manager._table_py"}[args.table]
     report = run_thread_soak(args.seconds, importlib.import_module(module).TimerTable)
     print(json.dumps(report, indent=2))
     sys.exit(0 if passed(report) else 1)

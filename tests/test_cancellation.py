@@ -53,9 +53,9 @@ async def _cancel_after(
         if step == 1:
             run = asyncio.ensure_future(manager.run())
         await asyncio.sleep(0)
-    if manager._core.senders:
+    if manager._runner.senders:
         seen.add("waiting")
-    elif manager._core.promised:
+    elif manager._runner.promised:
         seen.add("woken")
     task.cancel()
     if run is None:
@@ -73,7 +73,7 @@ def _blocker(handle: TimerHandle) -> Callable[[], None]:
 
 
 def _assert_nothing_left(manager: TimerManager) -> None:
-    core = manager._core
+    core = manager._runner
     assert not core.senders, "a sender was left waiting"
     assert core.promised == 0, "room promised to a cancelled caller was never passed on"
     assert not core.receivers, "a cancelled receiver was left behind"
@@ -191,7 +191,7 @@ async def test_a_receive_cancelled_at_each_suspension_point_loses_no_event(recei
             if step == 1:  # the receiver has waited one iteration already
                 handle.try_set_timer("due", 0.0)
             await asyncio.sleep(0)
-        if manager._core.receivers:
+        if manager._runner.receivers:
             seen.add("waiting")
         elif manager.stats().events_ready and not task.done():
             seen.add("woken")
@@ -225,5 +225,5 @@ async def test_receivers_polling_an_idle_manager_with_a_timeout_leave_no_waiters
             await asyncio.wait_for(handle.recv_event(), 0)
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(handle.recv_events(4), 0 if index % 2 else 1e-6)
-    assert len(manager._core.receivers) == 0
+    assert len(manager._runner.receivers) == 0
     await _stops(manager, handle, run)

@@ -142,7 +142,7 @@ async def test_shutdown_is_idempotent_both_forms() -> None:
     await asyncio.wait_for(task, HANG)
     await asyncio.wait_for(handle.shutdown(), HANG)
     handle.try_shutdown()
-    assert manager._core.stop_reason == "shutdown requested"
+    assert manager._runner.stop_reason == "shutdown requested"
 
 
 # -- 8. the cancellation token ----------------------------------------------------------------------------
@@ -165,7 +165,7 @@ async def test_token_cancel_stops_run_promptly_with_nothing_due() -> None:
     token.cancel()
     await asyncio.wait_for(task, 1.0)
     assert loop.time() - started < 1.0
-    assert manager._core.stop_reason == "cancellation token cancelled"
+    assert manager._runner.stop_reason == "cancellation token cancelled"
     await assert_stopped_state(handle, ["ready"])
 
 
@@ -239,7 +239,7 @@ async def test_token_cancelled_before_run() -> None:
     token.cancel()
     manager, handle = TimerManager.new("pre", 0.01, 10, 10, token)
     await asyncio.wait_for(manager.run(), HANG)
-    assert manager._core.stop_reason == "cancellation token cancelled"
+    assert manager._runner.stop_reason == "cancellation token cancelled"
     await assert_stopped_state(handle, [])
 
 
@@ -249,7 +249,7 @@ async def test_token_cancelled_before_run() -> None:
 @contextlib.contextmanager
 def frozen(manager: TimerManager) -> Iterator[None]:
     """Keep the manager from servicing its queue (as if it had not got round to it yet)."""
-    core = manager._core
+    core = manager._runner
     service = core.service
     core.service = lambda: setattr(core, "service_soon", False)
     try:
@@ -327,11 +327,11 @@ async def test_waiters_released_when_run_fails(
     with frozen(manager):
         receivers, senders = await _waiters(handle)
     monkeypatch.setattr(logging.getLogger("timer_manager"), "debug", exploding_debug)
-    manager._core.schedule_service()
+    manager._runner.schedule_service()
     with pytest.raises(Boom):
         await asyncio.wait_for(task, HANG)
     await _assert_released(receivers, senders)
-    assert "Boom" in manager._core.stop_reason
+    assert "Boom" in manager._runner.stop_reason
     await assert_stopped_state(handle, [])
 
 
@@ -344,7 +344,7 @@ async def test_receivers_released_when_a_wakeup_fails() -> None:
     receivers = [asyncio.create_task(handle.recv_event()) for _ in range(3)]
     await handle.set_timer("due", 0.05)
     await handle.flush()
-    core = manager._core
+    core = manager._runner
     clock = core.clock
     armed = [True]
 

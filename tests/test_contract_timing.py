@@ -53,7 +53,7 @@ async def receive(handle: TimerHandle, count: int, timeout: float = 30) -> list[
 
 def spy_wakeups(manager: TimerManager) -> collections.Counter[str]:
     """Count the manager's callbacks (service and on_timer); call before run()."""
-    core = manager._core
+    core = manager._runner
     counts: collections.Counter[str] = collections.Counter()
     service, on_timer = core.service, core.on_timer
 
@@ -99,8 +99,8 @@ class EngineSpy:
 
 
 def spy_engine(manager: TimerManager) -> EngineSpy:
-    spy = EngineSpy(manager._core.engine)
-    manager._core.engine = spy
+    spy = EngineSpy(manager._runner.engine)
+    manager._runner.engine = spy
     return spy
 
 
@@ -233,7 +233,7 @@ async def test_heartbeat_grid_exact_dyadic_virtual() -> None:
     heartbeat = 1 / 64
     async with running(heartbeat=heartbeat) as (manager, handle, _task):
         origin = loop.time()
-        assert origin == 0.375 == manager._core.origin
+        assert origin == 0.375 == manager._runner.origin
         offsets = [0.001, 1 / 64, 0.02, 3 / 64, 0.0469, 0.1, 0.5, 0.50001, 1.0]
         for i, offset in enumerate(offsets):
             handle.try_set_timer_at(f"n{i}", origin + offset)
@@ -291,7 +291,7 @@ async def test_heartbeat_grid_real_time() -> None:
     loop = asyncio.get_running_loop()
     heartbeat = 0.05
     async with running(heartbeat=heartbeat) as (manager, handle, _task):
-        origin = manager._core.origin
+        origin = manager._runner.origin
         offsets = [0.011, 0.052, 0.09, 0.1234]
         for i, offset in enumerate(offsets):
             handle.try_set_timer(f"n{i}", offset)
@@ -345,7 +345,7 @@ async def test_timers_due_close_together_take_one_wakeup_real_time() -> None:
     table = spy_engine(manager)
     task = asyncio.create_task(manager.run())
     await asyncio.sleep(0)
-    origin = manager._core.origin
+    origin = manager._runner.origin
     # all five fall in (origin + 0.2, origin + 0.4]: the tick origin + 0.4 takes them all
     for i, offset in enumerate([0.25, 0.26, 0.27, 0.28, 0.29]):
         handle.try_set_timer_at(f"n{i}", origin + offset)
@@ -383,7 +383,7 @@ async def test_idle_with_100k_pending_no_callbacks_virtual() -> None:
     counts.clear()
     await asyncio.sleep(500)
     assert counts == {}
-    core = manager._core
+    core = manager._runner
     ours = [timer for timer in loop._scheduled if not timer.cancelled() and timer._callback == core.wakeup.fire]
     assert len(ours) == 1
     earliest = handle.next_deadline()

@@ -32,7 +32,7 @@ HANG = 60.0  # seconds after which a wait counts as a hang (generous: a loaded 2
 def recording(table_class: Any, monkeypatch: pytest.MonkeyPatch) -> type:
     """Managers made in the test use a recording subclass of the table under test."""
     table = recording_table(table_class)
-    monkeypatch.setattr(importlib.import_module("timer_manager._core"), "TimerTable", table)
+    monkeypatch.setattr(importlib.import_module("timer_manager._runner"), "TimerTable", table)
     return table
 
 
@@ -81,8 +81,8 @@ async def _stress(recording: Any, *, stop_by: str, max_timers: int | None, secon
             assert not thread.is_alive(), "a thread hangs"
         await asyncio.wait_for(asyncio.gather(*tasks), HANG)
         await asyncio.wait_for(handle.flush(), HANG)
-        table = manager._core.table
-        assert manager._core.admission is None or manager._core.admission.reserved == {}
+        table = manager._runner.table
+        assert manager._runner.admission is None or manager._runner.admission.reserved == {}
         stats = manager.stats()
         assert stats.live == len(table) == handle.pending_count()
         await asyncio.wait_for(handle.shutdown(), HANG)
@@ -101,7 +101,7 @@ async def _stress(recording: Any, *, stop_by: str, max_timers: int | None, secon
     await asyncio.wait_for(consumer, HANG)
     assert not errors, errors
 
-    table = manager._core.table
+    table = manager._runner.table
     log = table.log
     for caller in thread_callers + task_callers:
         applied = applied_by(log, caller.key)
@@ -112,7 +112,7 @@ async def _stress(recording: Any, *, stop_by: str, max_timers: int | None, secon
                 f"{caller.key}: applied is not a prefix of accepted"
             )
     assert table.over_limit == [], f"max_timers={max_timers} exceeded: {table.over_limit[:5]}"
-    assert manager._core.admission is None or manager._core.admission.reserved == {}
+    assert manager._runner.admission is None or manager._runner.admission.reserved == {}
     stats = manager.stats()
     sets = [entry for entry in log if entry[0] == "set"]
     assert stats.set == sum(1 for _, _, replaced in sets if not replaced)

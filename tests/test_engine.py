@@ -1,4 +1,4 @@
-"""The engine twins (``_engine_py.Engine`` and the Cython ``Engine`` in ``_table_c``) behave identically."""
+"""The engine twins (``_engine_py.Engine`` and the compiled ``Engine`` in ``_core_c``) behave identically."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from timer_manager._table_py import TimerTable as PyTable
 def c_module() -> Any:
     if _env.no_extensions():
         pytest.skip("TIMER_MANAGER_NO_EXTENSIONS is set")
-    return importlib.import_module("timer_manager._table_c")
+    return importlib.import_module("timer_manager._core_c")
 
 
 def engines(command_capacity: int = 1000, event_capacity: int = 1000) -> list[Any]:

@@ -25,7 +25,7 @@ from conftest import ASYNCIO_ONLY
 from timer_manager import CancellationToken, ManagerClosed, TimerExpired, TimerManager
 
 ROOT = Path(__file__).absolute().parent.parent
-TABLE_MODULES = {"c": "timer_manager._table_c", "py": "timer_manager._table_py"}
+TABLE_MODULES = {"c": "timer_manager._core_c", "py": "timer_manager._table_py"}
 
 
 async def _start(*args: Any, **kwargs: Any) -> tuple[TimerManager, Any, asyncio.Task[None]]:

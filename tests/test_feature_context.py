@@ -17,7 +17,7 @@ from timer_manager import (
     TimerHandle,
     TimerLimitExceeded,
     TimerManager,
-    _core,
+    _runner,
 )
 
 
@@ -36,7 +36,7 @@ def failing_table(monkeypatch: pytest.MonkeyPatch, table_class: Any) -> None:
         def pop_due(self, now: float, limit: int) -> Any:
             raise Boom("pop_due failed")
 
-    monkeypatch.setattr(_core, "TimerTable", FailingTable)
+    monkeypatch.setattr(_runner, "TimerTable", FailingTable)
 
 
 @virtual

@@ -464,7 +464,7 @@ async def test_a_debug_log_handler_that_sets_timers_does_not_kill_the_manager() 
             await handle.set_timer(f"a{index}", 1000)
         await handle.flush()
         await handle.flush()
-        assert manager._core.state == "running"
+        assert manager._runner.state == "running"
         assert {"a0", "a1", "a2", "echo of a0", "echo of a1", "echo of a2"} <= {
             name for name in ("a0", "a1", "a2", "echo of a0", "echo of a1", "echo of a2") if name in handle
         }
@@ -486,7 +486,7 @@ async def test_an_engine_step_that_raises_releases_every_waiter_and_run_reraises
                 raise RuntimeError("table broke")
             return bool(super().set(name, deadline))
 
-    core_module = importlib.import_module("timer_manager._core")
+    core_module = importlib.import_module("timer_manager._runner")
     original = core_module.TimerTable
     core_module.TimerTable = Broken
     try:
@@ -549,7 +549,7 @@ async def test_a_shutdown_never_overtakes_a_sender_woken_before_it() -> None:
     sender = asyncio.ensure_future(handle.set_timer("sender", 1000))
     handle.try_set_timers([("b1", 1000), ("b2", 1000)])  # full before the sender's first step
     await asyncio.sleep(0)  # the sender waits; the manager applies b1 and b2 and wakes it
-    assert manager._core.promised == 1
+    assert manager._runner.promised == 1
     await handle.shutdown()  # in this task: wrapped in a task of its own it would run after the sender
     await asyncio.wait_for(sender, HANG)
     await asyncio.wait_for(run, HANG)

@@ -15,7 +15,7 @@ INF = float("inf")
 
 
 def _is_c(table_class: Any) -> bool:
-    return table_class.__module__.endswith("_table_c")
+    return table_class.__module__.endswith("_core_c")
 
 
 def _drain(table: Any) -> list[tuple[str, float]]:
@@ -493,7 +493,7 @@ def test_memory_returns_after_spike(table_class: Any) -> None:
 
 _RSS_AFTER_DROP = """
 import gc, sys
-from timer_manager._table_c import TimerTable
+from timer_manager._core_c import TimerTable
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1])
@@ -562,7 +562,7 @@ def test_ties_keep_set_order_across_sequence_renumbering(table_class: Any) -> No
 
 def test_sequence_supply_must_cover_the_live_timers() -> None:
     """The testing hook refuses nonsense, and running out with more live timers than sequences raises."""
-    table_c = pytest.importorskip("timer_manager._table_c")
+    table_c = pytest.importorskip("timer_manager._core_c")
     table = table_c.TimerTable()
     with pytest.raises(ValueError):
         table._limit_sequences(0)

@@ -50,7 +50,7 @@ async def test_stock_loop_gets_a_timerfd_other_loops_a_loop_timer() -> None:
     """catches: the timerfd never used (the lateness gain lost), or used on a loop with another clock."""
     loop = asyncio.get_running_loop()
     async with running(0.0, name="wakeup") as (manager, handle, task):
-        wakeup = manager._core.wakeup
+        wakeup = manager._runner.wakeup
         if _stock_loop(loop):
             assert isinstance(wakeup, TimerFdWakeup)
         else:  # uvloop: its clock is libuv's, not CLOCK_MONOTONIC as Python reads it
@@ -67,7 +67,7 @@ async def test_timerfd_is_armed_for_the_exact_instant() -> None:
     loop = asyncio.get_running_loop()
     assert _stock_loop(loop)
     async with running(0.0, name="wakeup") as (manager, handle, task):
-        wakeup = manager._core.wakeup
+        wakeup = manager._runner.wakeup
         assert isinstance(wakeup, TimerFdWakeup)
         deadline = loop.time() + 5.123456789
         handle.try_set_timer_at("t", deadline)
@@ -98,7 +98,7 @@ async def test_timerfd_is_disarmed_when_nothing_is_pending() -> None:
     loop = asyncio.get_running_loop()
     assert _stock_loop(loop)
     async with running(0.01, name="wakeup") as (manager, handle, task):
-        wakeup = manager._core.wakeup
+        wakeup = manager._runner.wakeup
         assert isinstance(wakeup, TimerFdWakeup)
         await handle.set_timer("t", 30.0)
         await handle.flush()
@@ -118,7 +118,7 @@ async def test_timerfd_closed_and_unwatched_after_stop() -> None:
     loop = asyncio.get_running_loop()
     assert _stock_loop(loop)
     async with running(0.0, name="wakeup") as (manager, handle, task):
-        wakeup = manager._core.wakeup
+        wakeup = manager._runner.wakeup
         assert isinstance(wakeup, TimerFdWakeup)
         fd = wakeup.fd
         selector = loop._selector  # type: ignore[attr-defined]
@@ -177,7 +177,7 @@ async def test_no_timerfd_variable_gives_loop_timers_that_still_keep_the_contrac
     monkeypatch.setenv("TIMER_MANAGER_NO_TIMERFD", "1")
     loop = asyncio.get_running_loop()
     async with running(0.002, name="wakeup") as (manager, handle, task):
-        assert isinstance(manager._core.wakeup, LoopTimerWakeup)
+        assert isinstance(manager._runner.wakeup, LoopTimerWakeup)
         base = loop.time() + 0.01
         offsets = [0.0031, 0.0005, 0.012, 0.0007, 0.02, 0.0062]
         for i, offset in enumerate(offsets):

@@ -1,7 +1,7 @@
 """High-volume named timers for asyncio: set, reset and cancel through a bounded command queue,
 receive expiries through a bounded event queue."""
 
-from ._table import CORE
+from ._core import CORE
 from .errors import ManagerClosed, QueueEmpty, QueueFull, TimerLimitExceeded, TimerManagerError
 from .events import TimerEvent, TimerExpired
 from .handle import TimerHandle

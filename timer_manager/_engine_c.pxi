@@ -1,29 +1,10 @@
-# The Cython engine: the same ``Engine`` as ``_engine_py.py``, included into ``_table_c.pyx`` so that it
-# calls the table's C methods directly (no Python call per timer).
+# The engine: the same ``Engine`` as ``_engine_py.py``. Included by ``_core_c.pyx`` after the table, so
+# that it calls the table's C methods directly (no Python call per timer).
 #
 # Where it differs from its twin, for speed: commands wait in a C ring of structs rather than a deque
 # of tuples, and events are built by filling the slots of a new ``TimerExpired`` directly rather than
 # through the frozen dataclass's ``__init__`` (which costs a Python-level ``object.__setattr__`` per
 # field). The slot offsets are read off the class's member descriptors at import, and checked.
-
-from timer_manager._protocol import (
-    CANCEL, CANCEL_ALL, FLUSH, LATENESS_WINDOW, QUEUE_FULL, QUEUED, QUEUED_FIRST, SET, SET_INTERVAL, SHUTDOWN
-)
-from contextlib import nullcontext
-
-from timer_manager.events import TimerExpired
-
-cdef extern from "Python.h":
-    ctypedef struct PyTypeObject
-    void Py_XDECREF(PyObject*) noexcept
-    ctypedef struct PyMemberDef:
-        Py_ssize_t offset
-    ctypedef struct PyMemberDescrObject:
-        PyMemberDef* d_member
-    PyObject* PyType_GenericAlloc(PyTypeObject*, Py_ssize_t) except NULL
-    int PyDict_Contains(object, object) except -1
-    Py_ssize_t PyDict_Size(object) noexcept
-
 
 ctypedef struct CommandSlot:
     int op

@@ -2,7 +2,7 @@
 
 An engine holds the command queue, the timer table and the ready events, and does everything whose
 cost grows with the number of timers: queueing commands, applying them, moving due timers into the
-event queue, and handing events out. The asyncio side (``_core.py``) decides when it runs. Only the
+event queue, and handing events out. The asyncio side (``_runner.py``) decides when it runs. Only the
 loop's thread calls it; the one exception is ``is_live``/``live_count``, which ``max_timers``
 admission reads from other threads, so every change to what they count adds before it removes.
 

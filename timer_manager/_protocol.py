@@ -7,7 +7,10 @@ renumbering cannot make them disagree.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from contextlib import AbstractContextManager
+from typing import Any, Callable, Optional, Protocol
+
+from .events import TimerExpired
 
 __all__ = (
     "CANCEL",
@@ -22,6 +25,7 @@ __all__ = (
     "SET_INTERVAL",
     "SHUTDOWN",
     "Command",
+    "EngineInterface",
     "Interval",
 )
 
@@ -74,3 +78,72 @@ class Interval:
         if deadline <= floor:
             deadline = math.nextafter(floor, math.inf)
         return deadline
+
+
+class EngineInterface(Protocol):
+    """The seam between the asyncio layer (``_runner.Runner``) and an engine: everything the runner asks of
+    one. ``_engine_py.Engine`` is the reference; the compiled ``_core_c.Engine`` has the same interface.
+
+    Only the loop's thread calls these, except ``is_live`` and ``live_count``, which ``max_timers``
+    admission reads from any thread (under ``lock``).
+    """
+
+    table: Any  # the timer table: set, cancel, clear, pop_due, next_deadline, deadline, len, in
+    command_capacity: int
+    event_capacity: int
+    clock: Callable[[], float]  # the loop's clock, set by the runner
+    wake: Callable[[], None]  # asks the runner for a pass soon (a repeating timer re-armed, room freed)
+    waiting_for_room: bool  # due timers wait for room in the event queue (the runner decides and sets it)
+    reserved: dict[str, int]  # queued sets per name, under max_timers (shared with the admission)
+    release: Callable[[str], None]  # called once a set of a reserved name is applied
+    lock: AbstractContextManager[Any]  # held while a reserved set is applied
+    parked: int  # repeating timers whose event is ready
+    count_set: int
+    count_reset: int
+    count_cancelled: int
+    count_fired: int
+    count_retracted: int
+    command_high_water: int
+    event_high_water: int
+
+    def queued(self) -> int:
+        """How many commands wait to be applied."""
+
+    def push(self, op: int, name: str | None, value: Any, data: Any, /) -> int:
+        """Queue a command unless the queue is full: ``QUEUE_FULL``, ``QUEUED`` or ``QUEUED_FIRST``."""
+
+    def push_set(self, name: str, deadline: float, data: Any, /) -> int:
+        """``push(SET, name, deadline, data)``."""
+
+    def push_all(self, commands: list[Command], /) -> int:
+        """Queue ``commands`` whatever the room; answers as ``push``."""
+
+    def apply(self, log: Callable[[int, str | None, Any], None] | None = None, /) -> bool:
+        """Apply the queued commands in order; True if a SHUTDOWN was reached."""
+
+    def discard(self) -> tuple[int, list[Any]]:
+        """Drop pending timers and queued commands: (timers dropped, the futures of queued flushes)."""
+
+    def live_count(self) -> int:
+        """Pending timers, parked ones included."""
+
+    def is_live(self, name: str, /) -> bool:
+        """Whether ``name`` is pending."""
+
+    def pending_deadline(self, name: str, /) -> float | None:
+        """The deadline of pending ``name``, or None."""
+
+    def ready_count(self) -> int:
+        """Events waiting to be received."""
+
+    def fire(self, bound: float, now: float, /) -> int:
+        """Make timers due at ``bound`` ready, as far as the event queue has room; how many."""
+
+    def take(self) -> TimerExpired | None:
+        """The next receivable event, or None."""
+
+    def take_many(self, limit: int, /) -> list[TimerExpired]:
+        """Up to ``limit`` receivable events."""
+
+    def lateness_window(self) -> list[float]:
+        """Recent lateness samples, seconds."""

@@ -1,4 +1,4 @@
-"""The pure-Python timer table: the typed reference that the Cython table (``_table_c.pyx``) mirrors.
+"""The pure-Python timer table: the typed reference that the compiled table (``_table_c.pxi``, in ``_core_c``) mirrors.
 
 A binary heap of ``[deadline, sequence, name]`` entries with lazy deletion, plus a dict from name
 to its live entry. Cancel and reset mark the old entry stale (its name becomes ``None``); stale

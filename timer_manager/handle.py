@@ -7,9 +7,9 @@ import sys
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Union
 
-from . import _core
-from ._core import ManagerCore
+from . import _runner
 from ._protocol import CANCEL, CANCEL_ALL, FLUSH, QUEUE_FULL, QUEUED_FIRST, SET, SET_INTERVAL, Command, Interval
+from ._runner import Runner
 from ._validate import check_name, check_size, check_when, seconds
 from .errors import ManagerClosed, QueueEmpty, QueueFull
 from .events import TimerEvent
@@ -27,9 +27,9 @@ _INF = math.inf
 _MISSED = ("skip", "burst", "delay")
 
 
-def _full(core: ManagerCore) -> QueueFull:
-    capacity = core.engine.command_capacity
-    return QueueFull(f"timer manager {core.name!r}: the command queue is full ({capacity} commands)")
+def _full(runner: Runner) -> QueueFull:
+    capacity = runner.engine.command_capacity
+    return QueueFull(f"timer manager {runner.name!r}: the command queue is full ({capacity} commands)")
 
 
 class TimerHandle:
@@ -42,55 +42,55 @@ class TimerHandle:
     Call it from the loop's thread; from other threads use :meth:`threadsafe`.
     """
 
-    __slots__ = ("_core", "_handed_over", "_take")
+    __slots__ = ("_handed_over", "_runner", "_take")
 
-    def __init__(self, core: ManagerCore) -> None:
-        self._core = core
-        self._take = core.engine.take
-        self._handed_over = core.inbox.commands  # non-empty while other threads' commands wait for the loop
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+        self._take = runner.engine.take
+        self._handed_over = runner.inbox.commands  # non-empty while other threads' commands wait for the loop
 
     def __repr__(self) -> str:
-        return f"<TimerHandle of {self._core.name!r}>"
+        return f"<TimerHandle of {self._runner.name!r}>"
 
     # ------------------------------------------------------------------ setting timers
 
     async def set_timer(self, name: str, duration: Duration, *, data: Any = None) -> None:
         """Create timer ``name`` or replace its deadline with now + ``duration``; wait for room."""
         command = self._set_command(name, duration, data)
-        core = self._core
-        if self._handed_over or core.senders or core.promised or not (pushed := core.engine.push(*command)):
-            await core.send([command])
+        runner = self._runner
+        if self._handed_over or runner.senders or runner.promised or not (pushed := runner.engine.push(*command)):
+            await runner.send([command])
         elif pushed == QUEUED_FIRST:
-            core.schedule_service()
+            runner.schedule_service()
 
     def try_set_timer(self, name: str, duration: Duration, *, data: Any = None) -> None:
         """Like :meth:`set_timer`, but raise :class:`QueueFull` instead of waiting."""
         # The hot path: _set_command's checks inlined (keep the two in step), then one call into the
         # engine, with no helper call and no command tuple.
-        core = self._core
+        runner = self._runner
         if type(name) is not str:
             name = check_name(name)
         if type(duration) is not float or not 0.0 <= duration < _INF:
             duration = seconds(duration)
-        if core.loop is None or core.debug:
-            core.bound_loop()
-        if core.closing or core.admission is not None:
-            core.admit([name])
-        if core.senders or core.promised or (self._handed_over and not core.take_inbox()):
+        if runner.loop is None or runner.debug:
+            runner.bound_loop()
+        if runner.closing or runner.admission is not None:
+            runner.admit([name])
+        if runner.senders or runner.promised or (self._handed_over and not runner.take_inbox()):
             pushed = QUEUE_FULL
         else:
-            pushed = core.engine.push_set(name, core.clock() + duration, data)
+            pushed = runner.engine.push_set(name, runner.clock() + duration, data)
             if pushed == QUEUED_FIRST:
-                core.schedule_service()
+                runner.schedule_service()
                 return
         if pushed == QUEUE_FULL:
-            core.drop([(SET, name, None, None)])
-            raise _full(core)
+            runner.drop([(SET, name, None, None)])
+            raise _full(runner)
 
     async def set_timer_at(self, name: str, when: float, *, data: Any = None) -> None:
         """Create timer ``name`` or replace its deadline with ``when`` (loop time); a past ``when`` fires at
         once."""
-        await self._core.send([self._set_at_command(name, when, data)])
+        await self._runner.send([self._set_at_command(name, when, data)])
 
     def try_set_timer_at(self, name: str, when: float, *, data: Any = None) -> None:
         """Like :meth:`set_timer_at`, but raise :class:`QueueFull` instead of waiting."""
@@ -109,7 +109,7 @@ class TimerHandle:
         ``period`` on that grid. It re-arms when its event is received, so it never has more than one
         event waiting. ``missed`` says what happens to ticks the consumer missed: ``"skip"`` them,
         ``"burst"`` (deliver each), or ``"delay"`` (restart the grid from the receive time)."""
-        await self._core.send([self._interval_command(name, period, first, missed, data)])
+        await self._runner.send([self._interval_command(name, period, first, missed, data)])
 
     def try_set_interval(
         self,
@@ -129,7 +129,7 @@ class TimerHandle:
         All items are checked before any is queued; each takes one place in the command queue, and
         the call waits for room as long as needed.
         """
-        await self._core.send(self._set_commands(items))
+        await self._runner.send(self._set_commands(items))
 
     def try_set_timers(self, items: Iterable[tuple[str, Duration] | tuple[str, Duration, Any]]) -> None:
         """Like :meth:`set_timers`, but all or nothing: raise :class:`QueueFull` unless all fit now."""
@@ -139,7 +139,7 @@ class TimerHandle:
 
     async def cancel_timer(self, name: str) -> None:
         """Cancel timer ``name`` (nothing happens if it is not pending); wait for room."""
-        await self._core.send([self._cancel_command(name)])
+        await self._runner.send([self._cancel_command(name)])
 
     def try_cancel_timer(self, name: str) -> None:
         """Like :meth:`cancel_timer`, but raise :class:`QueueFull` instead of waiting."""
@@ -147,7 +147,7 @@ class TimerHandle:
 
     async def cancel_timers(self, names: Iterable[str]) -> None:
         """Cancel several timers, in order; all names are checked before any is queued."""
-        await self._core.send([self._cancel_command(name) for name in self._names(names)])
+        await self._runner.send([self._cancel_command(name) for name in self._names(names)])
 
     def try_cancel_timers(self, names: Iterable[str]) -> None:
         """Like :meth:`cancel_timers`, but all or nothing: raise :class:`QueueFull` unless all fit now."""
@@ -155,7 +155,7 @@ class TimerHandle:
 
     async def cancel_all_timers(self) -> None:
         """Cancel every pending timer; wait for room."""
-        await self._core.send([(CANCEL_ALL, None, None, None)])
+        await self._runner.send([(CANCEL_ALL, None, None, None)])
 
     def try_cancel_all_timers(self) -> None:
         """Like :meth:`cancel_all_timers`, but raise :class:`QueueFull` instead of waiting."""
@@ -168,18 +168,18 @@ class TimerHandle:
 
         Pending timers are then discarded; events already queued stay receivable.
         """
-        await self._core.shutdown()
+        await self._runner.shutdown()
 
     def try_shutdown(self) -> None:
         """Like :meth:`shutdown`, but raise :class:`QueueFull` instead of waiting."""
-        if not self._core.try_shutdown():
-            raise _full(self._core)
+        if not self._runner.try_shutdown():
+            raise _full(self._runner)
 
     async def flush(self) -> None:
         """Return once every command sent before this call has been applied by the manager (from any thread,
         if the thread's call returned before this one was made)."""
-        applied = self._core.bound_loop().create_future()
-        await self._core.send([(FLUSH, None, applied, None)])
+        applied = self._runner.bound_loop().create_future()
+        await self._runner.send([(FLUSH, None, applied, None)])
         await applied
 
     # ------------------------------------------------------------------ receiving events
@@ -190,49 +190,49 @@ class TimerHandle:
         event = self._take()
         if event is not None:  # the hot path: an event is ready
             return event
-        core = self._core
+        runner = self._runner
         while True:
-            event = core.engine.take()
+            event = runner.engine.take()
             if event is not None:
                 return event
-            if core.state == _core.STOPPED:
+            if runner.state == _runner.STOPPED:
                 return None
-            await core.wait_for_event()
+            await runner.wait_for_event()
 
     def try_recv_event(self) -> TimerEvent:
         """Return the next event now; raise :class:`QueueEmpty` if none is ready, or
         :class:`ManagerClosed` once the manager has stopped and every event was received."""
-        core = self._core
-        if core.debug:
-            core.check_thread()
-        event = core.engine.take()
+        runner = self._runner
+        if runner.debug:
+            runner.check_thread()
+        event = runner.engine.take()
         if event is not None:
             return event
-        if core.state == _core.STOPPED:
-            raise ManagerClosed(f"timer manager {core.name!r} has stopped and every event was received")
-        raise QueueEmpty(f"timer manager {core.name!r}: no event is ready")
+        if runner.state == _runner.STOPPED:
+            raise ManagerClosed(f"timer manager {runner.name!r} has stopped and every event was received")
+        raise QueueEmpty(f"timer manager {runner.name!r}: no event is ready")
 
     async def recv_events(self, max_events: int) -> list[TimerEvent]:
         """Wait for events; return a non-empty list of at most ``max_events`` ready events, or ``[]``
         once the manager has stopped and every event was received."""
         limit = min(check_size(max_events, "max_events"), sys.maxsize)
-        core = self._core
+        runner = self._runner
         while True:
-            events = core.engine.take_many(limit)
-            if events or core.state == _core.STOPPED:
+            events = runner.engine.take_many(limit)
+            if events or runner.state == _runner.STOPPED:
                 return events
-            await core.wait_for_event()
+            await runner.wait_for_event()
 
     def try_recv_events(self, max_events: int) -> list[TimerEvent]:
         """Return at most ``max_events`` ready events without waiting (maybe none); raise
         :class:`ManagerClosed` once the manager has stopped and every event was received."""
         limit = min(check_size(max_events, "max_events"), sys.maxsize)
-        core = self._core
-        if core.debug:
-            core.check_thread()
-        events = core.engine.take_many(limit)
-        if not events and core.state == _core.STOPPED:
-            raise ManagerClosed(f"timer manager {core.name!r} has stopped and every event was received")
+        runner = self._runner
+        if runner.debug:
+            runner.check_thread()
+        events = runner.engine.take_many(limit)
+        if not events and runner.state == _runner.STOPPED:
+            raise ManagerClosed(f"timer manager {runner.name!r} has stopped and every event was received")
         return events
 
     def __aiter__(self) -> AsyncIterator[TimerEvent]:
@@ -250,53 +250,53 @@ class TimerHandle:
         """The loop time at which pending timer ``name`` is due, or None (as the manager has applied
         the commands so far). A repeating timer whose event waits to be received is pending, due at
         that event's deadline."""
-        return self._core.engine.pending_deadline(check_name(name))
+        return self._runner.engine.pending_deadline(check_name(name))
 
     def remaining(self, name: str) -> float | None:
         """Seconds until pending timer ``name`` is due (never negative), or None."""
         deadline = self.deadline(name)
         if deadline is None:
             return None
-        return max(0.0, deadline - self._core.now())
+        return max(0.0, deadline - self._runner.now())
 
     def pending_count(self) -> int:
         """How many timers are pending (as the manager has applied the commands so far), counting repeating
         timers whose event waits to be received; ``max_timers`` counts the same."""
-        return self._core.engine.live_count()
+        return self._runner.engine.live_count()
 
     def next_deadline(self) -> float | None:
         """The earliest deadline still to fall due (loop time), or None; events already ready are not counted."""
-        return self._core.table.next_deadline()
+        return self._runner.table.next_deadline()
 
     def __contains__(self, name: object) -> bool:
         """Whether ``name`` is pending (see :meth:`pending_count`)."""
-        return isinstance(name, str) and bool(self._core.engine.is_live(check_name(name)))
+        return isinstance(name, str) and bool(self._runner.engine.is_live(check_name(name)))
 
     def threadsafe(self) -> ThreadsafeHandle:
         """Return a handle whose methods may be called from any thread."""
-        self._core.bound_loop()
-        return ThreadsafeHandle(self._core)
+        self._runner.bound_loop()
+        return ThreadsafeHandle(self._runner)
 
     # ------------------------------------------------------------------ building commands
 
     def _set_command(self, name: object, duration: object, data: Any) -> Command:
-        core = self._core
+        runner = self._runner
         if type(name) is not str:
             name = check_name(name)
         if type(duration) is not float or not 0.0 <= duration < _INF:
             duration = seconds(duration)
-        if core.loop is None or core.debug:
-            core.bound_loop()
-        if core.closing or core.admission is not None:
-            core.admit([name])
-        return (SET, name, core.clock() + duration, data)
+        if runner.loop is None or runner.debug:
+            runner.bound_loop()
+        if runner.closing or runner.admission is not None:
+            runner.admit([name])
+        return (SET, name, runner.clock() + duration, data)
 
     def _set_at_command(self, name: object, when: object, data: Any) -> Command:
         name = check_name(name)
         deadline = check_when(when)
-        core = self._core
-        core.bound_loop()
-        core.admit([name])
+        runner = self._runner
+        runner.bound_loop()
+        runner.admit([name])
         return (SET, name, deadline, data)
 
     def _interval_command(self, name: object, period: object, first: object, missed: str, data: Any) -> Command:
@@ -307,24 +307,24 @@ class TimerHandle:
         delay = step if first is None else seconds(first, "first")
         if missed not in _MISSED:
             raise ValueError(f"missed must be one of {', '.join(map(repr, _MISSED))}, got {missed!r}")
-        core = self._core
-        now = core.now()
+        runner = self._runner
+        now = runner.now()
         origin = now + delay
         if origin + step <= origin:
             raise ValueError(f"period must be longer than the loop clock's resolution at {origin:g} s, got {period!r}")
-        core.admit([name])
+        runner.admit([name])
         return (SET_INTERVAL, name, Interval(origin, step, missed), data)
 
     def _set_commands(self, items: Iterable[tuple[str, Duration] | tuple[str, Duration, Any]]) -> list[Command]:
-        core = self._core
-        now = core.now()
+        runner = self._runner
+        now = runner.now()
         commands: list[Command] = []
         for item in items:
             if not isinstance(item, tuple) or len(item) not in (2, 3):
                 raise TypeError(f"each item must be a (name, duration) or (name, duration, data) tuple, got {item!r}")
             name = check_name(item[0])
             commands.append((SET, name, now + seconds(item[1]), item[2] if len(item) == 3 else None))
-        core.admit([command[1] for command in commands])  # type: ignore[misc]
+        runner.admit([command[1] for command in commands])  # type: ignore[misc]
         return commands
 
     def _cancel_command(self, name: object) -> Command:
@@ -333,17 +333,17 @@ class TimerHandle:
     def _names(self, names: Iterable[str]) -> list[str]:
         if isinstance(names, str):
             raise TypeError("names must be an iterable of str, not a single str")
-        self._core.bound_loop()
+        self._runner.bound_loop()
         return [check_name(name) for name in names]
 
     def _try_send(self, commands: list[Command]) -> None:
-        core = self._core
+        runner = self._runner
         try:
-            core.bound_loop()
-            core.check_open()
-            if not core.has_room(len(commands)):
-                raise _full(core)
+            runner.bound_loop()
+            runner.check_open()
+            if not runner.has_room(len(commands)):
+                raise _full(runner)
         except BaseException:
-            core.drop(commands)
+            runner.drop(commands)
             raise
-        core.enqueue_all(commands)
+        runner.enqueue_all(commands)

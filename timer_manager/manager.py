@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Coroutine, Generator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from ._core import ManagerCore
+from ._runner import Runner
 from ._validate import check_size, seconds
 from .handle import TimerHandle
 from .stats import TimerStats, snapshot
@@ -31,7 +31,7 @@ class TimerManager:
     ``handle.shutdown()``, when its cancellation token is cancelled, or when its task is cancelled.
     """
 
-    __slots__ = ("_core", "_handle", "_token")
+    __slots__ = ("_handle", "_runner", "_token")
 
     def __init__(
         self,
@@ -52,13 +52,13 @@ class TimerManager:
             max_timers = check_size(max_timers, "max_timers")
         if cancel_token is not None and not isinstance(cancel_token, CancellationToken):
             raise TypeError(f"cancel_token must be a CancellationToken, got {type(cancel_token).__name__}")
-        self._core = ManagerCore(str(name), heartbeat, commands, events, max_timers)
+        self._runner = Runner(str(name), heartbeat, commands, events, max_timers)
         self._token = cancel_token if cancel_token is not None else CancellationToken()
-        self._handle = TimerHandle(self._core)
+        self._handle = TimerHandle(self._runner)
 
     def __repr__(self) -> str:
-        core = self._core
-        return f"<TimerManager {core.name!r} {core.state}, {len(core.table)} timers>"
+        runner = self._runner
+        return f"<TimerManager {runner.name!r} {runner.state}, {len(runner.table)} timers>"
 
     @classmethod
     def new(
@@ -109,7 +109,7 @@ class TimerManager:
     @property
     def name(self) -> str:
         """The instance name, used in logs."""
-        return self._core.name
+        return self._runner.name
 
     @property
     def handle(self) -> TimerHandle:
@@ -129,35 +129,35 @@ class TimerManager:
         Either way every waiting caller is released: receivers get ``None``, senders
         :class:`ManagerClosed`. A task cancelled before it ever ran stops the manager too.
         """
-        return _Run(self._run(), self._core)
+        return _Run(self._run(), self._runner)
 
     async def _run(self) -> None:
-        core = self._core
+        runner = self._runner
         loop = asyncio.get_running_loop()
-        done = core.start(loop)
+        done = runner.start(loop)
 
         def token_cancelled() -> None:
             # Any thread may cancel the token. The flag stops the manager before it applies anything more;
             # the stop itself runs on the loop's thread, never in the middle of the manager's own work (the
             # token may be cancelled from a log handler it called).
-            core.token_cancelled = True
+            runner.token_cancelled = True
             if not loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # closed just now
-                    loop.call_soon_threadsafe(core.stop, "cancellation token cancelled")
+                    loop.call_soon_threadsafe(runner.stop, "cancellation token cancelled")
 
         unregister = self._token.add_callback(token_cancelled)
         try:
             await done
         except BaseException as exc:
             reason = "run() was cancelled" if isinstance(exc, asyncio.CancelledError) else f"{exc!r}"
-            core.stop(reason)
+            runner.stop(reason)
             raise
         finally:
             unregister()
 
     def stats(self) -> TimerStats:
         """A snapshot of the manager's counters (cheap; the counters cost nothing to keep)."""
-        return snapshot(self._core)
+        return snapshot(self._runner)
 
 
 class _Run(Coroutine[Any, Any, None]):
@@ -167,11 +167,11 @@ class _Run(Coroutine[Any, Any, None]):
     not stop the manager; its handle would then take commands that nothing applies.
     """
 
-    __slots__ = ("_core", "_coroutine", "_started")
+    __slots__ = ("_coroutine", "_runner", "_started")
 
-    def __init__(self, coroutine: Coroutine[Any, Any, None], core: ManagerCore) -> None:
+    def __init__(self, coroutine: Coroutine[Any, Any, None], runner: Runner) -> None:
         self._coroutine = coroutine
-        self._core = core
+        self._runner = runner
         self._started = False
 
     def send(self, value: Any) -> Any:
@@ -194,5 +194,5 @@ class _Run(Coroutine[Any, Any, None]):
 
     def _never_ran(self, how: str) -> None:
         self._started = True
-        if self._core.state == "new":
-            self._core.stop(f"run() was {how} before it started")
+        if self._runner.state == "new":
+            self._runner.stop(f"run() was {how} before it started")

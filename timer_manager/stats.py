@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._core import ManagerCore
+from ._runner import Runner
 from .events import _slotted
 
 __all__ = ("TimerStats",)
@@ -36,9 +36,9 @@ class TimerStats:
     lateness_p99: float
 
 
-def snapshot(core: ManagerCore) -> TimerStats:
-    """Read a :class:`TimerStats` off ``core``; costs O(window) for the percentiles, nothing on the hot path."""
-    engine = core.engine
+def snapshot(runner: Runner) -> TimerStats:
+    """Read a :class:`TimerStats` off ``runner``; costs O(window) for the percentiles, nothing on the hot path."""
+    engine = runner.engine
     window = sorted(engine.lateness_window())
     p50 = window[(len(window) - 1) // 2] if window else 0.0
     p99 = window[min(len(window) - 1, (len(window) * 99) // 100)] if window else 0.0
@@ -49,7 +49,7 @@ def snapshot(core: ManagerCore) -> TimerStats:
         cancelled=engine.count_cancelled,
         fired=engine.count_fired,
         retracted=engine.count_retracted,
-        waiting_for_room=core.count_room_waits,
+        waiting_for_room=runner.count_room_waits,
         command_queue_high_water=engine.command_high_water,
         event_queue_high_water=engine.event_high_water,
         events_ready=engine.ready_count(),

@@ -10,7 +10,7 @@ from ._protocol import CANCEL, SET, Command
 from ._validate import check_name, seconds
 
 if TYPE_CHECKING:
-    from ._core import ManagerCore
+    from ._runner import Runner
     from .handle import Duration
 
 __all__ = ("ThreadsafeHandle",)
@@ -28,13 +28,13 @@ class ThreadsafeHandle:
     blocking methods from the loop's own thread: they would wait for the loop they block.
     """
 
-    __slots__ = ("_core",)
+    __slots__ = ("_runner",)
 
-    def __init__(self, core: ManagerCore) -> None:
-        self._core = core
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
 
     def __repr__(self) -> str:
-        return f"<ThreadsafeHandle of {self._core.name!r}>"
+        return f"<ThreadsafeHandle of {self._runner.name!r}>"
 
     def set_timer(self, name: str, duration: Duration, *, data: Any = None, timeout: float | None = None) -> None:
         """Set timer ``name`` to now + ``duration`` (now: the call), blocking until the command is queued."""
@@ -83,7 +83,7 @@ class ThreadsafeHandle:
             if not isinstance(item, tuple) or len(item) not in (2, 3):
                 raise TypeError(f"each item must be a (name, duration) or (name, duration, data) tuple, got {item!r}")
             checked.append((check_name(item[0]), seconds(item[1]), item[2] if len(item) == 3 else None))
-        now = self._core.clock()
+        now = self._runner.clock()
         return [(SET, name, now + duration, data) for name, duration, data in checked]
 
     def _cancels(self, names: Iterable[str]) -> list[Command]:
@@ -94,12 +94,12 @@ class ThreadsafeHandle:
 
     def _put(self, commands: list[Command], timeout: float | None, *, block: bool) -> None:
         """Hand ``commands`` to the loop, all or none; every check came first, the reservation last."""
-        core = self._core
-        core.admit([command[1] for command in commands if command[0] == SET])  # type: ignore[misc]
+        runner = self._runner
+        runner.admit([command[1] for command in commands if command[0] == SET])  # type: ignore[misc]
         try:
-            core.inbox.put(commands, block=block, timeout=timeout)
+            runner.inbox.put(commands, block=block, timeout=timeout)
         except BaseException:
-            core.drop(commands)
+            runner.drop(commands)
             raise
 
     @staticmethod
@@ -107,5 +107,5 @@ class ThreadsafeHandle:
         return None if timeout is None else seconds(timeout, "timeout")
 
     def _check_thread(self) -> None:
-        if threading.get_ident() == self._core.thread_id:
+        if threading.get_ident() == self._runner.thread_id:
             raise RuntimeError("ThreadsafeHandle is for other threads; on the loop's thread use the TimerHandle itself")

@@ -1,4 +1,4 @@
-"""The seed's (Rust crate's) behaviour, as its README shows it: set, cancel, cancel_all, reset, shutdown,
+"""The Rust crate's behaviour, as its README shows it: set, cancel, cancel_all, reset, shutdown,
 and the try_ variants. Virtual time (asyncio) plus one real-time run on both loops."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ async def _names_until_quiet(handle, seconds: float) -> list[str]:  # type: igno
 @pytest.mark.looptime
 async def test_set_cancel_cancel_all_reset_shutdown_virtual() -> None:
     """set fires once at its deadline; cancel prevents it; cancel_all prevents all; reset moves it;
-    shutdown stops. catches: any of the seed's five operations not doing what its name says."""
+    shutdown stops. catches: any of the Rust crate's five operations not doing what its name says."""
     loop = asyncio.get_running_loop()
-    manager, handle = TimerManager.new("seed", 0.01, 100, 100, CancellationToken())
+    manager, handle = TimerManager.new("rust", 0.01, 100, 100, CancellationToken())
     task = asyncio.create_task(manager.run())
     start = loop.time()
     await handle.set_timer("timer1", 1.0)
@@ -65,7 +65,7 @@ async def test_try_variants_virtual() -> None:
     """The try_ forms: try_set_timer, try_cancel_timer, try_cancel_all_timers, try_recv_event
     (QueueEmpty while running, ManagerClosed once stopped and drained), try_shutdown.
     catches: try_ forms that do nothing, or raise the wrong error."""
-    manager, handle = TimerManager.new("seed", 0.01, 10, 10, CancellationToken())
+    manager, handle = TimerManager.new("rust", 0.01, 10, 10, CancellationToken())
     task = asyncio.create_task(manager.run())
     with pytest.raises(QueueEmpty):
         handle.try_recv_event()
@@ -93,10 +93,10 @@ async def test_try_variants_virtual() -> None:
         handle.try_set_timer("late", 1.0)
 
 
-async def test_seed_operations_real_time() -> None:
+async def test_rust_crate_operations_real_time() -> None:
     """Real time, both loops: set, reset, cancel and cancel_all, exact outcome.
-    catches: the seed operations misbehaving on uvloop."""
-    manager, handle = TimerManager.new("seed", 0.01, 100, 100, CancellationToken())
+    catches: the Rust crate's operations misbehaving on uvloop."""
+    manager, handle = TimerManager.new("rust", 0.01, 100, 100, CancellationToken())
     task = asyncio.create_task(manager.run())
     await handle.set_timer("gone", 0.05)
     await handle.set_timer("moved", 0.05)

@@ -1,87 +1,5 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The Cython timer table: the same ``TimerTable`` as ``_table_py.py``, in three flat C arrays.
-
-At 10^6 timers every operation is dominated by cache misses, so the layout is chosen to touch as
-few cache lines per operation as a dict does, and to ask for the lines it needs all at once:
-
-* ``_heap``: an eager 4-ary min-heap (libev's layout) of 16-byte entries (deadline, sequence, and
-  the index of the timer's slot), 64-byte aligned so that the four children of an entry share one
-  cache line. Order is ``(deadline, sequence)``, decided within the heap alone. The heap index is
-  the timer's identity: there are no other per-timer records, and the heap is dense.
-* ``_names``: the name of the timer at each heap index, a strong reference, moved with its entry.
-* ``_slots``: an open-addressing hash table (linear probing, at most half full) of 8-byte slots,
-  each holding a heap index and the low 32 bits of the name's hash. A lookup reads one slot, and
-  then the entry and the name at its heap index, in parallel; identity is tried first and string
-  value only when the hashes match, so the table behaves like a dict of exact ``str``. The hash
-  bits tell a slot's home without visiting anything else, so deletion shifts entries back instead
-  of leaving tombstones, and the slots can be rebuilt from themselves.
-
-Each entry and its slot point at each other, so reset and cancel fix the heap in place: there are
-no stale entries, and expiry pops exactly one entry per timer returned. Sequences are 32-bit;
-when they run out (after 2**32 sets) the live timers are renumbered in their order, which keeps
-every comparison the same.
-
-Other layouts were built and measured against this one, in one process, at 10^5 timers:
-
-* 16-byte records (name, hash, heap index) found through 8-byte slots of (record index, hash
-  bits): the kept layout of earlier versions. A reset followed three dependent cache lines
-  (slot, record, entry) where this one follows two. Against it this layout takes 0.75 of the time
-  per reset and 0.80 per set and cancel at 10^5; at 10^6 expiry takes 1.16 of it, since moving a
-  name with its entry costs a line per level of the heap.
-* 16-byte slots holding the name and the heap position themselves, with no records (as one array
-  of structs, and as three parallel arrays). Setting new names was about 40% slower: twice the
-  slot memory to clear and fill as the table grows.
-* Slots holding the name, with 8-byte records of the heap position; and 8-byte slots holding the
-  record and the heap position, with no hash tag. Neither gained anything.
-
-A hierarchical timing wheel was weighed: O(1) reset and cancel, but it needs a time quantum the
-table cannot know, an ordered overflow for deadlines in the past, and a sort per slot to keep
-``(deadline, sequence)`` order exact; the heap gives exact order directly, with an O(1)
-``next_deadline``, and a reset with a random new deadline moves it by only a level or so.
-
-Memory follows the live count: the arrays double when full and shrink to twice the live count
-once it falls below a quarter of their capacity. All memory comes from ``PyMem_*``, so
-tracemalloc sees it; on glibc a large shrink ends with ``malloc_trim``, so that resident memory
-follows too.
-
-Names are held as strong references. Hashing and comparison never run Python code (a ``str``
-subclass is hashed and compared as the string it holds, not through its ``__hash__``/``__eq__``),
-so no name can re-enter the table in the middle of an operation; references are released only
-once the table is consistent again. The type takes part in garbage collection, so a name object
-that refers back to the table does not keep both alive; while every name has been an exact
-``str`` (which refers to nothing) the collector is shown none of them, so a full collection does
-not walk a million names.
-"""
-
-cimport cython
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from libc.stdint cimport uint32_t, uint64_t, uintptr_t
-from libc.stdlib cimport qsort
-from libc.string cimport memmove, memset
-
-cdef extern from "Python.h":
-    ctypedef struct PyObject
-    ctypedef int (*_visitproc "visitproc")(PyObject*, void*) noexcept
-    ctypedef int (*_traverseproc "traverseproc")(PyObject*, _visitproc, void*) noexcept
-    ctypedef int (*_inquiry "inquiry")(PyObject*) noexcept
-    ctypedef struct _GCSlots "PyTypeObject":
-        _traverseproc tp_traverse
-        _inquiry tp_clear
-
-    bint PyUnicode_CheckExact(object) noexcept
-    bint PyUnicode_Check(object) noexcept
-    object PyUnicode_FromObject(object)
-    int PyUnicode_Compare(PyObject*, PyObject*) except? -1
-    Py_hash_t PyObject_Hash(object) except -1
-    Py_ssize_t PyNumber_AsSsize_t(object, PyObject*) except? -1
-    object PyTuple_New(Py_ssize_t)
-    void PyTuple_SET_ITEM(object, Py_ssize_t, PyObject*) noexcept
-    object PyFloat_FromDouble(double)
-    void PyObject_GC_UnTrack(PyObject*) noexcept
-    void Py_INCREF(PyObject*) noexcept
-    void Py_DECREF(PyObject*) noexcept
-
-__all__ = ("TimerTable",)
+# The timer table: the same ``TimerTable`` as ``_table_py.py``, in three flat C arrays. Included by
+# ``_core_c.pyx``; docs/design.md describes the layout and the alternatives measured against it.
 
 ctypedef struct Slot:
     uint32_t pos            # heap index of the slot's timer; 0 when empty (the heap starts at HEAP0)
@@ -107,27 +25,10 @@ cdef enum:
 cdef uint64_t SEQUENCES = 0x100000000  # sequence numbers are uint32_t
 
 
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    #define TM_PREFETCH(address) __builtin_prefetch(address)
-    #else
-    #define TM_PREFETCH(address) ((void)0)
-    #endif
-    """
-    void _prefetch "TM_PREFETCH"(const void*) noexcept nogil
 
 
-cdef extern from *:
-    """
-    #if defined(__GLIBC__)
-    #include <malloc.h>
-    #define TM_TRIM_HEAP() ((void)malloc_trim(0))
-    #else
-    #define TM_TRIM_HEAP() ((void)0)
-    #endif
-    """
-    void _trim_heap "TM_TRIM_HEAP"() noexcept nogil
+
+
 
 
 cdef enum:
@@ -171,45 +72,7 @@ cdef inline uint32_t _first_of(const HeapEntry* entries, uint32_t i, uint32_t j)
     return i + (j - i) * <uint32_t>(b < a)
 
 
-cdef extern from *:
-    """
-    /* The index (0 to 3) of the least of four deadlines, by a two-round tournament with no
-       branch; *tie is set when a comparison it relied on was between equal deadlines.
-       Written with SSE2 (every x86-64 CPU has it) because compilers turn the selects of the
-       portable version into branches there, which random deadlines mispredict half the time. */
-    #if defined(_MSC_VER)
-    #define TM_INLINE __inline
-    #else
-    #define TM_INLINE inline
-    #endif
-    #if defined(__SSE2__) || defined(_M_X64)
-    #include <emmintrin.h>
-    static TM_INLINE unsigned int tm_least_of_four(const double* d, int* tie) {
-        /* d[0], d[2], d[4], d[6]: the deadlines of four 16-byte heap entries */
-        __m128d even = _mm_loadh_pd(_mm_load_sd(d), d + 4);      /* d0 d2 */
-        __m128d odd = _mm_loadh_pd(_mm_load_sd(d + 2), d + 6);   /* d1 d3 */
-        __m128d low = _mm_min_pd(even, odd);                     /* min(d0,d1) min(d2,d3) */
-        __m128d swapped = _mm_shuffle_pd(low, low, 1);
-        *tie = _mm_movemask_pd(_mm_or_pd(_mm_cmpeq_pd(even, odd), _mm_cmpeq_pd(low, swapped)));
-        unsigned int odd_wins = (unsigned int)_mm_movemask_pd(_mm_cmplt_pd(odd, even));
-        unsigned int high_wins = (unsigned int)_mm_movemask_pd(_mm_cmplt_pd(swapped, low)) & 1u;
-        unsigned int i_low = odd_wins & 1u;
-        unsigned int i_high = 2u | (odd_wins >> 1);
-        return i_low ^ ((i_low ^ i_high) & (0u - high_wins));
-    }
-    #else
-    static TM_INLINE unsigned int tm_least_of_four(const double* d, int* tie) {
-        double d0 = d[0], d1 = d[2], d2 = d[4], d3 = d[6];
-        double low = d1 < d0 ? d1 : d0;
-        double high = d3 < d2 ? d3 : d2;
-        unsigned int i_low = (unsigned int)(d1 < d0);
-        unsigned int i_high = 2u + (unsigned int)(d3 < d2);
-        *tie = (d0 == d1) | (d2 == d3) | (low == high);
-        return high < low ? i_high : i_low;
-    }
-    #endif
-    """
-    uint32_t _least_of_four "tm_least_of_four"(const double*, int*) noexcept nogil
+
 
 
 cdef inline uint32_t _least_of_group(const HeapEntry* group) noexcept nogil:
@@ -247,15 +110,7 @@ cdef inline uint32_t _least_child(HeapEntry* heap, uint32_t first, uint32_t end)
     return best
 
 
-cdef extern from *:
-    """
-    #if defined(PYPY_VERSION) || defined(Py_LIMITED_API)
-    #define TM_CACHED_STR_HASH(o) ((Py_hash_t)-1)
-    #else
-    #define TM_CACHED_STR_HASH(o) (((PyASCIIObject *)(o))->hash)
-    #endif
-    """
-    Py_hash_t _cached_str_hash "TM_CACHED_STR_HASH"(object) noexcept
+
 
 
 cdef inline Py_hash_t _str_hash(object name) except -1:
@@ -816,4 +671,3 @@ cdef int _clear(PyObject* o) noexcept:
 
 # -- the engine that drives the table (its own file, compiled into this module) ---------------------
 
-include "_engine_c.pxi"

@@ -1,0 +1,65 @@
+/* C shims for the compiled core (_core_c.pyx): compiler builtins and platform details, each with a
+   portable fallback. Declared to Cython in _compat.pxd. */
+#ifndef TIMER_MANAGER_COMPAT_H
+#define TIMER_MANAGER_COMPAT_H
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TM_PREFETCH(address) __builtin_prefetch(address)
+#else
+#define TM_PREFETCH(address) ((void)0)
+#endif
+
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#define TM_TRIM_HEAP() ((void)malloc_trim(0))
+#else
+#define TM_TRIM_HEAP() ((void)0)
+#endif
+
+
+/* The index (0 to 3) of the least of four deadlines, by a two-round tournament with no
+   branch; *tie is set when a comparison it relied on was between equal deadlines.
+   Written with SSE2 (every x86-64 CPU has it) because compilers turn the selects of the
+   portable version into branches there, which random deadlines mispredict half the time. */
+#if defined(_MSC_VER)
+#define TM_INLINE __inline
+#else
+#define TM_INLINE inline
+#endif
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+static TM_INLINE unsigned int tm_least_of_four(const double* d, int* tie) {
+    /* d[0], d[2], d[4], d[6]: the deadlines of four 16-byte heap entries */
+    __m128d even = _mm_loadh_pd(_mm_load_sd(d), d + 4);      /* d0 d2 */
+    __m128d odd = _mm_loadh_pd(_mm_load_sd(d + 2), d + 6);   /* d1 d3 */
+    __m128d low = _mm_min_pd(even, odd);                     /* min(d0,d1) min(d2,d3) */
+    __m128d swapped = _mm_shuffle_pd(low, low, 1);
+    *tie = _mm_movemask_pd(_mm_or_pd(_mm_cmpeq_pd(even, odd), _mm_cmpeq_pd(low, swapped)));
+    unsigned int odd_wins = (unsigned int)_mm_movemask_pd(_mm_cmplt_pd(odd, even));
+    unsigned int high_wins = (unsigned int)_mm_movemask_pd(_mm_cmplt_pd(swapped, low)) & 1u;
+    unsigned int i_low = odd_wins & 1u;
+    unsigned int i_high = 2u | (odd_wins >> 1);
+    return i_low ^ ((i_low ^ i_high) & (0u - high_wins));
+}
+#else
+static TM_INLINE unsigned int tm_least_of_four(const double* d, int* tie) {
+    double d0 = d[0], d1 = d[2], d2 = d[4], d3 = d[6];
+    double low = d1 < d0 ? d1 : d0;
+    double high = d3 < d2 ? d3 : d2;
+    unsigned int i_low = (unsigned int)(d1 < d0);
+    unsigned int i_high = 2u + (unsigned int)(d3 < d2);
+    *tie = (d0 == d1) | (d2 == d3) | (low == high);
+    return high < low ? i_high : i_low;
+}
+#endif
+
+
+#if defined(PYPY_VERSION) || defined(Py_LIMITED_API)
+#define TM_CACHED_STR_HASH(o) ((Py_hash_t)-1)
+#else
+#define TM_CACHED_STR_HASH(o) (((PyASCIIObject *)(o))->hash)
+#endif
+
+
+#endif /* TIMER_MANAGER_COMPAT_H */

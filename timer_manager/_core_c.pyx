@@ -1,0 +1,62 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled core: the timer table and the engine that drives it, in one extension module.
+
+The same ``TimerTable`` as ``_table_py.py`` and the same ``Engine`` as ``_engine_py.py``; ``_core.py``
+chooses between the two pairs. The engine is compiled into the table's module so that it calls the
+table's C methods directly. Its parts: ``_table_c.pxi`` and ``_engine_c.pxi``; the C API they use
+beyond Cython's own declarations, in ``_cpython.pxd``; C shims, in ``_compat.h`` (``_compat.pxd``).
+"""
+
+cimport cython
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from libc.stdint cimport uint32_t, uint64_t, uintptr_t
+from libc.stdlib cimport qsort
+from libc.string cimport memmove, memset
+
+from timer_manager._compat cimport _cached_str_hash, _least_of_four, _prefetch, _trim_heap
+from timer_manager._cpython cimport (
+    Py_DECREF,
+    Py_INCREF,
+    Py_XDECREF,
+    PyDict_Contains,
+    PyDict_Size,
+    PyFloat_FromDouble,
+    PyMemberDescrObject,
+    PyNumber_AsSsize_t,
+    PyObject,
+    PyObject_GC_UnTrack,
+    PyObject_Hash,
+    PyTuple_New,
+    PyTuple_SET_ITEM,
+    PyType_GenericAlloc,
+    PyTypeObject,
+    PyUnicode_Check,
+    PyUnicode_CheckExact,
+    PyUnicode_Compare,
+    PyUnicode_FromObject,
+    _GCSlots,
+    _inquiry,
+    _traverseproc,
+    _visitproc,
+)
+
+from contextlib import nullcontext
+
+from timer_manager._protocol import (
+    CANCEL,
+    CANCEL_ALL,
+    FLUSH,
+    LATENESS_WINDOW,
+    QUEUE_FULL,
+    QUEUED,
+    QUEUED_FIRST,
+    SET,
+    SET_INTERVAL,
+    SHUTDOWN,
+)
+from timer_manager.events import TimerExpired
+
+__all__ = ("Engine", "TimerTable")
+
+include "_table_c.pxi"
+include "_engine_c.pxi"

@@ -1,0 +1,33 @@
+# Every part of the C API the compiled core uses that Cython's own cpython declarations lack.
+
+cdef extern from "Python.h":
+    ctypedef struct PyObject
+    ctypedef int (*_visitproc "visitproc")(PyObject*, void*) noexcept
+    ctypedef int (*_traverseproc "traverseproc")(PyObject*, _visitproc, void*) noexcept
+    ctypedef int (*_inquiry "inquiry")(PyObject*) noexcept
+    ctypedef struct _GCSlots "PyTypeObject":
+        _traverseproc tp_traverse
+        _inquiry tp_clear
+
+    bint PyUnicode_CheckExact(object) noexcept
+    bint PyUnicode_Check(object) noexcept
+    object PyUnicode_FromObject(object)
+    int PyUnicode_Compare(PyObject*, PyObject*) except? -1
+    Py_hash_t PyObject_Hash(object) except -1
+    Py_ssize_t PyNumber_AsSsize_t(object, PyObject*) except? -1
+    object PyTuple_New(Py_ssize_t)
+    void PyTuple_SET_ITEM(object, Py_ssize_t, PyObject*) noexcept
+    object PyFloat_FromDouble(double)
+    void PyObject_GC_UnTrack(PyObject*) noexcept
+    void Py_INCREF(PyObject*) noexcept
+    void Py_DECREF(PyObject*) noexcept
+
+    ctypedef struct PyTypeObject
+    void Py_XDECREF(PyObject*) noexcept
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+    PyObject* PyType_GenericAlloc(PyTypeObject*, Py_ssize_t) except NULL
+    int PyDict_Contains(object, object) except -1
+    Py_ssize_t PyDict_Size(object) noexcept

@@ -1,0 +1,509 @@
+"""The manager's asyncio side, shared by :class:`TimerManager` and :class:`TimerHandle`.
+
+The per-timer work is the engine's (``_engine_py.py`` / ``_engine_c.pxi``); this module decides
+when it runs, and keeps everything else: the waiting senders and receivers, the heartbeat grid,
+stopping, logging. Everything here runs on the event loop's thread, in loop callbacks, never in a
+polling task: a ``call_soon`` when the first command of a batch arrives, one wake-up for the next
+grid tick at or after the earliest deadline (``_wakeup.py``: a timerfd on Linux's stock loop, a
+``call_at`` elsewhere), and nothing at all while no timer is due and no command arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+from ._admission import Admission
+from ._core import Engine, TimerTable
+from ._inbox import Inbox
+from ._protocol import OP_NAMES, QUEUED_FIRST, SHUTDOWN, Command, EngineInterface
+from ._wakeup import Wakeup, create_wakeup
+from .errors import ManagerClosed
+
+logger = logging.getLogger("timer_manager")
+
+NEW, RUNNING, STOPPED = "new", "running", "stopped"
+
+_EXACT_TICKS = 2.0**52  # beyond this many heartbeats from the origin, ticks are not representable
+_LONGEST_WAIT = 365 * 86400.0  # the manager wakes at least once a year
+
+
+class Sender:
+    """A loop-side caller waiting for room for ``count`` commands.
+
+    The manager resolves ``future`` once the room is promised to it; the caller then queues its
+    commands itself, so a caller cancelled at any moment has queued nothing.
+    """
+
+    __slots__ = ("count", "future")
+
+    def __init__(self, future: asyncio.Future[None], count: int) -> None:
+        self.future = future
+        self.count = count
+
+
+class Runner:
+    """Waiters, wake-up scheduling and lifecycle of one manager, around its engine."""
+
+    def __init__(
+        self,
+        name: str,
+        heartbeat: float,
+        command_capacity: int,
+        event_capacity: int,
+        max_timers: int | None,
+    ) -> None:
+        self.name = name
+        self.heartbeat = heartbeat
+        self.max_timers = max_timers
+        self.table = TimerTable()
+        # A size past sys.maxsize is no bound at all; the engine counts in C ssize_t.
+        command_capacity = min(command_capacity, sys.maxsize)
+        self.engine: EngineInterface = Engine(self.table, command_capacity, min(event_capacity, sys.maxsize))
+        self.engine.wake = self.schedule_service
+        self.admission = Admission(name, max_timers, self.engine) if max_timers is not None else None
+        self.inbox = Inbox(name, command_capacity, self.schedule_service)
+
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.clock: Callable[[], float] = time.monotonic
+        self.thread_id = 0
+        self.debug = False
+        self.state = NEW
+        self.closing = False  # no command is taken: a shutdown was sent or is waiting for room, or the manager stopped
+        self.shutdown_queued = False
+        self.shutdown_callers = 0  # shutdown() calls waiting for room for the one SHUTDOWN
+        self.token_cancelled = False  # set from any thread; the manager stops before it applies anything more
+        self.stop_reason = ""
+        self.done: asyncio.Future[None] | None = None
+
+        self.senders: deque[Sender] = deque()
+        self.promised = 0  # places promised to woken senders that have not queued yet
+        self.receivers: dict[asyncio.Future[None], None] = {}  # insertion-ordered; a cancelled one leaves at once
+
+        self.origin = 0.0  # the heartbeat grid is origin + k * heartbeat
+        self.service_soon = False
+        self.wakeup: Wakeup | None = None  # the one wake-up for the next grid tick, from start()
+        self.count_room_waits = 0
+
+    # ------------------------------------------------------------------ binding and checks
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attach the manager to the loop it runs on (at ``run()`` or the first call, if earlier)."""
+        self.loop = loop
+        # asyncio's own time() is time.monotonic() behind a Python method call: skip the call, unless
+        # the loop's time() is another (uvloop's, or a test clock's such as looptime's).
+        stock = getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time
+        self.clock = time.monotonic if stock else loop.time
+        self.engine.clock = self.clock
+        self.thread_id = threading.get_ident()
+        self.debug = loop.get_debug()
+        with self.inbox.lock:
+            self.inbox.loop = loop
+
+    def bound_loop(self) -> asyncio.AbstractEventLoop:
+        """The manager's loop, binding the running one on first use."""
+        loop = self.loop
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise RuntimeError(
+                    f"timer manager {self.name!r}: no event loop is running in this thread. Call TimerHandle "
+                    "methods from the loop's thread (in a coroutine or a loop callback); for other threads, get "
+                    "handle.threadsafe() on the loop's thread and pass it to them"
+                ) from None
+            self.bind(loop)
+        elif self.debug:
+            self.check_thread()
+        return loop
+
+    def check_thread(self) -> None:
+        """In debug mode: refuse calls from a thread other than the loop's."""
+        if threading.get_ident() != self.thread_id:
+            raise RuntimeError(
+                "TimerHandle methods must be called from the event loop's thread; "
+                "from other threads use handle.threadsafe()"
+            )
+
+    def now(self) -> float:
+        """The loop time."""
+        self.bound_loop()
+        return self.clock()
+
+    # ------------------------------------------------------------------ queueing commands
+
+    def check_open(self) -> None:
+        """Raise :class:`ManagerClosed` once the manager takes no more commands."""
+        if self.closing:
+            state = "stopped" if self.state == STOPPED else "shutting down"
+            raise ManagerClosed(f"timer manager {self.name!r} is {state}")
+
+    def admit(self, names: list[str]) -> None:
+        """Check that sets of ``names`` may be queued: the manager is open, and under ``max_timers`` (if set)."""
+        self.check_open()
+        if self.admission is not None and names:
+            self.admission.reserve(names)
+
+    def drop(self, commands: list[Command]) -> None:
+        """These commands will never be queued: give back their places under ``max_timers``."""
+        admission = self.admission
+        if admission is not None:
+            for command in commands:
+                if command[0] <= 1 and command[1] is not None:  # SET, SET_INTERVAL
+                    admission.release(command[1])
+
+    def has_room(self, count: int) -> bool:
+        """Whether ``count`` commands may be queued now: room behind what other threads handed over, and no
+        earlier caller waiting for it."""
+        if self.inbox.commands and not self.take_inbox():
+            return False
+        return not self.senders and not self.promised and self.engine.queued() + count <= self.engine.command_capacity
+
+    def take_inbox(self) -> bool:
+        """Queue what other threads have handed over, if it fits; return whether it did (or there was none).
+
+        Every loop-side command first calls this (when the inbox is not empty) and waits or fails while it
+        returns False, so a thread's command goes ahead of any the loop's thread sends after it.
+        """
+        engine = self.engine
+        room = engine.command_capacity - engine.queued() - self.promised
+        commands = self.inbox.take(room if engine.queued() or self.promised else -1)
+        if commands is None:
+            return False
+        if commands and engine.push_all(commands) == QUEUED_FIRST:
+            self.schedule_service()
+        return True
+
+    def enqueue(self, command: Command) -> None:
+        """Queue one command (room was checked by the caller) and make sure the manager wakes."""
+        if self.engine.push(*command) == QUEUED_FIRST:
+            self.schedule_service()
+
+    def enqueue_all(self, commands: list[Command]) -> None:
+        """Queue several commands, whatever the room (it was checked or promised)."""
+        if self.engine.push_all(commands) == QUEUED_FIRST:
+            self.schedule_service()
+
+    def schedule_service(self) -> None:
+        """Run :meth:`service` soon (once, however often it is asked before it runs)."""
+        if not self.service_soon and self.state == RUNNING:
+            self.loop.call_soon(self.service)  # type: ignore[union-attr]
+            self.service_soon = True  # only once it is scheduled: a call_soon that raised must not wedge the manager
+
+    async def send(self, commands: list[Command]) -> None:
+        """Queue ``commands`` in order and as one, waiting for room as long as needed.
+
+        Returns once they are queued; raises (``ManagerClosed``, ``CancelledError``) with none queued.
+        """
+        try:
+            self.bound_loop()
+            self.check_open()
+            if not self.has_room(len(commands)):
+                await self.wait_for_room(len(commands))
+        except BaseException:
+            self.drop(commands)
+            raise
+        self.enqueue_all(commands)
+
+    async def wait_for_room(self, count: int) -> None:
+        """Wait until room for ``count`` commands is promised to this caller, who must then queue them at once
+        (the manager's loop thread runs nothing else in between).
+
+        A batch larger than the whole queue is let in when the queue is empty. Cancelled or stopped while
+        waiting: nothing was promised, or the promise is passed on to the next caller.
+        """
+        future = self.bound_loop().create_future()
+        sender = Sender(future, count)
+        self.senders.append(sender)
+        if len(self.senders) == 1 and not self.promised:
+            # Alone, and blocked only by its size (a batch larger than the whole queue, at an empty queue): it
+            # goes at once. Never when an earlier sender was woken and has not queued yet: this caller's
+            # `await` below would not yield, and it would queue ahead of that one.
+            self.wake_senders()
+        try:
+            await future
+        except BaseException:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.promised -= count  # woken, then cancelled before it could queue: pass the room on
+            else:
+                with contextlib.suppress(ValueError):
+                    self.senders.remove(sender)
+            self.wake_senders()
+            raise
+        self.promised -= count
+        if self.state == STOPPED:  # stopped after this caller was woken and before it ran
+            self.check_open()
+
+    def wake_senders(self, inbox_taken: bool = False) -> None:
+        """Promise the free room to waiting senders, oldest first, once what other threads handed over is
+        queued (``inbox_taken``: the caller just saw to it)."""
+        if not inbox_taken and self.inbox.commands and not self.take_inbox():
+            return
+        senders = self.senders
+        engine = self.engine
+        while senders and self.state != STOPPED:
+            sender = senders[0]
+            if sender.future.done():  # cancelled, not yet removed
+                senders.popleft()
+                continue
+            used = engine.queued() + self.promised
+            if used + sender.count > engine.command_capacity and used:
+                return
+            senders.popleft()
+            self.promised += sender.count
+            sender.future.set_result(None)
+
+    # ------------------------------------------------------------------ shutting down
+
+    def close(self) -> None:
+        """Take no more commands from anyone; what other threads handed over before goes ahead of the SHUTDOWN."""
+        self.closing = True
+        commands = self.inbox.close("shutting down")
+        if commands:
+            self.enqueue_all(commands)
+
+    def reopen(self) -> None:
+        """Undo :meth:`close`: the shutdown it was for was cancelled before it was queued."""
+        if self.state != STOPPED and not self.shutdown_queued:
+            self.closing = False
+            self.inbox.reopen()
+
+    def try_shutdown(self) -> bool:
+        """Queue the SHUTDOWN now if there is room; return whether it is queued (or the manager stopped)."""
+        self.bound_loop()
+        if self.shutdown_queued or self.state == STOPPED:
+            return True
+        if self.closing:  # an awaitable shutdown() waits for room
+            return False
+        if not self.has_room(1):
+            return False
+        self.close()
+        self.queue_shutdown()
+        return True
+
+    async def shutdown(self) -> None:
+        """Queue the SHUTDOWN, waiting for room; no command is taken from the call on.
+
+        Cancelled before it was queued: the manager takes commands again (unless another shutdown()
+        call still waits for the same SHUTDOWN).
+        """
+        self.bound_loop()
+        if self.shutdown_queued or self.state == STOPPED:
+            return
+        if not self.closing:
+            self.close()
+        self.shutdown_callers += 1
+        try:
+            while not self.shutdown_queued:
+                if self.has_room(1):
+                    self.queue_shutdown()
+                    return
+                await self.wait_for_room(1)
+                if self.shutdown_queued:  # another shutdown() call queued it meanwhile: pass the room on
+                    self.wake_senders()
+                else:
+                    self.queue_shutdown()
+        except BaseException:
+            if self.shutdown_callers == 1:
+                self.reopen()
+            raise
+        finally:
+            self.shutdown_callers -= 1
+
+    def queue_shutdown(self) -> None:
+        """Queue the one SHUTDOWN (room was checked or promised)."""
+        self.shutdown_queued = True
+        self.enqueue_all([(SHUTDOWN, None, None, None)])
+
+    # ------------------------------------------------------------------ receiving events
+
+    async def wait_for_event(self) -> None:
+        """Wait until an event may be ready or the manager has stopped."""
+        waiter = self.bound_loop().create_future()
+        self.receivers[waiter] = None
+        try:
+            await waiter
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            if waiter.cancelled():  # never woken: leave at once, not at the next event
+                self.receivers.pop(waiter, None)
+            # A receiver cancelled after it was woken passes the wake-up on.
+            elif self.engine.ready_count():
+                self.wake_receivers()
+
+    def wake_receivers(self) -> None:
+        """Wake every receiver that waits for an event."""
+        receivers = self.receivers
+        if receivers:
+            self.receivers = {}
+            for waiter in receivers:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    # ------------------------------------------------------------------ the manager's work
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """Begin running on ``loop``; return the future that completes when the manager stops."""
+        if self.state != NEW:
+            raise RuntimeError(f"timer manager {self.name!r}: run() was already called; a manager runs once")
+        if self.loop is not None and self.loop is not loop:
+            raise RuntimeError(f"timer manager {self.name!r} was used from another event loop")
+        self.bind(loop)
+        self.state = RUNNING
+        self.origin = self.clock()
+        self.done = loop.create_future()
+        self.wakeup = create_wakeup(loop, self.clock, self._on_wakeup)
+        self.schedule_service()
+        logger.info(
+            "timer manager %r started (heartbeat %gs, command queue %d, event queue %d)",
+            self.name,
+            self.heartbeat,
+            self.engine.command_capacity,
+            self.engine.event_capacity,
+        )
+        return self.done
+
+    def service(self) -> None:
+        """Apply queued commands, deliver what is due, and arm the next wake-up."""
+        self.service_soon = False
+        if self.state != RUNNING:
+            return
+        if self.token_cancelled:  # its stop is on the way; commands still queued are discarded with it
+            self.stop("cancellation token cancelled")
+            return
+        try:
+            engine = self.engine
+            if self.inbox.commands:
+                self.take_inbox()
+            if engine.queued():
+                log = self._log_command if logger.isEnabledFor(logging.DEBUG) else None
+                if engine.apply(log):
+                    self.stop("shutdown requested")
+                    return
+            # What threads handed over meanwhile goes ahead of the senders woken now (it is applied next pass).
+            if self.take_inbox() and self.senders:
+                self.wake_senders(inbox_taken=True)
+            now = self.clock()
+            if engine.fire(self._grid_floor(now), now):
+                self.wake_receivers()
+            self._note_room(now)
+            self.arm_timer()
+        except Exception as exc:
+            self.stop(f"failed: {exc!r}", exc)
+
+    def _log_command(self, op: int, name: str | None, value: Any) -> None:
+        logger.debug("timer manager %r: %s %r %r", self.name, OP_NAMES[op], name, value)
+
+    def _on_wakeup(self) -> None:
+        self.on_timer()  # looked up at each wake-up, so that a test can wrap it
+
+    def on_timer(self) -> None:
+        """The grid tick for the earliest deadline has come."""
+        self.service()
+
+    def _note_room(self, now: float) -> None:
+        """Track whether due timers wait for room in a full event queue; warn once per episode."""
+        engine = self.engine
+        waiting = False
+        if engine.ready_count() >= engine.event_capacity:
+            next_deadline = self.table.next_deadline()
+            waiting = next_deadline is not None and next_deadline <= self._grid_floor(now)
+        if waiting and not engine.waiting_for_room:
+            self.count_room_waits += 1
+            logger.warning(
+                "timer manager %r: the event queue is full (%d events); due timers wait for room",
+                self.name,
+                engine.event_capacity,
+            )
+        elif engine.waiting_for_room and not waiting:
+            logger.info("timer manager %r: due timers found room in the event queue again", self.name)
+        engine.waiting_for_room = waiting
+
+    def _grid_floor(self, now: float) -> float:
+        """The latest heartbeat tick at or before ``now`` (``now`` itself without a heartbeat)."""
+        step = self.heartbeat
+        if step == 0.0:
+            return now
+        index = math.floor((now - self.origin) / step)
+        if self.origin + (index + 1) * step <= now:  # float rounding in the division above
+            index += 1
+        return min(self.origin + index * step, now)
+
+    def _grid_ceil(self, deadline: float) -> float:
+        """The first heartbeat tick at or after ``deadline``."""
+        step = self.heartbeat
+        ticks = (deadline - self.origin) / step if step else 0.0
+        if ticks <= 0.0 or ticks > _EXACT_TICKS:  # no heartbeat, in the past, or beyond the grid's precision
+            return deadline
+        index = math.ceil(ticks)
+        tick = self.origin + index * step
+        while tick < deadline:  # float rounding in the division above
+            index += 1
+            tick = self.origin + index * step
+        return tick
+
+    def arm_timer(self) -> None:
+        """Schedule one wake-up at the grid tick of the earliest deadline, or none at all."""
+        next_deadline = None if self.engine.waiting_for_room else self.table.next_deadline()
+        wakeup = self.wakeup
+        assert wakeup is not None
+        if next_deadline is None or next_deadline == math.inf:
+            wakeup.disarm()
+            return
+        # Far deadlines (a duration of 1e15 s, say) wake the manager once a year instead: loops
+        # cannot hold timers that far away.
+        when = min(self._grid_ceil(next_deadline), self.clock() + _LONGEST_WAIT)
+        if wakeup.when != when:
+            wakeup.arm(when)
+
+    def stop(self, reason: str, exc: BaseException | None = None) -> None:
+        """Stop for good: discard pending timers and commands, release every waiter."""
+        if self.state == STOPPED:
+            return
+        self.state = STOPPED
+        self.closing = True
+        self.stop_reason = reason
+        if self.wakeup is not None:
+            self.wakeup.close()
+        self.inbox.close("stopped")  # threads waiting for room get ManagerClosed; what they handed over is dropped
+        discarded, flushes = self.engine.discard()
+        if self.admission is not None:
+            self.admission.clear()
+        senders, self.senders = self.senders, deque()
+        receivers, self.receivers = self.receivers, {}
+        if self.loop is not None and self.loop.is_closed():
+            # The loop is gone (run() is being closed at interpreter exit): nobody can be woken.
+            logger.info("timer manager %r stopped: %s (its event loop is closed)", self.name, reason)
+            return
+        closed = ManagerClosed(f"timer manager {self.name!r} stopped ({reason})")
+        for future in flushes:
+            if not future.done():
+                future.set_exception(closed)
+        for sender in senders:
+            if not sender.future.done():
+                sender.future.set_exception(closed)
+        for waiter in receivers:
+            if not waiter.done():
+                waiter.set_result(None)
+        done = self.done
+        if done is not None and not done.done():
+            if exc is None:
+                done.set_result(None)
+            else:
+                done.set_exception(exc)
+        log = logger.error if exc is not None else logger.info
+        log(
+            "timer manager %r stopped: %s (%d pending timers discarded, %d events still receivable)",
+            self.name,
+            reason,
+            discarded,
+            self.engine.ready_count(),
+        )
