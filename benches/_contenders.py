@@ -29,7 +29,7 @@ from typing import Any, Callable
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is in the bench and test extras where it installs
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
@@ -41,7 +41,7 @@ def loop_factory(name: str) -> LoopFactory:
     if name == "uvloop":
         if uvloop is None:
             raise RuntimeError("uvloop is not installed")
-        return uvloop.new_event_loop  # type: ignore[no-any-return]
+        return uvloop.new_event_loop
     return asyncio.new_event_loop
 
 

@@ -9,6 +9,7 @@ numbers are never reported).
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import os
 import platform
 import shlex
@@ -74,10 +75,8 @@ def _library_version() -> str:
 def environment(loop: str, core: str, argv: Sequence[str]) -> dict[str, str]:
     """The facts the README's performance section shows next to the table."""
     try:
-        import uvloop
-
-        uvloop_version = uvloop.__version__
-    except ImportError:
+        uvloop_version = importlib.metadata.version("uvloop")
+    except importlib.metadata.PackageNotFoundError:
         uvloop_version = "not installed"
     memory = ""
     try:
@@ -299,7 +298,7 @@ def evaluate_targets(
 ) -> list[tuple[str, bool | None, str]]:
     """Each target as ``(line, passed, detail)``; a target whose size was not run is checked at
     the largest size that was (and says so); passed is None when it could not be measured."""
-    out = []
+    out: list[tuple[str, bool | None, str]] = []
     for label, workload, metric, size, kind, bound in TARGETS:
         n = size if size in sizes else max(sizes)
         at = _size_label(n) + ("" if n == size else f" (target is at {_size_label(size)}; not run)")

@@ -1,63 +1,129 @@
-"""Runs every test against both timer tables (``c`` and ``py``) and every async test on both event
-loops (``asyncio`` and, where installed, ``uvloop``)."""
+"""Fixtures and hooks for the whole suite; the shared helpers are in ``support.py``.
+
+Cores. The manager's core (its timer table and the engine driving it) comes in two twins: ``c``, the
+compiled ``timer_manager._core_c``, and ``py``, ``_table_py`` with ``_engine_py``. A test that builds a
+manager or a table asks for them (``propcache``'s model): it requests the ``core`` fixture (or
+``table_class``), directly or with ``pytest.mark.usefixtures("core")`` (for a whole module:
+``pytestmark = pytest.mark.usefixtures("core")``), and runs once per core, ids ``[c]`` and ``[py]``.
+The ``c`` run is skipped when ``TIMER_MANAGER_NO_EXTENSIONS`` is set, and fails when the extension
+is missing otherwise: never a silent fallback. Tests that build no manager (tokens, the engine
+twins, which build both engines themselves, arguments refused before anything is built) request
+neither, and run once. A test that builds a manager without requesting ``core`` fails, so that no
+test silently runs on whichever core ``timer_manager._core`` picked; one about something else (the
+README's examples) requests ``default_core`` to run once on that core, as a user gets it.
+
+Event loops. Every async test runs on asyncio and, where installed, uvloop (ids ``[asyncio]``,
+``[uvloop]``); virtual-time tests (looptime) run on asyncio's loop only.
+
+Hypothesis. ``TIMER_MANAGER_HYPOTHESIS`` selects the profile of every property test: ``ci`` (the
+default: 300 examples of up to 30 steps) or ``thorough`` (5000 examples of up to 80 steps, for
+release checks), e.g. ``TIMER_MANAGER_HYPOTHESIS=thorough python -m pytest tests/test_model.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
+import os
 import warnings
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import pytest
-import pytest_asyncio
+from hypothesis import HealthCheck, settings
+from support import LOOP_FACTORIES, LOOPTIME, Core, load_core
 
-from timer_manager import TimerHandle, TimerManager, _env
+import timer_manager
+from timer_manager import _env, _runner
 
-TABLE_MODULES = {"c": "timer_manager._core_c", "py": "timer_manager._table_py"}
-ENGINE_MODULES = {"c": "timer_manager._core_c", "py": "timer_manager._engine_py"}
+# ---------------------------------------------------------------------- Hypothesis
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is a test extra where it installs
-    uvloop = None
+HYPOTHESIS_PROFILE_VARIABLE = "TIMER_MANAGER_HYPOTHESIS"
+# ci: about 10 s per core for tests/test_model.py on an idle machine (CI wheel runs allow 45 s a test).
+settings.register_profile(
+    "ci",
+    max_examples=300,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=5000,
+    stateful_step_count=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get(HYPOTHESIS_PROFILE_VARIABLE) or "ci")
 
-LOOP_FACTORIES: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
-if uvloop is not None:
-    LOOP_FACTORIES["uvloop"] = uvloop.new_event_loop
-
-# pytest-asyncio >= 1.4 (Python >= 3.10) runs async tests once per loop factory; older ones use asyncio only.
-LOOP_FACTORIES_SUPPORTED = tuple(int(part) for part in pytest_asyncio.__version__.split(".")[:2]) >= (1, 4)
-
-# Virtual-time tests (looptime) drive asyncio's own loop: mark them with this.
-ASYNCIO_ONLY = pytest.mark.asyncio(loop_factories=["asyncio"]) if LOOP_FACTORIES_SUPPORTED else pytest.mark.asyncio
+# ---------------------------------------------------------------------- cores
 
 
-@contextlib.asynccontextmanager
-async def running(
-    heartbeat: float = 0.01, commands: int = 1024, events: int = 1024, *, name: str = "test", **options: Any
-) -> AsyncIterator[tuple[TimerManager, TimerHandle, asyncio.Task[None]]]:
-    """A manager whose run() has started (its grid origin is the loop time on entry); on exit its task
-    is cancelled if still running, and awaited."""
-    manager, handle = TimerManager.new(name, heartbeat, commands, events, **options)
-    task = asyncio.create_task(manager.run())
-    await asyncio.sleep(0)
-    assert manager._runner.state == "running"
+@pytest.fixture(params=[pytest.param("c", marks=pytest.mark.c_extension, id="c"), pytest.param("py", id="py")])
+def core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Core:
+    """The core under test; managers created in the test are built on it."""
+    kind: str = request.param
+    if kind == "c" and _env.no_extensions():
+        pytest.skip(f"{_env.NO_EXTENSIONS_VARIABLE} is set: the compiled core is not under test")
     try:
-        yield manager, handle, task
-    finally:
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        chosen = load_core(kind)
+    except ImportError as exc:  # no fallback: the compiled core must be there unless forbidden
+        pytest.fail(
+            f"the compiled core is not importable ({exc}): build it (python setup.py build_ext --inplace)"
+            f" or set {_env.NO_EXTENSIONS_VARIABLE}=1 to test the pure-Python core only",
+            pytrace=False,
+        )
+    monkeypatch.setattr(_runner, "TimerTable", chosen.TimerTable)
+    monkeypatch.setattr(_runner, "Engine", chosen.Engine)
+    return chosen
 
 
-try:
-    import looptime  # noqa: F401
-except ImportError:  # looptime >= 0.8 needs Python 3.11; the virtual-time tests are skipped below it
-    LOOPTIME = False
-else:
-    LOOPTIME = True
+@pytest.fixture
+def table_class(core: Core) -> Any:
+    """The ``TimerTable`` class of the core under test."""
+    return core.TimerTable
+
+
+@pytest.fixture
+def default_core() -> Core:
+    """The core ``timer_manager`` picked on import (``timer_manager.CORE``), left in place: for a test that
+    builds managers to check something other than the core, run once."""
+    return load_core("c" if timer_manager.CORE == "cython" else "py")
+
+
+@pytest.fixture(autouse=True)
+def _managers_need_a_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail a test that builds a manager without requesting ``core`` (or ``default_core``)."""
+    if {"core", "default_core"} & set(request.fixturenames):
+        return
+    nodeid = request.node.nodeid
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        pytest.fail(
+            f"{nodeid} builds a manager but requests no core: add pytest.mark.usefixtures('core') to run"
+            " it on both cores (see tests/conftest.py)",
+            pytrace=False,
+        )
+
+    monkeypatch.setattr(_runner, "TimerTable", refuse)
+
+
+# ---------------------------------------------------------------------- event loops and virtual time
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Any]:
+    """Run each async test once per event loop implementation."""
+    return LOOP_FACTORIES
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip virtual-time tests where looptime is not installed."""
+    if LOOPTIME:
+        return
+    skip = pytest.mark.skip(reason="looptime (virtual time) is not installed: it needs Python >= 3.11")
+    for item in items:
+        if item.get_closest_marker("looptime") is not None:
+            item.add_marker(skip)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -71,13 +137,15 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
     """
     loop = _test_loop(pyfuncitem)
     patched: type | None = None
-    selector = select = None
+    selector: Any = None
+    select: Any = None
     if LOOPTIME and loop is not None and pyfuncitem.get_closest_marker("looptime") is None:
         from looptime import LoopTimeEventLoop
 
-        if isinstance(loop, LoopTimeEventLoop):
+        if issubclass(type(loop), LoopTimeEventLoop):
             patched = type(loop)
-            loop.__class__ = next(base for base in patched.__bases__ if not issubclass(base, LoopTimeEventLoop))
+            stock = next(base for base in patched.__bases__ if not issubclass(base, LoopTimeEventLoop))
+            loop.__class__ = cast("type[asyncio.AbstractEventLoop]", stock)
             # looptime also replaces the selector's select() on the instance.
             selector = getattr(loop, "_selector", None)
             select = vars(selector).pop("select", None) if selector is not None else None
@@ -93,7 +161,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
 
 def _test_loop(pyfuncitem: pytest.Function) -> asyncio.AbstractEventLoop | None:
     """The loop an async test runs on (None for a sync test)."""
-    policy = pyfuncitem.funcargs.get("event_loop_policy")
+    policy = cast("asyncio.AbstractEventLoopPolicy | None", pyfuncitem.funcargs.get("event_loop_policy"))
     if policy is None or pyfuncitem.get_closest_marker("asyncio") is None:
         return None
     with warnings.catch_warnings():
@@ -104,40 +172,3 @@ def _test_loop(pyfuncitem: pytest.Function) -> asyncio.AbstractEventLoop | None:
         except RuntimeError:
             return None
     return loop
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip virtual-time tests where looptime is not installed."""
-    if LOOPTIME:
-        return
-    skip = pytest.mark.skip(reason="looptime (virtual time) is not installed: it needs Python >= 3.11")
-    for item in items:
-        if item.get_closest_marker("looptime") is not None:
-            item.add_marker(skip)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Any]:
-    """Run each async test once per event loop implementation."""
-    return LOOP_FACTORIES
-
-
-@pytest.fixture(
-    scope="session",
-    params=[pytest.param("c", marks=pytest.mark.c_extension, id="c"), pytest.param("py", id="py")],
-)
-def table_class(request: pytest.FixtureRequest) -> Any:
-    """The ``TimerTable`` class under test; the C run is skipped only when extensions are forbidden."""
-    if request.param == "c" and _env.no_extensions():
-        pytest.skip(f"{_env.NO_EXTENSIONS_VARIABLE} is set: the Cython table is not under test")
-    # No fallback here: if the extension was not built, the C run fails loudly.
-    return importlib.import_module(TABLE_MODULES[request.param]).TimerTable
-
-
-@pytest.fixture(autouse=True)
-def _manager_uses_table(table_class: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make managers created in the test use the table under test, and the engine of the same kind."""
-    kind = "c" if table_class.__module__ == TABLE_MODULES["c"] else "py"
-    core = importlib.import_module("timer_manager._runner")
-    monkeypatch.setattr(core, "TimerTable", table_class)
-    monkeypatch.setattr(core, "Engine", importlib.import_module(ENGINE_MODULES[kind]).Engine)

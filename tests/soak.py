@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib
 import json
 import random
 import resource
@@ -34,6 +33,7 @@ from array import array
 from typing import Any
 
 import looptime
+from support import use_core
 
 from timer_manager import TimerManager
 
@@ -48,13 +48,6 @@ def rss_bytes() -> int:
         return pages * resource.getpagesize()
     except OSError:  # pragma: no cover - not Linux
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def use_table(kind: str) -> None:
-    """Make managers created from now on use the ``c`` or ``py`` table (as the tests' conftest does)."""
-    core = importlib.import_module("timer_manager._runner")
-    module = {"c": "timer_manager._core_c", "py": "timer_manager._table_py"}[kind]
-    core.TimerTable = importlib.import_module(module).TimerTable  # type: ignore[attr-defined]
 
 
 async def _soak(timers: int, operations: int, checkpoints: int, seed: int, trace: bool) -> dict[str, Any]:
@@ -130,7 +123,7 @@ async def _soak(timers: int, operations: int, checkpoints: int, seed: int, trace
                 latest_gen[i] = -1
                 await handle.cancel_timer(names[i])
             elif r < 0.90:
-                items = []
+                items: list[tuple[int, float, int]] = []
                 for j in rng.sample(range(timers), min(8, timers)):
                     if any(j == k for k, _, _ in items):
                         continue
@@ -185,7 +178,7 @@ async def _soak(timers: int, operations: int, checkpoints: int, seed: int, trace
 
     await handle.shutdown()
     await run_task
-    if await asyncio.wait_for(consumer, 10.0) is not None:
+    if await asyncio.wait_for(consumer, 10.0) is not None:  # type: ignore[func-returns-value]
         problems.append("the consumer did not end")
     del manager, run_task, consumer
     gc.collect()
@@ -235,7 +228,7 @@ def main() -> None:
     parser.add_argument("--table", choices=["c", "py"], default="c")
     parser.add_argument("--no-trace", action="store_true", help="skip tracemalloc (faster)")
     args = parser.parse_args()
-    use_table(args.table)
+    use_core(args.table)  # the table and its engine
     report = run_soak(args.timers, args.operations, trace=not args.no_trace)
     report["table"] = args.table
     print(json.dumps(report, indent=1))

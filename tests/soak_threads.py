@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import logging
 import sys
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
-from stress import Caller, consume, recording_table, task_body, thread_body
+from stress import Caller, RecordingTable, consume, recording_table, task_body, thread_body
+from support import use_core
 
-from timer_manager import TimerManager
+from timer_manager import TimerManager, _runner
 
 HANG = 120.0
 
@@ -70,10 +70,9 @@ class Matcher:
         }
 
 
-async def _soak(seconds: float, table: type) -> dict[str, Any]:
-    recording = recording_table(table)
-    core = importlib.import_module("timer_manager._runner")
-    core.TimerTable = recording  # type: ignore[attr-defined]
+async def _soak(seconds: float, table_class: Any) -> dict[str, Any]:
+    recording = recording_table(table_class)
+    _runner.TimerTable = recording  # type: ignore[attr-defined]  # managers created from now on record
     manager, handle = TimerManager.new("soak-threads", 0.0, 4, 8, max_timers=500)
     run = asyncio.ensure_future(manager.run())
     threadsafe = handle.threadsafe()
@@ -96,7 +95,7 @@ async def _soak(seconds: float, table: type) -> dict[str, Any]:
     events = 0
     checkpoints: list[tuple[float, int]] = []
     started = time.monotonic()
-    table = manager._runner.table
+    table = cast(RecordingTable, manager._runner.table)
     while time.monotonic() - started < seconds:
         await asyncio.sleep(1.0)
         log, table.log = table.log, []
@@ -141,12 +140,12 @@ async def _soak(seconds: float, table: type) -> dict[str, Any]:
     }
 
 
-def run_thread_soak(seconds: float, table: type) -> dict[str, Any]:
-    """Run the threaded soak for ``seconds`` against ``table`` and return its report."""
+def run_thread_soak(seconds: float, table_class: Any) -> dict[str, Any]:
+    """Run the threaded soak for ``seconds`` on a recording subclass of ``table_class`` and return its report."""
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)
     try:
-        return asyncio.run(_soak(seconds, table))
+        return asyncio.run(_soak(seconds, table_class))
     finally:
         sys.setswitchinterval(old)
 
@@ -170,8 +169,8 @@ def main() -> None:
     parser.add_argument("--table", choices=("c", "py"), default="c")
     args = parser.parse_args()
     logging.getLogger("timer_manager").setLevel(logging.ERROR)  # the full event queue's WARNING, often
-    module = {"c": "timer_manager._core_c", "py": "timer_manager._table_py"}[args.table]
-    report = run_thread_soak(args.seconds, importlib.import_module(module).TimerTable)
+    core = use_core(args.table)  # the table (subclassed to record) and its engine
+    report = run_thread_soak(args.seconds, core.TimerTable)
     print(json.dumps(report, indent=2))
     sys.exit(0 if passed(report) else 1)
 

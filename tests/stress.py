@@ -11,17 +11,28 @@ import asyncio
 import random
 import threading
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 from timer_manager import ManagerClosed, QueueFull, ThreadsafeHandle, TimerHandle, TimerLimitExceeded
 
 REFUSALS = (QueueFull, ManagerClosed, TimerLimitExceeded)
 
 
-def recording_table(base: type) -> type:
-    """A table class that logs what the engine applies: ("set", name, replaced) and ("cancel", name, removed)."""
+class RecordingTable(Protocol):
+    """What a table made by ``recording_table`` has besides the table's own methods."""
 
-    class RecordingTable(base):  # type: ignore[misc, valid-type]
+    limit: int | None  # on the class: the size beyond which ``over_limit`` records
+    log: list[tuple[str, str, bool]]
+    over_limit: list[int]
+
+    def __len__(self) -> int: ...
+
+
+def recording_table(base: Any) -> Any:
+    """A subclass of the table class ``base`` that logs what the engine applies: ("set", name, replaced),
+    ("cancel", name, removed) and ("clear", "", cleared); see ``RecordingTable``."""
+
+    class Recording(base):  # type: ignore[misc]
         limit: int | None = None
 
         def __init__(self) -> None:
@@ -46,7 +57,7 @@ def recording_table(base: type) -> type:
             self.log.append(("clear", "", bool(cleared)))
             return cleared
 
-    return RecordingTable
+    return Recording
 
 
 class Caller:

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Union, get_args
+from typing import Any, Union, get_args
 
 import pytest
 
@@ -64,9 +64,9 @@ def test_timer_expired_is_a_frozen_slotted_dataclass() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.name = "b"  # type: ignore[misc]
     assert not hasattr(event, "__dict__")
-    assert TimerExpired.__slots__ == ("name", "deadline", "data")
+    assert TimerExpired.__slots__ == ("name", "deadline", "data")  # type: ignore[attr-defined]
     assert get_args(TimerEvent) == () or set(get_args(TimerEvent)) == {TimerExpired}
-    assert TimerEvent == Union[TimerExpired]
+    assert TimerEvent == Union[TimerExpired]  # type: ignore[comparison-overlap]
 
 
 @pytest.mark.skipif(sys.version_info < (3, 10), reason="match needs Python 3.10")
@@ -86,7 +86,7 @@ def positional(event):
         case TimerExpired(name, deadline, data):
             return (name, deadline, data)
 """
-    namespace = {"TimerExpired": TimerExpired}
+    namespace: dict[str, Any] = {"TimerExpired": TimerExpired}
     exec(compile(source, "<match>", "exec"), namespace)
     assert namespace["classify"](TimerExpired("a", 1.0, 7)) == ("expired", "a", 7)
     assert namespace["classify"](None) == ("stopped",)
@@ -103,6 +103,7 @@ def test_error_hierarchy() -> None:
     assert not issubclass(ManagerClosed, (asyncio.QueueFull, asyncio.QueueEmpty))
 
 
+@pytest.mark.usefixtures("core")
 def test_new_positional_and_keyword() -> None:
     """TimerManager.new with positional or keyword arguments returns (manager, handle), the token
     optional. catches: a changed parameter order or name."""
@@ -122,6 +123,7 @@ def test_new_positional_and_keyword() -> None:
     assert isinstance(manager3.cancel_token, CancellationToken)
 
 
+@pytest.mark.usefixtures("core")
 async def test_run_twice_raises() -> None:
     """A manager runs once. catches: a second run() silently restarting a stopped manager."""
     manager, handle = TimerManager.new("once", 0.01, 1, 1)

@@ -16,6 +16,8 @@ import pytest
 
 from timer_manager import TimerHandle, TimerManager
 
+pytestmark = pytest.mark.usefixtures("core")
+
 HANG = 30.0
 MAX_STEPS = 12
 
@@ -53,10 +55,10 @@ async def _cancel_after(
         if step == 1:
             run = asyncio.ensure_future(manager.run())
         await asyncio.sleep(0)
-    if manager._runner.senders:
-        seen.add("waiting")
-    elif manager._runner.promised:
+    if manager._runner.promised:
         seen.add("woken")
+    elif manager._runner.senders:
+        seen.add("waiting")
     task.cancel()
     if run is None:
         run = asyncio.ensure_future(manager.run())

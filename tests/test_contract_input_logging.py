@@ -62,6 +62,7 @@ async def _call(call: Callable[[], Any]) -> None:
         await result
 
 
+@pytest.mark.usefixtures("core")
 async def test_bad_input_refused_at_the_call_manager_keeps_running() -> None:
     """Every set/cancel call with a non-str name or a bad duration raises TypeError/ValueError naming the
     value; nothing is queued (no timer, no event, no set counted), and the manager keeps running with its
@@ -85,7 +86,7 @@ async def test_bad_input_refused_at_the_call_manager_keeps_running() -> None:
         await handle.cancel_timers("abc")
     for when, error in [(math.nan, ValueError), (math.inf, ValueError), ("1", TypeError), (True, TypeError)]:
         with pytest.raises(error):
-            await handle.set_timer_at("n", when)
+            await handle.set_timer_at("n", when)  # type: ignore[arg-type]  # bad on purpose
     await handle.flush()
     assert not task.done()
     assert handle.pending_count() == 1
@@ -99,6 +100,7 @@ async def test_bad_input_refused_at_the_call_manager_keeps_running() -> None:
     await task
 
 
+@pytest.mark.usefixtures("core")
 async def test_str_subclass_name_stored_as_plain_str() -> None:
     """A str subclass is accepted and comes back as an exact str. catches: the subclass object (with its
     own hash/eq) stored in the table or handed out in events."""
@@ -159,20 +161,22 @@ def test_bad_construction_arguments(kwargs: dict[str, Any], error: type[Exceptio
         assert repr(kwargs[what]) in str(info.value)
 
 
+@pytest.mark.usefixtures("core")
 def test_good_construction_arguments() -> None:
     """A timedelta or int heartbeat, 0 heartbeat and size 1 are fine. catches: over-strict checks."""
     for heartbeat in (0, 0.0, 1, timedelta(milliseconds=10)):
         TimerManager.new("m", heartbeat, 1, 1)
 
 
+@pytest.mark.usefixtures("core")
 async def test_recv_events_bad_max_events() -> None:
     """recv_events/try_recv_events refuse max_events that is not an int >= 1."""
     _, handle = TimerManager.new("m", 0.01, 1, 1)
     for value, error in [(0, ValueError), (-1, ValueError), (True, TypeError), (1.0, TypeError)]:
         with pytest.raises(error, match="max_events"):
-            handle.try_recv_events(value)
+            handle.try_recv_events(value)  # type: ignore[arg-type]  # bad on purpose
         with pytest.raises(error, match="max_events"):
-            await handle.recv_events(value)
+            await handle.recv_events(value)  # type: ignore[arg-type]  # bad on purpose
 
 
 # -- 11. logging ------------------------------------------------------------------------------------------
@@ -182,6 +186,7 @@ def _records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "timer_manager" and r.levelno == level]
 
 
+@pytest.mark.usefixtures("core")
 @pytest.mark.parametrize("how", ["shutdown", "token", "task-cancelled"])
 async def test_info_on_start_and_stop_with_name_and_reason(how: str, caplog: pytest.LogCaptureFixture) -> None:
     """INFO when started and when stopped, each naming the manager (repr) and the stop giving its reason.
@@ -213,6 +218,7 @@ async def test_info_on_start_and_stop_with_name_and_reason(how: str, caplog: pyt
     assert reason in infos[1]
 
 
+@pytest.mark.usefixtures("core")
 async def test_debug_for_each_command_when_enabled(caplog: pytest.LogCaptureFixture) -> None:
     """With DEBUG on, one DEBUG record per command, in order, names in repr.
     catches: commands not logged; names logged raw."""
@@ -235,6 +241,7 @@ async def test_debug_for_each_command_when_enabled(caplog: pytest.LogCaptureFixt
     await task
 
 
+@pytest.mark.usefixtures("core")
 async def test_nothing_at_debug_when_off_and_checked_once_per_batch(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -265,6 +272,7 @@ async def test_nothing_at_debug_when_off_and_checked_once_per_batch(
     assert debug_calls == []
 
 
+@pytest.mark.usefixtures("core")
 async def test_names_logged_with_repr_cannot_forge_lines(caplog: pytest.LogCaptureFixture) -> None:
     """A manager name and a timer name with a newline appear escaped in every record.
     catches: %s instead of %r (log injection)."""
@@ -282,3 +290,26 @@ async def test_names_logged_with_repr_cannot_forge_lines(caplog: pytest.LogCaptu
         assert "\n" not in message
     assert any(repr(evil) in message for message in _records(caplog, logging.DEBUG))
     assert repr(evil) in _records(caplog, logging.INFO)[0]
+
+
+@pytest.mark.usefixtures("default_core")
+def test_error_messages_stay_short_for_huge_or_long_input() -> None:
+    """A 400-digit int, an int too long to print, or a long string is named in a line, not printed whole.
+    Catches: error messages of hundreds of characters, or a ValueError from int printing itself."""
+    for bad, error in ((10**400, ValueError), (10**5000, ValueError), ("s" * 500, TypeError)):
+        with pytest.raises(error) as raised:
+            TimerManager.new("short", bad, 8, 8)  # type: ignore[arg-type]
+        assert len(str(raised.value)) < 200, str(raised.value)
+        assert "heartbeat_interval" in str(raised.value)
+
+
+@pytest.mark.usefixtures("default_core")
+def test_a_heartbeat_over_a_minute_is_accepted_with_a_warning_at_the_callers_line() -> None:
+    """A heartbeat over 60 s (1e300, or 100 meant as 100 ms) is most likely a unit mistake: a UserWarning
+    names it, pointing at the caller's line; 60 s and less pass silently."""
+    with pytest.warns(UserWarning, match=r"heartbeat_interval=1e\+300 s") as warned:
+        TimerManager.new("suspicious", 1e300, 8, 8)
+    assert warned[0].filename == __file__
+    with pytest.warns(UserWarning, match="heartbeat_interval=100 s"):
+        TimerManager("suspicious", 100)
+    TimerManager.new("fine", 60, 8, 8)  # the suite turns any warning into an error

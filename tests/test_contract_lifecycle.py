@@ -11,9 +11,11 @@ from collections.abc import Awaitable, Iterator
 from typing import Any, Callable
 
 import pytest
-from conftest import ASYNCIO_ONLY
+from support import ASYNCIO_ONLY
 
 from timer_manager import CancellationToken, ManagerClosed, TimerHandle, TimerManager
+
+pytestmark = pytest.mark.usefixtures("core")
 
 HANG = 10.0  # seconds: a call that takes longer than this is hung
 
@@ -154,7 +156,8 @@ async def test_token_cancel_stops_run_promptly_with_nothing_due() -> None:
     catches: the token only checked at a tick or a command."""
     loop = asyncio.get_running_loop()
     token = CancellationToken()
-    manager, handle = TimerManager.new("token", 3600.0, 10, 10, token)
+    with pytest.warns(UserWarning, match="heartbeat_interval=3600"):  # an hour, on purpose
+        manager, handle = TimerManager.new("token", 3600.0, 10, 10, token)
     task = asyncio.create_task(manager.run())
     handle.try_set_timer("ready", 0.0)
     handle.try_set_timer("far", 7200.0)
@@ -251,16 +254,16 @@ def frozen(manager: TimerManager) -> Iterator[None]:
     """Keep the manager from servicing its queue (as if it had not got round to it yet)."""
     core = manager._runner
     service = core.service
-    core.service = lambda: setattr(core, "service_soon", False)
+    core.service = lambda: setattr(core, "service_soon", False)  # type: ignore[method-assign]
     try:
         yield
     finally:
-        core.service = service
+        core.service = service  # type: ignore[method-assign]
 
 
 async def _waiters(handle: TimerHandle) -> tuple[list[asyncio.Task[Any]], list[asyncio.Task[Any]]]:
     """Two receivers waiting for an event and three senders waiting for room (queue of 1, full)."""
-    receivers = [asyncio.create_task(handle.recv_event()) for _ in range(2)]
+    receivers: list[asyncio.Task[Any]] = [asyncio.create_task(handle.recv_event()) for _ in range(2)]
     receivers.append(asyncio.create_task(handle.recv_events(5)))
     handle.try_set_timer("fill", 1000.0)
     senders = [

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Callable
 
 import pytest
-from conftest import ASYNCIO_ONLY, running
+from support import ASYNCIO_ONLY, running
 
 from timer_manager import ManagerClosed, QueueFull, TimerExpired, TimerManager
+
+pytestmark = pytest.mark.usefixtures("core")
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -86,7 +89,7 @@ async def test_cancel_or_reset_while_waiting_for_room_virtual(caplog: pytest.Log
         await handle.cancel_timer("n5")  # waiting for room
         await handle.set_timer_at("n6", base + 10.0)  # waiting for room: re-set
         await asyncio.wait_for(handle.flush(), 1.0)  # commands are applied while the queue is full
-        received = []
+        received: list[tuple[str, float, float]] = []
         while len(received) < 8:
             event = await asyncio.wait_for(handle.recv_event(), 100)
             assert event is not None
@@ -157,7 +160,7 @@ async def test_try_calls_raise_queue_full_when_full() -> None:
     handle.try_set_timer("a", 1.0)
     handle.try_cancel_timer("zzz")
     handle.try_set_timer("b", 1.0)
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: handle.try_set_timer("c", 1.0),
         lambda: handle.try_set_timer_at("c", 1.0),
         lambda: handle.try_set_interval("c", 1.0),

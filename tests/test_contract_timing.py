@@ -13,9 +13,12 @@ import time
 from typing import Any
 
 import pytest
-from conftest import ASYNCIO_ONLY, running
+from support import ASYNCIO_ONLY, running
 
 from timer_manager import TimerExpired, TimerHandle, TimerManager
+from timer_manager._wakeup import LoopTimerWakeup
+
+pytestmark = pytest.mark.usefixtures("core")
 
 LOOPTIME_TICK = 1e-6  # looptime keeps its clock in integer microseconds
 LATE = 1.0  # a generous real-time bound on lateness: the machine is loaded
@@ -65,8 +68,8 @@ def spy_wakeups(manager: TimerManager) -> collections.Counter[str]:
         counts["on_timer"] += 1
         on_timer()
 
-    core.service = counted_service
-    core.on_timer = counted_on_timer
+    core.service = counted_service  # type: ignore[method-assign]
+    core.on_timer = counted_on_timer  # type: ignore[method-assign]
     return counts
 
 
@@ -383,8 +386,10 @@ async def test_idle_with_100k_pending_no_callbacks_virtual() -> None:
     counts.clear()
     await asyncio.sleep(500)
     assert counts == {}
-    core = manager._runner
-    ours = [timer for timer in loop._scheduled if not timer.cancelled() and timer._callback == core.wakeup.fire]
+    wakeup = manager._runner.wakeup
+    assert isinstance(wakeup, LoopTimerWakeup)  # looptime's loop has its own clock: no timerfd
+    scheduled: list[Any] = loop._scheduled  # type: ignore[attr-defined]  # asyncio.TimerHandle, read privately
+    ours = [timer for timer in scheduled if not timer.cancelled() and timer._callback == wakeup.fire]
     assert len(ours) == 1
     earliest = handle.next_deadline()
     assert earliest is not None

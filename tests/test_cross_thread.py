@@ -13,26 +13,25 @@ loop hangs.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from stress import Caller, applied_by, consume, recording_table, task_body, thread_body
+from stress import Caller, RecordingTable, applied_by, consume, recording_table, task_body, thread_body
 
-from timer_manager import CancellationToken, TimerManager
+from timer_manager import CancellationToken, TimerManager, _runner
 
 HANG = 60.0  # seconds after which a wait counts as a hang (generous: a loaded 2-core machine)
 
 
 @pytest.fixture
-def recording(table_class: Any, monkeypatch: pytest.MonkeyPatch) -> type:
+def recording(table_class: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Managers made in the test use a recording subclass of the table under test."""
     table = recording_table(table_class)
-    monkeypatch.setattr(importlib.import_module("timer_manager._runner"), "TimerTable", table)
+    monkeypatch.setattr(_runner, "TimerTable", table)
     return table
 
 
@@ -81,10 +80,9 @@ async def _stress(recording: Any, *, stop_by: str, max_timers: int | None, secon
             assert not thread.is_alive(), "a thread hangs"
         await asyncio.wait_for(asyncio.gather(*tasks), HANG)
         await asyncio.wait_for(handle.flush(), HANG)
-        table = manager._runner.table
         assert manager._runner.admission is None or manager._runner.admission.reserved == {}
         stats = manager.stats()
-        assert stats.live == len(table) == handle.pending_count()
+        assert stats.live == len(manager._runner.table) == handle.pending_count()
         await asyncio.wait_for(handle.shutdown(), HANG)
     else:
         if stop_by == "token":  # cancelled from a thread while everyone is still calling
@@ -101,7 +99,7 @@ async def _stress(recording: Any, *, stop_by: str, max_timers: int | None, secon
     await asyncio.wait_for(consumer, HANG)
     assert not errors, errors
 
-    table = manager._runner.table
+    table = cast(RecordingTable, manager._runner.table)
     log = table.log
     for caller in thread_callers + task_callers:
         applied = applied_by(log, caller.key)

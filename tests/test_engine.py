@@ -7,7 +7,7 @@ import pickle
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from timer_manager import TimerExpired, _env
@@ -124,7 +124,6 @@ def _observe(engine: Any) -> tuple[Any, ...]:
     )
 
 
-@settings(max_examples=300, deadline=None)
 @given(commands, st.integers(1, 4), st.integers(1, 4))
 def test_both_engines_agree_on_every_step(script: list[Any], command_capacity: int, event_capacity: int) -> None:
     """Random sequences of commands (one-shot and repeating sets, cancels, flushes, sets counted against

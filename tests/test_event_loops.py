@@ -11,7 +11,9 @@ import random
 
 import pytest
 
-from timer_manager import TimerManager
+from timer_manager import TimerExpired, TimerManager
+
+pytestmark = pytest.mark.usefixtures("core")
 
 
 @pytest.mark.parametrize("heartbeat", [0.0, 0.0005, 0.003])
@@ -32,7 +34,7 @@ async def test_sub_millisecond_spacing_never_early_never_out_of_order(heartbeat:
     expected_deadlines = dict(items)
     for name, when in items:
         await handle.set_timer_at(name, when)
-    received = []
+    received: list[tuple[TimerExpired, float]] = []
     while len(received) < len(items):
         events = await asyncio.wait_for(handle.recv_events(64), 5.0)
         at = loop.time()

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ASYNCIO_ONLY
+from support import ASYNCIO_ONLY, Core
 
 from timer_manager import CancellationToken, ManagerClosed, TimerExpired, TimerManager
 
+pytestmark = pytest.mark.usefixtures("core")
+
 ROOT = Path(__file__).absolute().parent.parent
-TABLE_MODULES = {"c": "timer_manager._core_c", "py": "timer_manager._table_py"}
 
 
 async def _start(*args: Any, **kwargs: Any) -> tuple[TimerManager, Any, asyncio.Task[None]]:
@@ -199,7 +200,7 @@ async def test_token_cancel_releases_senders_and_receivers() -> None:
     assert isinstance(await asyncio.wait_for(asyncio.gather(sender, return_exceptions=True), 1.0), list)
     assert isinstance(sender.exception(), ManagerClosed)
     assert await asyncio.wait_for(receiver, 1.0) is None
-    assert await asyncio.wait_for(task, 1.0) is None
+    assert await asyncio.wait_for(task, 1.0) is None  # type: ignore[func-returns-value]
 
 
 # ---------------------------------------------------------------------- the token from a log handler
@@ -331,11 +332,7 @@ def _run_script(source: str, table: str, timeout: float = 20.0) -> subprocess.Co
     )
 
 
-def _table_name(table_class: Any) -> str:
-    return "c" if table_class.__module__ == TABLE_MODULES["c"] else "py"
-
-
-def test_event_loop_closed_with_the_manager_running(table_class: Any) -> None:
+def test_event_loop_closed_with_the_manager_running(core: Core) -> None:
     """The loop is closed under a running manager: later calls fail with a clear error (never a hang),
     and the interpreter exits cleanly."""
     result = _run_script(
@@ -375,7 +372,7 @@ def test_event_loop_closed_with_the_manager_running(table_class: Any) -> None:
         gc.collect()
         print("done")
         """,
-        _table_name(table_class),
+        core.kind,
     )
     assert result.returncode == 0, result.stderr
     assert "done" in result.stdout
@@ -387,7 +384,7 @@ def test_event_loop_closed_with_the_manager_running(table_class: Any) -> None:
     assert "Traceback" not in result.stderr, result.stderr
 
 
-def test_asyncio_run_returns_with_the_manager_still_running(table_class: Any) -> None:
+def test_asyncio_run_returns_with_the_manager_still_running(core: Core) -> None:
     """asyncio.run() ends while run() is still going: asyncio cancels it; the exit is clean."""
     result = _run_script(
         """
@@ -404,20 +401,20 @@ def test_asyncio_run_returns_with_the_manager_still_running(table_class: Any) ->
         asyncio.run(main())
         print("done")
         """,
-        _table_name(table_class),
+        core.kind,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
     assert result.stderr == "", result.stderr
 
 
-def test_keyboard_interrupt_during_run(table_class: Any) -> None:
+def test_keyboard_interrupt_during_run(core: Core) -> None:
     """SIGINT while asyncio.run(main) runs a manager: the process exits promptly with the usual
     KeyboardInterrupt (exit status 130 or -SIGINT, a traceback ending in KeyboardInterrupt), and no
     traceback or error from the library."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["TIMER_MANAGER_NO_EXTENSIONS"] = "1" if _table_name(table_class) == "py" else ""
+    env["TIMER_MANAGER_NO_EXTENSIONS"] = "1" if core.kind == "py" else ""
     source = textwrap.dedent(
         """
         import asyncio, sys

@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_feature_support import now, running, virtual
+from support import now, running, virtual
 
 from timer_manager import ManagerClosed, QueueFull, TimerExpired, TimerManager
+
+pytestmark = pytest.mark.usefixtures("core")
 
 # ------------------------------------------------------------------ set_timers / cancel_timers
 
@@ -20,7 +22,7 @@ async def test_set_timers_applies_items_in_order() -> None:
     """Items apply in order: equal deadlines come out in item order (not name order), a later item for
     the same name re-sets it, and a generator works. Catches: reordering, de-duplication, only the
     first item of a name kept."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         t0 = now()
         await handle.set_timers([("z", 1), ("y", 1), ("a", 5), ("x", 1), ("a", 2)])
         handle.try_set_timers((f"g{i}", 3) for i in range(3))
@@ -100,14 +102,16 @@ async def test_a_batch_larger_than_the_command_queue_completes() -> None:
     """The awaitable forms take batches far larger than the command queue (here 1000 items through 8
     places), apply them in order, and the try_ form of such a batch raises QueueFull. Catches:
     deadlock or QueueFull for big awaitable batches, order lost across refills."""
-    async with running(heartbeat=0.01, commands=8) as (_, handle):
+    async with running(heartbeat=0.01, commands=8) as (_, handle, _task):
         with pytest.raises(QueueFull):
             handle.try_set_timers((f"t{i}", 60) for i in range(9))
         await asyncio.wait_for(handle.set_timers([(f"t{i}", 60 + i) for i in range(1000)] + [("t0", 30)]), 10)
         await handle.flush()
         assert handle.pending_count() == 1000
-        assert handle.deadline("t999") - handle.deadline("t1") == pytest.approx(998)
-        assert handle.deadline("t0") < handle.deadline("t1") - 29
+        first, second, last = handle.deadline("t0"), handle.deadline("t1"), handle.deadline("t999")
+        assert first is not None and second is not None and last is not None
+        assert last - second == pytest.approx(998)
+        assert first < second - 29
         await asyncio.wait_for(handle.cancel_timers(f"t{i}" for i in range(0, 1000, 2)), 10)
         await handle.flush()
         assert handle.pending_count() == 500
@@ -118,7 +122,7 @@ async def test_a_batch_larger_than_the_command_queue_completes() -> None:
 async def test_cancel_timers_applies_in_order_and_validates_first() -> None:
     """cancel_timers interleaves in order with sets; a bad name or a bare str refuses the whole call.
     Catches: cancels applied out of order, a str iterated char by char, partial queuing."""
-    async with running(heartbeat=0.01) as (_, handle):
+    async with running(heartbeat=0.01) as (_, handle, _task):
         await handle.set_timers([("a", 60), ("b", 60), ("c", 60)])
         await handle.cancel_timers(["a", "b", "missing"])
         await handle.set_timer("a", 60)
@@ -139,7 +143,7 @@ async def test_cancel_timers_applies_in_order_and_validates_first() -> None:
 async def test_recv_events_returns_up_to_max_ready_events_in_order() -> None:
     """Five ready events: recv_events(3) gives the first three, then recv_events(10) the other two,
     without waiting. Catches: ignoring max_events, reordering, waiting for more."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         t0 = now()
         await handle.set_timers([(f"e{i}", 1 + i / 8) for i in range(5)])
         await asyncio.sleep(2)
@@ -155,7 +159,7 @@ async def test_recv_events_waits_only_while_none_is_ready() -> None:
     """recv_events waits while nothing is ready, and returns as soon as one event is (a list of one,
     not waiting for max_events or for the next timer). Catches: returning [] while running, or
     waiting to fill the list."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         t0 = now()
         await handle.set_timers([("a", 1), ("b", 5)])
         receiving = asyncio.create_task(handle.recv_events(10))
@@ -173,7 +177,7 @@ async def test_recv_events_returns_empty_list_once_stopped_and_drained() -> None
     """After shutdown, events already ready are still returned, then []; a receiver waiting when the
     manager stops gets []. Catches: [] before the queued events, a hang after stop, None instead of
     []."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         await handle.set_timers([("a", 1), ("b", 1)])
         await asyncio.sleep(2)
     assert [e.name for e in await handle.recv_events(1)] == ["a"]
@@ -194,7 +198,7 @@ async def test_recv_events_returns_empty_list_once_stopped_and_drained() -> None
 async def test_try_recv_events_never_waits() -> None:
     """try_recv_events returns at once: [] while nothing is ready, else up to max_events ready events.
     Catches: a try_ form that waits or ignores max_events."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         t0 = now()
         assert handle.try_recv_events(5) == []
         await handle.set_timers([(f"e{i}", 1) for i in range(4)])
@@ -223,7 +227,7 @@ async def test_async_for_yields_every_event_until_the_manager_stops() -> None:
     """``async for event in handle`` yields the events in order and ends once the manager stopped (a
     shutdown at t0+3.5) and the events were all received. Catches: iteration ending early, never
     ending, or skipping events."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         t0 = now()
         await handle.set_timers([("a", 1), ("b", 2), ("c", 3), ("late", 10)])
 
@@ -245,7 +249,7 @@ async def test_async_for_yields_every_event_until_the_manager_stops() -> None:
 async def test_async_for_in_real_time_drains_after_shutdown() -> None:
     """On every loop: events ready at shutdown are still yielded, then the iteration ends. Catches: the
     iterator broken on uvloop or dropping queued events."""
-    async with running(heartbeat=0.001) as (manager, handle):
+    async with running(heartbeat=0.001) as (manager, handle, _task):
         await handle.set_timers([(f"e{i}", 0) for i in range(5)])
         while manager.stats().events_ready < 5:
             await asyncio.sleep(0.001)

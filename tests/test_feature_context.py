@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from test_feature_support import now, recv, virtual
+from support import now, recv, virtual
 
 from timer_manager import (
     CancellationToken,
@@ -19,6 +19,8 @@ from timer_manager import (
     TimerManager,
     _runner,
 )
+
+pytestmark = pytest.mark.usefixtures("core")
 
 
 class Boom(Exception):
@@ -32,7 +34,7 @@ def failing_table(monkeypatch: pytest.MonkeyPatch, table_class: Any) -> None:
     patched on the class itself.)
     """
 
-    class FailingTable(table_class):  # type: ignore[misc, valid-type]
+    class FailingTable(table_class):  # type: ignore[misc]
         def pop_due(self, now: float, limit: int) -> Any:
             raise Boom("pop_due failed")
 

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
-from test_feature_support import EPS, now, recv, running, virtual
+from support import EPS, now, recv, running, virtual
 
 from timer_manager import QueueEmpty, QueueFull, TimerHandle, TimerManager
+
+pytestmark = pytest.mark.usefixtures("core")
 
 POLICIES = ("skip", "burst", "delay")
 
@@ -26,7 +29,7 @@ async def expect(handle: TimerHandle, name: str, deadline: float, received_at: f
 async def test_interval_on_grid_while_the_consumer_keeps_up(missed: str) -> None:
     """A consumer that keeps up gets t0+p, t0+2p, ... under every policy, each at its deadline.
     Catches: first expiry not one period out, a drifting or wrong grid, no re-arming."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         t0 = now()
         await handle.set_interval("i", 0.5, missed=missed)
         for k in range(1, 7):
@@ -38,7 +41,7 @@ async def test_interval_on_grid_while_the_consumer_keeps_up(missed: str) -> None
 async def test_interval_first_sets_the_grid(missed: str) -> None:
     """first=0.25 with period 1: t0+0.25, t0+1.25, t0+2.25; first=0 fires at once. Catches: ``first``
     ignored, or the grid anchored at the call instead of the first expiry."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         t0 = now()
         await handle.set_interval("i", 1, first=0.25, missed=missed)
         for k in range(3):
@@ -56,7 +59,7 @@ async def test_interval_skip_policy_exactly() -> None:
     strictly after the moment it was received. Received at t0+3.5 -> next t0+4; received exactly at
     the grid point t0+6 -> next t0+7 (as Tokio's Skip). Catches: burst/delay behaviour under "skip",
     a tick at the receive moment itself, more than one waiting event."""
-    async with running() as (manager, handle):
+    async with running() as (manager, handle, _task):
         t0 = now()
         await handle.set_interval("i", 1)  # "skip" is the default
         await asyncio.sleep(3.5)
@@ -74,7 +77,7 @@ async def test_interval_burst_policy_exactly() -> None:
     """ "burst": received at t0+3.5, the missed ticks t0+2 and t0+3 come one after another at once, then
     t0+4 on time; still only one event waits at any moment. Catches: skipping missed ticks, re-arming
     from the receive time, queuing several events at once."""
-    async with running() as (manager, handle):
+    async with running() as (manager, handle, _task):
         t0 = now()
         await handle.set_interval("i", 1, missed="burst")
         await asyncio.sleep(3.5)
@@ -93,7 +96,7 @@ async def test_interval_burst_policy_exactly() -> None:
 async def test_interval_delay_policy_exactly() -> None:
     """ "delay": received at t0+3.5, the next tick is one period after that moment (t0+4.5), and the grid
     moves with it. Catches: skip/burst behaviour under "delay"."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         t0 = now()
         await handle.set_interval("i", 1, missed="delay")
         await asyncio.sleep(3.5)
@@ -110,7 +113,7 @@ async def test_interval_delay_policy_exactly() -> None:
 async def test_interval_skip_with_first_keeps_its_grid() -> None:
     """ "skip" with first=0.25, period 1: grid t0+0.25+k; received at t0+2.5 -> next t0+3.25. Catches:
     skip computing its grid from the call time rather than the first expiry."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         t0 = now()
         await handle.set_interval("i", 1, first=0.25, missed="skip")
         await asyncio.sleep(2.5)
@@ -122,7 +125,7 @@ async def test_interval_skip_with_first_keeps_its_grid() -> None:
 async def test_interval_never_has_more_than_one_event_waiting() -> None:
     """Three intervals (one per policy) and a consumer asleep for 50 periods: exactly one event each
     waits. Catches: intervals re-arming at fire time instead of at receipt."""
-    async with running() as (manager, handle):
+    async with running() as (manager, handle, _task):
         for missed in POLICIES:
             await handle.set_interval(missed, 0.25, missed=missed)
         await asyncio.sleep(12.5)
@@ -137,7 +140,7 @@ async def test_interval_never_has_more_than_one_event_waiting() -> None:
 async def test_cancel_stops_an_interval_and_retracts_its_waiting_event() -> None:
     """Cancelling an interval whose event waits retracts that event and no further tick comes.
     Catches: an interval re-armed after cancel, or its stale event delivered."""
-    async with running() as (manager, handle):
+    async with running() as (manager, handle, _task):
         t0 = now()
         await handle.set_interval("i", 1)
         await expect(handle, "i", t0 + 1, t0 + 1)
@@ -154,7 +157,7 @@ async def test_cancel_stops_an_interval_and_retracts_its_waiting_event() -> None
 async def test_cancel_of_a_pending_interval() -> None:
     """Cancelled before its next tick (after one was received): nothing more. Catches: re-arm surviving
     a cancel."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         t0 = now()
         await handle.set_interval("i", 1)
         await expect(handle, "i", t0 + 1, t0 + 1)
@@ -168,7 +171,7 @@ async def test_reset_with_set_timer_makes_an_interval_one_shot() -> None:
     """A set_timer of an interval's name replaces it with a plain timer: one event, then no more (both
     when its event was received and when it was still waiting). Catches: the interval surviving a
     re-set."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         t0 = now()
         await handle.set_interval("i", 1)
         await expect(handle, "i", t0 + 1, t0 + 1)
@@ -193,7 +196,7 @@ async def test_reset_with_set_timer_makes_an_interval_one_shot() -> None:
 async def test_reset_with_set_interval_restarts_the_grid() -> None:
     """A new set_interval on an interval's name takes the new period and a grid from the new call.
     Catches: the old period or grid kept."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         t0 = now()
         await handle.set_interval("i", 1)
         await expect(handle, "i", t0 + 1, t0 + 1)
@@ -208,7 +211,7 @@ async def test_reset_with_set_interval_restarts_the_grid() -> None:
 async def test_interval_and_one_shot_timers_interleave_in_deadline_order() -> None:
     """An interval's ticks take their place among plain timers by deadline. Catches: re-armed ticks
     jumping the queue."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         t0 = now()
         await handle.set_interval("i", 1)
         await handle.set_timers([("x", 1.5), ("y", 2.25)])
@@ -233,7 +236,9 @@ async def test_interval_and_one_shot_timers_interleave_in_deadline_order() -> No
         (1, {"first": "0"}, TypeError),
     ],
 )
-async def test_set_interval_refuses_bad_input_at_the_call(period: object, options: dict, error: type) -> None:
+async def test_set_interval_refuses_bad_input_at_the_call(
+    period: object, options: dict[str, Any], error: type[Exception]
+) -> None:
     """period <= 0 (or not finite), an unknown ``missed`` or a bad ``first`` raise at the call, for both
     forms, and queue nothing. Catches: missing validation, or a bad interval queued."""
     manager, handle = TimerManager.new("bad-interval", 0, 1, 4)
@@ -255,7 +260,7 @@ async def test_set_interval_refuses_bad_input_at_the_call(period: object, option
 async def test_interval_in_real_time() -> None:
     """On every loop, in real time: an interval of 10 ms ticks on its grid. Catches: intervals broken
     on uvloop."""
-    async with running(heartbeat=0) as (_, handle):
+    async with running(heartbeat=0) as (_, handle, _task):
         t0 = now()
         await handle.set_interval("i", 0.01, missed="burst")
         deadlines = [(await recv(handle, 5)).deadline for _ in range(5)]

@@ -7,9 +7,11 @@ import asyncio
 import math
 
 import pytest
-from test_feature_support import now, recv, running, virtual
+from support import now, recv, running, virtual
 
 from timer_manager import CancellationToken, ManagerClosed, QueueFull, TimerExpired, TimerManager
+
+pytestmark = pytest.mark.usefixtures("core")
 
 # ------------------------------------------------------------------ introspection and flush
 
@@ -67,7 +69,7 @@ async def test_introspection_answers_from_the_applied_state() -> None:
 async def test_remaining_is_never_negative() -> None:
     """With event_buffer_size=1, "b" is past due but still pending (waiting for room): remaining is
     0.0, not -1.0, while deadline() still tells the past deadline. Catches: remaining = deadline - now."""
-    async with running(events=1) as (_, handle):
+    async with running(events=1) as (_, handle, _task):
         t0 = now()
         await handle.set_timer("a", 1)
         await handle.set_timer("b", 2)
@@ -100,7 +102,7 @@ async def test_flush_returns_only_once_earlier_commands_are_applied() -> None:
 async def test_flush_behind_a_backlog_larger_than_the_command_queue() -> None:
     """command_buffer_size=2 and 20 sets from waiting senders: flush() (itself waiting for room) returns
     only when all 20 are applied. Catches: flush jumping the queue."""
-    async with running(commands=2) as (_, handle):
+    async with running(commands=2) as (_, handle, _task):
         t0 = now()
         senders = [asyncio.create_task(handle.set_timer(f"t{i}", 10 + i)) for i in range(20)]
         await asyncio.sleep(0)
@@ -132,7 +134,7 @@ async def test_flush_never_hangs_when_the_manager_stops() -> None:
 
 async def test_flush_in_real_time() -> None:
     """flush() on every loop: the sets sent before it show afterwards. Catches: flush broken on uvloop."""
-    async with running(heartbeat=0.01, commands=128) as (_, handle):
+    async with running(heartbeat=0.01, commands=128) as (_, handle, _task):
         for i in range(100):
             handle.try_set_timer(f"t{i}", 60)
         await handle.flush()
@@ -147,7 +149,7 @@ async def test_flush_in_real_time() -> None:
 async def test_set_timer_at_fires_at_the_absolute_loop_time() -> None:
     """set_timer_at / try_set_timer_at take ``when`` in loop time as the deadline, exactly. Catches:
     ``when`` treated as a duration, or shifted."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         await asyncio.sleep(7)
         t0 = now()
         await handle.set_timer_at("a", t0 + 2.5)
@@ -168,7 +170,7 @@ async def test_set_timer_at_in_the_past_fires_at_once_with_deadline_when() -> No
     """A past ``when`` fires at once (no time passes) and the event's deadline is ``when`` itself;
     several past ones come out in deadline order, ties in set order. Catches: clamping the deadline to
     now, or delaying past timers."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         await asyncio.sleep(10)
         t = now()
         await handle.set_timer_at("late", t - 7.5)
@@ -194,7 +196,7 @@ async def test_set_timer_at_in_the_past_fires_at_once_with_deadline_when() -> No
 async def test_set_timer_at_replaces_a_pending_deadline() -> None:
     """set_timer_at on a pending name replaces its deadline, earlier or later. Catches: a second timer
     or the old deadline kept."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         t0 = now()
         await handle.set_timer("a", 10)
         await handle.set_timer_at("a", t0 + 3)
@@ -235,7 +237,7 @@ async def test_set_timer_at_refuses_bad_input_and_a_full_queue() -> None:
 async def test_set_timer_at_in_the_past_with_a_heartbeat_in_real_time() -> None:
     """On every loop, with a heartbeat: a past ``when`` fires promptly and the event carries ``when``.
     Catches: the same in real time / on uvloop."""
-    async with running(heartbeat=0.01) as (_, handle):
+    async with running(heartbeat=0.01) as (_, handle, _task):
         when = now() - 3.0
         await handle.set_timer_at("past", when)
         event = await recv(handle, 5)

@@ -6,9 +6,10 @@ are cancelled."""
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 import pytest
-from test_feature_support import recv, running
+from support import recv, running
 
 from timer_manager import QueueFull, TimerLimitExceeded, TimerManager, TimerManagerError
 
@@ -18,6 +19,7 @@ def test_timer_limit_exceeded_is_a_timer_manager_error() -> None:
     assert issubclass(TimerLimitExceeded, TimerManagerError)
 
 
+@pytest.mark.usefixtures("core")
 async def test_queued_sets_count_against_the_limit_at_the_call() -> None:
     """max_timers=2: two sets still queued (manager not running) use up the room; a third new name is
     refused at the call by every set form, while re-setting a queued name is allowed. Catches: only
@@ -25,7 +27,7 @@ async def test_queued_sets_count_against_the_limit_at_the_call() -> None:
     manager, handle = TimerManager.new("limit", 0, 64, 64, max_timers=2)
     handle.try_set_timer("a", 100)
     await handle.set_timer("b", 100)
-    refusals = [
+    refusals: list[Callable[[], object]] = [
         lambda: handle.try_set_timer("c", 100),
         lambda: handle.try_set_timer_at("c", 100),
         lambda: handle.try_set_interval("c", 100),
@@ -58,11 +60,12 @@ async def test_queued_sets_count_against_the_limit_at_the_call() -> None:
     await task
 
 
+@pytest.mark.usefixtures("core")
 async def test_a_batch_that_would_exceed_is_refused_whole() -> None:
     """max_timers=3 with "a" live: a batch adding three new names is refused whole (neither form queues
     any item); a batch of re-sets plus new names that fit is taken, duplicates counted once.
     Catches: partial batches, per-item checks, duplicates counted twice."""
-    async with running(max_timers=3) as (_, handle):
+    async with running(max_timers=3) as (_, handle, _task):
         await handle.set_timer("a", 100)
         await handle.flush()
         with pytest.raises(TimerLimitExceeded):
@@ -79,10 +82,11 @@ async def test_a_batch_that_would_exceed_is_refused_whole() -> None:
             handle.try_set_timers([("a", 1), ("d", 1)])
 
 
+@pytest.mark.usefixtures("core")
 async def test_room_returns_when_timers_fire_or_are_cancelled() -> None:
     """max_timers=1: once "a" fires (its event not even received yet) a new name fits; once that one is
     cancelled (and the cancel applied) another fits. Catches: fired or cancelled timers still counted."""
-    async with running(heartbeat=0.001, max_timers=1) as (manager, handle):
+    async with running(heartbeat=0.001, max_timers=1) as (manager, handle, _task):
         await handle.set_timer("a", 0.01)
         with pytest.raises(TimerLimitExceeded):
             await handle.set_timer("b", 100)
@@ -100,6 +104,7 @@ async def test_room_returns_when_timers_fire_or_are_cancelled() -> None:
         handle.try_set_timer("d", 100)
 
 
+@pytest.mark.usefixtures("core")
 async def test_refused_or_abandoned_sets_give_their_room_back() -> None:
     """A try_ set refused with QueueFull, and an awaitable set cancelled while waiting for room, do not
     keep counting against the limit. Catches: reservations leaked on those paths (the limit would
@@ -126,11 +131,12 @@ async def test_refused_or_abandoned_sets_give_their_room_back() -> None:
     await task
 
 
+@pytest.mark.usefixtures("core")
 async def test_threadsafe_sets_respect_the_limit() -> None:
     """The limit holds for sets from other threads too: with max_timers=1 and "a" live, the thread-safe
     set_timer and try_set_timer of a new name raise TimerLimitExceeded (and queue nothing), while a
     re-set of "a" goes through. Catches: the thread-safe path bypassing max_timers."""
-    async with running(heartbeat=0.001, max_timers=1) as (_, handle):
+    async with running(heartbeat=0.001, max_timers=1) as (_, handle, _task):
         await handle.set_timer("a", 100)
         await handle.flush()
         threadsafe = handle.threadsafe()

@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 from typing import Any, Callable
 
 import pytest
-from test_feature_support import now, recv, running
+from support import now, recv, running
 
 from timer_manager import TimerExpired, TimerHandle
 
@@ -31,7 +31,9 @@ async def _threadsafe_try_set(handle: TimerHandle, name: str, data: Any) -> None
     await asyncio.sleep(0.01)
 
 
-async def _sync(result: Any) -> None:
+async def _sync(call: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    """Call ``call``; await what it returned if that is a coroutine (the awaitable forms)."""
+    result = call(*args, **kwargs)
     if asyncio.iscoroutine(result):
         await result
 
@@ -42,25 +44,26 @@ def _kw(data: Any) -> dict[str, Any]:
 
 
 SETTERS: dict[str, Callable[[TimerHandle, str, Any], Awaitable[None]]] = {
-    "set_timer": lambda h, n, d: _sync(h.set_timer(n, 0, **_kw(d))),
-    "try_set_timer": lambda h, n, d: _sync(h.try_set_timer(n, 0, **_kw(d))),
-    "set_timer_at": lambda h, n, d: _sync(h.set_timer_at(n, now(), **_kw(d))),
-    "try_set_timer_at": lambda h, n, d: _sync(h.try_set_timer_at(n, now(), **_kw(d))),
-    "set_interval": lambda h, n, d: _sync(h.set_interval(n, 3600, first=0, **_kw(d))),
-    "try_set_interval": lambda h, n, d: _sync(h.try_set_interval(n, 3600, first=0, **_kw(d))),
-    "set_timers": lambda h, n, d: _sync(h.set_timers([(n, 0) if d is None else (n, 0, d)])),
-    "try_set_timers": lambda h, n, d: _sync(h.try_set_timers([(n, 0) if d is None else (n, 0, d)])),
+    "set_timer": lambda h, n, d: _sync(h.set_timer, n, 0, **_kw(d)),
+    "try_set_timer": lambda h, n, d: _sync(h.try_set_timer, n, 0, **_kw(d)),
+    "set_timer_at": lambda h, n, d: _sync(h.set_timer_at, n, now(), **_kw(d)),
+    "try_set_timer_at": lambda h, n, d: _sync(h.try_set_timer_at, n, now(), **_kw(d)),
+    "set_interval": lambda h, n, d: _sync(h.set_interval, n, 3600, first=0, **_kw(d)),
+    "try_set_interval": lambda h, n, d: _sync(h.try_set_interval, n, 3600, first=0, **_kw(d)),
+    "set_timers": lambda h, n, d: _sync(h.set_timers, [(n, 0) if d is None else (n, 0, d)]),
+    "try_set_timers": lambda h, n, d: _sync(h.try_set_timers, [(n, 0) if d is None else (n, 0, d)]),
     "threadsafe.set_timer": _threadsafe_set,
     "threadsafe.try_set_timer": _threadsafe_try_set,
 }
 
 
+@pytest.mark.usefixtures("core")
 @pytest.mark.parametrize("kind", list(SETTERS))
 async def test_every_set_call_carries_its_payload(kind: str) -> None:
     """The object given as ``data=`` is the event's ``data`` (the same object); without it, None.
     Catches: a set form dropping ``data`` or not accepting it."""
     payload = object()
-    async with running(heartbeat=0.001) as (_, handle):
+    async with running(heartbeat=0.001) as (_, handle, _task):
         await SETTERS[kind](handle, "with", payload)
         event = await recv(handle, 5)
         assert event.name == "with"
@@ -72,11 +75,12 @@ async def test_every_set_call_carries_its_payload(kind: str) -> None:
         await handle.cancel_all_timers()
 
 
+@pytest.mark.usefixtures("core")
 @pytest.mark.parametrize("kind", list(SETTERS))
 async def test_a_reset_without_data_clears_the_old_payload(kind: str) -> None:
     """ "a" is set with a payload and a far deadline, then re-set (by every set form) without data: the
     event has data None. Catches: the old payload surviving the re-set."""
-    async with running(heartbeat=0.001) as (_, handle):
+    async with running(heartbeat=0.001) as (_, handle, _task):
         await handle.set_timer("a", 3600, data="old")
         await handle.flush()
         await SETTERS[kind](handle, "a", None)
@@ -86,10 +90,11 @@ async def test_a_reset_without_data_clears_the_old_payload(kind: str) -> None:
         await handle.cancel_all_timers()
 
 
+@pytest.mark.usefixtures("core")
 async def test_a_reset_with_new_data_replaces_the_payload_and_a_retracted_events_payload_goes() -> None:
     """Re-set with new data: the new payload; a retracted event's payload is not received; after a
     cancel, a fresh set without data has None. Catches: payload mix-ups between a name's settings."""
-    async with running(heartbeat=0.001) as (manager, handle):
+    async with running(heartbeat=0.001) as (manager, handle, _task):
         await handle.set_timer("a", 3600, data=1)
         await handle.set_timer("a", 0, data=2)
         assert (await recv(handle, 5)).data == 2
@@ -107,21 +112,23 @@ async def test_a_reset_with_new_data_replaces_the_payload_and_a_retracted_events
         assert event.data is None
 
 
+@pytest.mark.usefixtures("core")
 @pytest.mark.parametrize("payload", [0, 0.0, "", False, [], {}, ()])
 async def test_falsy_payloads_are_carried(payload: Any) -> None:
     """Falsy payloads are payloads too (only ``None`` means none). Catches: ``if data:`` instead of
     ``if data is not None``."""
-    async with running(heartbeat=0.001) as (_, handle):
+    async with running(heartbeat=0.001) as (_, handle, _task):
         await handle.set_timer("a", 0, data=payload)
         event = await recv(handle, 5)
         assert event.data is payload
 
 
+@pytest.mark.usefixtures("core")
 async def test_interval_events_carry_their_data_every_time() -> None:
     """Every tick of an interval has its payload, and a re-set of the interval without data clears it
     for later ticks. Catches: the payload consumed by the first event."""
     payload = {"peer": 42}
-    async with running(heartbeat=0) as (_, handle):
+    async with running(heartbeat=0) as (_, handle, _task):
         await handle.set_interval("i", 0.005, data=payload)
         for _ in range(4):
             event = await recv(handle, 5)
@@ -134,12 +141,13 @@ async def test_interval_events_carry_their_data_every_time() -> None:
         await handle.cancel_timer("i")
 
 
+@pytest.mark.usefixtures("core")
 async def test_set_timers_mixes_items_with_and_without_data() -> None:
     """In one batch, 3-tuples carry their data and 2-tuples have None. Catches: data shifted between
     batch items."""
-    async with running(heartbeat=0.001) as (_, handle):
+    async with running(heartbeat=0.001) as (_, handle, _task):
         await handle.set_timers([("a", 0, "A"), ("b", 0), ("c", 0, None), ("d", 0, "D")])
-        events = []
+        events: list[TimerExpired] = []
         while len(events) < 4:
             events += await asyncio.wait_for(handle.recv_events(10), 5)
         assert [(e.name, e.data) for e in events] == [("a", "A"), ("b", None), ("c", None), ("d", "D")]

@@ -8,9 +8,11 @@ import asyncio
 from typing import Any, Callable
 
 import pytest
-from test_feature_support import now, recv, running, virtual
+from support import now, recv, running, virtual
 
 from timer_manager import QueueEmpty, TimerExpired, TimerHandle
+
+pytestmark = pytest.mark.usefixtures("core")
 
 # A re-set given the handle and the current loop time, and the new deadline it sets (relative).
 RESETS: dict[str, tuple[Callable[[TimerHandle, float], Any], float]] = {
@@ -47,7 +49,7 @@ async def test_cancel_retracts_an_event_that_fell_due_but_was_not_received(kind:
     """ "a" fell due at t0+1 and its event waits; a cancel applied afterwards retracts it, the other
     waiting event is still received (cancel_all retracts both). Catches: a cancel (of any form) leaving the
     stale event in place, or retracting the wrong one."""
-    async with running() as (manager, handle):
+    async with running() as (manager, handle, _task):
         t0 = now()
         await handle.set_timer("a", 1)
         await handle.set_timer("b", 1.5)
@@ -74,7 +76,7 @@ async def test_reset_retracts_the_earlier_deadlines_event(kind: str) -> None:
     """ "a" fell due at t0+1, unreceived; a re-set (any set form) applied at t0+2 retracts it: the only
     event for "a" received is for the new deadline, after "b"'s. Catches: a set form that does not
     retract (the t0+1 event would be received first, or twice)."""
-    async with running() as (manager, handle):
+    async with running() as (manager, handle, _task):
         t0 = now()
         await handle.set_timer("a", 1)
         await handle.set_timer("b", 1.5)
@@ -96,7 +98,7 @@ async def test_reset_retracts_the_earlier_deadlines_event(kind: str) -> None:
 async def test_reset_before_receiving_keeps_deadline_order_of_the_rest() -> None:
     """The re-set "a" lands behind "b" and "c" in the event queue, in deadline order. Catches: the new
     event taking the retracted one's place at the front."""
-    async with running() as (_, handle):
+    async with running() as (_, handle, _task):
         t0 = now()
         await handle.set_timers([("a", 1), ("b", 1.25), ("c", 1.5)])
         await asyncio.sleep(2)
@@ -114,7 +116,7 @@ async def test_retracted_event_frees_its_place_in_a_full_event_queue() -> None:
     """event_buffer_size=1: "a"'s event fills the queue and "b" (due) waits for room; cancelling "a"
     retracts its event and "b" now gets in. Catches: a retraction that does not free the place (b
     would stay waiting), and the retracted counter."""
-    async with running(events=1) as (manager, handle):
+    async with running(events=1) as (manager, handle, _task):
         t0 = now()
         await handle.set_timer("a", 1)
         await handle.set_timer("b", 2)
@@ -133,7 +135,7 @@ async def test_many_retractions_keep_the_rest_receivable_in_order() -> None:
     """200 events wait; 150 of them are retracted (enough to make the event queue compact itself);
     the 50 others come out exactly, in deadline order, and then nothing. Catches: losing or
     resurrecting events when retracted ones pile up."""
-    async with running(commands=256, events=256) as (manager, handle):
+    async with running(commands=256, events=256) as (manager, handle, _task):
         t0 = now()
         await handle.set_timers([(f"t{i:03}", 1 + i / 256) for i in range(200)])
         await asyncio.sleep(3)
@@ -150,7 +152,7 @@ async def test_many_retractions_keep_the_rest_receivable_in_order() -> None:
 async def test_unrelated_commands_retract_nothing() -> None:
     """A cancel of another name (pending or not) and a set of a third name leave waiting events alone.
     Catches: over-eager retraction."""
-    async with running() as (manager, handle):
+    async with running() as (manager, handle, _task):
         t0 = now()
         await handle.set_timer("a", 1)
         await handle.set_timer("pending", 50)
@@ -166,7 +168,7 @@ async def test_unrelated_commands_retract_nothing() -> None:
 async def test_no_stale_event_in_real_time() -> None:
     """The same rule in real time, on every loop: a timer due at once, cancelled before its event is
     received, never shows up. Catches: no retraction (on uvloop too)."""
-    async with running(heartbeat=0.001) as (manager, handle):
+    async with running(heartbeat=0.001) as (manager, handle, _task):
         await handle.set_timer("a", 0)
         await handle.set_timer("b", 0)
         while manager.stats().events_ready < 2:

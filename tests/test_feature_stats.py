@@ -6,9 +6,11 @@ import asyncio
 import dataclasses
 
 import pytest
-from test_feature_support import now, recv, running, virtual
+from support import now, recv, running, virtual
 
 from timer_manager import TimerExpired, TimerManager, TimerStats
+
+pytestmark = pytest.mark.usefixtures("core")
 
 FIELDS = (
     "live",
@@ -46,7 +48,7 @@ async def test_stats_count_exactly_over_a_scripted_sequence() -> None:
     """Every counter after a scripted sequence (heartbeat 0, event queue of 2). Catches: any counter
     counted in the wrong place (sets vs re-sets, cancels of absent names, retractions, fires, room
     waits, high-water marks, lateness percentiles)."""
-    async with running(commands=8, events=2) as (manager, handle):
+    async with running(commands=8, events=2) as (manager, handle, _task):
         t0 = now()
         # run() has not started yet: all of these stay queued
         handle.try_set_timer("a", 1)
@@ -97,7 +99,7 @@ async def test_lateness_percentiles_follow_the_heartbeat_grid() -> None:
     """heartbeat 1 s: timers due at +0.25, +0.5, +0.75 are all made ready at the tick +1, so their
     lateness is 0.75, 0.5 and 0.25 s: p50 = 0.5, p99 = 0.75. Catches: lateness not measured, measured
     from the wrong moment, or wrong percentiles."""
-    async with running(heartbeat=1.0) as (manager, handle):
+    async with running(heartbeat=1.0) as (manager, handle, _task):
         await handle.set_timers([("x", 0.75), ("y", 0.5), ("z", 0.25)])
         events = await handle.recv_events(10)
         assert [e.name for e in events] == ["z", "y", "x"]
@@ -111,7 +113,7 @@ async def test_lateness_percentiles_follow_the_heartbeat_grid() -> None:
 async def test_waiting_for_room_counts_each_episode_and_intervals_count_each_tick() -> None:
     """Two separate episodes of a full event queue count 2; an interval's set counts once, each tick as
     a fire. Catches: counting room waits per wake-up or per timer, re-arms counted as sets."""
-    async with running(events=1) as (manager, handle):
+    async with running(events=1) as (manager, handle, _task):
         await handle.set_timers([("a", 1), ("b", 1)])
         await asyncio.sleep(2)
         assert manager.stats().waiting_for_room == 1

@@ -9,16 +9,18 @@ import time
 from typing import Any, Callable
 
 import pytest
-from test_feature_support import now, recv, running
+from support import now, recv, running
 
 from timer_manager import ManagerClosed, QueueFull, ThreadsafeHandle, TimerManager
+
+pytestmark = pytest.mark.usefixtures("core")
 
 
 async def test_threadsafe_set_and_cancel_from_another_thread() -> None:
     """A set from a thread fires with its payload, its deadline taken at the call; a cancel from a
     thread removes a timer. Catches: thread-side commands not reaching the manager, deadline taken
     when applied."""
-    async with running(heartbeat=0.001) as (_, handle):
+    async with running(heartbeat=0.001) as (_, handle, _task):
         threadsafe = handle.threadsafe()
         assert isinstance(threadsafe, ThreadsafeHandle)
         await handle.set_timer("doomed", 60)
@@ -89,7 +91,7 @@ async def test_blocking_calls_wait_for_room_and_time_out_with_queue_full() -> No
 async def test_threadsafe_calls_raise_manager_closed_once_the_manager_stopped() -> None:
     """After shutdown every thread-side call raises ManagerClosed (the blocking ones do not hang).
     Catches: commands accepted or threads blocked for ever after the manager stopped."""
-    async with running(heartbeat=0.001) as (_, handle):
+    async with running(heartbeat=0.001) as (_, handle, _task):
         threadsafe = handle.threadsafe()
     calls: list[Callable[[], Any]] = [
         lambda: threadsafe.set_timer("a", 1),
@@ -108,7 +110,7 @@ async def test_order_is_kept_per_calling_thread() -> None:
     of 16 (so both blocking and try_ calls often meet a full queue); the final state is each thread's
     last operation per name, with the deadline of its last set. Catches: reordering within a thread
     (e.g. a try_ overtaking an earlier blocking call), lost or duplicated commands."""
-    async with running(heartbeat=0.001, commands=16, events=16) as (_, handle):
+    async with running(heartbeat=0.001, commands=16, events=16) as (_, handle, _task):
         loop = asyncio.get_running_loop()
         start = now()
 
@@ -167,7 +169,7 @@ async def test_plain_handle_from_another_thread_raises_in_debug_mode() -> None:
     loop = asyncio.get_running_loop()
     loop.set_debug(True)
     try:
-        async with running(heartbeat=0.001) as (_, handle):
+        async with running(heartbeat=0.001) as (_, handle, _task):
             calls: dict[str, Callable[[], Any]] = {
                 "try_set_timer": lambda: handle.try_set_timer("a", 60),
                 "try_set_timer_at": lambda: handle.try_set_timer_at("a", 60),
@@ -210,7 +212,7 @@ async def test_receiving_on_the_plain_handle_from_another_thread_raises_in_debug
     loop = asyncio.get_running_loop()
     loop.set_debug(True)
     try:
-        async with running(heartbeat=0.001) as (manager, handle):
+        async with running(heartbeat=0.001) as (manager, handle, _task):
             await handle.set_timer("a", 0)
             while manager.stats().events_ready < 1:
                 await asyncio.sleep(0.001)
@@ -227,7 +229,7 @@ async def test_receiving_on_the_plain_handle_from_another_thread_raises_in_debug
 async def test_threadsafe_blocking_call_from_the_loop_thread_is_refused() -> None:
     """Calling a blocking thread-side method on the loop's own thread would deadlock; it raises
     RuntimeError instead (as threadsafe.py documents). Catches: a deadlocked loop."""
-    async with running(heartbeat=0.001) as (_, handle):
+    async with running(heartbeat=0.001) as (_, handle, _task):
         threadsafe = handle.threadsafe()
         with pytest.raises(RuntimeError):
             threadsafe.set_timer("a", 1)

@@ -8,21 +8,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import Any, Callable
 
 import pytest
-from conftest import ASYNCIO_ONLY
+from support import virtual
 
 from timer_manager import TimerExpired, TimerManager
-
-
-def virtual_time(test: Any) -> Any:
-    """Run ``test`` on asyncio's loop in virtual time (looptime)."""
-    return pytest.mark.looptime(ASYNCIO_ONLY(test))
-
 
 KEEP = [("keep-1", 1.0), ("keep-2", 2.0), ("keep-3", 2.0)]  # deadlines relative to the start
 
@@ -34,7 +29,7 @@ class _OddHash(str):
     def __eq__(self, other: object) -> bool:
         raise RuntimeError("no eq for you")
 
-    __ne__ = __eq__  # type: ignore[assignment]
+    __ne__ = __eq__
 
 
 class _AlwaysEqual(str):
@@ -44,7 +39,7 @@ class _AlwaysEqual(str):
     def __eq__(self, other: object) -> bool:
         return True
 
-    __ne__ = lambda self, other: False  # type: ignore[assignment]  # noqa: E731
+    __ne__ = lambda self, other: False  # noqa: E731
 
 
 class _CountingHash(str):
@@ -68,7 +63,9 @@ async def _manager(heartbeat: float = 0.0, **kwargs: Any) -> tuple[TimerManager,
     return manager, handle, task
 
 
-async def _check_kept(handle: Any, task: asyncio.Task[None], start: float, extra: list[str] = ()) -> list[TimerExpired]:  # type: ignore[assignment]
+async def _check_kept(
+    handle: Any, task: asyncio.Task[None], start: float, extra: Sequence[str] = ()
+) -> list[TimerExpired]:
     """The earlier timers fire exactly (plus the ``extra`` names that are due by then), and the
     manager is still running."""
     loop = asyncio.get_running_loop()
@@ -94,7 +91,8 @@ async def _stop(handle: Any, task: asyncio.Task[None]) -> None:
 # ---------------------------------------------------------------------- names
 
 
-@virtual_time
+@pytest.mark.usefixtures("core")
+@virtual
 @pytest.mark.parametrize("cls", [_OddHash, _AlwaysEqual, _CountingHash], ids=lambda c: c.__name__)
 async def test_str_subclass_names_are_stored_as_plain_str(cls: type[str]) -> None:
     _manager_obj, handle, task = await _manager()
@@ -113,7 +111,8 @@ async def test_str_subclass_names_are_stored_as_plain_str(cls: type[str]) -> Non
     await _stop(handle, task)
 
 
-@virtual_time
+@pytest.mark.usefixtures("core")
+@virtual
 @pytest.mark.parametrize(
     "name", ["", "x" * 10**6, "\x00", "é\u2028\U0001f600"], ids=["empty", "1e6-chars", "nul", "unicode"]
 )
@@ -129,12 +128,13 @@ async def test_odd_but_valid_names_work(name: str) -> None:
     await _stop(handle, task)
 
 
-@virtual_time
+@pytest.mark.usefixtures("core")
+@virtual
 @pytest.mark.parametrize("name", [None, b"bytes", 1, 1.5, ("a",), object()], ids=repr)
 async def test_non_str_names_are_refused_and_nothing_is_queued(name: Any) -> None:
     _manager_obj, handle, task = await _manager()
     start = min(handle.deadline(n) - d for n, d in KEEP)
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: handle.try_set_timer(name, 1.0),
         lambda: handle.try_cancel_timer(name),
         lambda: handle.try_set_timers([("ok", 0.1), (name, 1.0)]),
@@ -153,7 +153,8 @@ async def test_non_str_names_are_refused_and_nothing_is_queued(name: Any) -> Non
     await _stop(handle, task)
 
 
-@virtual_time
+@pytest.mark.usefixtures("core")
+@virtual
 async def test_names_cannot_forge_log_lines(caplog: pytest.LogCaptureFixture) -> None:
     """Names (and the manager's own name) reach the log through repr(): no raw newline, carriage
     return or escape character ever appears in a message, at any level."""
@@ -217,7 +218,8 @@ REFUSED = [
 ]
 
 
-@virtual_time
+@pytest.mark.usefixtures("core")
+@virtual
 @pytest.mark.parametrize(("duration", "seconds"), ACCEPTED)
 @pytest.mark.parametrize("heartbeat", [0.0, 0.01])
 async def test_accepted_durations_fire_on_time(duration: Any, seconds: float, heartbeat: float) -> None:
@@ -237,7 +239,8 @@ async def test_accepted_durations_fire_on_time(duration: Any, seconds: float, he
     await _stop(handle, task)
 
 
-@virtual_time
+@pytest.mark.usefixtures("core")
+@virtual
 @pytest.mark.parametrize("heartbeat", [0.0, 0.01, 1.0])
 @pytest.mark.parametrize("duration", FAR)
 async def test_far_durations_are_accepted_and_never_fire_early(duration: Any, heartbeat: float) -> None:
@@ -265,7 +268,8 @@ async def test_far_durations_are_accepted_and_never_fire_early(duration: Any, he
     await _stop(handle, task)
 
 
-@virtual_time
+@pytest.mark.usefixtures("core")
+@virtual
 @pytest.mark.parametrize(("duration", "error"), REFUSED)
 async def test_refused_durations_leave_the_manager_intact(duration: Any, error: type[Exception]) -> None:
     _manager_obj, handle, task = await _manager(0.01)
@@ -288,7 +292,8 @@ async def test_refused_durations_leave_the_manager_intact(duration: Any, error: 
     await _stop(handle, task)
 
 
-@virtual_time
+@pytest.mark.usefixtures("core")
+@virtual
 async def test_numpy_scalars() -> None:
     numpy = pytest.importorskip("numpy")
     _manager_obj, handle, task = await _manager()
@@ -346,7 +351,8 @@ def test_bad_heartbeats_are_refused(heartbeat: Any) -> None:
         TimerManager.new("bad", heartbeat, 4, 4)
 
 
-@virtual_time
+@pytest.mark.usefixtures("core")
+@virtual
 async def test_huge_buffer_sizes_work() -> None:
     """2**63 (and more) for both buffers: accepted, and the manager works normally."""
     for size in (2**63, 2**63 - 1, 2**64 + 7):
@@ -355,7 +361,7 @@ async def test_huge_buffer_sizes_work() -> None:
         for name, delay in KEEP:
             handle.try_set_timer(name, delay)
         handle.try_set_timers([(f"n{i}", 0.0) for i in range(100)])
-        events = []
+        events: list[TimerExpired] = []
         while len(events) < 100 + len(KEEP):
             events.extend(await asyncio.wait_for(handle.recv_events(2**63), 10.0))
         assert [e.name for e in events] == [f"n{i}" for i in range(100)] + [name for name, _ in KEEP]
@@ -363,15 +369,16 @@ async def test_huge_buffer_sizes_work() -> None:
         await _stop(handle, task)
 
 
-@virtual_time
+@pytest.mark.usefixtures("core")
+@virtual
 async def test_odd_heartbeats_work() -> None:
     """A tiny, an irrational-looking and a Decimal heartbeat: timers fire at their grid tick, in order."""
     for heartbeat in (1e-9, 0.1, Decimal("0.3"), Fraction(1, 3), timedelta(milliseconds=7)):
-        manager, handle = TimerManager.new("grid", heartbeat, 16, 16)
+        manager, handle = TimerManager.new("grid", heartbeat, 16, 16)  # type: ignore[arg-type]  # Decimal, Fraction
         task = asyncio.create_task(manager.run())
         for i in range(10):
             await handle.set_timer(f"t{i}", i * 0.37)
-        got = []
+        got: list[str] = []
         while len(got) < 10:
             event = await asyncio.wait_for(handle.recv_event(), 10.0)
             assert event is not None

@@ -25,7 +25,8 @@ The model is the README's contract and nothing else:
 All durations, heartbeats and clock steps are multiples of 1/16 s, so every loop time is exact in
 binary floating point and the model computes the grid with fractions.
 
-``TIMER_MANAGER_HYPOTHESIS=thorough`` selects a longer run for release checks.
+Its size is the Hypothesis profile's (``TIMER_MANAGER_HYPOTHESIS``, see ``conftest.py``): ``ci`` runs 300
+examples of up to 30 steps per core, ``thorough`` 5000 of up to 80, for release checks.
 """
 
 from __future__ import annotations
@@ -33,12 +34,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 from fractions import Fraction
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -53,22 +53,7 @@ from timer_manager import CancellationToken, ManagerClosed, QueueFull, TimerMana
 
 looptime = pytest.importorskip("looptime", reason="virtual time needs looptime (Python >= 3.11)")
 
-PROFILE = os.environ.get("TIMER_MANAGER_HYPOTHESIS", "ci")
-PROFILES = {
-    # About 10 s per table on an idle machine (CI wheel runs use a 45 s per-test timeout).
-    "ci": settings(
-        max_examples=300,
-        stateful_step_count=30,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    ),
-    "thorough": settings(
-        max_examples=5000,
-        stateful_step_count=80,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    ),
-}
+pytestmark = pytest.mark.usefixtures("core")
 
 NAMES = ("a", "b", "c", "d", "e", "f")
 SIXTEENTH = Fraction(1, 16)
@@ -117,7 +102,7 @@ class Entry:
 class ManagerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.loop = looptime.new_event_loop()
+        self.loop: asyncio.AbstractEventLoop = looptime.new_event_loop()
         self.entries: dict[str, Entry] = {}
         self.seq = 0
         self.records: list[tuple[Any, float]] = []
@@ -608,7 +593,7 @@ class ManagerMachine(RuleBasedStateMachine):
         loop.close()
 
 
-def test_manager_matches_the_model(table_class: Any, caplog: pytest.LogCaptureFixture) -> None:
-    """Every table under the state machine (the autouse fixture has already patched the table in)."""
+def test_manager_matches_the_model(caplog: pytest.LogCaptureFixture) -> None:
+    """Each core under the state machine (the ``core`` fixture has already patched it in)."""
     caplog.set_level(logging.CRITICAL, logger="timer_manager")  # the full-queue WARNINGs are expected
-    run_state_machine_as_test(ManagerMachine, settings=PROFILES[PROFILE])
+    run_state_machine_as_test(ManagerMachine, settings=settings())  # the profile conftest loaded

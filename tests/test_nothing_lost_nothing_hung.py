@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ASYNCIO_ONLY
+from support import ASYNCIO_ONLY
 
 from timer_manager import (
     CancellationToken,
@@ -26,6 +26,7 @@ from timer_manager import (
     TimerExpired,
     TimerLimitExceeded,
     TimerManager,
+    _runner,
 )
 from timer_manager._protocol import Interval
 
@@ -67,6 +68,7 @@ def _in_own_loop_thread(scenario: Any) -> Any:
 # ---------------------------------------------------------------------- threads and the command queue
 
 
+@pytest.mark.usefixtures("core")
 def test_threads_filling_a_tiny_command_queue_never_lock_up_the_loop(fast_switching: None) -> None:
     """Defect 1: four threads mixing blocking and try_ sets on a command queue of 2, with loop-side callers
     waiting for room, hung the loop in an endless service pass. Every call must end and the manager stop."""
@@ -111,6 +113,7 @@ def test_threads_filling_a_tiny_command_queue_never_lock_up_the_loop(fast_switch
     assert pending == accepted
 
 
+@pytest.mark.usefixtures("core")
 def test_every_accepted_threadsafe_set_is_applied_under_fast_thread_switching(fast_switching: None) -> None:
     """Defect 2: a thread took a queue place between a loop-side room check and the push, and the push
     dropped the command although the call returned normally (3 to 16 of 250k). Every accepted set is
@@ -163,6 +166,7 @@ def test_every_accepted_threadsafe_set_is_applied_under_fast_thread_switching(fa
     assert applied == expected
 
 
+@pytest.mark.usefixtures("core")
 async def test_a_refused_threadsafe_timeout_keeps_no_max_timers_place() -> None:
     """Defect 5: threadsafe().set_timer(name, d, timeout=<negative, NaN or a str>) was refused but kept a
     max_timers place. The timeout is checked first; the single place stays free."""
@@ -171,7 +175,7 @@ async def test_a_refused_threadsafe_timeout_keeps_no_max_timers_place() -> None:
     threadsafe = handle.threadsafe()
     for bad, error in ((-1.0, ValueError), (math.nan, ValueError), ("1", TypeError)):
         with pytest.raises(error):
-            await asyncio.to_thread(threadsafe.set_timer, "x", 1000, timeout=bad)
+            await asyncio.to_thread(threadsafe.set_timer, "x", 1000, timeout=bad)  # type: ignore[arg-type]
     await handle.set_timer("the one", 1000)
     await handle.flush()
     assert handle.pending_count() == 1
@@ -179,6 +183,7 @@ async def test_a_refused_threadsafe_timeout_keeps_no_max_timers_place() -> None:
     await run
 
 
+@pytest.mark.usefixtures("core")
 def test_a_blocked_threadsafe_call_gets_manager_closed_when_the_manager_stops_or_its_loop_closes() -> None:
     """Defect 7: a blocking threadsafe set_timer() without a timeout, called after the manager stopped on
     a loop that was stopped but not closed, blocked forever; so did a thread blocked on a manager whose
@@ -236,6 +241,7 @@ async def _threadsafe_of(handle: Any) -> Any:
     return handle.threadsafe()
 
 
+@pytest.mark.usefixtures("core")
 @ASYNCIO_ONLY
 async def test_threadsafe_calls_work_after_asyncio_debug_mode_is_switched_on() -> None:
     """Defect 13: with asyncio's debug mode switched on after run() started, a cross-thread call failed
@@ -257,6 +263,7 @@ async def test_threadsafe_calls_work_after_asyncio_debug_mode_is_switched_on() -
         loop.set_debug(False)
 
 
+@pytest.mark.usefixtures("core")
 def test_the_plain_handle_from_another_thread_before_run_points_to_threadsafe() -> None:
     """Defect 14: a plain handle called from a thread with no running loop raised asyncio's "no running
     event loop", which does not say what to do. The message names threadsafe()."""
@@ -265,6 +272,7 @@ def test_the_plain_handle_from_another_thread_before_run_points_to_threadsafe() 
         handle.try_set_timer("x", 1)
 
 
+@pytest.mark.usefixtures("core")
 async def test_queue_full_names_the_configured_capacity() -> None:
     """Defect 15: QueueFull's message showed the room left after other threads' reservations ("full (1
     commands)" for 64). It names the configured size."""
@@ -283,6 +291,7 @@ async def test_queue_full_names_the_configured_capacity() -> None:
 # ---------------------------------------------------------------------- repeating timers
 
 
+@pytest.mark.usefixtures("core")
 @pytest.mark.looptime
 @ASYNCIO_ONLY
 async def test_a_repeating_timer_whose_event_waits_is_still_pending_and_counts_against_max_timers() -> None:
@@ -314,6 +323,7 @@ async def test_a_repeating_timer_whose_event_waits_is_still_pending_and_counts_a
     await run
 
 
+@pytest.mark.usefixtures("core")
 def test_a_period_below_the_clock_resolution_is_refused_and_the_next_tick_never_loops() -> None:
     """Defect 8: set_interval with a period below the loop clock's float resolution (1e-13 s after some
     uptime) hung the loop in "skip" mode. The call refuses it; the next tick is computed without a loop
@@ -359,10 +369,11 @@ def test_a_raising_token_callback_does_not_stop_the_others_or_the_children(caplo
     assert "callback failed" in caplog.text
 
 
+@pytest.mark.usefixtures("core")
 async def test_a_raising_token_callback_does_not_keep_a_manager_running(caplog: pytest.LogCaptureFixture) -> None:
     """Defect 9, as a user meets it: a manager on the token stops although another callback raised."""
     token = CancellationToken()
-    token.add_callback(lambda: 1 / 0)  # type: ignore[func-returns-value]
+    token.add_callback(lambda: 1 / 0)  # type: ignore[arg-type]  # a callback that raises
     manager, _handle = TimerManager.new("on token", 0, 8, 8, token)
     run = asyncio.ensure_future(manager.run())
     await asyncio.sleep(0)
@@ -371,6 +382,7 @@ async def test_a_raising_token_callback_does_not_keep_a_manager_running(caplog: 
     await asyncio.wait_for(run, HANG)
 
 
+@pytest.mark.usefixtures("core")
 @pytest.mark.parametrize("when", ["before run", "while running"])
 async def test_commands_queued_at_a_token_stop_are_discarded(when: str) -> None:
     """Defect 10: contract 8 discards commands still queued at a token stop, but a set_timer(x, 0) queued
@@ -394,6 +406,7 @@ async def test_commands_queued_at_a_token_stop_are_discarded(when: str) -> None:
 # ---------------------------------------------------------------------- starting and stopping
 
 
+@pytest.mark.usefixtures("core")
 async def test_open_whose_body_raises_before_the_manager_started_leaves_no_zombie() -> None:
     """Defect 11: TimerManager.open() whose body raised before the manager task had started left a
     manager that took commands it never applied, and recv_event() waited forever."""
@@ -408,6 +421,7 @@ async def test_open_whose_body_raises_before_the_manager_started_leaves_no_zombi
     assert await asyncio.wait_for(handle.recv_event(), HANG) is None
 
 
+@pytest.mark.usefixtures("core")
 async def test_a_run_task_cancelled_before_its_first_step_stops_the_manager() -> None:
     """Defect 11: a run() task cancelled before its first step never entered run(), so the manager never
     stopped; its handle took commands and receivers waited forever."""
@@ -421,6 +435,7 @@ async def test_a_run_task_cancelled_before_its_first_step_stops_the_manager() ->
     assert await asyncio.wait_for(handle.recv_event(), HANG) is None
 
 
+@pytest.mark.usefixtures("core")
 async def test_open_whose_exit_is_cancelled_still_stops_the_manager() -> None:
     """The block ends normally but its shutdown() waits for room and is cancelled: the manager is
     stopped anyway, so nothing outlives the block."""
@@ -443,6 +458,7 @@ async def test_open_whose_exit_is_cancelled_still_stops_the_manager() -> None:
 # ---------------------------------------------------------------------- re-entrant logging
 
 
+@pytest.mark.usefixtures("core")
 async def test_a_debug_log_handler_that_sets_timers_does_not_kill_the_manager() -> None:
     """Defect 12: with the pure-Python table, a DEBUG handler on ``timer_manager`` that called
     try_set_timer killed the manager ("deque mutated during iteration") and discarded every timer."""
@@ -475,24 +491,21 @@ async def test_a_debug_log_handler_that_sets_timers_does_not_kill_the_manager() 
         logger.setLevel(old_level)
 
 
-async def test_an_engine_step_that_raises_releases_every_waiter_and_run_reraises(table_class: Any) -> None:
+async def test_an_engine_step_that_raises_releases_every_waiter_and_run_reraises(
+    table_class: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A table whose set raises: run() raises that error, waiting senders get ManagerClosed, waiting
     receivers None, threads ManagerClosed; nothing hangs."""
-    import importlib
 
-    class Broken(table_class):  # type: ignore[misc, valid-type]
+    class Broken(table_class):  # type: ignore[misc]
         def set(self, name: str, deadline: float, /) -> bool:
             if name == "boom":
                 raise RuntimeError("table broke")
             return bool(super().set(name, deadline))
 
-    core_module = importlib.import_module("timer_manager._runner")
-    original = core_module.TimerTable
-    core_module.TimerTable = Broken
-    try:
+    with monkeypatch.context() as patch:  # this manager only
+        patch.setattr(_runner, "TimerTable", Broken)
         manager, handle = TimerManager.new("broken", 0, 1, 1)
-    finally:
-        core_module.TimerTable = original
     threadsafe = handle.threadsafe()
     run = asyncio.ensure_future(manager.run())
     await asyncio.sleep(0)
@@ -510,6 +523,7 @@ async def test_an_engine_step_that_raises_releases_every_waiter_and_run_reraises
         await asyncio.wait_for(blocked, HANG)
 
 
+@pytest.mark.usefixtures("core")
 async def test_a_call_from_a_thread_is_applied_before_a_later_call_on_the_loop() -> None:
     """Causal order across threads: a thread's call that returned before the loop's call is applied
     before it, even when the loop has not yet looked at what threads handed over (here the loop is
@@ -539,6 +553,7 @@ async def test_a_call_from_a_thread_is_applied_before_a_later_call_on_the_loop()
     await run
 
 
+@pytest.mark.usefixtures("core")
 async def test_a_shutdown_never_overtakes_a_sender_woken_before_it() -> None:
     """A sender woken with room promised, not yet run, when shutdown() is called on a queue that has
     room for both: the SHUTDOWN must queue behind the sender's command, or the sender returns normally

@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ASYNCIO_ONLY
+from support import ASYNCIO_ONLY
 
 import timer_manager
 
+# The examples show the API, not a core: they run once, on the core timer_manager picked (as a reader's run).
+pytestmark = pytest.mark.usefixtures("default_core")
+
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+BLOCKS: list[str] = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 
 
 def block(marker: str) -> str:

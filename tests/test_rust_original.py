@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import ASYNCIO_ONLY
+from support import ASYNCIO_ONLY
 
 from timer_manager import CancellationToken, ManagerClosed, QueueEmpty, TimerManager
+
+pytestmark = pytest.mark.usefixtures("core")
 
 
 async def _names_until_quiet(handle, seconds: float) -> list[str]:  # type: ignore[no-untyped-def]

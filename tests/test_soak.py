@@ -11,7 +11,6 @@ or on its own, with its figures printed: ``python tests/soak.py --table c`` (see
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import pytest
@@ -19,8 +18,9 @@ import pytest
 pytest.importorskip("looptime", reason="the soak runs in virtual time: looptime needs Python >= 3.11")
 
 from soak import flat, run_soak
+from support import SOAK
 
-SOAK = os.environ.get("TIMER_MANAGER_SOAK", "").strip().lower() in {"1", "true", "yes", "on"}
+pytestmark = pytest.mark.usefixtures("core")
 
 
 def _check(report: dict[str, Any], rss_slack_mb: float, traced_slack_mb: float) -> None:
@@ -33,14 +33,14 @@ def _check(report: dict[str, Any], rss_slack_mb: float, traced_slack_mb: float) 
     assert ok, f"RSS grew {growth:.1f} MB after the working set was reached: {report['samples']}"
 
 
-def test_short_soak(table_class: Any) -> None:
+def test_short_soak() -> None:
     report = run_soak(10_000, 100_000)
     _check(report, rss_slack_mb=16, traced_slack_mb=2)
 
 
 @pytest.mark.soak
 @pytest.mark.skipif(not SOAK, reason="the full soak runs with TIMER_MANAGER_SOAK=1")
-def test_full_soak(table_class: Any) -> None:
+def test_full_soak() -> None:
     report = run_soak(1_000_000, 10_000_000, checkpoints=20)
     print(json.dumps({k: v for k, v in report.items() if k != "problems"}, indent=1))
     _check(report, rss_slack_mb=64, traced_slack_mb=16)

@@ -10,25 +10,22 @@ or on its own, with its report printed: ``python tests/soak_threads.py --seconds
 from __future__ import annotations
 
 import json
-import os
-from typing import Any
 
 import pytest
 from soak_threads import passed, run_thread_soak
+from support import SOAK, Core
 
-SOAK = os.environ.get("TIMER_MANAGER_SOAK", "").strip().lower() in {"1", "true", "yes", "on"}
 
-
-def test_short_threaded_soak(table_class: Any) -> None:
+def test_short_threaded_soak(core: Core) -> None:
     """Two seconds of threads and tasks: nothing lost, duplicated or hung, and the accounting at zero."""
-    report = run_thread_soak(2.0, table_class)
+    report = run_thread_soak(2.0, core.TimerTable)
     assert passed(report), json.dumps(report, indent=1)
 
 
 @pytest.mark.soak
 @pytest.mark.skipif(not SOAK, reason="the ten-minute threaded soak runs with TIMER_MANAGER_SOAK=1")
-def test_ten_minute_threaded_soak(table_class: Any) -> None:
+def test_ten_minute_threaded_soak(core: Core) -> None:
     """Ten minutes, with flat memory besides."""
-    report = run_thread_soak(600.0, table_class)
+    report = run_thread_soak(600.0, core.TimerTable)
     print(json.dumps(report, indent=1))
     assert passed(report), json.dumps(report, indent=1)

@@ -1,26 +1,21 @@
 """Differential test: the Cython and the pure-Python table, and a trivially correct model, agree.
 
 Every step of a random operation sequence is applied to both tables and to ``Model`` (a dict and
-a sort); all three must give identical results. ``HYPOTHESIS_PROFILE=thorough`` runs many more
-examples than the default ``fast`` profile used in the normal run.
+a sort); all three must give identical results. The run's size is the Hypothesis profile's
+(``TIMER_MANAGER_HYPOTHESIS``, see ``conftest.py``): ``thorough`` runs many more examples than ``ci``.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from timer_manager._table_py import TimerTable as PyTable
-
-settings.register_profile("fast", max_examples=60, stateful_step_count=60, deadline=None)
-settings.register_profile("thorough", max_examples=2000, stateful_step_count=200, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 
 class Model:
@@ -133,7 +128,7 @@ class TablesAgree(RuleBasedStateMachine):
 
 def test_tables_agree(table_class: Any) -> None:
     machine = type("TablesAgreeFor", (TablesAgree,), {"table_class": table_class})
-    run_state_machine_as_test(machine, settings=settings(suppress_health_check=[HealthCheck.too_slow]))
+    run_state_machine_as_test(machine, settings=settings())  # the profile conftest loaded
 
 
 def test_tables_agree_when_sequence_numbers_run_out(table_class: Any) -> None:
@@ -143,9 +138,9 @@ def test_tables_agree_when_sequence_numbers_run_out(table_class: Any) -> None:
     if not table_class.__module__.endswith("_core_c"):
         pytest.skip("the pure table's sequences are Python ints: they never run out")
 
-    class ShortSequences(table_class):  # type: ignore[misc, valid-type]
+    class ShortSequences(table_class):  # type: ignore[misc]
         def __init__(self) -> None:
             self._limit_sequences(24)
 
     machine = type("TablesAgreeShortSequences", (TablesAgree,), {"table_class": ShortSequences})
-    run_state_machine_as_test(machine, settings=settings(suppress_health_check=[HealthCheck.too_slow]))
+    run_state_machine_as_test(machine, settings=settings())  # the profile conftest loaded

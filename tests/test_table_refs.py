@@ -8,15 +8,16 @@ checked too, though there the dict does the bookkeeping.
 from __future__ import annotations
 
 import gc
-import os
 import random
 import sys
 import tracemalloc
 from typing import Any
 
+from support import SOAK
+
 INF = float("inf")
 # 10^5 mixed operations in the normal run; TIMER_MANAGER_SOAK=1 raises it to 10^6.
-OPERATIONS = 1_000_000 if os.environ.get("TIMER_MANAGER_SOAK") else 100_000
+OPERATIONS = 1_000_000 if SOAK else 100_000
 
 
 def _mixed_ops(table: Any, names: list[str], operations: int, seed: int) -> None:

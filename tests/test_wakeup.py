@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import ASYNCIO_ONLY, running
+from support import ASYNCIO_ONLY, running
 
 from timer_manager import _wakeup
 from timer_manager._wakeup import LoopTimerWakeup, TimerFdWakeup
@@ -45,11 +45,12 @@ def _kernel_remaining_ns(fd: int) -> int:
     return int(_remaining_reader()(fd))
 
 
+@pytest.mark.usefixtures("core")
 @LINUX
 async def test_stock_loop_gets_a_timerfd_other_loops_a_loop_timer() -> None:
     """catches: the timerfd never used (the lateness gain lost), or used on a loop with another clock."""
     loop = asyncio.get_running_loop()
-    async with running(0.0, name="wakeup") as (manager, handle, task):
+    async with running(heartbeat=0.0, name="wakeup") as (manager, handle, task):
         wakeup = manager._runner.wakeup
         if _stock_loop(loop):
             assert isinstance(wakeup, TimerFdWakeup)
@@ -59,6 +60,7 @@ async def test_stock_loop_gets_a_timerfd_other_loops_a_loop_timer() -> None:
         await task
 
 
+@pytest.mark.usefixtures("core")
 @LINUX
 @ASYNCIO_ONLY
 async def test_timerfd_is_armed_for_the_exact_instant() -> None:
@@ -66,7 +68,7 @@ async def test_timerfd_is_armed_for_the_exact_instant() -> None:
     catches: arming by a relative delay, or rounding the instant down (an early wake-up)."""
     loop = asyncio.get_running_loop()
     assert _stock_loop(loop)
-    async with running(0.0, name="wakeup") as (manager, handle, task):
+    async with running(heartbeat=0.0, name="wakeup") as (manager, handle, task):
         wakeup = manager._runner.wakeup
         assert isinstance(wakeup, TimerFdWakeup)
         deadline = loop.time() + 5.123456789
@@ -91,13 +93,14 @@ async def test_timerfd_is_armed_for_the_exact_instant() -> None:
         await task
 
 
+@pytest.mark.usefixtures("core")
 @LINUX
 @ASYNCIO_ONLY
 async def test_timerfd_is_disarmed_when_nothing_is_pending() -> None:
     """catches: a stale alarm left armed after the last timer is cancelled (a needless wake-up)."""
     loop = asyncio.get_running_loop()
     assert _stock_loop(loop)
-    async with running(0.01, name="wakeup") as (manager, handle, task):
+    async with running(heartbeat=0.01, name="wakeup") as (manager, handle, task):
         wakeup = manager._runner.wakeup
         assert isinstance(wakeup, TimerFdWakeup)
         await handle.set_timer("t", 30.0)
@@ -111,13 +114,14 @@ async def test_timerfd_is_disarmed_when_nothing_is_pending() -> None:
         await task
 
 
+@pytest.mark.usefixtures("core")
 @LINUX
 @ASYNCIO_ONLY
 async def test_timerfd_closed_and_unwatched_after_stop() -> None:
     """catches: a descriptor leaked per manager, or left in the loop's selector."""
     loop = asyncio.get_running_loop()
     assert _stock_loop(loop)
-    async with running(0.0, name="wakeup") as (manager, handle, task):
+    async with running(heartbeat=0.0, name="wakeup") as (manager, handle, task):
         wakeup = manager._runner.wakeup
         assert isinstance(wakeup, TimerFdWakeup)
         fd = wakeup.fd
@@ -169,6 +173,7 @@ async def _until(condition: Any) -> None:
         await asyncio.sleep(0.001)
 
 
+@pytest.mark.usefixtures("core")
 async def test_no_timerfd_variable_gives_loop_timers_that_still_keep_the_contract(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -176,7 +181,7 @@ async def test_no_timerfd_variable_gives_loop_timers_that_still_keep_the_contrac
     catches: the variable ignored, or the call_at path broken on the stock loop."""
     monkeypatch.setenv("TIMER_MANAGER_NO_TIMERFD", "1")
     loop = asyncio.get_running_loop()
-    async with running(0.002, name="wakeup") as (manager, handle, task):
+    async with running(heartbeat=0.002, name="wakeup") as (manager, handle, task):
         assert isinstance(manager._runner.wakeup, LoopTimerWakeup)
         base = loop.time() + 0.01
         offsets = [0.0031, 0.0005, 0.012, 0.0007, 0.02, 0.0062]

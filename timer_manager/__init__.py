@@ -2,6 +2,7 @@
 receive expiries through a bounded event queue."""
 
 from ._core import CORE
+from ._version import __version__ as __version__
 from .errors import ManagerClosed, QueueEmpty, QueueFull, TimerLimitExceeded, TimerManagerError
 from .events import TimerEvent, TimerExpired
 from .handle import TimerHandle
@@ -25,5 +26,3 @@ __all__ = (
     "TimerManagerError",
     "TimerStats",
 )
-
-__version__ = "0.1.0"

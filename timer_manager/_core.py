@@ -2,16 +2,19 @@
 twin (``_table_py`` and ``_engine_py``).
 
 The compiled module is used unless it is missing or ``TIMER_MANAGER_NO_EXTENSIONS`` is set to a true
-value; ``CORE`` says which is live. The type checker always reads the pure-Python pair.
+value; ``CORE`` says which is live and ``CORE_REASON`` why. A missing extension is never silent: the
+import warns (``RuntimeWarning``) unless the variable chose the pure-Python core. The type checker
+always reads the pure-Python pair.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
-from ._env import no_extensions
+from ._env import NO_EXTENSIONS_VARIABLE, no_extensions
 
-__all__ = ("CORE", "Engine", "TimerTable")
+__all__ = ("CORE", "CORE_REASON", "Engine", "TimerTable")
 
 NO_EXTENSIONS = no_extensions()
 
@@ -20,13 +23,23 @@ if TYPE_CHECKING or NO_EXTENSIONS:
     from ._table_py import TimerTable
 
     CORE = "python"
+    CORE_REASON = f"{NO_EXTENSIONS_VARIABLE} is set"
 else:
     try:
         from ._core_c import Engine, TimerTable
 
         CORE = "cython"
-    except ImportError:  # pragma: no cover - only where the extension was not built
+        CORE_REASON = "the compiled extension timer_manager._core_c is installed"
+    except ImportError as exc:  # pragma: no cover - only where the extension was not built
         from ._engine_py import Engine
         from ._table_py import TimerTable
 
         CORE = "python"
+        CORE_REASON = f"the compiled extension could not be imported ({exc})"
+        warnings.warn(
+            f"timer_manager runs on its pure-Python core, which is slower: {CORE_REASON}. Reinstall it "
+            f"where a C compiler works, or set {NO_EXTENSIONS_VARIABLE}=1 to choose the pure-Python core "
+            "and silence this warning.",
+            RuntimeWarning,
+            stacklevel=2,
+        )

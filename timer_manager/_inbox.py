@@ -66,13 +66,17 @@ class Inbox:
                         raise QueueFull(f"timer manager {self.name!r}: no room in the command queue within {timeout}s")
                     wait = min(wait, remaining)
                 self._room.wait(wait)
+            # The commands go in before the loop is asked to come: a pass that is running now may look (without
+            # the lock) and find them, or must be followed by the pass asked for here.
+            self.commands.extend(commands)
             if not self.wake_pending:
                 try:
                     loop.call_soon_threadsafe(self._arrived)
                 except RuntimeError as exc:  # closed between the check above and now
+                    for _ in commands:
+                        self.commands.pop()
                     raise ManagerClosed(f"timer manager {self.name!r}: its event loop is closed") from exc
                 self.wake_pending = True
-            self.commands.extend(commands)
 
     def take(self, room: int = -1) -> list[Command] | None:
         """Remove and return every command handed over so far, or None (and remove none) if there are more

@@ -59,7 +59,7 @@ class Interval:
         self.missed = missed
 
     def __repr__(self) -> str:
-        return f"<every {self.period:g}s from {self.origin:g}, missed={self.missed}>"
+        return f"every {self.period:g} s ({self.missed} missed ticks)"
 
     def next_deadline(self, previous: float, now: float) -> float:
         """The deadline after the event for ``previous`` was received at ``now``; always later than both."""

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from ._admission import Admission
 from ._core import Engine, TimerTable
 from ._inbox import Inbox
-from ._protocol import OP_NAMES, QUEUED_FIRST, SHUTDOWN, Command, EngineInterface
+from ._protocol import OP_NAMES, QUEUED_FIRST, SET, SET_INTERVAL, SHUTDOWN, Command, EngineInterface
 from ._wakeup import Wakeup, create_wakeup
 from .errors import ManagerClosed
 
@@ -83,6 +83,8 @@ class Runner:
         self.stop_reason = ""
         self.done: asyncio.Future[None] | None = None
 
+        # Callers waiting for room, oldest first; a woken one stays until it has queued (so that one look at
+        # this deque tells the hot path whether anyone is ahead of it).
         self.senders: deque[Sender] = deque()
         self.promised = 0  # places promised to woken senders that have not queued yet
         self.receivers: dict[asyncio.Future[None], None] = {}  # insertion-ordered; a cancelled one leaves at once
@@ -164,7 +166,7 @@ class Runner:
         earlier caller waiting for it."""
         if self.inbox.commands and not self.take_inbox():
             return False
-        return not self.senders and not self.promised and self.engine.queued() + count <= self.engine.command_capacity
+        return not self.senders and self.engine.queued() + count <= self.engine.command_capacity
 
     def take_inbox(self) -> bool:
         """Queue what other threads have handed over, if it fits; return whether it did (or there was none).
@@ -174,7 +176,7 @@ class Runner:
         """
         engine = self.engine
         room = engine.command_capacity - engine.queued() - self.promised
-        commands = self.inbox.take(room if engine.queued() or self.promised else -1)
+        commands = self.inbox.take(room if engine.queued() or self.promised else -1)  # alone, it always fits
         if commands is None:
             return False
         if commands and engine.push_all(commands) == QUEUED_FIRST:
@@ -222,41 +224,43 @@ class Runner:
         future = self.bound_loop().create_future()
         sender = Sender(future, count)
         self.senders.append(sender)
-        if len(self.senders) == 1 and not self.promised:
+        if len(self.senders) == 1:
             # Alone, and blocked only by its size (a batch larger than the whole queue, at an empty queue): it
-            # goes at once. Never when an earlier sender was woken and has not queued yet: this caller's
-            # `await` below would not yield, and it would queue ahead of that one.
+            # goes at once. Never while an earlier sender, woken, has not queued yet (it would still be in
+            # the deque): this caller's `await` below would not yield, and it would queue ahead of that one.
             self.wake_senders()
         try:
             await future
         except BaseException:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self.promised -= count  # woken, then cancelled before it could queue: pass the room on
-            else:
-                with contextlib.suppress(ValueError):
-                    self.senders.remove(sender)
+            self._leave(sender)  # woken, then cancelled before it could queue: its room goes to the next
             self.wake_senders()
             raise
-        self.promised -= count
+        self._leave(sender)
         if self.state == STOPPED:  # stopped after this caller was woken and before it ran
             self.check_open()
+
+    def _leave(self, sender: Sender) -> None:
+        """``sender`` stops waiting: it queues now, or gives up; a promise made to it ends either way."""
+        with contextlib.suppress(ValueError):  # the stop took the whole deque
+            self.senders.remove(sender)
+        future = sender.future
+        if future.done() and not future.cancelled() and future.exception() is None:
+            self.promised -= sender.count
 
     def wake_senders(self, inbox_taken: bool = False) -> None:
         """Promise the free room to waiting senders, oldest first, once what other threads handed over is
         queued (``inbox_taken``: the caller just saw to it)."""
         if not inbox_taken and self.inbox.commands and not self.take_inbox():
             return
-        senders = self.senders
         engine = self.engine
-        while senders and self.state != STOPPED:
-            sender = senders[0]
-            if sender.future.done():  # cancelled, not yet removed
-                senders.popleft()
+        if self.state == STOPPED:
+            return
+        for sender in self.senders:
+            if sender.future.done():  # woken already, or cancelled and not yet gone
                 continue
             used = engine.queued() + self.promised
             if used + sender.count > engine.command_capacity and used:
                 return
-            senders.popleft()
             self.promised += sender.count
             sender.future.set_result(None)
 
@@ -389,7 +393,9 @@ class Runner:
                     self.stop("shutdown requested")
                     return
             # What threads handed over meanwhile goes ahead of the senders woken now (it is applied next pass).
-            if self.take_inbox() and self.senders:
+            # It must be taken here whenever it fits: nothing else will ask for a pass for it.
+            inbox_taken = not self.inbox.commands or self.take_inbox()
+            if self.senders and inbox_taken:
                 self.wake_senders(inbox_taken=True)
             now = self.clock()
             if engine.fire(self._grid_floor(now), now):
@@ -400,7 +406,13 @@ class Runner:
             self.stop(f"failed: {exc!r}", exc)
 
     def _log_command(self, op: int, name: str | None, value: Any) -> None:
-        logger.debug("timer manager %r: %s %r %r", self.name, OP_NAMES[op], name, value)
+        if op == SET:
+            detail = f", due in {value - self.clock():.6g} s"
+        elif op == SET_INTERVAL:
+            detail = f", {value!r}"
+        else:
+            detail = ""
+        logger.debug("timer manager %r: %s %r%s", self.name, OP_NAMES[op], name, detail)
 
     def _on_wakeup(self) -> None:
         self.on_timer()  # looked up at each wake-up, so that a test can wrap it
@@ -419,7 +431,7 @@ class Runner:
         if waiting and not engine.waiting_for_room:
             self.count_room_waits += 1
             logger.warning(
-                "timer manager %r: the event queue is full (%d events); due timers wait for room",
+                "timer manager %r: the event queue is full (capacity %d); due timers wait for room",
                 self.name,
                 engine.event_capacity,
             )
@@ -501,7 +513,7 @@ class Runner:
                 done.set_exception(exc)
         log = logger.error if exc is not None else logger.info
         log(
-            "timer manager %r stopped: %s (%d pending timers discarded, %d events still receivable)",
+            "timer manager %r stopped: %s (pending timers discarded: %d; events still to receive: %d)",
             self.name,
             reason,
             discarded,

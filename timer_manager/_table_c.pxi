@@ -25,12 +25,6 @@ cdef enum:
 cdef uint64_t SEQUENCES = 0x100000000  # sequence numbers are uint32_t
 
 
-
-
-
-
-
-
 cdef enum:
     GIVE_BACK_AT = 4 << 20  # bytes freed at once that are worth handing back to the system
 
@@ -72,9 +66,6 @@ cdef inline uint32_t _first_of(const HeapEntry* entries, uint32_t i, uint32_t j)
     return i + (j - i) * <uint32_t>(b < a)
 
 
-
-
-
 cdef inline uint32_t _least_of_group(const HeapEntry* group) noexcept nogil:
     """The index (0 to 3) of the least of four sibling entries in ``(deadline, sequence)`` order."""
     cdef int tie
@@ -108,9 +99,6 @@ cdef inline uint32_t _least_child(HeapEntry* heap, uint32_t first, uint32_t end)
     for child in range(first + 1, end):
         best = _first_of(heap, best, child)
     return best
-
-
-
 
 
 cdef inline Py_hash_t _str_hash(object name) except -1:
@@ -667,7 +655,3 @@ cdef int _clear(PyObject* o) noexcept:
 
 (<_GCSlots*><PyObject*>TimerTable).tp_traverse = _traverse
 (<_GCSlots*><PyObject*>TimerTable).tp_clear = _clear
-
-
-# -- the engine that drives the table (its own file, compiled into this module) ---------------------
-

@@ -5,23 +5,18 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any
 
 from . import _runner
 from ._protocol import CANCEL, CANCEL_ALL, FLUSH, QUEUE_FULL, QUEUED_FIRST, SET, SET_INTERVAL, Command, Interval
 from ._runner import Runner
-from ._validate import check_name, check_size, check_when, seconds
+from ._validate import Duration, check_name, check_size, check_when, seconds
 from .errors import ManagerClosed, QueueEmpty, QueueFull
 from .events import TimerEvent
 from .threadsafe import ThreadsafeHandle
 
-if TYPE_CHECKING:
-    from datetime import timedelta
-
 __all__ = ("Duration", "TimerHandle")
 
-Duration = Union[float, int, "timedelta"]
-"""Seconds as an ``int`` or ``float``, or a ``datetime.timedelta``."""
 
 _INF = math.inf
 _MISSED = ("skip", "burst", "delay")
@@ -58,7 +53,7 @@ class TimerHandle:
         """Create timer ``name`` or replace its deadline with now + ``duration``; wait for room."""
         command = self._set_command(name, duration, data)
         runner = self._runner
-        if self._handed_over or runner.senders or runner.promised or not (pushed := runner.engine.push(*command)):
+        if runner.senders or self._handed_over or not (pushed := runner.engine.push(*command)):
             await runner.send([command])
         elif pushed == QUEUED_FIRST:
             runner.schedule_service()
@@ -76,7 +71,7 @@ class TimerHandle:
             runner.bound_loop()
         if runner.closing or runner.admission is not None:
             runner.admit([name])
-        if runner.senders or runner.promised or (self._handed_over and not runner.take_inbox()):
+        if runner.senders or (self._handed_over and not runner.take_inbox()):
             pushed = QUEUE_FULL
         else:
             pushed = runner.engine.push_set(name, runner.clock() + duration, data)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
+import warnings
 from collections.abc import AsyncIterator, Coroutine, Generator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -15,12 +17,13 @@ from .stats import TimerStats, snapshot
 from .token import CancellationToken
 
 if TYPE_CHECKING:
-    from .handle import Duration
+    from ._validate import Duration
 
 __all__ = ("TimerManager",)
 
 DEFAULT_HEARTBEAT = 0.01
 DEFAULT_BUFFER_SIZE = 1024
+SUSPICIOUS_HEARTBEAT = 60.0  # seconds; more is most likely a unit mistake
 
 
 class TimerManager:
@@ -46,6 +49,13 @@ class TimerManager:
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}: {name!r}")
         heartbeat = seconds(heartbeat_interval, "heartbeat_interval")
+        if heartbeat > SUSPICIOUS_HEARTBEAT:
+            warnings.warn(
+                f"heartbeat_interval={heartbeat:g} s: timers may be delivered up to that late. It is in seconds "
+                "(0.01 is 10 ms); pass a smaller value, or silence this UserWarning if you meant it.",
+                UserWarning,
+                stacklevel=_outside_this_module(),
+            )
         commands = check_size(command_buffer_size, "command_buffer_size")
         events = check_size(event_buffer_size, "event_buffer_size")
         if max_timers is not None:
@@ -196,3 +206,13 @@ class _Run(Coroutine[Any, Any, None]):
         self._started = True
         if self._runner.state == "new":
             self._runner.stop(f"run() was {how} before it started")
+
+
+def _outside_this_module() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside this module (and contextlib)."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__") in (__name__, "contextlib"):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level

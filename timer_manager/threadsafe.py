@@ -7,11 +7,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._protocol import CANCEL, SET, Command
-from ._validate import check_name, seconds
+from ._validate import Duration, check_name, seconds
 
 if TYPE_CHECKING:
     from ._runner import Runner
-    from .handle import Duration
 
 __all__ = ("ThreadsafeHandle",)
 

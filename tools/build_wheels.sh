@@ -117,7 +117,7 @@ cp "$SCRATCH/src/README.md" "$SCRATCH/testsrc/README.md"  # tests/test_readme.py
 cat >"$SCRATCH/check_install.py" <<'PY'
 import os, site, sys, sysconfig
 import timer_manager
-from timer_manager import _table
+from timer_manager import _core_c  # the compiled core imports
 purelib = os.path.realpath(sysconfig.get_paths()["purelib"])
 platlib = os.path.realpath(sysconfig.get_paths()["platlib"])
 where = os.path.realpath(timer_manager.__file__)

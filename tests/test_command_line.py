@@ -1,0 +1,68 @@
+"""``python -m timer_manager``: ``--version``, ``info`` and ``demo``, as a user runs them (subprocesses)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import timer_manager
+
+ROOT = Path(__file__).absolute().parent.parent
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "timer_manager", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def test_version_prints_the_package_version() -> None:
+    result = _run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"timer_manager {timer_manager.__version__}"
+
+
+def test_info_says_which_core_is_live_and_why() -> None:
+    """``info`` names the live core and the reason; with the variable set it says so. Catches: a user
+    unable to learn, without ``pip -v``, that the pure-Python core is in use."""
+    result = _run("info")
+    assert result.returncode == 0, result.stderr
+    assert f"core:     {timer_manager.CORE} (" in result.stdout
+    forced = _run("info", env={**os.environ, "TIMER_MANAGER_NO_EXTENSIONS": "1"})
+    assert "core:     python (TIMER_MANAGER_NO_EXTENSIONS is set)" in forced.stdout
+
+
+def test_demo_says_what_it_does_and_ends() -> None:
+    """The demo narrates what it sets, re-sets, cancels and repeats, prints five expiries and stops."""
+    result = _run("demo")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for needle in ("set     'retransmit'", "re-set  'retransmit'", "then cancel it", "repeat  'tick'", "Stopped:"):
+        assert needle in out
+    assert out.count(" expired (late ") == 5
+    assert "'doomed' expired" not in out
+
+
+def test_demo_into_a_closed_pipe_ends_quietly() -> None:
+    """``python -m timer_manager demo | head -2``: no BrokenPipeError traceback."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "timer_manager", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert demo.stdout is not None
+    assert demo.stderr is not None
+    demo.stdout.readline()
+    demo.stdout.close()  # the reader goes away, as head does
+    _, err = demo.communicate(timeout=60)
+    assert b"Traceback" not in err
+    assert b"BrokenPipeError" not in err
