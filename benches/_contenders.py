@@ -318,7 +318,7 @@ CONTENDERS: list[ContenderSpec] = [
     ContenderSpec("heapq", "heapq, lazy deletion, one call_at + asyncio.Queue", "asyncio", LazyHeap),
     ContenderSpec(
         "rust-scan",
-        "seed design: dict scanned every heartbeat",
+        "Rust-crate design: dict scanned every heartbeat",
         "asyncio",
         ScanEveryHeartbeat,
         ordered=False,

@@ -194,11 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Storm: {_report._size_label(max(sizes))} timers at most, all due within {args.window:g} s, set with "
         f"`try_set_timer` (or the contender's set), received by one consumer task. CPU = `time.process_time()` "
-        f"for the whole set-then-deliver cycle, GC on. Library and seed design: heartbeat "
+        f"for the whole set-then-deliver cycle, GC on. Library and Rust-crate design: heartbeat "
         f"{args.heartbeat * 1e3:g} ms in the CPU workloads. The library's set call only queues a command: "
         f"applying it is counted in the per-expiry and churn figures. Cells: median of {args.rounds} round(s) "
         f"(idle, memory and 10^6 lateness: 1); in parentheses: contender / `{_report.BASELINE}`, the median of "
-        f"same-round ratios. The uvloop and seed-design rows are checked for the same set of names (their order "
+        f"same-round ratios. The uvloop and Rust-crate-design rows are checked for the same set of names (their order "
         f"within a tick or a millisecond is not by deadline); every other row for the same names in the same "
         f"order. Run took {elapsed:.0f} s."
     )

@@ -38,7 +38,7 @@ from timer_manager import _env, _runner
 # ---------------------------------------------------------------------- Hypothesis
 
 HYPOTHESIS_PROFILE_VARIABLE = "TIMER_MANAGER_HYPOTHESIS"
-# ci: about 10 s per core for tests/test_model.py on an idle machine (CI wheel runs allow 45 s a test).
+# ci: about 10 s per core for tests/test_model.py on an idle machine.
 settings.register_profile(
     "ci",
     max_examples=300,
