@@ -66,3 +66,49 @@ def test_demo_into_a_closed_pipe_ends_quietly() -> None:
     _, err = demo.communicate(timeout=60)
     assert b"Traceback" not in err
     assert b"BrokenPipeError" not in err
+
+
+def test_the_readmes_first_command_shows_the_installed_core_from_the_clone() -> None:
+    """``python -I -m timer_manager demo`` from the repository's root (the README's first command, after
+    the install) runs the installed package, whose core is the live one. Catches: the source folder
+    shadowing the installed package, so that a newcomer sees the pure-Python core after a good build."""
+    demo = subprocess.run(
+        [sys.executable, "-I", "-m", "timer_manager", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert demo.returncode == 0, demo.stderr
+    assert f": {timer_manager.CORE} core," in demo.stdout.splitlines()[0]
+
+
+def test_a_missing_compiled_core_is_announced_at_import() -> None:
+    """Where the extension is missing (here: its import blocked), importing timer_manager warns that the
+    slower pure-Python core is in use and how to choose it silently; ``info`` gives the reason. Catches: a
+    failed compile going unnoticed without ``pip install -v``."""
+    blocked = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'timer_manager._core_c':\n"
+        "            raise ImportError('no compiled core in this test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "TIMER_MANAGER_NO_EXTENSIONS"}
+    result = subprocess.run(
+        [sys.executable, "-W", "always", "-c", blocked + "import timer_manager, timer_manager.__main__ as m; m.info()"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "RuntimeWarning: timer_manager runs on its pure-Python core" in result.stderr
+    assert "TIMER_MANAGER_NO_EXTENSIONS=1" in result.stderr
+    assert "core:     python (the compiled extension could not be imported (no compiled core in this test))" in (
+        result.stdout
+    )
