@@ -22,12 +22,11 @@ import asyncio
 import json
 import logging
 import sys
-import threading
 import time
 from collections import deque
 from typing import Any, cast
 
-from stress import Caller, RecordingTable, consume, recording_table, task_body, thread_body
+from stress import Caller, Crowd, RecordingTable, consume, recording_table
 from support import use_core
 
 from timer_manager import TimerManager, _runner
@@ -75,23 +74,10 @@ async def _soak(seconds: float, table_class: Any) -> dict[str, Any]:
     _runner.TimerTable = recording  # type: ignore[attr-defined]  # managers created from now on record
     manager, handle = TimerManager.new("soak-threads", 0.0, 4, 8, max_timers=500)
     run = asyncio.ensure_future(manager.run())
-    threadsafe = handle.threadsafe()
     seen: list[str] = []
     consumer = asyncio.ensure_future(consume(handle, seen))
-    durations = (0.0, 0.001, 0.01, 0.05)
-    thread_callers = [Caller(f"t{i}", i, durations) for i in range(4)]
-    task_callers = [Caller(f"a{i}", 50 + i, durations) for i in range(3)]
-    matcher = Matcher(thread_callers + task_callers)
-    stop = threading.Event()
-    task_stop = asyncio.Event()
-    errors: list[BaseException] = []
-    threads = [
-        threading.Thread(target=thread_body, args=(caller, threadsafe, stop, errors), daemon=True)
-        for caller in thread_callers
-    ]
-    for thread in threads:
-        thread.start()
-    tasks = [asyncio.ensure_future(task_body(caller, handle, task_stop)) for caller in task_callers]
+    crowd = Crowd(handle, 0, durations=(0.0, 0.001, 0.01, 0.05))
+    matcher = Matcher(crowd.callers)
     events = 0
     checkpoints: list[tuple[float, int]] = []
     started = time.monotonic()
@@ -104,20 +90,14 @@ async def _soak(seconds: float, table_class: Any) -> dict[str, Any]:
         seen.clear()
         checkpoints.append((round(time.monotonic() - started, 1), rss_bytes()))
     await asyncio.wait_for(handle.shutdown(), HANG)
-    stop.set()
-    task_stop.set()
-    hung = []
-    for thread in threads:
-        await asyncio.to_thread(thread.join, HANG)
-        if thread.is_alive():
-            hung.append(thread.name)
+    hung = await crowd.stop(HANG)
     try:
-        await asyncio.wait_for(asyncio.gather(*tasks, run, consumer), HANG)
+        await asyncio.wait_for(asyncio.gather(run, consumer), HANG)
     except asyncio.TimeoutError:
-        hung.append("a task or run()")
+        hung.append("run() or the consumer")
     matcher.feed(table.log)
     events += len(seen)
-    callers = thread_callers + task_callers
+    callers = crowd.callers
     early = checkpoints[len(checkpoints) // 10][1] if checkpoints else 0
     late = checkpoints[-1][1] if checkpoints else 0
     return {
@@ -130,7 +110,7 @@ async def _soak(seconds: float, table_class: Any) -> dict[str, Any]:
         "mismatches": len(matcher.mismatches),
         "first_mismatches": matcher.mismatches[:5],
         "unmatched_at_end": matcher.unmatched(),
-        "errors": [repr(error) for error in errors],
+        "errors": [repr(error) for error in crowd.errors],
         "hung": hung,
         "reserved_at_end": len(manager._runner.admission.reserved) if manager._runner.admission else 0,
         "rss_mib_at_a_tenth": round(early / 2**20, 1),

@@ -190,3 +190,45 @@ async def consume(handle: TimerHandle, seen: list[str]) -> None:
 def applied_by(log: list[tuple[str, str, bool]], key: str) -> list[tuple[str, str]]:
     """The (op, name) entries of ``log`` that belong to caller ``key``, in order."""
     return [(op, name) for op, name, _ in log if op != "clear" and name.split(":")[0] == key]
+
+
+class Crowd:
+    """Four threads (``threadsafe()``) and three loop tasks calling one manager at random until stopped."""
+
+    def __init__(self, handle: TimerHandle, seed: int, durations: tuple[float, ...] | None = None) -> None:
+        options = {} if durations is None else {"durations": durations}
+        self.thread_callers = [Caller(f"t{i}", seed * 100 + i, **options) for i in range(4)]
+        self.task_callers = [Caller(f"a{i}", seed * 100 + 50 + i, **options) for i in range(3)]
+        self.errors: list[BaseException] = []
+        self._thread_stop = threading.Event()
+        self._task_stop = asyncio.Event()
+        threadsafe = handle.threadsafe()
+        self._threads = [
+            threading.Thread(target=thread_body, args=(caller, threadsafe, self._thread_stop, self.errors), daemon=True)
+            for caller in self.thread_callers
+        ]
+        for thread in self._threads:
+            thread.start()
+        self._tasks = [
+            asyncio.ensure_future(task_body(caller, handle, self._task_stop)) for caller in self.task_callers
+        ]
+
+    @property
+    def callers(self) -> list[Caller]:
+        """Every caller, threads first."""
+        return self.thread_callers + self.task_callers
+
+    async def stop(self, hang: float) -> list[str]:
+        """Stop every caller; return what did not stop within ``hang`` seconds (nothing, unless hung)."""
+        self._thread_stop.set()
+        self._task_stop.set()
+        hung = []
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, hang)
+            if thread.is_alive():
+                hung.append(thread.name)
+        try:
+            await asyncio.wait_for(asyncio.gather(*self._tasks), hang)
+        except asyncio.TimeoutError:
+            hung.append("a calling task")
+        return hung

@@ -12,9 +12,11 @@ import timer_manager
 ROOT = Path(__file__).absolute().parent.parent
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    *args: str, env: dict[str, str] | None = None, flags: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "timer_manager", *args],
+        [sys.executable, *flags, "-m", "timer_manager", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -72,14 +74,7 @@ def test_the_readmes_first_command_shows_the_installed_core_from_the_clone() -> 
     """``python -I -m timer_manager demo`` from the repository's root (the README's first command, after
     the install) runs the installed package, whose core is the live one. Catches: the source folder
     shadowing the installed package, so that a newcomer sees the pure-Python core after a good build."""
-    demo = subprocess.run(
-        [sys.executable, "-I", "-m", "timer_manager", "demo"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=ROOT,
-    )
+    demo = _run("demo", flags=("-I",))
     assert demo.returncode == 0, demo.stderr
     assert f": {timer_manager.CORE} core," in demo.stdout.splitlines()[0]
 

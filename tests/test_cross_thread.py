@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
-from stress import Caller, RecordingTable, applied_by, consume, recording_table, task_body, thread_body
+from stress import Crowd, RecordingTable, applied_by, consume, recording_table
 
 from timer_manager import CancellationToken, TimerManager, _runner
 
@@ -54,31 +53,14 @@ async def _stress(recording: Any, *, stop_by: str, max_timers: int | None, secon
     token = CancellationToken()
     manager, handle = TimerManager.new("stress", 0.0, 4, 8, token, max_timers=max_timers)
     run = asyncio.ensure_future(manager.run())
-    threadsafe = handle.threadsafe()
     seen: list[str] = []
     consumer = asyncio.ensure_future(consume(handle, seen))
-    thread_callers = [Caller(f"t{i}", seed * 100 + i) for i in range(4)]
-    task_callers = [Caller(f"a{i}", seed * 100 + 50 + i) for i in range(3)]
-    thread_stop = threading.Event()
-    task_stop = asyncio.Event()
-    errors: list[BaseException] = []
-    threads = [
-        threading.Thread(target=thread_body, args=(caller, threadsafe, thread_stop, errors), daemon=True)
-        for caller in thread_callers
-    ]
-    for thread in threads:
-        thread.start()
-    tasks = [asyncio.ensure_future(task_body(caller, handle, task_stop)) for caller in task_callers]
+    crowd = Crowd(handle, seed)
     await asyncio.sleep(seconds)
 
     if stop_by == "shutdown":
         # Stop the callers first, so that every accepted command can be checked as applied.
-        thread_stop.set()
-        task_stop.set()
-        for thread in threads:
-            await asyncio.to_thread(thread.join, HANG)
-            assert not thread.is_alive(), "a thread hangs"
-        await asyncio.wait_for(asyncio.gather(*tasks), HANG)
+        assert await crowd.stop(HANG) == [], "a caller hangs"
         await asyncio.wait_for(handle.flush(), HANG)
         assert manager._runner.admission is None or manager._runner.admission.reserved == {}
         stats = manager.stats()
@@ -89,19 +71,14 @@ async def _stress(recording: Any, *, stop_by: str, max_timers: int | None, secon
             await asyncio.to_thread(token.cancel)
         else:  # a shutdown while everyone is still calling
             await asyncio.wait_for(handle.shutdown(), HANG)
-        thread_stop.set()
-        task_stop.set()
-        for thread in threads:
-            await asyncio.to_thread(thread.join, HANG)
-            assert not thread.is_alive(), "a thread hangs"
-        await asyncio.wait_for(asyncio.gather(*tasks), HANG)
+        assert await crowd.stop(HANG) == [], "a caller hangs"
     await asyncio.wait_for(run, HANG)
     await asyncio.wait_for(consumer, HANG)
-    assert not errors, errors
+    assert not crowd.errors, crowd.errors
 
     table = cast(RecordingTable, manager._runner.table)
     log = table.log
-    for caller in thread_callers + task_callers:
+    for caller in crowd.callers:
         applied = applied_by(log, caller.key)
         if stop_by != "token":
             assert applied == list(caller.accepted), f"{caller.key}: applied differs from accepted"
@@ -118,8 +95,8 @@ async def _stress(recording: Any, *, stop_by: str, max_timers: int | None, secon
     applied_sets = Counter(name for _, name, _ in sets)
     delivered = Counter(seen)
     assert not delivered - applied_sets, "more events for a name than sets of it were applied"
-    assert sum(len(caller.accepted) for caller in thread_callers) > 0
-    assert sum(len(caller.accepted) for caller in task_callers) > 0
+    assert sum(len(caller.accepted) for caller in crowd.thread_callers) > 0
+    assert sum(len(caller.accepted) for caller in crowd.task_callers) > 0
 
 
 @pytest.mark.parametrize("switch_interval", [1e-5, 1e-4, 1e-3], indirect=True)
