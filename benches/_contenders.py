@@ -22,9 +22,10 @@ import asyncio
 import importlib
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from heapq import heappop, heappush
-from typing import Any, Callable
+from typing import Any
 
 try:
     import uvloop

@@ -59,7 +59,7 @@ def _child(key: str, n: int, heartbeat: float) -> dict[str, float]:
     async def fill(count: int) -> Any:
         contender = await spec.build(heartbeat, count + 64)
         set_ = contender.set
-        for name, offset in islice(zip(data.names, data.far), count):
+        for name, offset in islice(zip(data.names, data.far, strict=False), count):
             set_(name, offset)
         await contender.settle()
         await asyncio.sleep(0.01)

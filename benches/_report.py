@@ -365,7 +365,7 @@ def draw_chart(
         ("lateness-h10", "p99_ms", "Storm lateness p99, heartbeat 10 ms (ms)"),
     ]
     fig, axes = plt.subplots(3, 2, figsize=(12, 13))
-    for ax, (workload, metric, title) in zip(axes.flat, panels):
+    for ax, (workload, metric, title) in zip(axes.flat, panels, strict=False):
         for index, spec in enumerate(contenders):
             xs, ys = [], []
             for n in sizes:

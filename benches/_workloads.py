@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import math
 import random
 import statistics
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from _contenders import ContenderSpec, loop_factory
 
@@ -79,9 +80,9 @@ def check(spec: ContenderSpec, delivered: list[tuple[str, float]], expected: lis
             return "a different set of names"
         return None
     if names != expected:
-        where = next(i for i, (a, b) in enumerate(zip(names, expected)) if a != b)
+        where = next(i for i, (a, b) in enumerate(zip(names, expected, strict=False)) if a != b)
         return f"order differs at event {where}: {names[where]!r}, expected {expected[where]!r}"
-    if any(b < a for a, b in zip(deadlines, deadlines[1:])):
+    if any(b < a for a, b in itertools.pairwise(deadlines)):
         return "deadlines decrease"
     return None
 
@@ -123,7 +124,7 @@ async def storm(spec: ContenderSpec, data: Data, heartbeat: float, style: str) -
     gc.collect()
     cpu = time.process_time
     start = cpu()
-    for name, offset in zip(names, soon):
+    for name, offset in zip(names, soon, strict=False):
         set_(name, offset)
     set_done = cpu()
     events = await _consume(contender, n, style)
@@ -145,10 +146,10 @@ async def churn(spec: ContenderSpec, data: Data, heartbeat: float) -> tuple[dict
     gc.collect()
     cpu = time.process_time
     start = cpu()
-    for name, offset in zip(names, data.far):
+    for name, offset in zip(names, data.far, strict=False):
         set_(name, offset)
     t_set = cpu()
-    for name, offset in zip(names, data.soon):
+    for name, offset in zip(names, data.soon, strict=False):
         set_(name, offset)
     t_reset = cpu()
     for name in data.cancelled:
@@ -180,7 +181,7 @@ async def lateness(spec: ContenderSpec, data: Data, heartbeat: float) -> tuple[d
     lead = lead_time(n)
     clock = asyncio.get_running_loop().time
     started = clock()
-    for name, offset in zip(data.names, data.soon):
+    for name, offset in zip(data.names, data.soon, strict=False):
         set_(name, lead + offset)
     await contender.settle()
     setup = clock() - started  # must stay under the lead, or the first timers are late already
@@ -192,7 +193,7 @@ async def lateness(spec: ContenderSpec, data: Data, heartbeat: float) -> tuple[d
         delivered.append(key(await recv()))
         stamps.append(clock())
     await contender.stop()
-    late = sorted((stamp - deadline) * 1e3 for stamp, (_, deadline) in zip(stamps, delivered))
+    late = sorted((stamp - deadline) * 1e3 for stamp, (_, deadline) in zip(stamps, delivered, strict=False))
     metrics = {
         "p50_ms": late[len(late) // 2],
         "p99_ms": late[min(len(late) - 1, math.ceil(0.99 * len(late)) - 1)],
@@ -210,7 +211,7 @@ async def idle(spec: ContenderSpec, data: Data, heartbeat: float, seconds: float
     n = data.n
     contender = await spec.build(heartbeat, n + 64)
     set_ = contender.set
-    for name, offset in zip(data.names, data.far):
+    for name, offset in zip(data.names, data.far, strict=False):
         set_(name, offset)
     await contender.settle()
     await asyncio.sleep(0.05)

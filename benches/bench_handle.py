@@ -9,8 +9,8 @@ real comparison is ``benches/compare.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from _contenders import core_patches

@@ -48,7 +48,7 @@ def test_set_new(benchmark: Any, table_class: Any, workload: Any) -> None:
 
     def run(table: Any) -> None:
         set_ = table.set
-        for name, deadline in zip(names, first):
+        for name, deadline in zip(names, first, strict=False):
             set_(name, deadline)
 
     benchmark.pedantic(run, setup=setup, rounds=10)
@@ -57,12 +57,12 @@ def test_set_new(benchmark: Any, table_class: Any, workload: Any) -> None:
 def test_reset(benchmark: Any, table_class: Any, workload: Any) -> None:
     names, first, second = workload
     table = table_class()
-    for name, deadline in zip(names, first):
+    for name, deadline in zip(names, first, strict=False):
         table.set(name, deadline)
 
     def run() -> None:
         set_ = table.set
-        for name, deadline in zip(names, second):
+        for name, deadline in zip(names, second, strict=False):
             set_(name, deadline)
 
     benchmark.pedantic(run, rounds=10)
@@ -74,7 +74,7 @@ def test_cancel(benchmark: Any, table_class: Any, workload: Any) -> None:
 
     def setup() -> tuple[tuple[Any], dict[str, Any]]:
         table = table_class()
-        for name, deadline in zip(names, first):
+        for name, deadline in zip(names, first, strict=False):
             table.set(name, deadline)
         return (table,), {}
 
@@ -91,9 +91,9 @@ def test_pop_due(benchmark: Any, table_class: Any, workload: Any) -> None:
 
     def setup() -> tuple[tuple[Any], dict[str, Any]]:
         table = table_class()
-        for name, deadline in zip(names, first):
+        for name, deadline in zip(names, first, strict=False):
             table.set(name, deadline)
-        for name, deadline in zip(names, second):
+        for name, deadline in zip(names, second, strict=False):
             table.set(name, deadline)
         return (table,), {}
 
@@ -109,7 +109,7 @@ def test_pop_due(benchmark: Any, table_class: Any, workload: Any) -> None:
 def test_next_deadline(benchmark: Any, table_class: Any, workload: Any) -> None:
     names, first, _ = workload
     table = table_class()
-    for name, deadline in zip(names, first):
+    for name, deadline in zip(names, first, strict=False):
         table.set(name, deadline)
     assert benchmark(table.next_deadline) == min(first)
     assert sys.getrefcount(table) >= 2

@@ -29,9 +29,10 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from heapq import heappop, heappush
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -314,7 +315,7 @@ def run_size(n: int, rounds: int, seed: int) -> dict[str, list[float]]:
 
 def round_ratios(samples: dict[str, list[float]], num: str, den: str) -> list[float]:
     """``num / den`` within each round."""
-    return [a / b for a, b in zip(samples[num], samples[den])]
+    return [a / b for a, b in zip(samples[num], samples[den], strict=False)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,7 @@ nitpick_ignore = [
     ("py:class", "asyncio.queues.QueueEmpty"),
     ("py:class", "asyncio.queues.QueueFull"),
     ("py:class", "collections.abc.AsyncIterator"),
+    ("py:class", "collections.abc.Callable"),
     ("py:class", "collections.abc.Coroutine"),
     ("py:class", "collections.abc.Iterable"),
     ("py:class", "contextlib.AbstractAsyncContextManager"),

@@ -184,7 +184,7 @@ async def _soak(timers: int, operations: int, checkpoints: int, seed: int, trace
     gc.collect()
     refcounts_after = [sys.getrefcount(names[i]) for i in range(0, timers, max(1, timers // 1000))]
     if refcounts_after != refcounts_before:
-        leaked = sum(a - b for a, b in zip(refcounts_after, refcounts_before))
+        leaked = sum(a - b for a, b in zip(refcounts_after, refcounts_before, strict=False))
         problems.append(f"name reference counts changed by {leaked} over {len(refcounts_before)} sampled names")
     return {
         "timers": timers,

@@ -27,8 +27,8 @@ import contextlib
 import dataclasses
 import importlib
 import os
-from collections.abc import AsyncIterator
-from typing import Any, Callable, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio

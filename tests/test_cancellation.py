@@ -9,8 +9,8 @@ room or receiver is left behind; and the manager still stops on ``shutdown()``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import Any, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 

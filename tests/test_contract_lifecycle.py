@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Iterator
-from typing import Any, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 from support import ASYNCIO_ONLY

@@ -7,6 +7,7 @@ of order, whatever the loop's clock resolution.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
 import pytest
@@ -47,7 +48,7 @@ async def test_sub_millisecond_spacing_never_early_never_out_of_order(heartbeat:
     assert deadlines == sorted(deadlines), "out of deadline order"
     # Ties come out in the order they were set.
     set_position = {name: position for position, (name, _) in enumerate(items)}
-    for (a, _), (b, _) in zip(received, received[1:]):
+    for (a, _), (b, _) in itertools.pairwise(received):
         if a.deadline == b.deadline:
             assert set_position[a.name] < set_position[b.name], (a, b)
     assert manager.stats().fired == len(items)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -266,5 +267,5 @@ async def test_interval_in_real_time() -> None:
         deadlines = [(await recv(handle, 5)).deadline for _ in range(5)]
         for k, deadline in enumerate(deadlines, 1):
             assert abs(deadline - (t0 + 0.01 * k)) < 0.005
-        assert all(b > a for a, b in zip(deadlines, deadlines[1:]))
+        assert all(b > a for a, b in itertools.pairwise(deadlines))
         await handle.cancel_timer("i")

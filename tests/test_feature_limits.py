@@ -6,7 +6,7 @@ are cancelled."""
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from support import recv, running

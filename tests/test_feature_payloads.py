@@ -5,8 +5,8 @@ Runs in real time on every loop (durations 0: the events are due at once)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import Any, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from support import now, recv, running

@@ -5,7 +5,8 @@ retracted event frees its place there, and ``stats().retracted`` counts it."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from support import now, recv, running, virtual

@@ -7,7 +7,8 @@ import math
 import random
 import sys
 import tracemalloc
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from support import load_core
@@ -479,9 +480,9 @@ def test_memory_returns_after_spike(table_class: Any) -> None:
     try:
         base = tracemalloc.get_traced_memory()[0]
         table = table_class()
-        for name, deadline in zip(names, deadlines):
+        for name, deadline in zip(names, deadlines, strict=False):
             table.set(name, deadline)
-        for name, deadline in zip(names[::2], deadlines):
+        for name, deadline in zip(names[::2], deadlines, strict=False):
             table.set(name, deadline + 1.0)  # resets leave the pure table's stale entries behind
         peak = tracemalloc.get_traced_memory()[0] - base
         for name in names[: (n - keep) // 2]:

@@ -83,7 +83,7 @@ class TablesAgree(RuleBasedStateMachine):
 
     def _same(self, method: str, *args: Any) -> Any:
         results = [getattr(subject, method)(*args) for subject in self.subjects]
-        for subject, result in zip(self.subjects[1:], results[1:]):
+        for subject, result in zip(self.subjects[1:], results[1:], strict=False):
             assert result == results[0], (type(subject).__module__, method, args, result, results[0])
             if isinstance(result, list):  # the same name objects, not just equal ones
                 assert [type(n) for n, _ in result] == [type(n) for n, _ in results[0]]

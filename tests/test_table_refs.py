@@ -54,7 +54,7 @@ def test_refcounts_with_equal_but_distinct_names(table_class: Any) -> None:
     """Re-sets with an equal but different object swap the held reference; none may leak."""
     first = [f"n{i}".upper() for i in range(100)]
     second = [f"N{i}".upper() for i in range(100)]
-    assert all(a == b and a is not b for a, b in zip(first, second))
+    assert all(a == b and a is not b for a, b in zip(first, second, strict=False))
     before = [sys.getrefcount(n) for n in first + second]
     table = table_class()
     _equal_but_distinct(table, first, second)
@@ -64,7 +64,7 @@ def test_refcounts_with_equal_but_distinct_names(table_class: Any) -> None:
 
 def _equal_but_distinct(table: Any, first: list[str], second: list[str]) -> None:
     for _ in range(100):
-        for a, b in zip(first, second):
+        for a, b in zip(first, second, strict=False):
             table.set(a, 1.0)
             table.set(b, 2.0)
         table.pop_due(1.5, 10)
@@ -72,7 +72,7 @@ def _equal_but_distinct(table: Any, first: list[str], second: list[str]) -> None
             table.cancel(a)
     popped = table.pop_due(INF, sys.maxsize)
     assert popped == [(b, 2.0) for i, b in enumerate(second) if i % 3]
-    assert all(name is b for (name, _), b in zip(popped, [b for i, b in enumerate(second) if i % 3]))
+    assert all(name is b for (name, _), b in zip(popped, [b for i, b in enumerate(second) if i % 3], strict=False))
 
 
 def test_tracemalloc_is_stable(table_class: Any) -> None:

@@ -15,8 +15,9 @@ table, still in ``intervals``, re-armed when its event is received; it still cou
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Callable
+from typing import Any
 
 from ._protocol import (
     CANCEL,

@@ -14,7 +14,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from ._protocol import Command
 from .errors import ManagerClosed, QueueFull

@@ -7,8 +7,9 @@ renumbering cannot make them disagree.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Protocol
 
 from .events import TimerExpired
 
@@ -38,7 +39,7 @@ SHUTDOWN = 4
 FLUSH = 5  # value: the future to resolve once applied
 OP_NAMES = ("set", "set_interval", "cancel", "cancel_all", "shutdown", "flush")
 
-Command = tuple[int, Optional[str], Any, Any]
+Command = tuple[int, str | None, Any, Any]
 
 # What Engine.push answers. QUEUED_FIRST: the queue was empty, so nothing has asked the manager to run yet.
 QUEUE_FULL = 0

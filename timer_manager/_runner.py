@@ -18,7 +18,8 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._admission import Admission
 from ._core import Engine, TimerTable

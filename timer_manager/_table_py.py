@@ -10,13 +10,12 @@ Order is ``(deadline, sequence)``: equal deadlines come out in the order they we
 from __future__ import annotations
 
 from heapq import heapify, heappop, heappush
-from typing import Optional, Union
 
 __all__ = ("TimerTable",)
 
 # [deadline, sequence, name]; name is None once the entry is stale. A list, not a tuple, so that
 # cancel can mark it in place; sequences are unique, so comparisons never reach the name.
-_Entry = list[Union[float, int, Optional[str]]]
+_Entry = list[float | int | str | None]
 
 _DEADLINE = 0
 _NAME = 2

@@ -6,11 +6,10 @@ import math
 from datetime import timedelta
 from decimal import Decimal
 from numbers import Real
-from typing import Union
 
 __all__ = ("Duration", "check_name", "check_size", "check_when", "seconds", "shown")
 
-Duration = Union[float, int, timedelta]
+Duration = float | int | timedelta
 """Seconds as an ``int`` or ``float``, or a ``datetime.timedelta``."""
 
 

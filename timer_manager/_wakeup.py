@@ -19,7 +19,8 @@ import math
 import os
 import sys
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from ._env import is_true
 

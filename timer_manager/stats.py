@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._runner import Runner
-from .events import _slotted
 
 __all__ = ("TimerStats",)
 
 
-@_slotted
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TimerStats:
     """A snapshot of a manager's counters, from :meth:`TimerManager.stats`.
 

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import threading
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ("CancellationToken",)
 
