@@ -104,6 +104,7 @@ def test_a_missing_compiled_core_is_announced_at_import() -> None:
     assert result.returncode == 0, result.stderr
     assert "RuntimeWarning: timer_manager runs on its pure-Python core" in result.stderr
     assert "TIMER_MANAGER_NO_EXTENSIONS=1" in result.stderr
+    assert "pip install --no-cache-dir --force-reinstall timer_manager" in result.stderr  # past pip's cached build
     assert "core:     python (the compiled extension could not be imported (no compiled core in this test))" in (
         result.stdout
     )

@@ -37,9 +37,10 @@ else:
         CORE = "python"
         CORE_REASON = f"the compiled extension could not be imported ({exc})"
         warnings.warn(
-            f"timer_manager runs on its pure-Python core, which is slower: {CORE_REASON}. Reinstall it "
-            f"where a C compiler works, or set {NO_EXTENSIONS_VARIABLE}=1 to choose the pure-Python core "
-            "and silence this warning.",
+            f"timer_manager runs on its pure-Python core, which is slower: {CORE_REASON}. Where a C compiler "
+            "works, rebuild it without pip's cached copy: pip install --no-cache-dir --force-reinstall "
+            f"timer_manager. Or set {NO_EXTENSIONS_VARIABLE}=1 to choose the pure-Python core and silence "
+            "this warning.",
             RuntimeWarning,
             stacklevel=2,
         )
