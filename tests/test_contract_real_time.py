@@ -14,7 +14,7 @@ import logging
 import pytest
 from support import recv, running
 
-from timer_manager import QueueEmpty, TimerExpired, TimerHandle, TimerManager
+from timer_manager import CancellationToken, ManagerClosed, QueueEmpty, TimerExpired, TimerHandle, TimerManager
 from timer_manager._wakeup import LoopTimerWakeup, TimerFdWakeup
 
 pytestmark = pytest.mark.usefixtures("core")
@@ -224,6 +224,31 @@ async def test_retracted_event_frees_its_place_in_a_full_event_queue_real_time()
             handle.try_recv_event()
         stats = manager.stats()
         assert (stats.retracted, stats.live, stats.fired) == (1, 0, 2)
+
+
+# -- flush() never hangs when the manager stops ------------------------------------------------------------
+
+
+async def test_flush_queued_when_the_token_stops_the_manager_is_released() -> None:
+    """A flush() sent before run() (so still waiting for its marker to be applied) is released when the
+    token stops the manager: it returns or raises ManagerClosed, within the timeout; a flush after the
+    stop raises ManagerClosed at once. Catches: a stopped manager leaving the flush's future unresolved
+    (the caller would hang for ever)."""
+    token = CancellationToken()
+    manager, handle = TimerManager.new("flusher", 0.0, 8, 8, token)
+    await handle.set_timer("a", 0.01)
+    flushing = asyncio.create_task(handle.flush())
+    await asyncio.sleep(0.02)
+    assert not flushing.done()  # not applied: the manager is not running
+    token.cancel()
+    await asyncio.wait_for(manager.run(), WAIT)
+    try:
+        await asyncio.wait_for(flushing, WAIT)
+    except ManagerClosed:
+        pass
+    with pytest.raises(ManagerClosed):
+        await handle.flush()
+    assert await recv(handle, WAIT) is None  # the queued set was discarded with the commands
 
 
 # -- Repeating timers: the three missed-tick policies, with a slow consumer -------------------------------

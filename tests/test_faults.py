@@ -417,8 +417,11 @@ def test_keyboard_interrupt_during_run(core: Core) -> None:
     env["TIMER_MANAGER_NO_EXTENSIONS"] = "1" if core.kind == "py" else ""
     source = textwrap.dedent(
         """
-        import asyncio, sys
+        import asyncio, signal, sys
         from timer_manager import TimerManager
+
+        # A shell that started the suite in the background made SIGINT ignored, and children inherit that.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
         async def main():
             async with TimerManager.open("sigint", 0.01) as handle:
