@@ -133,47 +133,42 @@ def thread_body(
         errors.append(exc)
 
 
+async def task_call(caller: Caller, handle: TimerHandle) -> list[tuple[str, str]]:
+    """Make one random loop-side call; return the commands it sent (it raised if refused or timed out)."""
+    roll = caller.random.random()
+    if roll < 0.3:
+        name = caller.new_name() if caller.random.random() < 0.7 else caller.known_name()
+        handle.try_set_timer(name, caller.duration())
+        if caller.random.random() < 0.3:
+            await asyncio.sleep(0)
+        return [("set", name)]
+    if roll < 0.6:
+        names = [caller.new_name() for _ in range(caller.random.randint(1, 3))]
+        sent = [("set", name) for name in names]
+        coroutine: Any = (
+            handle.set_timer(names[0], caller.duration())
+            if len(names) == 1
+            else handle.set_timers([(name, caller.duration()) for name in names])
+        )
+    elif roll < 0.8:
+        name = caller.known_name()
+        sent = [("cancel", name)]
+        coroutine = handle.cancel_timer(name)
+    else:
+        names = [caller.known_name() for _ in range(caller.random.randint(1, 3))]
+        sent = [("cancel", name) for name in names]
+        coroutine = handle.cancel_timers(names)
+    # Some calls are cancelled wherever they are (waiting for room, or woken and not yet run).
+    await asyncio.wait_for(coroutine, caller.random.choice((None, None, 0.0, 0.0005)))
+    return sent
+
+
 async def task_body(caller: Caller, handle: TimerHandle, stop: asyncio.Event) -> None:
     """Call at random (some calls cancelled by a tiny timeout) until ``stop`` is set or the manager is closed."""
     while not stop.is_set():
-        roll = caller.random.random()
-        if roll < 0.3:
-            name = caller.new_name() if caller.random.random() < 0.7 else caller.known_name()
-            sent = [("set", name)]
-            try:
-                handle.try_set_timer(name, caller.duration())
-            except REFUSALS as exc:
-                caller.refused += 1
-                if isinstance(exc, ManagerClosed):
-                    return
-            else:
-                caller.accepted.extend(sent)
-            if caller.random.random() < 0.3:
-                await asyncio.sleep(0)
-            continue
-        if roll < 0.6:
-            names = [caller.new_name() for _ in range(caller.random.randint(1, 3))]
-            sent = [("set", name) for name in names]
-            coroutine: Any = (
-                handle.set_timer(names[0], caller.duration())
-                if len(names) == 1
-                else handle.set_timers([(name, caller.duration()) for name in names])
-            )
-        elif roll < 0.8:
-            name = caller.known_name()
-            sent = [("cancel", name)]
-            coroutine = handle.cancel_timer(name)
-        else:
-            names = [caller.known_name() for _ in range(caller.random.randint(1, 3))]
-            sent = [("cancel", name) for name in names]
-            coroutine = handle.cancel_timers(names)
-        # Some calls are cancelled wherever they are (waiting for room, or woken and not yet run).
-        timeout = caller.random.choice((None, None, 0.0, 0.0005))
         try:
-            await asyncio.wait_for(coroutine, timeout)
-        except asyncio.TimeoutError:
-            caller.refused += 1
-        except REFUSALS as exc:
+            sent = await task_call(caller, handle)
+        except (asyncio.TimeoutError, *REFUSALS) as exc:
             caller.refused += 1
             if isinstance(exc, ManagerClosed):
                 return

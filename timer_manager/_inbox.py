@@ -2,10 +2,10 @@
 
 The rule: the loop's thread alone owns the manager's command queue and its capacity. Another thread
 never touches them; it appends its command here under the lock (or is refused, or waits for room on
-the condition), and the first append into an empty inbox asks the loop, once, to come and take what
-is here. The loop takes everything at once, in order, before it applies anything its own thread
-sends after that moment, so a command a thread sent before (in real time) some loop-side call is
-applied before that call's command.
+the condition), and then, unless the loop was already asked since it last took the inbox, asks it
+once to come and take what is here. The loop takes everything at once, in order, before it applies
+anything its own thread sends after that moment, so a command a thread sent before (in real time)
+some loop-side call is applied before that call's command.
 """
 
 from __future__ import annotations

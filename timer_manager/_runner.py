@@ -159,7 +159,7 @@ class Runner:
         admission = self.admission
         if admission is not None:
             for command in commands:
-                if command[0] <= 1 and command[1] is not None:  # SET, SET_INTERVAL
+                if command[0] <= SET_INTERVAL and command[1] is not None:  # a set of either kind
                     admission.release(command[1])
 
     def has_room(self, count: int) -> bool:
@@ -183,11 +183,6 @@ class Runner:
         if commands and engine.push_all(commands) == QUEUED_FIRST:
             self.schedule_service()
         return True
-
-    def enqueue(self, command: Command) -> None:
-        """Queue one command (room was checked by the caller) and make sure the manager wakes."""
-        if self.engine.push(*command) == QUEUED_FIRST:
-            self.schedule_service()
 
     def enqueue_all(self, commands: list[Command]) -> None:
         """Queue several commands, whatever the room (it was checked or promised)."""

@@ -71,16 +71,15 @@ class TimerHandle:
             runner.bound_loop()
         if runner.closing or runner.admission is not None:
             runner.admit([name])
-        if runner.senders or (self._handed_over and not runner.take_inbox()):
-            pushed = QUEUE_FULL
-        else:
+        # Anyone waiting for room, or commands other threads handed over that do not fit, go first.
+        if not runner.senders and (not self._handed_over or runner.take_inbox()):
             pushed = runner.engine.push_set(name, runner.clock() + duration, data)
             if pushed == QUEUED_FIRST:
                 runner.schedule_service()
+            if pushed != QUEUE_FULL:
                 return
-        if pushed == QUEUE_FULL:
-            runner.drop([(SET, name, None, None)])
-            raise _full(runner)
+        runner.drop([(SET, name, None, None)])
+        raise _full(runner)
 
     async def set_timer_at(self, name: str, when: float, *, data: Any = None) -> None:
         """Create timer ``name`` or replace its deadline with ``when`` (loop time); a past ``when`` fires at
