@@ -1,17 +1,20 @@
-"""Builds the Cython timer table; falls back to pure Python, with a warning, where no compiler works.
+"""Builds the Cython core. Where it cannot be compiled, the build fails and says what to do.
 
-Set ``TIMER_MANAGER_NO_EXTENSIONS=1`` (read by the same rule as the import) to skip the extension.
+Set ``TIMER_MANAGER_NO_EXTENSIONS=1`` (read by the same rule as the import) to build without the
+extension, on purpose: a pure-Python wheel (``py3-none-any``).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.errors import CCompilerError, ExecError, PlatformError, SetupError
 
 HERE = Path(__file__).resolve().parent
 
@@ -25,30 +28,38 @@ def _load_env_rules():  # type: ignore[no-untyped-def]
     return module
 
 
-class OptionalBuildExt(build_ext):
-    """Build the extension, but let the install succeed as pure Python where compiling fails."""
+# The fix, in the error a failed build ends with (pip shows it without -v).
+_REMEDY = (
+    "Install a C compiler and the Python headers (Debian, Ubuntu: apt-get install gcc python3-dev; Fedora:\n"
+    "dnf install gcc python3-devel; Alpine: apk add gcc musl-dev python3-dev; macOS: xcode-select --install;\n"
+    "Windows: Microsoft C++ Build Tools) and install again, or set TIMER_MANAGER_NO_EXTENSIONS=1 to install\n"
+    "the slower pure-Python core on purpose."
+)
+
+
+class BuildExt(build_ext):
+    """Build the extension; where that fails, fail the build with the remedy rather than install pure Python.
+
+    A silent fallback stuck: the wheel it made carried the platform tag, pip cached it, and reused it
+    after a compiler was installed.
+    """
 
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:
-            self._warn(exc)
+        except (CCompilerError, ExecError, PlatformError) as exc:  # a compiler that failed, or none at all
+            raise SetupError(f"timer_manager's compiled core could not be compiled: {_why(exc)}\n{_REMEDY}") from exc
 
-    def build_extension(self, ext: Extension) -> None:
-        try:
-            super().build_extension(ext)
-        except Exception as exc:
-            self._warn(exc)
 
-    @staticmethod
-    def _warn(exc: BaseException) -> None:
-        bar = "*" * 78
-        print(
-            f"\n{bar}\nWARNING: the timer_manager Cython extension could not be compiled ({exc!r}).\n"
-            "timer_manager is installed as pure Python (timer_manager.CORE == 'python'): it works,\n"
-            f"but its timer table is slower.\n{bar}\n",
-            file=sys.stderr,
-        )
+def _why(exc: BaseException) -> str:
+    """The failure in one line: the compiler's exit status (its own message is above), or what was missing."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, subprocess.CalledProcessError):
+            command = cause.cmd[0] if isinstance(cause.cmd, list) else cause.cmd
+            return f"{command!r} exited with status {cause.returncode} (its messages are above)."
+        cause = cause.__cause__ or cause.__context__
+    return f"{exc}."
 
 
 def _debug_build() -> bool:
@@ -57,7 +68,9 @@ def _debug_build() -> bool:
 
 def _extensions() -> list[Extension]:
     if _load_env_rules().no_extensions():
-        print("TIMER_MANAGER_NO_EXTENSIONS is set: building timer_manager as pure Python.", file=sys.stderr)
+        print(
+            "TIMER_MANAGER_NO_EXTENSIONS is set: building timer_manager as pure Python (py3-none-any).", file=sys.stderr
+        )
         return []
     from Cython.Build import cythonize
 
@@ -81,4 +94,4 @@ def _extensions() -> list[Extension]:
     )
 
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

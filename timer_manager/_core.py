@@ -35,7 +35,14 @@ else:
         from ._table_py import TimerTable
 
         CORE = "python"
-        CORE_REASON = f"the compiled extension could not be imported ({exc})"
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "timer_manager._core_c":
+            # A failed compile fails the build (setup.py): the extension was left out on purpose.
+            CORE_REASON = (
+                f"no compiled extension is installed: it was built with {NO_EXTENSIONS_VARIABLE}=1 (or pip "
+                "reused such a build from its cache), or this is a source folder where it was not built"
+            )
+        else:
+            CORE_REASON = f"the compiled extension could not be imported ({exc})"
         warnings.warn(
             f"timer_manager runs on its pure-Python core, which is slower: {CORE_REASON}. Where a C compiler "
             "works, rebuild it without pip's cached copy: pip install --no-cache-dir --force-reinstall "

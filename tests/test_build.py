@@ -1,0 +1,141 @@
+"""Building from source where the compiled core cannot be compiled: the build fails and says what to do, unless
+``TIMER_MANAGER_NO_EXTENSIONS=1`` asks for the pure-Python wheel, which then says what it is once installed.
+
+Each test builds a wheel as pip does (``pip wheel``, without build isolation, so with this environment's Cython
+and setuptools: the `test` extra installs them) from a copy of the source files in a temporary folder, so that
+no earlier build's products are reused. They need the source tree: where the suite runs against an installed
+wheel (cibuildwheel, the sdist check), there is none and they are skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+import timer_manager
+
+ROOT = Path(__file__).absolute().parent.parent
+VARIABLE = "TIMER_MANAGER_NO_EXTENSIONS"
+# What a wheel is built from (pyproject.toml names the README and the licence).
+SOURCES = ("setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE", "timer_manager")
+
+
+def _missing() -> str | None:
+    """Why these tests cannot run here, or None."""
+    if not all((ROOT / name).exists() for name in SOURCES):
+        return f"no source tree at {ROOT} (the suite runs against an installed wheel)"
+    if sys.platform == "win32":
+        return "CC does not choose the compiler of an MSVC build"
+    for module in ("Cython", "setuptools", "pip"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (the `test` extra installs it): the build needs it"
+    return None
+
+
+MISSING = _missing()
+if MISSING is not None and os.environ.get("CI") == "true" and "no source tree" not in MISSING:
+    raise RuntimeError(f"tests/test_build.py must run in CI: {MISSING}")
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+
+
+def _source_copy(folder: Path) -> Path:
+    """The files a wheel is built from, without build products (a compiled module, generated C, a build folder)."""
+    src = folder / "src"
+    src.mkdir()
+    junk = shutil.ignore_patterns("*.so", "*.pyd", "*.c", "__pycache__", "build", "*.egg-info")
+    for name in SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name, ignore=junk)
+        else:
+            shutil.copy2(ROOT / name, src / name)
+    return src
+
+
+def _build_wheel(folder: Path, **env: str | None) -> tuple[subprocess.CompletedProcess[str], list[Path]]:
+    """``pip wheel`` (not verbose: what a user sees) of a fresh source copy; the result and the wheels made."""
+    environ = {key: value for key, value in os.environ.items() if key not in (VARIABLE, "CC", "CFLAGS")}
+    for key, value in env.items():
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+    out = folder / "wheels"
+    command = [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-index"]
+    command += ["--no-cache-dir", "--wheel-dir", str(out), str(_source_copy(folder))]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, env=environ)
+    return result, sorted(out.glob("*.whl")) if out.exists() else []
+
+
+def _compiler_free_path(folder: Path) -> str:
+    """A PATH with no C compiler on it (an empty folder)."""
+    empty = folder / "empty-bin"
+    empty.mkdir()
+    return str(empty)
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [("CC=false", "'false' exited with status 1"), ("no compiler on PATH", "No such file or directory")],
+)
+def test_a_build_without_a_working_compiler_fails_and_names_the_fix(setting: str, says: str, tmp_path: Path) -> None:
+    """A compiler that fails (``CC=false``) or is missing (a PATH without one): the build fails, makes no
+    wheel, and its last words, which pip shows without ``-v``, say why and what to do. catches: the
+    silent pure-Python fallback whose platform-tagged wheel pip cached and kept reusing."""
+    if setting == "CC=false":
+        result, wheels = _build_wheel(tmp_path, CC="false")
+    else:
+        result, wheels = _build_wheel(tmp_path, PATH=_compiler_free_path(tmp_path))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert wheels == []
+    assert "error: timer_manager's compiled core could not be compiled: " in output, output
+    assert says in output, output
+    assert "apt-get install gcc python3-dev" in output
+    assert f"set {VARIABLE}=1 to install" in output
+
+
+def test_the_opt_in_builds_a_pure_wheel_that_says_what_it_is(tmp_path: Path) -> None:
+    """With ``TIMER_MANAGER_NO_EXTENSIONS=1`` the build needs no compiler (``CC=false``) and makes a
+    ``py3-none-any`` wheel; installed in a fresh environment, ``python -m timer_manager info`` says the
+    pure-Python core is live and why, and the import warns, unless the variable is set there too.
+    catches: a pure build tagged for a platform, or a pure install that cannot tell the user what it is."""
+    result, wheels = _build_wheel(tmp_path, CC="false", **{VARIABLE: "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [wheel.name for wheel in wheels] == [f"timer_manager-{timer_manager.__version__}-py3-none-any.whl"]
+
+    env_dir = tmp_path / "env"
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index"]
+    installed = subprocess.run([*install, str(wheels[0])], capture_output=True, text=True, timeout=120, check=False)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+
+    def info(**env: str) -> subprocess.CompletedProcess[str]:
+        environ = {key: value for key, value in os.environ.items() if key != VARIABLE} | env
+        return subprocess.run(
+            [str(python), "-I", "-m", "timer_manager", "info"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+            env=environ,
+        )
+
+    plain = info()
+    assert plain.returncode == 0, plain.stderr
+    assert f"package:  {env_dir}" in plain.stdout
+    assert f"core:     python (no compiled extension is installed: it was built with {VARIABLE}=1" in plain.stdout
+    assert "RuntimeWarning: timer_manager runs on its pure-Python core" in plain.stderr
+
+    chosen = info(**{VARIABLE: "1"})
+    assert chosen.returncode == 0, chosen.stderr
+    assert f"core:     python ({VARIABLE} is set)" in chosen.stdout
+    assert chosen.stderr == ""
