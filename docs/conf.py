@@ -110,17 +110,28 @@ def _data_docstring(app: Any, what: str, name: str, obj: Any, options: Any, line
     lines[:] = list(docs.get(("", name.rpartition(".")[2]), []))
 
 
-# Links from the pages to files at the repository's top level that the site includes as pages of its own.
+# Files at the repository's top level that the site includes as pages of its own, and links to them: from a
+# page (`../CHANGES.md`, which MyST turns into an absolute path) or from the README, which index.md includes
+# (`CHANGES.md`, which MyST leaves unresolved).
 _INCLUDED = {"CHANGES": "changes"}
 
 
 def _links_to_included(app: Any, doctree: Any) -> None:
     root = Path(app.srcdir).parent
     for node in doctree.findall(addnodes.pending_xref):
-        if node.get("refdomain") == "doc" and node.get("reftype") == "myst":
-            target = Path(node["reftarget"])
-            if target.is_absolute() and target.parent == root and target.name in _INCLUDED:
-                node["reftarget"] = _INCLUDED[target.name]
+        if node.get("reftype") != "myst":
+            continue
+        target = Path(node["reftarget"])
+        if node.get("refdomain") == "doc" and target.is_absolute() and target.parent == root:
+            name = target.name
+        elif node.get("refdomain") is None and node.get("refdoc") == "index" and target.suffix == ".md":
+            name = str(target.with_suffix(""))
+        else:
+            continue
+        if name in _INCLUDED:
+            node["refdomain"] = "doc"
+            node["reftarget"] = _INCLUDED[name]
+            node.attributes.setdefault("reftargetid", None)
 
 
 def setup(app: Any) -> None:

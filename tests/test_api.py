@@ -70,7 +70,7 @@ def test_timer_expired_is_a_frozen_slotted_dataclass() -> None:
 
 
 def test_timer_expired_supports_match() -> None:
-    """The README's match example: class pattern with keywords and positionally.
+    """The user guide's match example (docs/guide.md): class pattern with keywords and positionally.
     catches: missing __match_args__."""
     source = """
 def classify(event):

@@ -1,4 +1,5 @@
-"""The README's Python examples, extracted from README.md and run."""
+"""The Python examples of the README and of the user guide (docs/guide.md), extracted from them and run; and
+the README's set-up commands, which CI runs."""
 
 from __future__ import annotations
 
@@ -17,18 +18,25 @@ import timer_manager
 # The examples show the API, not a core: they run once, on the core timer_manager picked (as a reader's run).
 pytestmark = pytest.mark.usefixtures("default_core")
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-BLOCKS: list[str] = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+ROOT = Path(__file__).resolve().parent.parent
+# The pages whose examples run here, and each one's python blocks.
+PAGES = {name: (ROOT / name).read_text(encoding="utf-8") for name in ("README.md", "docs/guide.md")}
+BLOCKS: dict[str, list[str]] = {
+    name: re.findall(r"```python\n(.*?)```", text, flags=re.S) for name, text in PAGES.items()
+}
 
 
-def block(marker: str) -> str:
-    found = [code for code in BLOCKS if marker in code]
-    assert len(found) == 1, f"expected one README python block containing {marker!r}"
+GUIDE = "docs/guide.md"
+
+
+def block(marker: str, page: str = "README.md") -> str:
+    found = [code for code in BLOCKS[page] if marker in code]
+    assert len(found) == 1, f"expected one python block containing {marker!r} in {page}"
     return found[0]
 
 
 def api_namespace() -> dict[str, Any]:
-    """What the README's API import line brings in, plus asyncio."""
+    """What the README's API import line brings in, plus asyncio (the guide's examples assume them)."""
     namespace: dict[str, Any] = {"asyncio": asyncio}
     exec(block("from timer_manager import (TimerManager"), namespace)
     return namespace
@@ -44,20 +52,20 @@ def run_as_a_program(code: str, folder: Path) -> subprocess.CompletedProcess[str
 
 
 @pytest.mark.parametrize(
-    ("marker", "output"),
+    ("page", "marker", "output"),
     [
-        ('handle.set_timer("my_timer", 1.0)', "Timer 'my_timer' expired!\n"),
-        ('TimerManager.open("sessions", heartbeat_interval=0.01)', "session:42 expired\n"),
-        ('handle.set_timers((f"conn:{i}", 0.5)', "9998 connections timed out\n"),
+        ("README.md", 'handle.set_timer("my_timer", 1.0)', "Timer 'my_timer' expired!\n"),
+        ("README.md", 'TimerManager.open("sessions", heartbeat_interval=0.01)', "session:42 expired\n"),
+        ("docs/guide.md", 'handle.set_timers((f"conn:{i}", 0.5)', "9998 connections timed out\n"),
     ],
     ids=["quick-start", "open", "batches"],
 )
-def test_complete_programs_run_as_written_and_quietly(marker: str, output: str, tmp_path: Path) -> None:
-    """The Quick start, the open() example and the batches example, each as the complete program the
-    README shows, in a fresh interpreter and an empty folder: each ends, prints what it says, and writes
-    nothing to stderr (no warning on a default logging set-up). catches: an example that never ends, a
-    missing import, an API drift, a WARNING a newcomer would see."""
-    result = run_as_a_program(block(marker), tmp_path)
+def test_complete_programs_run_as_written_and_quietly(page: str, marker: str, output: str, tmp_path: Path) -> None:
+    """The README's Quick start and open() example and the guide's batches example, each as the complete
+    program the page shows, in a fresh interpreter and an empty folder: each ends, prints what it says, and
+    writes nothing to stderr (no warning on a default logging set-up). catches: an example that never ends,
+    a missing import, an API drift, a WARNING a newcomer would see."""
+    result = run_as_a_program(block(marker, page), tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == output
     assert result.stderr == ""
@@ -66,20 +74,20 @@ def test_complete_programs_run_as_written_and_quietly(marker: str, output: str, 
 @ASYNCIO_ONLY
 @pytest.mark.looptime
 async def test_basic_example_virtual(capsys: pytest.CaptureFixture[str]) -> None:
-    """The basic example as given (1 s and 2 s timers, in virtual time). catches: the example hanging
-    or printing another timer first."""
+    """The guide's basic example (the Rust original's) as given (1 s and 2 s timers, in virtual time).
+    catches: the example hanging or printing another timer first."""
     namespace = api_namespace()
-    exec(block("async def basic()"), namespace)
+    exec(block("async def basic()", GUIDE), namespace)
     await asyncio.wait_for(namespace["basic"](), 10)
     assert capsys.readouterr().out == "Timer timer1 expired\n"
 
 
 async def test_basic_and_non_blocking_examples_real_time(capsys: pytest.CaptureFixture[str]) -> None:
-    """The basic and non-blocking examples as given, in real time on both loops.
+    """The guide's basic and non-blocking examples as given, in real time on both loops.
     catches: try_ / QueueEmpty / ManagerClosed behaving differently from what the example relies on."""
     namespace = api_namespace()
-    exec(block("async def basic()"), namespace)
-    exec(block("async def non_blocking()"), namespace)
+    exec(block("async def basic()", GUIDE), namespace)
+    exec(block("async def non_blocking()", GUIDE), namespace)
     await asyncio.wait_for(namespace["non_blocking"](), 30)
     assert capsys.readouterr().out == "Timer set successfully\nTimer quick_timer expired\n"
     await asyncio.wait_for(namespace["basic"](), 30)
@@ -89,8 +97,8 @@ async def test_basic_and_non_blocking_examples_real_time(capsys: pytest.CaptureF
 @ASYNCIO_ONLY
 @pytest.mark.looptime
 async def test_interval_example_virtual() -> None:
-    """The set_interval example: fires at 15 s, then every 15 s, with its payload."""
-    code = block('set_interval("keepalive"')
+    """The guide's set_interval example: fires at 15 s, then every 15 s, with its payload."""
+    code = block('set_interval("keepalive"', GUIDE)
     namespace = api_namespace()
     exec("async def example(handle, peer):\n    " + code.strip(), namespace)
     loop = asyncio.get_running_loop()
@@ -105,12 +113,13 @@ async def test_interval_example_virtual() -> None:
     ]
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="looptime needs Python >= 3.11, as the README says")
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="looptime needs Python >= 3.11, as the guide says")
 def test_testing_section_example_runs_in_a_fresh_project(tmp_path: Path) -> None:
-    """The "Testing code that uses timer_manager" example, saved as a test file in an empty project (no
-    pytest configuration, so pytest-asyncio's default strict mode) and run with pytest in a fresh
-    interpreter. catches: an example that needs configuration the README does not show."""
-    (tmp_path / "test_sessions.py").write_text(block("async def test_session_expires_after_an_hour"), encoding="utf-8")
+    """The guide's "Testing with virtual time" example, saved as a test file in an empty project (no pytest
+    configuration, so pytest-asyncio's default strict mode) and run with pytest in a fresh interpreter.
+    catches: an example that needs configuration the guide does not show."""
+    code = block("async def test_session_expires_after_an_hour", GUIDE)
+    (tmp_path / "test_sessions.py").write_text(code, encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_sessions.py"],
         capture_output=True,
@@ -121,3 +130,20 @@ def test_testing_section_example_runs_in_a_fresh_project(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def test_the_set_up_commands_are_the_ones_tested_and_run_by_ci() -> None:
+    """The README's Install section has two commands: the install and the demo that
+    tests/test_command_line.py runs the way this one does (``python -I -m timer_manager demo``), and the test
+    command, which .ci/run runs word for word. catches: the README and CI drifting apart, so that a newcomer
+    copies a command that CI never ran."""
+    install = PAGES["README.md"].split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```bash\n(.*?)\n```", install, flags=re.S)
+    assert commands == [
+        "python -m pip install . && python -I -m timer_manager demo",
+        "python -m pip install -e '.[test]' && python -m pytest",
+    ]
+    ci = ROOT / ".ci" / "run"
+    if not ci.exists():
+        pytest.skip(f"no {ci} here (the suite runs against an installed wheel)")
+    assert f"    {commands[1]} || rc=$?\n" in ci.read_text(encoding="utf-8")

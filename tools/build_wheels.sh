@@ -10,7 +10,7 @@
 #   3. repairs the wheel with auditwheel to a manylinux tag, into wheelhouse/;
 #   4. installs the REPAIRED wheel into a fresh venv with CC/CXX=/bin/false and --no-index --no-deps
 #      (proof that no compiler is involved), then the `test` extras;
-#   5. runs the test suite from a directory holding only copies of tests/, benches/, README.md and
+#   5. runs the test suite from a directory holding only copies of tests/, benches/, README.md, docs/ and
 #      pyproject.toml (for the pytest config), so `import timer_manager` can only resolve to the installed wheel,
 #      which is checked (timer_manager.__file__ must be in the venv's site-packages, CORE == "cython");
 #   6. prints a summary table and exits non-zero if anything failed.
@@ -112,6 +112,7 @@ cp -R "$SCRATCH/src/tests" "$SCRATCH/testsrc/tests"
 [ -d "$SCRATCH/src/benches" ] && cp -R "$SCRATCH/src/benches" "$SCRATCH/testsrc/benches"
 cp "$SCRATCH/src/pyproject.toml" "$SCRATCH/testsrc/pyproject.toml"
 cp "$SCRATCH/src/README.md" "$SCRATCH/testsrc/README.md"  # tests/test_readme.py runs the README's examples
+cp -R "$SCRATCH/src/docs" "$SCRATCH/testsrc/docs"  # and the user guide's
 
 # Checks run inside the test venv, from the test directory.
 cat >"$SCRATCH/check_install.py" <<'PY'
