@@ -1,5 +1,6 @@
-"""Sphinx configuration of the documentation site: the pages in docs/ (Markdown, through MyST), CHANGES.md
-(docs/changes.md includes it) and an API reference generated from the package's docstrings (docs/api.md).
+"""Sphinx configuration of the documentation site: the pages in docs/ (Markdown, through MyST), the README (the
+front page: docs/index.md includes it), CHANGES.md (docs/changes.md includes it) and an API reference
+generated from the package's docstrings (docs/api.md).
 
 Build it as .ci/run does, warnings as errors, with the package and the `docs` extra installed
 (`python -m pip install -e '.[docs]'`):
@@ -116,16 +117,21 @@ def _data_docstring(app: Any, what: str, name: str, obj: Any, options: Any, line
 _INCLUDED = {"CHANGES": "changes"}
 
 
-def _links_to_included(app: Any, doctree: Any) -> None:
+def _repository_links(app: Any, doctree: Any) -> None:
     root = Path(app.srcdir).parent
-    for node in doctree.findall(addnodes.pending_xref):
+    for node in list(doctree.findall(addnodes.pending_xref)):
         if node.get("reftype") != "myst":
             continue
         target = Path(node["reftarget"])
         if node.get("refdomain") == "doc" and target.is_absolute() and target.parent == root:
             name = target.name
-        elif node.get("refdomain") is None and node.get("refdoc") == "index" and target.suffix == ".md":
-            name = str(target.with_suffix(""))
+        elif node.get("refdomain") is None and node.get("refdoc") == "index":
+            name = str(target.with_suffix("")) if target.suffix == ".md" else ""
+            if name not in _INCLUDED and (root / target).is_file():
+                # The README's link to a file of the repository that is not a page of the site (a bench, the
+                # licence): the site shows its text, unlinked. A link to a file that does not exist still fails.
+                node.replace_self(node.children)
+                continue
         else:
             continue
         if name in _INCLUDED:
@@ -137,7 +143,7 @@ def _links_to_included(app: Any, doctree: Any) -> None:
 def setup(app: Any) -> None:
     app.connect("autodoc-process-signature", _signature)
     app.connect("autodoc-process-docstring", _data_docstring)
-    app.connect("doctree-read", _links_to_included)
+    app.connect("doctree-read", _repository_links)
 
 
 # --- HTML -------------------------------------------------------------------------------------------------
