@@ -20,16 +20,14 @@ pytestmark = pytest.mark.usefixtures("default_core")
 
 ROOT = Path(__file__).resolve().parent.parent
 # The pages whose examples run here, and each one's python blocks.
-PAGES = {name: (ROOT / name).read_text(encoding="utf-8") for name in ("README.md", "docs/guide.md")}
+README, GUIDE = "README.md", "docs/guide.md"
+PAGES = {name: (ROOT / name).read_text(encoding="utf-8") for name in (README, GUIDE)}
 BLOCKS: dict[str, list[str]] = {
     name: re.findall(r"```python\n(.*?)```", text, flags=re.S) for name, text in PAGES.items()
 }
 
 
-GUIDE = "docs/guide.md"
-
-
-def block(marker: str, page: str = "README.md") -> str:
+def block(marker: str, page: str = README) -> str:
     found = [code for code in BLOCKS[page] if marker in code]
     assert len(found) == 1, f"expected one python block containing {marker!r} in {page}"
     return found[0]
@@ -54,9 +52,9 @@ def run_as_a_program(code: str, folder: Path) -> subprocess.CompletedProcess[str
 @pytest.mark.parametrize(
     ("page", "marker", "output"),
     [
-        ("README.md", 'handle.set_timer("my_timer", 1.0)', "Timer 'my_timer' expired!\n"),
-        ("README.md", 'TimerManager.open("sessions", heartbeat_interval=0.01)', "session:42 expired\n"),
-        ("docs/guide.md", 'handle.set_timers((f"conn:{i}", 0.5)', "9998 connections timed out\n"),
+        (README, 'handle.set_timer("my_timer", 1.0)', "Timer 'my_timer' expired!\n"),
+        (README, 'TimerManager.open("sessions", heartbeat_interval=0.01)', "session:42 expired\n"),
+        (GUIDE, 'handle.set_timers((f"conn:{i}", 0.5)', "9998 connections timed out\n"),
     ],
     ids=["quick-start", "open", "batches"],
 )
@@ -137,7 +135,7 @@ def test_the_set_up_commands_are_the_ones_tested_and_run_by_ci() -> None:
     tests/test_command_line.py runs the way this one does (``python -I -m timer_manager demo``), and the test
     command, which .ci/run runs word for word. catches: the README and CI drifting apart, so that a newcomer
     copies a command that CI never ran."""
-    install = PAGES["README.md"].split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    install = PAGES[README].split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"```bash\n(.*?)\n```", install, flags=re.S)
     assert commands == [
         "python -m pip install . && python -I -m timer_manager demo",
