@@ -74,18 +74,18 @@ class Library:
     through ``try_set_timer``, ``try_cancel_timer`` and ``recv_event(s)``."""
 
     def __init__(self, kind: str, heartbeat: float, capacity: int) -> None:
-        from timer_manager import TimerManager, _runner
+        from timer_manager import TimerManager, _backend
 
         patches = core_patches(kind)
         table_class = patches["TimerTable"]
-        saved = {name: getattr(_runner, name) for name in patches}
+        saved = {name: getattr(_backend, name) for name in patches}
         for name, value in patches.items():  # the manager builds its table (and engine) from these
-            setattr(_runner, name, value)
+            setattr(_backend, name, value)
         try:
             self.manager, self.handle = TimerManager.new("bench", heartbeat, capacity, capacity)
         finally:
             for name, value in saved.items():
-                setattr(_runner, name, value)
+                setattr(_backend, name, value)
         if type(self.manager._runner.table) is not table_class:
             raise RuntimeError(f"the manager did not take {table_class!r}")
         handle = self.handle

@@ -1,7 +1,7 @@
 """Small pytest-benchmark benchmarks of the handle's calls and of delivery, for both tables.
 
 Each round does N (10^3) operations on a manager running on its own asyncio loop; the manager is
-built with the table under test by patching ``timer_manager._runner.TimerTable`` (``tests/conftest.py``
+built with the table under test by patching ``timer_manager._backend.TimerTable`` (``tests/conftest.py``
 does not apply here). They run in the normal test run, so they are tiny and assert no speed; the
 real comparison is ``benches/compare.py``.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from _contenders import core_patches
 
-from timer_manager import TimerManager, _env, _runner
+from timer_manager import TimerManager, _backend, _env
 
 N = 1_000
 ROUNDS = 20
@@ -33,7 +33,7 @@ def _kinds() -> list[Any]:
 def table_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Managers created in the test use this table (``c``: Cython, ``py``: pure Python)."""
     for name, value in core_patches(request.param).items():  # a missing extension fails here: no fallback
-        monkeypatch.setattr(_runner, name, value)
+        monkeypatch.setattr(_backend, name, value)
     return str(request.param)
 
 

@@ -24,16 +24,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, settings
+from redis_server import REDIS_SERVER, RedisServer
 from support import LOOP_FACTORIES, LOOPTIME, Core, load_core
 
 import timer_manager
-from timer_manager import _env, _runner
+from timer_manager import _backend, _env
 
 # ---------------------------------------------------------------------- Hypothesis
 
@@ -72,8 +74,8 @@ def core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Cor
             f" or set {_env.NO_EXTENSIONS_VARIABLE}=1 to test the pure-Python core only",
             pytrace=False,
         )
-    monkeypatch.setattr(_runner, "TimerTable", chosen.TimerTable)
-    monkeypatch.setattr(_runner, "Engine", chosen.Engine)
+    monkeypatch.setattr(_backend, "TimerTable", chosen.TimerTable)
+    monkeypatch.setattr(_backend, "Engine", chosen.Engine)
     return chosen
 
 
@@ -104,7 +106,7 @@ def _managers_need_a_core(request: pytest.FixtureRequest, monkeypatch: pytest.Mo
             pytrace=False,
         )
 
-    monkeypatch.setattr(_runner, "TimerTable", refuse)
+    monkeypatch.setattr(_backend, "TimerTable", refuse)
 
 
 # ---------------------------------------------------------------------- event loops and virtual time
@@ -172,3 +174,31 @@ def _test_loop(pyfuncitem: pytest.Function) -> asyncio.AbstractEventLoop | None:
         except RuntimeError:
             return None
     return loop
+
+
+# ---------------------------------------------------------------------- Redis
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server of the session's own, on a free loopback port, stopped by pid at the end.
+
+    Without ``redis-server`` on PATH the Redis tests are skipped, with how to get it; under ``CI=true`` they
+    fail instead (``.ci/run`` installs it).
+    """
+    if REDIS_SERVER is None:
+        message = "redis-server is not on PATH: apt-get install redis-server (Debian), brew install redis (macOS)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest) -> str:
+    """A namespace no other test uses."""
+    return f"{request.node.name}-{uuid.uuid4().hex[:8]}"

@@ -29,7 +29,7 @@ from typing import Any, cast
 from stress import Caller, Crowd, RecordingTable, consume, recording_table
 from support import use_core
 
-from timer_manager import TimerManager, _runner
+from timer_manager import TimerManager, _backend
 
 HANG = 120.0
 
@@ -71,7 +71,7 @@ class Matcher:
 
 async def _soak(seconds: float, table_class: Any) -> dict[str, Any]:
     recording = recording_table(table_class)
-    _runner.TimerTable = recording  # type: ignore[attr-defined]  # managers created from now on record
+    _backend.TimerTable = recording  # type: ignore[attr-defined]  # managers created from now on record
     manager, handle = TimerManager.new("soak-threads", 0.0, 4, 8, max_timers=500)
     run = asyncio.ensure_future(manager.run())
     seen: list[str] = []

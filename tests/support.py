@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import pytest
 import pytest_asyncio
 
-from timer_manager import TimerHandle, TimerManager, _env, _runner
+from timer_manager import TimerHandle, TimerManager, _backend, _env
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,11 +65,11 @@ def load_core(kind: str) -> Core:
 
 
 def use_core(kind: str) -> Core:
-    """Make managers created from now on use the ``c`` or ``py`` core (``timer_manager._runner`` builds its
+    """Make managers created from now on use the ``c`` or ``py`` core (``timer_manager._backend`` builds its
     table and engine from its module globals ``TimerTable`` and ``Engine``). For scripts; not undone."""
     core = load_core(kind)
-    _runner.TimerTable = core.TimerTable  # type: ignore[attr-defined]
-    _runner.Engine = core.Engine  # type: ignore[attr-defined]
+    _backend.TimerTable = core.TimerTable  # type: ignore[attr-defined]
+    _backend.Engine = core.Engine  # type: ignore[attr-defined]
     return core
 
 

@@ -21,7 +21,7 @@ from typing import Any, cast
 import pytest
 from stress import Crowd, RecordingTable, applied_by, consume, recording_table
 
-from timer_manager import CancellationToken, TimerManager, _runner
+from timer_manager import CancellationToken, TimerManager, _backend
 
 HANG = 60.0  # seconds after which a wait counts as a hang (generous: a loaded 2-core machine)
 
@@ -30,7 +30,7 @@ HANG = 60.0  # seconds after which a wait counts as a hang (generous: a loaded 2
 def recording(table_class: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Managers made in the test use a recording subclass of the table under test."""
     table = recording_table(table_class)
-    monkeypatch.setattr(_runner, "TimerTable", table)
+    monkeypatch.setattr(_backend, "TimerTable", table)
     return table
 
 

@@ -17,7 +17,7 @@ from timer_manager import (
     TimerHandle,
     TimerLimitExceeded,
     TimerManager,
-    _runner,
+    _backend,
 )
 
 pytestmark = pytest.mark.usefixtures("core")
@@ -38,7 +38,7 @@ def failing_table(monkeypatch: pytest.MonkeyPatch, table_class: Any) -> None:
         def pop_due(self, now: float, limit: int) -> Any:
             raise Boom("pop_due failed")
 
-    monkeypatch.setattr(_runner, "TimerTable", FailingTable)
+    monkeypatch.setattr(_backend, "TimerTable", FailingTable)
 
 
 @virtual

@@ -26,7 +26,7 @@ from timer_manager import (
     TimerExpired,
     TimerLimitExceeded,
     TimerManager,
-    _runner,
+    _backend,
 )
 from timer_manager._protocol import Interval
 
@@ -504,7 +504,7 @@ async def test_an_engine_step_that_raises_releases_every_waiter_and_run_reraises
             return bool(super().set(name, deadline))
 
     with monkeypatch.context() as patch:  # this manager only
-        patch.setattr(_runner, "TimerTable", Broken)
+        patch.setattr(_backend, "TimerTable", Broken)
         manager, handle = TimerManager.new("broken", 0, 1, 1)
     threadsafe = handle.threadsafe()
     run = asyncio.ensure_future(manager.run())

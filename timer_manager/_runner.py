@@ -18,11 +18,11 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._admission import Admission
-from ._core import Engine, TimerTable
+from ._backend import LocalStore, Store
 from ._inbox import Inbox
 from ._protocol import OP_NAMES, QUEUED_FIRST, SET, SET_INTERVAL, SHUTDOWN, Command, EngineInterface
 from ._wakeup import Wakeup, create_wakeup
@@ -60,16 +60,24 @@ class Runner:
         command_capacity: int,
         event_capacity: int,
         max_timers: int | None,
+        store: Store | None = None,
     ) -> None:
         self.name = name
         self.heartbeat = heartbeat
         self.max_timers = max_timers
-        self.table = TimerTable()
         # A size past sys.maxsize is no bound at all; the engine counts in C ssize_t.
         command_capacity = min(command_capacity, sys.maxsize)
-        self.engine: EngineInterface = Engine(self.table, command_capacity, min(event_capacity, sys.maxsize))
+        event_capacity = min(event_capacity, sys.maxsize)
+        self.store: Store = store if store is not None else LocalStore(command_capacity, event_capacity)
+        self.remote = self.store.remote  # the timers live in a backend: introspection must be awaited
+        self.encode = self.store.encode  # the backend's check of a payload at the call, if any
+        self.engine: EngineInterface = self.store.engine
+        self.table = self.engine.table
         self.engine.wake = self.schedule_service
-        self.admission = Admission(name, max_timers, self.engine) if max_timers is not None else None
+        # A remote backend enforces max_timers itself, across all its managers.
+        self.admission = (
+            Admission(name, max_timers, self.engine) if max_timers is not None and not self.remote else None
+        )
         self.inbox = Inbox(name, command_capacity, self.schedule_service)
 
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -93,6 +101,7 @@ class Runner:
         self.origin = 0.0  # the heartbeat grid is origin + k * heartbeat
         self.service_soon = False
         self.wakeup: Wakeup | None = None  # the one wake-up for the next grid tick, from start()
+        self.background: Awaitable[None] | None = None  # the backend's own work, from start()
         self.count_room_waits = 0
 
     # ------------------------------------------------------------------ binding and checks
@@ -361,6 +370,7 @@ class Runner:
         self.origin = self.clock()
         self.done = loop.create_future()
         self.wakeup = create_wakeup(loop, self.clock, self._on_wakeup)
+        self.background = self.store.start(self)
         self.schedule_service()
         logger.info(
             "timer manager %r started (heartbeat %gs, command queue %d, event queue %d)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ("ManagerClosed", "QueueEmpty", "QueueFull", "TimerLimitExceeded", "TimerManagerError")
+__all__ = ("BackendUnavailable", "ManagerClosed", "QueueEmpty", "QueueFull", "TimerLimitExceeded", "TimerManagerError")
 
 
 class TimerManagerError(Exception):
@@ -25,3 +25,7 @@ class QueueEmpty(TimerManagerError, asyncio.QueueEmpty):
 
 class TimerLimitExceeded(TimerManagerError):
     """Setting a new timer would take the manager past its ``max_timers`` option."""
+
+
+class BackendUnavailable(TimerManagerError):
+    """The manager's backend (the Redis server) stayed unreachable longer than its ``reconnect_timeout``."""

@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
 from typing import Any
 
 from . import _runner
 from ._protocol import CANCEL, CANCEL_ALL, FLUSH, QUEUE_FULL, QUEUED_FIRST, SET, SET_INTERVAL, Command, Interval
 from ._runner import Runner
-from ._validate import Duration, check_name, check_size, check_when, seconds
+from ._validate import Duration, check_name, check_size, seconds
 from .errors import ManagerClosed, QueueEmpty, QueueFull
-from .events import TimerEvent
+from .events import TimerEvent, TimerExpired
 from .threadsafe import ThreadsafeHandle
 
 __all__ = ("Duration", "TimerHandle")
@@ -71,6 +72,8 @@ class TimerHandle:
             runner.bound_loop()
         if runner.closing or runner.admission is not None:
             runner.admit([name])
+        if data is not None and runner.encode is not None:
+            data = runner.encode(data)
         # Anyone waiting for room, or commands other threads handed over that do not fit, go first.
         if not runner.senders and (not self._handed_over or runner.take_inbox()):
             pushed = runner.engine.push_set(name, runner.clock() + duration, data)
@@ -81,12 +84,12 @@ class TimerHandle:
         runner.drop([(SET, name, None, None)])
         raise _full(runner)
 
-    async def set_timer_at(self, name: str, when: float, *, data: Any = None) -> None:
-        """Create timer ``name`` or replace its deadline with ``when`` (loop time); a past ``when`` fires at
-        once."""
+    async def set_timer_at(self, name: str, when: float | datetime, *, data: Any = None) -> None:
+        """Create timer ``name`` or replace its deadline with ``when`` (loop time; on Redis: Unix time, or an
+        aware ``datetime``); a past ``when`` fires at once."""
         await self._runner.send([self._set_at_command(name, when, data)])
 
-    def try_set_timer_at(self, name: str, when: float, *, data: Any = None) -> None:
+    def try_set_timer_at(self, name: str, when: float | datetime, *, data: Any = None) -> None:
         """Like :meth:`set_timer_at`, but raise :class:`QueueFull` instead of waiting."""
         self._try_send([self._set_at_command(name, when, data)])
 
@@ -243,7 +246,8 @@ class TimerHandle:
     def deadline(self, name: str) -> float | None:
         """The loop time at which pending timer ``name`` is due, or None (as the manager has applied
         the commands so far). A repeating timer whose event waits to be received is pending, due at
-        that event's deadline."""
+        that event's deadline. On a remote backend: ``TypeError`` (use :meth:`get_deadline`)."""
+        self._local_only("get_deadline(name)")
         return self._runner.engine.pending_deadline(check_name(name))
 
     def remaining(self, name: str) -> float | None:
@@ -255,16 +259,64 @@ class TimerHandle:
 
     def pending_count(self) -> int:
         """How many timers are pending (as the manager has applied the commands so far), counting repeating
-        timers whose event waits to be received; ``max_timers`` counts the same."""
+        timers whose event waits to be received; ``max_timers`` counts the same. On a remote backend:
+        ``TypeError`` (use :meth:`get_pending_count`)."""
+        self._local_only("get_pending_count()")
         return self._runner.engine.live_count()
 
     def next_deadline(self) -> float | None:
-        """The earliest deadline still to fall due (loop time), or None; events already ready are not counted."""
-        return self._runner.table.next_deadline()
+        """The earliest deadline still to fall due (loop time), or None; events already ready are not counted.
+        On a remote backend: ``TypeError`` (use :meth:`get_next_deadline`)."""
+        self._local_only("get_next_deadline()")
+        deadline: float | None = self._runner.table.next_deadline()
+        return deadline
 
     def __contains__(self, name: object) -> bool:
-        """Whether ``name`` is pending (see :meth:`pending_count`)."""
+        """Whether ``name`` is pending (see :meth:`pending_count`). On a remote backend: ``TypeError`` (use
+        ``await handle.get_deadline(name) is not None``)."""
+        self._local_only("get_deadline(name) is not None")
         return isinstance(name, str) and bool(self._runner.engine.is_live(check_name(name)))
+
+    async def get_deadline(self, name: str) -> float | None:
+        """:meth:`deadline`, on any backend: once every command sent before is applied, the deadline of
+        pending timer ``name`` (loop time locally, Unix time on Redis), or None."""
+        name = check_name(name)
+        return await self._query("deadline", name)
+
+    async def get_pending_count(self) -> int:
+        """:meth:`pending_count`, on any backend (on Redis: the whole namespace's)."""
+        return int(await self._query("count", "") or 0)
+
+    async def get_next_deadline(self) -> float | None:
+        """:meth:`next_deadline`, on any backend (on Redis: the whole namespace's, Unix time)."""
+        return await self._query("next", "")
+
+    async def ack(self, event: TimerEvent) -> None:
+        """Acknowledge a received event (for ``RedisBackend(ack="manual")``; elsewhere it does nothing)."""
+        await self.ack_events([event])
+
+    async def ack_events(self, events: Iterable[TimerEvent]) -> None:
+        """Acknowledge received events (see :meth:`ack`); returns once the backend has them."""
+        runner = self._runner
+        events = list(events)
+        for event in events:
+            if not isinstance(event, TimerExpired):
+                raise TypeError(f"events must be timer events, got {type(event).__name__}")
+        acknowledge = getattr(runner.engine, "acknowledge", None)
+        if acknowledge is not None and events:
+            acknowledge(events)
+            await self.flush()
+
+    def _local_only(self, awaitable: str) -> None:
+        if self._runner.remote:
+            raise TypeError(f"this handle's timers are on a remote backend: use await handle.{awaitable}")
+
+    async def _query(self, what: str, name: str) -> float | int | None:
+        runner = self._runner
+        runner.bound_loop()
+        if runner.remote:
+            await self.flush()  # the answer must reflect every command sent before
+        return await runner.store.query(what, name)
 
     def threadsafe(self) -> ThreadsafeHandle:
         """Return a handle whose methods may be called from any thread."""
@@ -281,15 +333,19 @@ class TimerHandle:
             duration = seconds(duration)
         if runner.loop is None or runner.debug:
             runner.bound_loop()
+        if data is not None and runner.encode is not None:
+            data = runner.encode(data)
         if runner.closing or runner.admission is not None:
             runner.admit([name])
         return (SET, name, runner.clock() + duration, data)
 
     def _set_at_command(self, name: object, when: object, data: Any) -> Command:
         name = check_name(name)
-        deadline = check_when(when)
         runner = self._runner
+        deadline = runner.store.deadline_at(when)
         runner.bound_loop()
+        if data is not None and runner.encode is not None:
+            data = runner.encode(data)
         runner.admit([name])
         return (SET, name, deadline, data)
 
@@ -306,6 +362,10 @@ class TimerHandle:
         origin = now + delay
         if origin + step <= origin:
             raise ValueError(f"period must be longer than the loop clock's resolution at {origin:g} s, got {period!r}")
+        if runner.remote and step < 0.001:
+            raise ValueError(f"period must be at least 1 ms on a remote backend, got {period!r}")
+        if data is not None and runner.encode is not None:
+            data = runner.encode(data)
         runner.admit([name])
         return (SET_INTERVAL, name, Interval(origin, step, missed), data)
 
@@ -317,7 +377,10 @@ class TimerHandle:
             if not isinstance(item, tuple) or len(item) not in (2, 3):
                 raise TypeError(f"each item must be a (name, duration) or (name, duration, data) tuple, got {item!r}")
             name = check_name(item[0])
-            commands.append((SET, name, now + seconds(item[1]), item[2] if len(item) == 3 else None))
+            data = item[2] if len(item) == 3 else None
+            if data is not None and runner.encode is not None:
+                data = runner.encode(data)
+            commands.append((SET, name, now + seconds(item[1]), data))
         runner.admit([command[1] for command in commands])  # type: ignore[misc]
         return commands
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Coroutine, Generator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from ._backend import Backend, LocalBackend
 from ._runner import Runner
 from ._validate import check_size, seconds
 from .handle import TimerHandle
@@ -45,6 +46,7 @@ class TimerManager:
         cancel_token: CancellationToken | None = None,
         *,
         max_timers: int | None = None,
+        backend: Backend | None = None,
     ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}: {name!r}")
@@ -62,7 +64,12 @@ class TimerManager:
             max_timers = check_size(max_timers, "max_timers")
         if cancel_token is not None and not isinstance(cancel_token, CancellationToken):
             raise TypeError(f"cancel_token must be a CancellationToken, got {type(cancel_token).__name__}")
-        self._runner = Runner(str(name), heartbeat, commands, events, max_timers)
+        if backend is None:
+            backend = LocalBackend()
+        elif not callable(getattr(backend, "store", None)):
+            raise TypeError(f"backend must be a timer_manager backend (LocalBackend, RedisBackend), got {backend!r}")
+        store = backend.store(name, min(commands, sys.maxsize), min(events, sys.maxsize), max_timers)
+        self._runner = Runner(str(name), heartbeat, commands, events, max_timers, store)
         self._token = cancel_token if cancel_token is not None else CancellationToken()
         self._handle = TimerHandle(self._runner)
 
@@ -82,7 +89,9 @@ class TimerManager:
     ) -> tuple[TimerManager, TimerHandle]:
         """Create a manager and its handle, as the Rust crate's ``TimerManager::new`` does.
 
-        ``options``: ``max_timers`` (refuse sets of new names beyond this many live and queued timers).
+        ``options``: ``max_timers`` (refuse sets of new names beyond this many live and queued timers);
+        ``backend`` (where the timers are kept: the process by default, or
+        ``timer_manager.redis.RedisBackend``).
         """
         manager = cls(name, heartbeat_interval, command_buffer_size, event_buffer_size, cancel_token, **options)
         return manager, manager._handle
@@ -164,6 +173,10 @@ class TimerManager:
             raise
         finally:
             unregister()
+            if runner.background is not None:
+                # The backend settles after the stop (a remote one acknowledges what was received); a
+                # cancelled run() still waits for that, which is bounded.
+                await asyncio.gather(runner.background, return_exceptions=True)
 
     def stats(self) -> TimerStats:
         """A snapshot of the manager's counters (cheap; the counters cost nothing to keep)."""

@@ -81,7 +81,10 @@ class ThreadsafeHandle:
         for item in items:
             if not isinstance(item, tuple) or len(item) not in (2, 3):
                 raise TypeError(f"each item must be a (name, duration) or (name, duration, data) tuple, got {item!r}")
-            checked.append((check_name(item[0]), seconds(item[1]), item[2] if len(item) == 3 else None))
+            data = item[2] if len(item) == 3 else None
+            if data is not None and self._runner.encode is not None:
+                data = self._runner.encode(data)
+            checked.append((check_name(item[0]), seconds(item[1]), data))
         now = self._runner.clock()
         return [(SET, name, now + duration, data) for name, duration, data in checked]
 

@@ -1,0 +1,430 @@
+"""The Redis backend against a real redis-server (``redis_server`` in conftest.py): the same handle, with
+timers kept on the server. Each test uses a namespace of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import itertools
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import pytest
+import redis.asyncio
+from redis_server import RedisServer
+
+from timer_manager import CancellationToken, ManagerClosed, QueueFull, TimerHandle, TimerManager
+from timer_manager.redis import RedisBackend, RedisTimerExpired
+
+pytestmark = pytest.mark.usefixtures("default_core")
+
+LIMIT = 30.0  # seconds any one wait in these tests may take before it counts as a hang
+
+
+@asynccontextmanager
+async def opened(url: str, namespace: str, **options: Any) -> AsyncIterator[TimerHandle]:
+    """A Redis-backed manager on ``namespace``, heartbeat 0 unless given."""
+    manager_options = {
+        key: options.pop(key)
+        for key in ("heartbeat_interval", "event_buffer_size", "command_buffer_size", "max_timers")
+        if key in options
+    }
+    manager_options.setdefault("heartbeat_interval", 0)
+    backend = RedisBackend(url, namespace=namespace, **options)
+    async with TimerManager.open(namespace, backend=backend, **manager_options) as handle:
+        yield handle
+
+
+async def receive(handle: TimerHandle, count: int) -> list[RedisTimerExpired]:
+    """``count`` events, failing the test rather than hanging."""
+    events: list[RedisTimerExpired] = []
+    while len(events) < count:
+        event = await asyncio.wait_for(handle.recv_event(), LIMIT)
+        assert isinstance(event, RedisTimerExpired)
+        events.append(event)
+    return events
+
+
+@asynccontextmanager
+async def raw_client(server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def server_time(client: redis.asyncio.Redis) -> float:
+    seconds, micros = await client.time()
+    return seconds + micros / 1e6
+
+
+def key(namespace: str, name: str) -> str:
+    return f"{{tm:{namespace}}}:{name}"
+
+
+# ---------------------------------------------------------------------- time and order
+
+
+async def test_deadlines_are_unix_time_by_the_server_clock_and_never_early(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    async with raw_client(redis_server) as client, opened(redis_server.url, namespace) as handle:
+        before = await server_time(client)
+        durations = {f"t{index}": 0.02 + 0.01 * index for index in range(15)}
+        for name, duration in durations.items():
+            await handle.set_timer(name, duration)
+        await handle.flush()
+        after = await server_time(client)
+        for event in await receive(handle, len(durations)):
+            received_at = await server_time(client)
+            assert received_at >= event.deadline  # never early, by the server's clock
+            assert before + durations[event.name] - 0.001 <= event.deadline <= after + durations[event.name] + 0.001
+            assert event.attempt == 1
+
+
+async def test_events_come_in_deadline_then_set_order_and_ties_keep_set_order(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    # 3000 timers on 7 distinct durations: hundreds share each millisecond, and the promoter's batches of 1000
+    # must not cut a millisecond's timers out of set order.
+    async with opened(redis_server.url, namespace, event_buffer_size=4000) as handle:
+        items = [(f"n{index}", 0.05 + 0.01 * (index % 7)) for index in range(3000)]
+        await handle.set_timers(items)
+        events = await receive(handle, len(items))
+    assert sorted(event.name for event in events) == sorted(name for name, _ in items)
+    keys = [(event.deadline, event.generation) for event in events]
+    assert keys == sorted(keys)
+    set_order = {name: index for index, (name, _) in enumerate(items)}
+    for earlier, later in itertools.pairwise(events):
+        if earlier.deadline == later.deadline:
+            assert set_order[earlier.name] < set_order[later.name]
+
+
+async def test_two_managers_setting_into_one_namespace_get_one_order(redis_server: RedisServer, namespace: str) -> None:
+    async with opened(redis_server.url, namespace) as first, opened(redis_server.url, namespace) as second:
+        for index in range(200):
+            await (first if index % 2 else second).set_timer(f"n{index}", 0.05 + 0.001 * (index % 13))
+        await first.flush()
+        await second.flush()
+        got: list[RedisTimerExpired] = []
+
+        async def drain(handle: TimerHandle) -> None:
+            while len(got) < 200:
+                try:
+                    got.append(await asyncio.wait_for(handle.recv_event(), 0.5))  # type: ignore[arg-type]
+                except asyncio.TimeoutError:
+                    continue
+
+        await asyncio.wait_for(asyncio.gather(drain(first), drain(second)), LIMIT)
+    assert sorted(event.name for event in got) == sorted(f"n{index}" for index in range(200))  # each exactly once
+    # The stream's order (entry ids) is the namespace's: by deadline, then by set.
+    in_stream = sorted(got, key=lambda event: tuple(map(int, event.entry.split("-"))))
+    keys = [(event.deadline, event.generation) for event in in_stream]
+    assert keys == sorted(keys)
+
+
+async def test_set_timer_at_takes_unix_time_or_an_aware_datetime(redis_server: RedisServer, namespace: str) -> None:
+    async with raw_client(redis_server) as client, opened(redis_server.url, namespace) as handle:
+        now = await server_time(client)
+        await handle.set_timer_at("number", now + 0.1)
+        await handle.set_timer_at("aware", datetime.datetime.fromtimestamp(now + 0.05, tz=datetime.timezone.utc))
+        with pytest.raises(ValueError, match="aware datetime"):
+            await handle.set_timer_at("naive", datetime.datetime.now())
+        with pytest.raises(TypeError, match="Unix time"):
+            handle.try_set_timer_at("text", "soon")  # type: ignore[arg-type]
+        events = await receive(handle, 2)
+    assert [event.name for event in events] == ["aware", "number"]
+    assert events[1].deadline == pytest.approx(now + 0.1, abs=0.0015)
+
+
+# ---------------------------------------------------------------------- no stale events
+
+
+async def test_a_reset_retracts_a_promoted_event_no_consumer_has_read(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    async with raw_client(redis_server) as client, opened(redis_server.url, namespace, event_buffer_size=1) as handle:
+        await handle.set_timer("first", 0.02)
+        await handle.set_timer("second", 0.04)
+        # "first" fills the one-event queue, so "second" is promoted and waits in the stream, unread.
+        started = time.monotonic()
+        while (old := await client.hget(key(namespace, "fired"), "second")) is None:
+            assert time.monotonic() - started < LIMIT
+            await asyncio.sleep(0.01)
+        entry = cast("bytes", old).split(b"|")[0]
+        await handle.set_timer("second", 0.3, data="new")
+        await handle.flush()
+        assert await client.xrange(key(namespace, "ev"), entry, entry) == []
+        events = await receive(handle, 2)
+    assert [(event.name, event.data) for event in events] == [("first", None), ("second", "new")]
+
+
+async def test_a_cancel_from_another_manager_retracts_the_event_of_this_one(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    async with (
+        opened(redis_server.url, namespace, event_buffer_size=1) as reader,
+        opened(redis_server.url, namespace, event_buffer_size=1) as other,
+    ):
+        await reader.set_timers([("a", 0.02), ("b", 0.03), ("c", 0.04), ("d", 0.05)])
+        await asyncio.sleep(0.2)  # all promoted; each manager holds one, the others wait in the stream
+        await other.cancel_timers(["b", "c"])
+        await other.flush()
+        got = []
+        for handle in (reader, other):
+            while True:
+                try:
+                    got.append(handle.try_recv_event().name)
+                except Exception:  # QueueEmpty
+                    break
+        await asyncio.sleep(0.3)
+        for handle in (reader, other):
+            while True:
+                try:
+                    got.append(handle.try_recv_event().name)
+                except Exception:
+                    break
+    assert "b" not in got or "c" not in got  # at most the events already read before the cancel
+    assert {"a", "d"} <= set(got)
+
+
+# ---------------------------------------------------------------------- acknowledgement
+
+
+async def pending(client: redis.asyncio.Redis, namespace: str) -> int:
+    summary = await client.xpending(key(namespace, "ev"), "timers")
+    return int(summary["pending"])
+
+
+async def test_ack_next_acknowledges_when_the_next_event_is_asked_for(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    async with raw_client(redis_server) as client, opened(redis_server.url, namespace) as handle:
+        await handle.set_timers([("a", 0.01), ("b", 0.02)])
+        await receive(handle, 1)
+        await handle.flush()
+        assert await pending(client, namespace) >= 1  # "a" is held until the next receive
+        await receive(handle, 1)
+        await handle.flush()
+        assert await pending(client, namespace) == 1  # "b" now
+        await handle.shutdown()
+        await asyncio.sleep(0.1)
+        assert await pending(client, namespace) == 0  # and at shutdown
+
+
+async def test_ack_manual_and_ack_receive(redis_server: RedisServer, namespace: str) -> None:
+    async with raw_client(redis_server) as client:
+        async with opened(redis_server.url, namespace, ack="manual") as handle:
+            await handle.set_timers([("a", 0.01), ("b", 0.02)])
+            events = await receive(handle, 2)
+            await handle.flush()
+            assert await pending(client, namespace) == 2
+            await handle.ack(events[0])
+            assert await pending(client, namespace) == 1
+            await handle.ack_events(events[1:])
+            assert await pending(client, namespace) == 0
+        async with opened(redis_server.url, namespace + "r", ack="receive") as handle:
+            await handle.set_timer("a", 0.01)
+            await receive(handle, 1)
+            await handle.flush()
+            summary = await client.xpending(key(namespace + "r", "ev"), "timers")
+            assert summary["pending"] == 0
+
+
+async def test_events_not_received_at_shutdown_go_to_another_manager_at_once(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    async with opened(redis_server.url, namespace, claim_after=0.4) as taker:
+        async with opened(redis_server.url, namespace, claim_after=0.4, event_buffer_size=64) as leaver:
+            await leaver.set_timers([(f"n{index}", 0.01) for index in range(50)])
+            await asyncio.sleep(0.3)  # promoted, and read by one manager or the other
+        got = await receive(taker, 50)  # the leaver handed back what it held
+    assert sorted(event.name for event in got) == sorted(f"n{index}" for index in range(50))
+
+
+async def test_managers_sharing_a_namespace_each_get_a_share_and_together_all(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    names = [f"n{index}" for index in range(600)]
+    async with (
+        opened(redis_server.url, namespace) as a,
+        opened(redis_server.url, namespace) as b,
+        opened(redis_server.url, namespace) as c,
+    ):
+        handles = (a, b, c)
+        for index, name in enumerate(names):
+            handles[index % 3].try_set_timer(name, 0.05 + 0.0001 * index) if index % 50 else await handles[
+                index % 3
+            ].set_timer(name, 0.05 + 0.0001 * index)
+        got: dict[int, list[str]] = {0: [], 1: [], 2: []}
+
+        async def drain(position: int) -> None:
+            while sum(map(len, got.values())) < len(names):
+                try:
+                    event = await asyncio.wait_for(handles[position].recv_event(), 0.3)
+                except asyncio.TimeoutError:
+                    continue
+                assert event is not None
+                got[position].append(event.name)
+
+        await asyncio.wait_for(asyncio.gather(*(drain(position) for position in range(3))), LIMIT)
+    everything = [name for share in got.values() for name in share]
+    assert sorted(everything) == sorted(names)  # no loss, no duplicate
+
+
+# ---------------------------------------------------------------------- payloads and input
+
+
+class Reversed:
+    """A serializer that is not JSON."""
+
+    def dumps(self, value: Any) -> bytes:
+        return json.dumps(value).encode()[::-1]
+
+    def loads(self, raw: bytes) -> Any:
+        return json.loads(raw[::-1])
+
+
+async def test_payloads_round_trip_and_a_bad_one_is_refused_at_the_call(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    payloads = {"none": None, "bytes": b"\x00\xff|x", "str": "pipe|text é", "json": {"a": [1, 2.5, None]}, "int": 1}
+    async with opened(redis_server.url, namespace) as handle:
+        for name, payload in payloads.items():
+            await handle.set_timer(name, 0.01, data=payload)
+        with pytest.raises(TypeError, match="JSON-serializable"):
+            await handle.set_timer("bad", 0.01, data=object())
+        with pytest.raises(TypeError, match="JSON-serializable"):
+            handle.try_set_timer("bad", 0.01, data={1, 2})
+        with pytest.raises(TypeError, match="JSON-serializable"):
+            await handle.set_timers([("ok", 0.01), ("bad", 0.01, float("nan"))])
+        events = await receive(handle, len(payloads))
+        assert await handle.get_pending_count() == 0  # nothing of the refused calls was queued
+    assert {event.name: event.data for event in events} == payloads
+    assert type(next(event.data for event in events if event.name == "bytes")) is bytes
+    async with opened(redis_server.url, namespace + "s", serializer=Reversed()) as handle:
+        await handle.set_timer("custom", 0.01, data={"k": "v"})
+        assert (await receive(handle, 1))[0].data == {"k": "v"}
+
+
+async def test_the_synchronous_introspection_names_its_awaitable_form(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    async with opened(redis_server.url, namespace) as handle:
+        await handle.set_timer("a", 10.0)
+        for call, form in (
+            (lambda: handle.deadline("a"), "get_deadline"),
+            (lambda: handle.remaining("a"), "get_deadline"),
+            (handle.pending_count, "get_pending_count"),
+            (handle.next_deadline, "get_next_deadline"),
+            (lambda: "a" in handle, "get_deadline"),
+        ):
+            with pytest.raises(TypeError, match=form):
+                call()
+        assert await handle.get_pending_count() == 1
+        deadline = await handle.get_deadline("a")
+        assert deadline is not None and deadline == await handle.get_next_deadline()
+        assert abs(deadline - time.time() - 10.0) < 5.0
+        assert await handle.get_deadline("missing") is None
+        await handle.cancel_all_timers()
+        assert await handle.get_pending_count() == 0
+        assert await handle.get_next_deadline() is None
+
+
+def test_backend_arguments_are_checked() -> None:
+    with pytest.raises(TypeError, match="either a url or a client"):
+        RedisBackend()
+    with pytest.raises(ValueError, match="ack must be one of"):
+        RedisBackend("redis://127.0.0.1:1/0", ack="sometimes")
+    with pytest.raises(ValueError, match="claim_after"):
+        RedisBackend("redis://127.0.0.1:1/0", claim_after=0)
+    with pytest.raises(TypeError, match="namespace"):
+        RedisBackend("redis://127.0.0.1:1/0", namespace="")
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisBackend(client=redis.asyncio.Redis(decode_responses=True))
+    with pytest.raises(TypeError, match="dumps"):
+        RedisBackend("redis://127.0.0.1:1/0", serializer=object())  # type: ignore[arg-type]
+
+
+def test_importing_timer_manager_does_not_import_redis() -> None:
+    code = "import sys, timer_manager; assert 'redis' not in sys.modules, sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------- the rest of the handle
+
+
+async def test_repeating_timers_re_arm_when_received(redis_server: RedisServer, namespace: str) -> None:
+    async with opened(redis_server.url, namespace) as handle:
+        await handle.set_interval("tick", 0.03, data="t")
+        with pytest.raises(ValueError, match="1 ms"):
+            await handle.set_interval("fast", 0.0005)
+        events = await receive(handle, 4)
+        assert await handle.get_pending_count() == 1
+        await handle.cancel_timer("tick")
+        assert await handle.get_pending_count() == 0
+    assert {event.data for event in events} == {"t"}
+    gaps = [later.deadline - earlier.deadline for earlier, later in itertools.pairwise(events)]
+    assert all(gap == pytest.approx(0.03, abs=0.0015) or gap > 0.03 for gap in gaps)
+
+
+async def test_max_timers_is_enforced_on_the_server_for_the_whole_namespace(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    async with (
+        opened(redis_server.url, namespace, max_timers=5) as first,
+        opened(redis_server.url, namespace, max_timers=5) as second,
+    ):
+        await first.set_timers([(f"a{index}", 30.0) for index in range(4)])
+        await first.flush()
+        await second.set_timers([(f"b{index}", 30.0) for index in range(4)])
+        await second.set_timer("a0", 40.0)  # a reset is never refused
+        await second.flush()
+        assert await second.get_pending_count() == 5
+        assert second is not first
+        refused = TimerManager  # keep the names short below
+        del refused
+        await first.cancel_all_timers()
+
+
+async def test_threadsafe_calls_and_a_token_work_on_redis(redis_server: RedisServer, namespace: str) -> None:
+    token = CancellationToken()
+    backend = RedisBackend(redis_server.url, namespace=namespace)
+    manager, handle = TimerManager.new(namespace, 0, 64, 64, token, backend=backend)
+    task = asyncio.ensure_future(manager.run())
+    threadsafe = handle.threadsafe()
+
+    def body() -> None:
+        for index in range(100):
+            threadsafe.set_timer(f"n{index}", 0.02, data=index)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    await asyncio.get_running_loop().run_in_executor(None, thread.join)
+    events = await receive(handle, 100)
+    assert sorted(event.data for event in events) == list(range(100))
+    token.cancel()
+    await asyncio.wait_for(task, LIMIT)
+    with pytest.raises(ManagerClosed):
+        await handle.set_timer("late", 1.0)
+
+
+async def test_a_full_command_queue_pushes_back_and_loses_nothing(redis_server: RedisServer, namespace: str) -> None:
+    async with opened(redis_server.url, namespace, command_buffer_size=8, event_buffer_size=8) as handle:
+        refused = 0
+        for index in range(40):
+            try:
+                handle.try_set_timer(f"n{index}", 0.01)
+            except QueueFull:
+                refused += 1
+                await handle.set_timer(f"n{index}", 0.01)
+        events = await receive(handle, 40)
+    assert refused > 0
+    assert sorted(event.name for event in events) == sorted(f"n{index}" for index in range(40))

@@ -1,0 +1,196 @@
+"""The Redis backend when things break: the server killed (-9) and restarted, stalled (SIGSTOP), its
+connections dropped, its script cache flushed, and a consumer killed while it holds events. Each test
+has a redis-server of its own (``RedisServer``), stopped by pid at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio
+from redis_server import REDIS_SERVER, RedisServer
+
+from timer_manager import ManagerClosed, TimerHandle, TimerManager
+from timer_manager.redis import BackendUnavailable, RedisBackend, RedisTimerExpired
+
+pytestmark = pytest.mark.usefixtures("default_core", "redis_server")  # redis_server: skip or fail without it
+
+LIMIT = 30.0
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server for this test alone, with an append-only file written at every command."""
+    assert REDIS_SERVER is not None
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@asynccontextmanager
+async def client_of(server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def backend(server: RedisServer, namespace: str, **options: Any) -> RedisBackend:
+    return RedisBackend(server.url, namespace=namespace, **options)
+
+
+async def receive(handle: TimerHandle, count: int) -> list[RedisTimerExpired]:
+    events = []
+    for _ in range(count):
+        event = await asyncio.wait_for(handle.recv_event(), LIMIT)
+        assert isinstance(event, RedisTimerExpired)
+        events.append(event)
+    return events
+
+
+async def test_a_flushed_set_survives_kill_9_and_the_manager_goes_on_after_the_restart(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    keys = {name: f"{{tm:{namespace}}}:{name}" for name in ("due", "data")}
+    async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend(own_redis, namespace)) as handle:
+        await handle.set_timers([(f"n{index}", 600.0) for index in range(300)])
+        await handle.flush()  # the durability point: applied on the server, and (appendfsync always) on disk
+        own_redis.restart()  # kill -9, then the same folder: the AOF is replayed
+        async with client_of(own_redis) as client:
+            assert await client.zcard(keys["due"]) == 300
+            assert await client.hlen(keys["data"]) == 300
+        # The manager reconnects, reloads its scripts (the restarted server has none) and carries on.
+        await handle.set_timer("after", 0.05, data="restart")
+        event = (await receive(handle, 1))[0]
+        assert (event.name, event.data) == ("after", "restart")
+        assert await handle.get_pending_count() == 300
+
+
+async def test_a_flushed_script_cache_is_reloaded(own_redis: RedisServer, namespace: str) -> None:
+    async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend(own_redis, namespace)) as handle:
+        await handle.set_timer("before", 0.01)
+        await receive(handle, 1)
+        async with client_of(own_redis) as client:
+            await client.script_flush()
+        await handle.set_timer("after", 0.01)  # NOSCRIPT on the server: loaded again, applied once
+        assert [event.name for event in await receive(handle, 1)] == ["after"]
+        assert await handle.get_pending_count() == 0
+
+
+async def test_dropped_connections_are_made_again(own_redis: RedisServer, namespace: str) -> None:
+    async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend(own_redis, namespace)) as handle:
+        await handle.set_timer("before", 0.01)
+        await receive(handle, 1)
+        async with client_of(own_redis) as client:
+            await client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # type: ignore[no-untyped-call]
+        await handle.set_timers([(f"n{index}", 0.05) for index in range(20)])
+        events = await receive(handle, 20)
+        assert sorted(event.name for event in events) == sorted(f"n{index}" for index in range(20))
+
+
+async def test_a_stall_shorter_than_reconnect_timeout_loses_and_duplicates_nothing(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    options = {"reconnect_timeout": 15.0}
+    async with TimerManager.open(
+        namespace, heartbeat_interval=0, backend=backend(own_redis, namespace, **options)
+    ) as handle:
+        await handle.set_timers([(f"early{index}", 0.2) for index in range(50)])
+        await handle.flush()
+        own_redis.pause()
+        try:
+            for index in range(50):  # queued locally while the server is stalled
+                handle.try_set_timer(f"late{index}", 0.1)
+            await asyncio.sleep(1.5)
+        finally:
+            own_redis.resume()
+        events = await receive(handle, 100)
+        names = [event.name for event in events]
+        assert sorted(names) == sorted(
+            [f"early{index}" for index in range(50)] + [f"late{index}" for index in range(50)]
+        )
+        await asyncio.sleep(0.5)
+        with pytest.raises(Exception, match="no event is ready"):
+            handle.try_recv_event()  # and nothing more: no duplicate
+
+
+async def test_a_stall_longer_than_reconnect_timeout_stops_the_manager_and_releases_everyone(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    manager, handle = TimerManager.new(namespace, 0, 4, 4, backend=backend(own_redis, namespace, reconnect_timeout=1.0))
+    task = asyncio.ensure_future(manager.run())
+    await handle.set_timer("a", 60.0)
+    await handle.flush()
+    receiver = asyncio.ensure_future(handle.recv_event())
+    own_redis.pause()
+    try:
+        started = time.monotonic()
+        for index in range(4):  # the server applies none of these: the queue stays full
+            handle.try_set_timer(f"stuck{index}", 1.0)
+        sender = asyncio.ensure_future(handle.set_timer("waiting", 1.0))  # waits for room
+        await asyncio.sleep(0.1)
+        assert not sender.done()
+        with pytest.raises(BackendUnavailable, match="reconnect_timeout=1"):
+            await asyncio.wait_for(task, LIMIT)
+        assert time.monotonic() - started < LIMIT
+        assert await asyncio.wait_for(receiver, LIMIT) is None
+        with pytest.raises(ManagerClosed):
+            await asyncio.wait_for(sender, LIMIT)
+        with pytest.raises(ManagerClosed):
+            await handle.set_timer("b", 1.0)
+    finally:
+        own_redis.resume()
+
+
+_HOLDER = """
+import asyncio, sys
+from timer_manager import TimerManager
+from timer_manager.redis import RedisBackend
+
+async def main(url, namespace):
+    backend = RedisBackend(url, namespace=namespace, ack="manual")
+    async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend) as handle:
+        await handle.set_timers([("kept", 0.01), ("reset", 0.01)])
+        for _ in range(2):
+            await handle.recv_event()
+        print("holding", flush=True)
+        await asyncio.sleep(120)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_events_of_a_consumer_killed_while_holding_them_go_to_a_live_one(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLDER, own_redis.url, namespace, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None
+        line = await asyncio.wait_for(holder.stdout.readline(), LIMIT)
+        assert line.strip() == b"holding"
+    finally:
+        holder.kill()  # SIGKILL: it acknowledges nothing, hands nothing back
+        await holder.wait()
+    options = {"claim_after": 0.3}
+    async with TimerManager.open(
+        namespace, heartbeat_interval=0, backend=backend(own_redis, namespace, **options)
+    ) as handle:
+        await handle.set_timer("reset", 0.5, data="fresh")  # the held "reset" event is stale from now on
+        events = await receive(handle, 2)
+        await asyncio.sleep(0.8)  # more than claim_after: the stale one would have come by now
+        with pytest.raises(Exception, match="no event is ready"):
+            handle.try_recv_event()
+    by_name = {event.name: event for event in events}
+    assert by_name["kept"].attempt == 2
+    assert (by_name["reset"].data, by_name["reset"].attempt) == ("fresh", 1)

@@ -1,0 +1,157 @@
+"""``RedisBackend``: what a user passes to keep a manager's timers on a Redis server."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import secrets
+import socket
+from decimal import Decimal
+from numbers import Real
+from typing import TYPE_CHECKING
+
+from .._validate import seconds, shown
+from ._codec import Codec, Serializer
+from ._engine import ACK_MODES, RedisEngine, UnixTime
+from ._link import Link
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+    from .._runner import Runner
+
+__all__ = ("RedisBackend",)
+
+
+class RedisBackend:
+    """Keep timers on a Redis server (7.0 or later), shared by every manager that uses the same namespace.
+
+    ``url`` (``redis://host:port/db``) or ``client`` (a ``redis.asyncio.Redis`` made with
+    ``decode_responses=False``) says which server. ``namespace`` (default: the manager's name) names
+    the set of timers; any number of managers, in any processes, may share one, and each event goes
+    to one of them. ``consumer`` names this manager among them (default: host, pid and a random part).
+    ``ack``: ``"next"`` acknowledges an event when the same consumer asks for the next one (or at
+    shutdown), ``"manual"`` leaves it to ``handle.ack(event)``, ``"receive"`` acknowledges at receipt
+    (at most once). An event another consumer read and did not acknowledge within ``claim_after``
+    seconds is handed to a live one. While the server is unreachable, calls are retried for up to
+    ``reconnect_timeout`` seconds; then the manager stops with :class:`BackendUnavailable`.
+    ``serializer``: an object with ``dumps``/``loads`` for payloads (default: JSON, with ``bytes`` and
+    ``str`` as they are).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: redis.asyncio.Redis | None = None,
+        namespace: str | None = None,
+        consumer: str | None = None,
+        claim_after: float = 30.0,
+        ack: str = "next",
+        reconnect_timeout: float = 30.0,
+        serializer: Serializer | None = None,
+    ) -> None:
+        if (url is None) == (client is None):
+            raise TypeError("pass either a url or a client")
+        if url is not None and not isinstance(url, str):
+            raise TypeError(f"url must be a str, got {type(url).__name__}: {shown(url)}")
+        if client is not None and getattr(client.get_encoder(), "decode_responses", False):  # type: ignore[no-untyped-call]
+            raise ValueError("the client must be made with decode_responses=False (payloads are bytes)")
+        for what, value in (("namespace", namespace), ("consumer", consumer)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise TypeError(f"{what} must be a non-empty str, got {shown(value)}")
+        if ack not in ACK_MODES:
+            raise ValueError(f"ack must be one of {', '.join(map(repr, ACK_MODES))}, got {shown(ack)}")
+        self.claim_after = seconds(claim_after, "claim_after")
+        self.reconnect_timeout = seconds(reconnect_timeout, "reconnect_timeout")
+        if self.claim_after < 0.001:
+            raise ValueError(f"claim_after must be at least 0.001 s, got {shown(claim_after)}")
+        self.url = url
+        self.client = client
+        self.namespace = namespace
+        self.consumer = consumer
+        self.ack = ack
+        self.codec = Codec(serializer)
+
+    def __repr__(self) -> str:
+        where = self.url if self.url is not None else repr(self.client)
+        return f"RedisBackend({where}, namespace={self.namespace!r})"
+
+    def store(self, name: str, command_capacity: int, event_capacity: int, max_timers: int | None) -> RedisStore:
+        """The store for manager ``name``."""
+        return RedisStore(self, name, command_capacity, event_capacity, max_timers)
+
+
+class RedisStore:
+    """One manager's timers on Redis."""
+
+    remote: bool = True
+
+    def __init__(
+        self, backend: RedisBackend, name: str, command_capacity: int, event_capacity: int, max_timers: int | None
+    ) -> None:
+        self.backend = backend
+        self.namespace = backend.namespace if backend.namespace is not None else name
+        self.consumer = backend.consumer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.max_timers = max_timers
+        self.engine = RedisEngine(command_capacity, event_capacity, backend.ack)
+        self.encode = backend.codec.encode
+        self.link: Link | None = None
+
+    def deadline_at(self, when: object) -> UnixTime:
+        """Unix time in seconds: a number, or an aware ``datetime``."""
+        if isinstance(when, datetime.datetime):
+            if when.tzinfo is None or when.utcoffset() is None:
+                raise ValueError(f"when must be an aware datetime (with a tzinfo), got {when!r}")
+            return UnixTime(when.timestamp())
+        if isinstance(when, bool) or not isinstance(when, (Real, Decimal)):
+            raise TypeError(f"when must be Unix time in seconds or an aware datetime, got {shown(when)}")
+        value = float(when)
+        if not 0.0 <= value < 1e13:
+            raise ValueError(f"when must be Unix time in seconds, got {shown(when)}")
+        return UnixTime(value)
+
+    def start(self, runner: Runner) -> asyncio.Future[None]:
+        """Connect and run the link's tasks until the manager stops."""
+        backend = self.backend
+        owned = backend.client is None
+        if owned:
+            import redis.asyncio
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            # The link retries on its own terms (reconnect_timeout); the client's default policy would
+            # take seconds to surface a dead server.
+            client = redis.asyncio.Redis.from_url(backend.url, retry=Retry(NoBackoff(), 0))  # type: ignore[arg-type]
+        else:
+            client = backend.client  # type: ignore[assignment]
+        self.link = Link(
+            client,
+            runner,
+            self.engine,
+            backend.codec,
+            namespace=self.namespace,
+            consumer=self.consumer,
+            claim_after=backend.claim_after,
+            reconnect_timeout=backend.reconnect_timeout,
+            max_timers=self.max_timers,
+        )
+
+        async def serve() -> None:
+            try:
+                await self.link.serve()  # type: ignore[union-attr]
+            finally:
+                if owned:
+                    await client.aclose()
+
+        return asyncio.ensure_future(serve())
+
+    async def query(self, what: str, name: str) -> float | int | None:
+        """Asked of the server."""
+        if self.link is None:
+            raise RuntimeError("the manager is not running: start run() first")
+        answer = await self.link.query(what, name)
+        if what == "count":
+            return answer
+        return None if answer < 0 else answer / 1000.0

@@ -1,0 +1,401 @@
+"""The local side of a Redis-backed manager: the bounded queues the handle and the runner see.
+
+It has the interface of the in-process engines (``_protocol.EngineInterface``), so that the handle
+and the runner work unchanged; the difference is where commands go and where events come from.
+Applying a command moves it to the *outbox*, which the link (``_link.py``) ships to the server in
+batches; a command keeps its place in the bounded command queue until the server has applied it, so
+back-pressure and ``flush()`` mean what they mean locally. Events come from the link: read from the
+server's stream, checked there to be current, then put into the bounded event queue.
+
+A set or cancel applied here retracts the name's event wherever it waits locally (ready, or read and
+not yet checked), since the server may have checked that event before the command reached it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+from .._protocol import (
+    CANCEL,
+    CANCEL_ALL,
+    FLUSH,
+    LATENESS_WINDOW,
+    QUEUE_FULL,
+    QUEUED,
+    QUEUED_FIRST,
+    SET,
+    SHUTDOWN,
+    Command,
+)
+from ._event import RedisTimerExpired
+
+__all__ = ("ACK_MODES", "RedisEngine", "UnixTime")
+
+ACK_MODES = ("next", "manual", "receive")
+
+
+def _nothing(*_: object) -> None:
+    pass
+
+
+class UnixTime:
+    """An absolute deadline in Unix seconds, as ``set_timer_at`` takes it on Redis."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __repr__(self) -> str:
+        return f"at Unix time {self.seconds:.3f}"
+
+
+class RemoteTable:
+    """What the runner reads of a table; the timers themselves are on the server."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: RedisEngine) -> None:
+        self._engine = engine
+
+    def __len__(self) -> int:
+        return self._engine.live
+
+    def next_deadline(self) -> float | None:
+        """None: the server's promoter, not the runner's wake-up, watches the deadlines."""
+        return None
+
+
+class RedisEngine:
+    """The command queue, the outbox and the event queue of one Redis-backed manager."""
+
+    def __init__(self, command_capacity: int, event_capacity: int, ack: str) -> None:
+        self.table = RemoteTable(self)
+        self.command_capacity = command_capacity
+        self.event_capacity = event_capacity
+        self.ack_mode = ack
+        self.clock: Callable[[], float] = time.monotonic
+        self.wake: Callable[[], None] = _nothing  # asks the runner for a pass
+        self.kick: Callable[[], None] = _nothing  # asks the link to ship the outbox
+        self.room_freed: Callable[[], None] = _nothing  # tells the link's reader it may read more
+        self.waiting_for_room = False
+        self.reserved: dict[str, int] = {}
+        self.release: Callable[[str], None] = _nothing
+        self.lock = nullcontext()
+        self.parked = 0
+
+        self._commands: deque[Command] = deque()
+        self.outbox: deque[Command] = deque()  # applied here, not yet sent
+        self.in_flight = 0  # commands in the outbox or sent, until the server has applied them
+        self.acks: list[RedisTimerExpired] = []  # events to acknowledge with the next batch
+        self.rearms: list[RedisTimerExpired] = []  # received events of repeating timers, to re-arm
+        self.to_check: list[RedisTimerExpired] = []  # read from the stream, to be checked with the next batch
+        self._unchecked: dict[str, list[RedisTimerExpired]] = {}  # read and not yet checked, by name
+        self._dead: set[int] = set()  # ids of unchecked events that a command applied here has retracted
+        self._unchecked_count = 0
+        self._handed: list[RedisTimerExpired] = []  # received, acknowledged at the next receive (ack="next")
+        self._unacked: dict[str, RedisTimerExpired] = {}  # received and not yet acknowledged (ack="manual")
+        self._incoming: deque[RedisTimerExpired] = deque()  # checked, waiting for room in the event queue
+        self._incoming_names: dict[str, int] = {}
+        self._events: deque[RedisTimerExpired] = deque()
+        self._ready: dict[str, RedisTimerExpired] = {}
+        self._lateness: list[float] = []
+        self._lateness_next = 0
+
+        self.live = 0  # pending timers in the namespace, as the server last said
+        self.count_set = 0
+        self.count_reset = 0
+        self.count_cancelled = 0
+        self.count_fired = 0  # events this manager promoted
+        self.count_retracted = 0
+        self.count_refused = 0  # sets the server refused under max_timers
+        self.count_received = 0
+        self.command_high_water = 0
+        self.event_high_water = 0
+
+    # ------------------------------------------------------------------ the command queue
+
+    def queued(self) -> int:
+        """Commands not yet applied on the server (queued here, in the outbox, or sent)."""
+        return len(self._commands) + self.in_flight
+
+    def push(self, op: int, name: str | None, value: Any, data: Any) -> int:
+        """Queue a command unless the queue is full (see ``EngineInterface.push``)."""
+        commands = self._commands
+        used = len(commands) + self.in_flight
+        if used >= self.command_capacity:
+            return QUEUE_FULL
+        commands.append((op, name, value, data))
+        if used >= self.command_high_water:
+            self.command_high_water = used + 1
+        return QUEUED_FIRST if len(commands) == 1 else QUEUED
+
+    def push_set(self, name: str, deadline: float, data: Any) -> int:
+        """``push(SET, name, deadline, data)``."""
+        return self.push(SET, name, deadline, data)
+
+    def push_all(self, commands: list[Command]) -> int:
+        """Queue ``commands`` whatever the room; answers as ``push``."""
+        if not commands:
+            return QUEUED
+        first = not self._commands
+        self._commands.extend(commands)
+        self.command_high_water = max(self.command_high_water, self.queued())
+        return QUEUED_FIRST if first else QUEUED
+
+    def apply(self, log: Callable[[int, str | None, Any], None] | None = None) -> bool:
+        """Move queued commands to the outbox, in order; True once a SHUTDOWN is reached with everything
+        before it applied on the server."""
+        commands = self._commands
+        moved = False
+        while commands:
+            command = commands[0]
+            op, name = command[0], command[1]
+            if op == SHUTDOWN:
+                if self.in_flight:
+                    break  # the link wakes the runner when the server has applied the rest
+                commands.popleft()
+                return True
+            commands.popleft()
+            if log is not None:
+                log(op, name, command[2])
+            if op <= CANCEL:
+                self._retract(name)  # type: ignore[arg-type]
+            elif op == CANCEL_ALL:
+                for ready in list(self._ready):
+                    self._retract(ready)
+                self.acks.extend(self._incoming)
+                self._incoming.clear()
+                self._incoming_names.clear()
+                for events in self._unchecked.values():
+                    self._dead.update(map(id, events))
+                self._unchecked.clear()
+            self.outbox.append(command)
+            self.in_flight += 1
+            moved = True
+        if moved:
+            self.kick()
+        return False
+
+    def applied(self, count: int, result: list[int]) -> None:
+        """The server applied the first ``count`` commands sent (``result``: the batch's counts)."""
+        self.in_flight -= count
+        self.count_set += result[0]
+        self.count_reset += result[1]
+        self.count_cancelled += result[2]
+        self.count_retracted += result[3]
+        self.count_refused += result[4]
+        self.live = result[5]
+
+    def discard(self) -> tuple[int, list[Any]]:
+        """Stop: drop what is queued here. The timers stay on the server; events read but not received
+        are left to the link to hand back."""
+        flushes = [command[2] for command in self._commands if command[0] == FLUSH]
+        flushes += [command[2] for command in self.outbox if command[0] == FLUSH]
+        self._commands.clear()
+        return 0, flushes
+
+    def unreceived(self) -> list[RedisTimerExpired]:
+        """Events read from the server that the application never received (at stop, to hand back)."""
+        events = [event for event in self._events if self._ready.get(event.name) is event]
+        events += self._incoming
+        events += [event for same in self._unchecked.values() for event in same]
+        self._events.clear()
+        self._ready.clear()
+        self._incoming.clear()
+        self._incoming_names.clear()
+        self.to_check = []
+        self._unchecked.clear()
+        self._unchecked_count = 0
+        return events
+
+    # ------------------------------------------------------------------ what is pending (on the server)
+
+    def live_count(self) -> int:
+        """Pending timers in the namespace, as the server last reported."""
+        return self.live
+
+    def is_live(self, name: str) -> bool:
+        """Not known without asking the server (the handle offers the awaitable forms)."""
+        raise TypeError("on the Redis backend use: await handle.get_deadline(name) is not None")
+
+    def pending_deadline(self, name: str) -> float | None:
+        """Not known without asking the server (the handle offers the awaitable forms)."""
+        raise TypeError("on the Redis backend use: await handle.get_deadline(name)")
+
+    # ------------------------------------------------------------------ events
+
+    def read(self, events: list[RedisTimerExpired]) -> None:
+        """The link read ``events`` from the stream; they are checked with the next batch."""
+        unchecked = self._unchecked
+        for event in events:
+            same = unchecked.get(event.name)
+            if same is None:
+                unchecked[event.name] = [event]
+            else:
+                same.append(event)
+        self.to_check.extend(events)
+        self._unchecked_count += len(events)
+        self.kick()
+
+    def checked(self, events: list[RedisTimerExpired], flags: list[int]) -> None:
+        """The server checked ``events`` (read from the stream, in order): the current ones that no command
+        applied here has retracted since go on to the event queue; the others are acknowledged."""
+        self._unchecked_count -= len(events)
+        dead, unchecked = self._dead, self._unchecked
+        incoming, names = self._incoming, self._incoming_names
+        for event, flag in zip(events, flags, strict=True):
+            if id(event) in dead:
+                dead.discard(id(event))
+                if flag:
+                    self.acks.append(event)
+                    self.kick()
+                continue
+            same = unchecked.get(event.name)
+            if same is not None:
+                for index, other in enumerate(same):
+                    if other is event:
+                        del same[index]
+                        break
+                if not same:
+                    del unchecked[event.name]
+            if flag:
+                incoming.append(event)
+                names[event.name] = names.get(event.name, 0) + 1
+        if self._incoming:
+            self.wake()
+
+    def ready_count(self) -> int:
+        """Events waiting to be received."""
+        return len(self._ready)
+
+    def pending_events(self) -> int:
+        """Events read from the server and not yet received (ready, checked, or being checked)."""
+        return len(self._ready) + len(self._incoming) + self._unchecked_count
+
+    def fire(self, bound: float, now: float) -> int:
+        """Move checked events into the event queue, as far as it has room; how many."""
+        incoming = self._incoming
+        moved = 0
+        ready = self._ready
+        while incoming and len(ready) < self.event_capacity:
+            event = incoming.popleft()
+            self._unincoming(event.name)
+            ready[event.name] = event
+            self._events.append(event)
+            moved += 1
+        if moved:
+            self.event_high_water = max(self.event_high_water, len(ready))
+        return moved
+
+    def note_lateness(self, samples: list[float]) -> None:
+        """Record promotion lateness samples (seconds, by the server's clock)."""
+        lateness = self._lateness
+        position = self._lateness_next
+        for sample in samples:
+            if len(lateness) < LATENESS_WINDOW:
+                lateness.append(sample)
+            else:
+                lateness[position] = sample
+                position = (position + 1) & (LATENESS_WINDOW - 1)
+        self._lateness_next = position
+        self.count_fired += len(samples)
+
+    def take(self) -> RedisTimerExpired | None:
+        """Remove and return the next receivable event, or None (acknowledging as ``ack`` says)."""
+        self._received_before()
+        return self._take()
+
+    def take_many(self, limit: int) -> list[RedisTimerExpired]:
+        """Remove and return up to ``limit`` receivable events."""
+        self._received_before()
+        taken: list[RedisTimerExpired] = []
+        while len(taken) < limit:
+            event = self._take()
+            if event is None:
+                break
+            taken.append(event)
+        return taken
+
+    def acknowledge(self, events: list[RedisTimerExpired]) -> None:
+        """Acknowledge received events (``ack="manual"``)."""
+        for event in events:
+            self._unacked.pop(event.entry, None)
+        self.acks.extend(events)
+        self.kick()
+
+    def held(self) -> list[str]:
+        """The stream entries this consumer holds and has not acknowledged: read and not yet received, or
+        received and not yet acknowledged (the link keeps them from looking abandoned)."""
+        entries = [event.entry for event in self._ready.values()]
+        entries += [event.entry for event in self._incoming]
+        entries += [event.entry for event in self._handed]
+        entries += self._unacked
+        return entries
+
+    def take_handed(self) -> list[RedisTimerExpired]:
+        """The received events not yet acknowledged under ``ack="next"`` (at stop, to acknowledge)."""
+        handed, self._handed = self._handed, []
+        return handed
+
+    def lateness_window(self) -> list[float]:
+        """Recent promotion lateness samples, seconds."""
+        return list(self._lateness)
+
+    def _received_before(self) -> None:
+        if self._handed:
+            self.acks.extend(self._handed)
+            self._handed = []
+            self.kick()
+
+    def _take(self) -> RedisTimerExpired | None:
+        events = self._events
+        ready = self._ready
+        while events:
+            event = events.popleft()
+            if ready.get(event.name) is event:
+                del ready[event.name]
+                self.count_received += 1
+                if self.ack_mode == "next":
+                    self._handed.append(event)
+                elif self.ack_mode == "manual":
+                    self._unacked[event.entry] = event
+                elif self.ack_mode == "receive":
+                    self.acks.append(event)
+                if event.repeating:
+                    self.rearms.append(event)
+                if self.acks or self.rearms:
+                    self.kick()
+                if self._incoming:
+                    self.wake()
+                self.room_freed()
+                return event
+        return None
+
+    def _retract(self, name: str) -> None:
+        event = self._ready.pop(name, None)
+        if event is not None:
+            self.acks.append(event)
+            self.count_retracted += 1
+            if len(self._events) > 2 * len(self._ready) + 64:
+                ready = self._ready
+                self._events = deque(event for event in self._events if ready.get(event.name) is event)
+        if name in self._incoming_names:
+            del self._incoming_names[name]
+            self.acks.extend(event for event in self._incoming if event.name == name)
+            self._incoming = deque(event for event in self._incoming if event.name != name)
+        same = self._unchecked.pop(name, None)
+        if same is not None:
+            self._dead.update(map(id, same))
+
+    def _unincoming(self, name: str) -> None:
+        names = self._incoming_names
+        left = names[name] - 1
+        if left:
+            names[name] = left
+        else:
+            del names[name]

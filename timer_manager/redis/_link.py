@@ -1,0 +1,365 @@
+"""The link between a Redis-backed manager and the server: the tasks that talk to Redis.
+
+Five tasks share one ``redis.asyncio`` client (each blocking call holds its own pooled connection):
+
+* the shipper sends the outbox, acknowledgements, re-arms and checks of read events in batches, one
+  ``APPLY`` script call per batch, in order;
+* the promoter moves due timers into the stream (``PROMOTE``), then sleeps until the heartbeat tick of
+  the next deadline, or until the watcher says another process set an earlier one;
+* the watcher blocks on the namespace's marker key (``BZPOPMIN``), which a set of a new earliest
+  timer moves, so an idle manager costs nothing and still wakes at once;
+* the reader blocks on the stream (``XREADGROUP``) for as many events as the event queue has room for;
+* the claimer takes over, every ``claim_after / 2``, events that a consumer read and did not
+  acknowledge for ``claim_after`` (``XAUTOCLAIM``).
+
+Every call is retried while the server is unreachable, for at most ``reconnect_timeout`` seconds;
+past that the manager stops with :class:`BackendUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from redis import exceptions as redis_errors
+
+from .._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, Interval
+from ..errors import BackendUnavailable
+from ._event import RedisTimerExpired
+from ._scripts import APPLY, CLAIM, KEY_NAMES, PROMOTE, QUERY
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+    from .._runner import Runner
+    from ._codec import Codec
+    from ._engine import RedisEngine
+
+__all__ = ("GROUP", "Link", "namespace_keys")
+
+logger = logging.getLogger("timer_manager")
+
+GROUP = "timers"  # the consumer group every manager of a namespace reads in
+BATCH = 1000  # commands per APPLY call
+PROMOTE_LIMIT = 1000  # events per PROMOTE call
+BLOCK_SECONDS = 10.0  # longest blocking read; a stalled connection is noticed within this plus the timeout
+_RETRIED = (redis_errors.ConnectionError, redis_errors.TimeoutError, asyncio.TimeoutError, OSError)
+
+T = TypeVar("T")
+
+
+def namespace_keys(namespace: str) -> list[str]:
+    """The namespace's keys, in the order the scripts take them (one hash tag: one Cluster slot)."""
+    return [f"{{tm:{namespace}}}:{name}" for name in KEY_NAMES]
+
+
+class Link:
+    """The tasks of one manager that talk to its Redis server."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        runner: Runner,
+        engine: RedisEngine,
+        codec: Codec,
+        *,
+        namespace: str,
+        consumer: str,
+        claim_after: float,
+        reconnect_timeout: float,
+        max_timers: int | None,
+    ) -> None:
+        self.client = client
+        self.runner = runner
+        self.engine = engine
+        self.codec = codec
+        self.keys = namespace_keys(namespace)
+        self.consumer = consumer
+        self.claim_after = claim_after
+        self.reconnect_timeout = reconnect_timeout
+        self.max_timers = max_timers or 0
+        heartbeat = runner.heartbeat
+        self.heartbeat_ms = 0 if heartbeat == 0.0 else max(1, round(heartbeat * 1000))
+        self._apply = client.register_script(APPLY)
+        self._promote = client.register_script(PROMOTE)
+        self._claim = client.register_script(CLAIM)
+        self._query = client.register_script(QUERY)
+        self._work = asyncio.Event()  # the engine has something to ship
+        self._room = asyncio.Event()  # the event queue has room again
+        self._marker = asyncio.Event()  # another process set an earlier timer
+        # The tasks end on this flag, not only on cancellation: asyncio.wait_for (Python < 3.12) swallows a
+        # cancellation that arrives as the awaited call completes.
+        self._stopping = False
+        engine.kick = self._work.set
+        engine.room_freed = self._room.set
+
+    # ------------------------------------------------------------------ running
+
+    async def serve(self) -> None:
+        """Run until the manager stops; then acknowledge what was received and hand back what was not."""
+        runner = self.runner
+        done = runner.done
+        assert done is not None
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await self._prepare()
+            tasks = [
+                asyncio.ensure_future(work())
+                for work in (self._ship_loop, self._promote_loop, self._watch_loop, self._read_loop, self._claim_loop)
+            ]
+            await asyncio.wait([done, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    exc = task.exception()
+                    runner.stop(f"failed: {exc!r}", exc)
+                    break
+        except asyncio.CancelledError:
+            runner.stop("run() was cancelled")
+            raise
+        except Exception as exc:
+            runner.stop(f"failed: {exc!r}", exc)
+        finally:
+            self._stopping = True
+            while tasks:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.wait(tasks, timeout=0.1)
+                tasks = [task for task in tasks if not task.done()]
+            await self._finish()
+
+    async def _prepare(self) -> None:
+        """Create the namespace's consumer group (reading from the stream's start) if it does not exist."""
+
+        async def create() -> None:
+            try:
+                await self.client.xgroup_create(self.keys[5], GROUP, id="0", mkstream=True)
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+        await self._call(create)
+
+    async def _finish(self) -> None:
+        """After the stop: acknowledge received events (``ack="next"``), re-arm received repeating timers, and
+        hand events read but never received back to the other consumers at once."""
+        engine = self.engine
+        unreceived = engine.unreceived()
+        engine.acks.extend(engine.take_handed())
+
+        async def settle() -> None:
+            if engine.acks or engine.rearms:
+                await self._apply(keys=self.keys, args=self._batch_args([], engine.rearms, engine.acks, []))
+                engine.acks, engine.rearms = [], []
+            if unreceived:
+                # Their idle time set past claim_after: the next XAUTOCLAIM of any consumer takes them.
+                await self.client.xclaim(
+                    self.keys[5],
+                    GROUP,
+                    self.consumer,
+                    0,
+                    [event.entry for event in unreceived],
+                    idle=int(self.claim_after * 1000),
+                    justid=True,
+                )
+
+        try:
+            await asyncio.wait_for(settle(), min(self.reconnect_timeout, 5.0))
+        except Exception as exc:  # the manager has stopped: report, never raise from here
+            logger.warning("timer manager %r: could not settle with Redis at stop: %r", self.runner.name, exc)
+
+    # ------------------------------------------------------------------ the tasks
+
+    async def _ship_loop(self) -> None:
+        engine = self.engine
+        while not self._stopping:
+            await self._work.wait()
+            self._work.clear()
+            while engine.outbox or engine.acks or engine.rearms or engine.to_check:
+                commands = [engine.outbox.popleft() for _ in range(min(BATCH, len(engine.outbox)))]
+                rearms, engine.rearms = engine.rearms, []
+                acks, engine.acks = engine.acks, []
+                checks, engine.to_check = engine.to_check, []
+                result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks))
+                engine.applied(len(commands), result)
+                if result[4]:
+                    logger.warning(
+                        "timer manager %r: %d sets refused by the server: max_timers=%d reached in the namespace",
+                        self.runner.name,
+                        result[4],
+                        self.max_timers,
+                    )
+                if checks:
+                    engine.checked(checks, result[6:])
+                for command in commands:
+                    if command[0] == FLUSH and not command[2].done():
+                        command[2].set_result(None)
+                engine.wake()
+
+    async def _send_batch(
+        self,
+        commands: list[Any],
+        rearms: list[RedisTimerExpired],
+        acks: list[RedisTimerExpired],
+        checks: list[RedisTimerExpired],
+    ) -> list[int]:
+        """One APPLY call (its arguments made afresh at each try, so a retry takes the wait off too)."""
+        result = await self._apply(keys=self.keys, args=self._batch_args(commands, rearms, acks, checks))
+        return [int(value) for value in result]
+
+    def _batch_args(
+        self,
+        commands: list[Any],
+        rearms: list[RedisTimerExpired],
+        acks: list[RedisTimerExpired],
+        checks: list[RedisTimerExpired],
+    ) -> list[Any]:
+        """The APPLY arguments; relative deadlines become the time left now (the wait so far is taken off)."""
+        args: list[Any] = [self.max_timers, GROUP]
+        now = time.monotonic()
+        for op, name, value, data in commands:
+            payload = b"n" if data is None else data
+            if op == SET:
+                if isinstance(value, float):
+                    args += ("s", name, repr((value - now) * 1e6), "", payload)
+                else:
+                    args += ("a", name, repr(value.seconds * 1000.0), "", payload)
+            elif op == SET_INTERVAL:
+                interval: Interval = value
+                period_ms = max(1, round(interval.period * 1000))
+                args += ("i", name, repr((interval.origin - now) * 1e6), f"{period_ms}|{interval.missed}", payload)
+            elif op == CANCEL:
+                args += ("c", name, "", "", "")
+            elif op == CANCEL_ALL:
+                args += ("C", "", "", "", "")
+        for event in rearms:
+            args += ("r", event.name, str(event.generation), repr(event.deadline * 1000.0), "")
+        for event in acks:
+            args += ("k", event.name, event.entry, "", "")
+        for event in checks:
+            args += ("v", event.name, event.entry, "", "")
+        return args
+
+    async def _promote_loop(self) -> None:
+        engine = self.engine
+        heartbeat = self.heartbeat_ms
+        while not self._stopping:
+            self._marker.clear()
+            result = await self._call(lambda: self._promote(keys=self.keys, args=[PROMOTE_LIMIT, heartbeat]))
+            promoted, next_due, now_ms, live = (int(value) for value in result[:4])
+            engine.live = live
+            if promoted:
+                engine.note_lateness([int(late) / 1000.0 for late in result[4:]])
+            if promoted >= PROMOTE_LIMIT:
+                continue
+            if next_due < 0:
+                wait = BLOCK_SECONDS
+            else:
+                tick = next_due if not heartbeat else math.ceil(next_due / heartbeat) * heartbeat
+                wait = (tick - now_ms) / 1000.0
+            if wait > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._marker.wait(), wait)
+
+    async def _watch_loop(self) -> None:
+        wake_key = self.keys[4]
+        while not self._stopping:
+            popped = await self._call(lambda: self.client.bzpopmin(wake_key, timeout=BLOCK_SECONDS), blocking=True)
+            if popped:
+                self._marker.set()
+
+    async def _read_loop(self) -> None:
+        engine = self.engine
+        stream = self.keys[5]
+        while not self._stopping:
+            room = engine.event_capacity - engine.pending_events()
+            if room <= 0:
+                self._room.clear()
+                if engine.event_capacity - engine.pending_events() <= 0:
+                    await self._room.wait()
+                continue
+            read = functools.partial(
+                self.client.xreadgroup, GROUP, self.consumer, {stream: ">"}, count=room, block=int(BLOCK_SECONDS * 1000)
+            )
+            reply: Any = await self._call(read, blocking=True)
+            if reply:
+                events = [self._event(entry, fields, 1) for entry, fields in reply[0][1] if fields]
+                if events:
+                    engine.read(events)
+
+    async def _claim_loop(self) -> None:
+        engine = self.engine
+        while not self._stopping:
+            await asyncio.sleep(max(self.claim_after / 2, 0.01))
+            held = engine.held()
+            for start in range(0, len(held), BATCH):
+                # Claimed again by this consumer, their idle time starts over: no other consumer takes them.
+                chunk: list[Any] = held[start : start + BATCH]
+                await self._call(
+                    functools.partial(self.client.xclaim, self.keys[5], GROUP, self.consumer, 0, chunk, justid=True)
+                )
+            room = engine.event_capacity - engine.pending_events()
+            if room <= 0:
+                continue
+            claim = functools.partial(
+                self._claim, keys=self.keys, args=[GROUP, self.consumer, int(self.claim_after * 1000), room]
+            )
+            result: Any = await self._call(claim)
+            events = []
+            for index in range(0, len(result), 7):
+                entry, name, gen, due, payload, repeating, deliveries = result[index : index + 7]
+                fields = {b"n": name, b"g": gen, b"d": due, b"p": payload, b"i": repeating}
+                events.append(self._event(entry, fields, int(deliveries)))
+            if events:
+                logger.info("timer manager %r: took over %d unacknowledged events", self.runner.name, len(events))
+                engine.read(events)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _event(self, entry: bytes, fields: dict[bytes, bytes], attempt: int) -> RedisTimerExpired:
+        try:
+            data = self.codec.decode(fields[b"p"])
+        except Exception as exc:  # a payload from a manager with another serializer: deliver it raw
+            logger.error("timer manager %r: cannot decode the payload of %r: %r", self.runner.name, fields[b"n"], exc)
+            data = fields[b"p"]
+        return RedisTimerExpired(
+            fields[b"n"].decode("utf-8", "surrogatepass"),
+            int(fields[b"d"]) / 1000.0,
+            data,
+            attempt=attempt,
+            generation=int(fields[b"g"]),
+            entry=entry.decode("ascii"),
+            repeating=fields[b"i"] == b"1",
+        )
+
+    async def query(self, what: str, name: str = "") -> int:
+        """One of QUERY's answers (a deadline in ms, a count, or the earliest due time; -1 for none)."""
+        return int(await self._call(lambda: self._query(keys=self.keys, args=[what, name])))
+
+    async def _call(self, make: Callable[[], Awaitable[T]], *, blocking: bool = False) -> T:
+        """``await make()``, retried while the server is unreachable, for at most ``reconnect_timeout``."""
+        limit = self.reconnect_timeout + (BLOCK_SECONDS if blocking else 0.0)
+        first_failure = 0.0
+        pause = 0.02
+        while not self._stopping:
+            started = time.monotonic()
+            try:
+                return await asyncio.wait_for(make(), limit)
+            except _RETRIED as exc:
+                if not first_failure:
+                    first_failure = started  # the trouble began when the failed call was made
+                    logger.warning("timer manager %r: Redis unreachable, retrying: %r", self.runner.name, exc)
+                waited = time.monotonic() - first_failure
+                if waited >= self.reconnect_timeout:
+                    raise BackendUnavailable(
+                        f"timer manager {self.runner.name!r}: Redis unreachable for {waited:.1f} s "
+                        f"(reconnect_timeout={self.reconnect_timeout:g}): {exc!r}"
+                    ) from exc
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.5)
+        raise asyncio.CancelledError  # stopping

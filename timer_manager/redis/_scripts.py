@@ -1,0 +1,292 @@
+"""The Lua scripts that keep a namespace's timers on the server, one atomic step each.
+
+Keys of a namespace ``NS`` share the hash tag ``{tm:NS}``, so that a namespace lives in one Redis
+Cluster slot and every script may touch all of its keys:
+
+==========  ======  ==================================================================================
+``due``     ZSET    pending timers not yet promoted: member = name, score = due time (Unix ms)
+``data``    HASH    every pending timer: name -> ``gen|period|missed|payload`` (a repeating timer stays
+                    here while its event is out)
+``fired``   HASH    promoted events not yet acknowledged: name -> ``entry id|gen|due``
+``seq``     STRING  the generation counter (``INCR``): unique per set, and the order of sets
+``wake``    ZSET    one member whose score is the earliest due time, moved earlier by a set: the marker
+                    that an idle manager blocks on (``BZPOPMIN``)
+``ev``      STREAM  promoted events, fields ``n`` name, ``g`` gen, ``d`` due ms, ``p`` payload, ``i``
+                    "1" for a repeating timer; consumer group ``timers``
+==========  ======  ==================================================================================
+
+Every script reads the server's clock (``TIME``), so managers' clocks never matter. Scores are Unix
+milliseconds (exact doubles for 285,000 years); ties within a millisecond are ordered by generation
+when promoted, so order is exact however many timers share a millisecond.
+"""
+
+from __future__ import annotations
+
+__all__ = ("APPLY", "CLAIM", "KEY_NAMES", "PROMOTE", "QUERY")
+
+KEY_NAMES = ("due", "data", "fired", "seq", "wake", "ev")
+
+# Shared by the scripts: the server's time in microseconds and in whole milliseconds; and the retraction of a
+# name's promoted, unacknowledged event (its stream entry is deleted, so no consumer reads it any more).
+_PRELUDE = """
+local due_key, data_key, fired_key, seq_key, wake_key, ev_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local clock = redis.call('TIME')
+local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local now_ms = math.floor(now_us / 1000)
+
+local function retract(name)
+    local fired = redis.call('HGET', fired_key, name)
+    if fired then
+        redis.call('XDEL', ev_key, string.match(fired, '^[^|]+'))
+        redis.call('HDEL', fired_key, name)
+        return 1
+    end
+    return 0
+end
+
+local function earliest()
+    local first = redis.call('ZRANGE', due_key, 0, 0, 'WITHSCORES')
+    if first[2] then return tonumber(first[2]) end
+    return nil
+end
+"""
+
+# APPLY(max_timers, group, then commands of five arguments each: op, name, a, b, c) -> counts.
+#   s name delay_us gen?- payload          set, due now + delay (the client took off the time it waited)
+#   a name unix_ms  -    payload          set, due at an absolute Unix time
+#   i name delay_us period_ms|missed payload   repeating timer, first due now + delay
+#   r name gen      received_ms -         re-arm a repeating timer whose event ``gen`` was received
+#   c name -        -    -                cancel
+#   C -    -        -    -                cancel all
+#   v name entry_id -    -                check that a read event is still current (a flag in the result)
+#   k name entry_id -    -                acknowledge an event
+# Returns {set, reset, cancelled, retracted, refused, live, a flag per v command...}. Checks of read events
+# ride with the commands so that a command the manager applied before a check is applied before it on the
+# server too.
+APPLY = (
+    _PRELUDE
+    + """
+local max_timers = tonumber(ARGV[1])
+local group = ARGV[2]
+local before = earliest()
+local set, reset, cancelled, retracted, refused = 0, 0, 0, 0, 0
+local valid = {}
+
+local function next_due(spec, previous, received)
+    local bar = string.find(spec, '|', 1, true)
+    local period = tonumber(string.sub(spec, 1, bar - 1))
+    local missed = string.sub(spec, bar + 1)
+    local origin_end = string.find(missed, '|', 1, true)
+    local origin = tonumber(string.sub(missed, origin_end + 1))
+    missed = string.sub(missed, 1, origin_end - 1)
+    local due
+    if missed == 'burst' then
+        due = previous + period
+    elseif missed == 'delay' then
+        due = received + period
+    else
+        due = origin + (math.floor((received - origin) / period) + 1) * period
+    end
+    if due <= received and missed ~= 'burst' then due = received + 1 end
+    return due
+end
+
+local function arm(name, due, spec, payload)
+    local exists = redis.call('HEXISTS', data_key, name) == 1
+    if not exists and max_timers > 0 and redis.call('HLEN', data_key) >= max_timers then
+        refused = refused + 1
+        return
+    end
+    retracted = retracted + retract(name)
+    local gen = redis.call('INCR', seq_key)
+    redis.call('HSET', data_key, name, gen .. '|' .. spec .. '|' .. payload)
+    redis.call('ZADD', due_key, due, name)
+    if exists then reset = reset + 1 else set = set + 1 end
+end
+
+for i = 3, #ARGV, 5 do
+    local op, name, a, b, c = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+    if op == 's' then
+        arm(name, math.ceil((now_us + tonumber(a)) / 1000), '|', c)
+    elseif op == 'a' then
+        arm(name, math.ceil(tonumber(a)), '|', c)
+    elseif op == 'i' then
+        local first = math.ceil((now_us + tonumber(a)) / 1000)
+        arm(name, first, b .. '|' .. first, c)
+    elseif op == 'r' then
+        local value = redis.call('HGET', data_key, name)
+        if value and redis.call('ZSCORE', due_key, name) == false then
+            local bar = string.find(value, '|', 1, true)
+            if string.sub(value, 1, bar - 1) == a then
+                -- spec = period|missed|origin, payload after it
+                local rest = string.sub(value, bar + 1)
+                local p1 = string.find(rest, '|', 1, true)
+                local p2 = string.find(rest, '|', p1 + 1, true)
+                local p3 = string.find(rest, '|', p2 + 1, true)
+                local spec = string.sub(rest, 1, p3 - 1)
+                redis.call('ZADD', due_key, next_due(spec, tonumber(b), now_ms), name)
+            end
+        end
+    elseif op == 'c' then
+        retracted = retracted + retract(name)
+        if redis.call('ZREM', due_key, name) == 1 then cancelled = cancelled + 1
+        elseif redis.call('HEXISTS', data_key, name) == 1 then cancelled = cancelled + 1 end
+        redis.call('HDEL', data_key, name)
+    elseif op == 'C' then
+        local fired = redis.call('HGETALL', fired_key)
+        for j = 2, #fired, 2 do
+            redis.call('XDEL', ev_key, string.match(fired[j], '^[^|]+'))
+        end
+        retracted = retracted + #fired / 2
+        cancelled = cancelled + redis.call('HLEN', data_key)
+        redis.call('DEL', due_key, data_key, fired_key)
+    elseif op == 'v' then
+        -- a consumer read entry ``a`` of ``name``: is it still the name's current event? A stale one is
+        -- acknowledged and deleted, and never handed to the application
+        local fired = redis.call('HGET', fired_key, name)
+        if fired and string.sub(fired, 1, #a + 1) == a .. '|' then
+            valid[#valid + 1] = 1
+        else
+            redis.call('XACK', ev_key, group, a)
+            redis.call('XDEL', ev_key, a)
+            valid[#valid + 1] = 0
+        end
+    elseif op == 'k' then
+        redis.call('XACK', ev_key, group, a)
+        redis.call('XDEL', ev_key, a)
+        local fired = redis.call('HGET', fired_key, name)
+        if fired and string.sub(fired, 1, #a + 1) == a .. '|' then
+            redis.call('HDEL', fired_key, name)
+        end
+    end
+end
+
+local after = earliest()
+if after and (not before or after < before) then
+    redis.call('ZADD', wake_key, after, 'w')
+end
+local result = {set, reset, cancelled, retracted, refused, redis.call('HLEN', data_key)}
+for j = 1, #valid do result[#result + 1] = valid[j] end
+return result
+"""
+)
+
+# PROMOTE(limit, heartbeat_ms) -> {promoted, next due ms or -1, now ms, live, lateness ms of each promoted...}
+# Promotes the timers due at the latest heartbeat tick (Unix-aligned; at ``now`` without a heartbeat) into the
+# stream, in (due, generation) order. A batch cut by ``limit`` ends at a millisecond boundary, so that the
+# next batch cannot hold an earlier set of the same millisecond.
+PROMOTE = (
+    _PRELUDE
+    + """
+local limit = tonumber(ARGV[1])
+local heartbeat = tonumber(ARGV[2])
+local bound = now_ms
+if heartbeat > 0 then bound = now_ms - (now_ms % heartbeat) end
+local found = redis.call('ZRANGE', due_key, '-inf', bound, 'BYSCORE', 'LIMIT', 0, limit, 'WITHSCORES')
+local batch = {}
+if #found == 2 * limit then
+    local last = found[#found]
+    for j = 1, #found, 2 do
+        if found[j + 1] ~= last then batch[#batch + 1] = {found[j], tonumber(found[j + 1])} end
+    end
+    if #batch == 0 then
+        local same = redis.call('ZRANGE', due_key, last, last, 'BYSCORE', 'WITHSCORES')
+        for j = 1, #same, 2 do batch[#batch + 1] = {same[j], tonumber(same[j + 1])} end
+    end
+else
+    for j = 1, #found, 2 do batch[#batch + 1] = {found[j], tonumber(found[j + 1])} end
+end
+local late = {}
+if #batch > 0 then
+    local names = {}
+    for j, item in ipairs(batch) do
+        names[j] = item[1]
+        local value = redis.call('HGET', data_key, item[1])
+        local bar = string.find(value, '|', 1, true)
+        item[3] = tonumber(string.sub(value, 1, bar - 1))
+        item[4] = value
+    end
+    table.sort(batch, function(x, y)
+        if x[2] ~= y[2] then return x[2] < y[2] end
+        return x[3] < y[3]
+    end)
+    for j = 1, #names, 1000 do  -- unpack() is limited to a few thousand values
+        redis.call('ZREM', due_key, unpack(names, j, math.min(j + 999, #names)))
+    end
+    for j, item in ipairs(batch) do
+        local name, due, gen, value = item[1], item[2], item[3], item[4]
+        -- value = gen|period|missed[|origin]|payload: the payload follows the spec's fields
+        local rest = string.sub(value, #tostring(gen) + 2)
+        local period_end = string.find(rest, '|', 1, true)
+        local repeating = period_end > 1
+        local payload
+        if repeating then
+            local p2 = string.find(rest, '|', period_end + 1, true)
+            local p3 = string.find(rest, '|', p2 + 1, true)
+            payload = string.sub(rest, p3 + 1)
+        else
+            payload = string.sub(rest, period_end + 2)
+            redis.call('HDEL', data_key, name)
+        end
+        local id = redis.call('XADD', ev_key, '*', 'n', name, 'g', gen, 'd', due, 'p', payload,
+            'i', repeating and '1' or '0')
+        redis.call('HSET', fired_key, name, id .. '|' .. gen .. '|' .. due)
+        late[j] = now_ms - due
+    end
+end
+local nxt = earliest()
+local result = {#batch, nxt or -1, now_ms, redis.call('HLEN', data_key)}
+for j = 1, #late do result[#result + 1] = late[j] end
+return result
+"""
+)
+
+# CLAIM(group, consumer, min_idle_ms, count) -> {entry id, name, gen, due, payload, repeating, deliveries}...
+# Takes over events that another consumer read and did not acknowledge for min_idle_ms (XAUTOCLAIM), dropping
+# stale ones; the rest are checked again with the commands, as read ones are.
+CLAIM = (
+    _PRELUDE
+    + """
+local group, consumer, min_idle, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local claimed = redis.call('XAUTOCLAIM', ev_key, group, consumer, min_idle, '0-0', 'COUNT', count)
+local result = {}
+for _, entry in ipairs(claimed[2]) do
+    local id, fields = entry[1], entry[2]
+    local values = {}
+    for j = 1, #fields, 2 do values[fields[j]] = fields[j + 1] end
+    local fired = values.n and redis.call('HGET', fired_key, values.n)
+    if fired and string.sub(fired, 1, #id + 1) == id .. '|' then
+        local pending = redis.call('XPENDING', ev_key, group, id, id, 1)
+        local deliveries = pending[1] and pending[1][4] or 1
+        for _, value in ipairs({id, values.n, values.g, values.d, values.p, values.i, deliveries}) do
+            result[#result + 1] = value
+        end
+    else
+        redis.call('XACK', ev_key, group, id)
+        redis.call('XDEL', ev_key, id)
+    end
+end
+return result
+"""
+)
+
+# QUERY(what, name) -> a deadline (ms), a count, or the earliest due time; -1 for none.
+QUERY = (
+    _PRELUDE
+    + """
+local what = ARGV[1]
+if what == 'deadline' then
+    local score = redis.call('ZSCORE', due_key, ARGV[2])
+    if score then return tonumber(score) end
+    if redis.call('HEXISTS', data_key, ARGV[2]) == 1 then
+        local fired = redis.call('HGET', fired_key, ARGV[2])
+        if fired then return tonumber(string.match(fired, '[^|]+$')) end
+    end
+    return -1
+elseif what == 'count' then
+    return redis.call('HLEN', data_key)
+else
+    return earliest() or -1
+end
+"""
+)
