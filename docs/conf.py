@@ -49,7 +49,11 @@ nitpick_ignore = [
     ("py:class", "collections.abc.Coroutine"),
     ("py:class", "collections.abc.Iterable"),
     ("py:class", "contextlib.AbstractAsyncContextManager"),
+    ("py:class", "datetime.datetime"),
     ("py:class", "datetime.timedelta"),
+    ("py:class", "redis.asyncio.Redis"),
+    # The backend seam's protocol (timer_manager/_backend.py): LocalBackend or timer_manager.redis.RedisBackend.
+    ("py:class", "timer_manager._backend.Backend"),
 ]
 
 # --- MyST (the Markdown pages) ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ the README's set-up commands, which CI runs."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_server import RedisServer
 from support import ASYNCIO_ONLY
 
 import timer_manager
@@ -66,6 +68,27 @@ def test_complete_programs_run_as_written_and_quietly(page: str, marker: str, ou
     result = run_as_a_program(block(marker, page), tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == output
+    assert result.stderr == ""
+
+
+def test_the_redis_example_runs_as_written(redis_server: RedisServer, tmp_path: Path) -> None:
+    """The README's Redis example, as a complete program, against the suite's own redis-server (its
+    ``REDIS_URL``). catches: an API drift of the Redis backend, an example that never ends or warns."""
+    code = block("from timer_manager.redis import RedisBackend")
+    script = tmp_path / "example.py"
+    script.write_text(code, encoding="utf-8")
+    environment = {**os.environ, "REDIS_URL": redis_server.url}
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env=environment,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "session:42 expired for user 42\n"
     assert result.stderr == ""
 
 

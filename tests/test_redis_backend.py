@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import itertools
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -21,6 +22,8 @@ from redis_server import RedisServer
 
 from timer_manager import CancellationToken, ManagerClosed, QueueFull, TimerHandle, TimerManager
 from timer_manager.redis import RedisBackend, RedisTimerExpired
+from timer_manager.redis._link import namespace_keys
+from timer_manager.redis._scripts import APPLY
 
 pytestmark = pytest.mark.usefixtures("default_core")
 
@@ -375,23 +378,87 @@ async def test_repeating_timers_re_arm_when_received(redis_server: RedisServer, 
     assert all(gap == pytest.approx(0.03, abs=0.0015) or gap > 0.03 for gap in gaps)
 
 
+@asynccontextmanager
+async def started(url: str, namespace: str, **options: Any) -> AsyncIterator[tuple[TimerManager, TimerHandle]]:
+    """Like :func:`opened`, with the manager too (for its stats)."""
+    max_timers = options.pop("max_timers", None)
+    backend = RedisBackend(url, namespace=namespace, **options)
+    manager, handle = TimerManager.new(namespace, 0, 1024, 1024, backend=backend, max_timers=max_timers)
+    task = asyncio.ensure_future(manager.run())
+    try:
+        yield manager, handle
+    finally:
+        await handle.shutdown()
+        await asyncio.wait_for(task, LIMIT)
+
+
 async def test_max_timers_is_enforced_on_the_server_for_the_whole_namespace(
     redis_server: RedisServer, namespace: str
 ) -> None:
     async with (
-        opened(redis_server.url, namespace, max_timers=5) as first,
-        opened(redis_server.url, namespace, max_timers=5) as second,
+        started(redis_server.url, namespace, max_timers=5) as (first_manager, first),
+        started(redis_server.url, namespace, max_timers=5) as (second_manager, second),
     ):
         await first.set_timers([(f"a{index}", 30.0) for index in range(4)])
         await first.flush()
-        await second.set_timers([(f"b{index}", 30.0) for index in range(4)])
+        await second.set_timers([(f"b{index}", 30.0) for index in range(4)])  # one fits
         await second.set_timer("a0", 40.0)  # a reset is never refused
         await second.flush()
         assert await second.get_pending_count() == 5
-        assert second is not first
-        refused = TimerManager  # keep the names short below
-        del refused
+        assert (first_manager.stats().refused, second_manager.stats().refused) == (0, 3)
         await first.cancel_all_timers()
+
+
+async def test_stats_carry_the_servers_counts(redis_server: RedisServer, namespace: str) -> None:
+    async with started(redis_server.url, namespace) as (manager, handle):
+        await handle.set_timers([(f"n{index}", 0.01) for index in range(5)] + [("later", 60.0)])
+        await receive(handle, 5)
+        await handle.set_timer("nudge", 0.01)  # a promotion after the last receive reports the counts again
+        await receive(handle, 1)
+        stats = manager.stats()
+        assert stats.live == 1  # "later"
+        assert stats.fired == 6
+        assert stats.backend_overdue == 0
+        assert stats.backend_unacknowledged is not None and stats.backend_unacknowledged <= 6
+        assert stats.set == 7 and stats.refused == 0
+
+
+async def test_promotion_waits_for_the_heartbeat_tick(redis_server: RedisServer, namespace: str) -> None:
+    # Ticks are Unix-aligned multiples of the heartbeat, the same grid for every manager of the namespace.
+    heartbeat = 0.1
+    async with (
+        raw_client(redis_server) as client,
+        opened(redis_server.url, namespace, heartbeat_interval=heartbeat) as handle,
+    ):
+        for index in range(8):
+            await handle.set_timer(f"n{index}", 0.013 * index + 0.01)
+        for event in await receive(handle, 8):
+            received_at = await server_time(client)
+            tick = math.ceil(round(event.deadline * 1000) / 100) * 0.1  # the first tick at or after the deadline
+            assert received_at >= tick - 0.0005
+
+
+async def test_an_idle_manager_makes_no_calls_and_a_set_elsewhere_wakes_it(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    async with raw_client(redis_server) as client, opened(redis_server.url, namespace) as handle:
+        await handle.set_timer("warm", 0.01)
+        await receive(handle, 1)
+        await asyncio.sleep(0.2)
+        before = await client.info("commandstats")
+        await asyncio.sleep(1.5)
+        after = await client.info("commandstats")
+        calls = {name: after[name]["calls"] - before.get(name, {"calls": 0})["calls"] for name in after}
+        calls.pop("cmdstat_info", None)
+        assert sum(calls.values()) <= 2, calls  # nothing but (at most) a blocking read's renewal
+        # Another process sets an earlier timer with the same script: the marker wakes this manager, whose
+        # promoter otherwise sleeps for seconds.
+        apply = client.register_script(APPLY)
+        started_at = time.monotonic()
+        await apply(keys=namespace_keys(namespace), args=[0, "timers", "s", "elsewhere", "20000", "", b"n"])
+        event = await receive(handle, 1)
+        assert event[0].name == "elsewhere"
+        assert time.monotonic() - started_at < 1.0
 
 
 async def test_threadsafe_calls_and_a_token_work_on_redis(redis_server: RedisServer, namespace: str) -> None:

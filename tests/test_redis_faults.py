@@ -194,3 +194,23 @@ async def test_events_of_a_consumer_killed_while_holding_them_go_to_a_live_one(
     by_name = {event.name: event for event in events}
     assert by_name["kept"].attempt == 2
     assert (by_name["reset"].data, by_name["reset"].attempt) == ("fresh", 1)
+
+
+async def test_a_deadline_is_taken_at_the_call_however_long_the_command_waits(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    async with (
+        client_of(own_redis) as client,
+        TimerManager.open(namespace, heartbeat_interval=0, backend=backend(own_redis, namespace)) as handle,
+    ):
+        seconds, micros = await client.time()
+        called_at = seconds + micros / 1e6
+        own_redis.pause()
+        try:
+            await handle.set_timer("x", 1.0)  # queued here; the server sees it 0.8 s later
+            await asyncio.sleep(0.8)
+        finally:
+            own_redis.resume()
+        event = (await receive(handle, 1))[0]
+    # Due one second after the call, not after the server got the command.
+    assert called_at + 1.0 - 0.001 <= event.deadline < called_at + 1.0 + 0.3

@@ -3,7 +3,7 @@ receive expiries through a bounded event queue."""
 
 from ._core import CORE
 from ._version import __version__ as __version__
-from .errors import ManagerClosed, QueueEmpty, QueueFull, TimerLimitExceeded, TimerManagerError
+from .errors import BackendUnavailable, ManagerClosed, QueueEmpty, QueueFull, TimerLimitExceeded, TimerManagerError
 from .events import TimerEvent, TimerExpired
 from .handle import TimerHandle
 from .manager import TimerManager
@@ -13,6 +13,7 @@ from .token import CancellationToken
 
 __all__ = (
     "CORE",
+    "BackendUnavailable",
     "CancellationToken",
     "ManagerClosed",
     "QueueEmpty",

@@ -18,6 +18,12 @@ class TimerStats:
     were received; ``waiting_for_room`` counts the times due timers found the event queue full
     (each also logged as a WARNING). The lateness percentiles are seconds between a timer's
     deadline and the moment the manager made its event ready, over the last 1024 events.
+
+    On a remote backend (Redis), ``live`` is the whole namespace's count and ``fired`` counts the events
+    this manager promoted; ``refused`` counts sets the server refused under ``max_timers``;
+    ``backend_overdue`` counts timers past their deadline not yet promoted, and
+    ``backend_unacknowledged`` promoted events not yet acknowledged (read or not), as the server last
+    reported them. The local backend reports 0, None and None there.
     """
 
     live: int
@@ -32,6 +38,9 @@ class TimerStats:
     events_ready: int
     lateness_p50: float
     lateness_p99: float
+    refused: int = 0
+    backend_overdue: int | None = None
+    backend_unacknowledged: int | None = None
 
 
 def snapshot(runner: Runner) -> TimerStats:
@@ -53,4 +62,8 @@ def snapshot(runner: Runner) -> TimerStats:
         events_ready=engine.ready_count(),
         lateness_p50=p50,
         lateness_p99=p99,
+        # A remote backend's own figures, as its server last reported them (None for the local backend).
+        refused=getattr(engine, "count_refused", 0),
+        backend_overdue=getattr(engine, "overdue", None),
+        backend_unacknowledged=getattr(engine, "unacknowledged", None),
     )

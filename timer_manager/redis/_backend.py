@@ -35,7 +35,7 @@ class RedisBackend:
     shutdown), ``"manual"`` leaves it to ``handle.ack(event)``, ``"receive"`` acknowledges at receipt
     (at most once). An event another consumer read and did not acknowledge within ``claim_after``
     seconds is handed to a live one. While the server is unreachable, calls are retried for up to
-    ``reconnect_timeout`` seconds; then the manager stops with :class:`BackendUnavailable`.
+    ``reconnect_timeout`` seconds; then the manager stops with :class:`~timer_manager.BackendUnavailable`.
     ``serializer``: an object with ``dumps``/``loads`` for payloads (default: JSON, with ``bytes`` and
     ``str`` as they are).
     """

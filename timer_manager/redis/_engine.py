@@ -107,6 +107,8 @@ class RedisEngine:
         self._lateness_next = 0
 
         self.live = 0  # pending timers in the namespace, as the server last said
+        self.overdue = 0  # of them, past their deadline and not yet promoted (the promoters' backlog)
+        self.unacknowledged = 0  # promoted events not yet acknowledged, read or not
         self.count_set = 0
         self.count_reset = 0
         self.count_cancelled = 0

@@ -251,10 +251,9 @@ class Link:
         while not self._stopping:
             self._marker.clear()
             result = await self._call(lambda: self._promote(keys=self.keys, args=[PROMOTE_LIMIT, heartbeat]))
-            promoted, next_due, now_ms, live = (int(value) for value in result[:4])
-            engine.live = live
+            promoted, next_due, now_ms, engine.live, engine.overdue, engine.unacknowledged = map(int, result[:6])
             if promoted:
-                engine.note_lateness([int(late) / 1000.0 for late in result[4:]])
+                engine.note_lateness([int(late) / 1000.0 for late in result[6:]])
             if promoted >= PROMOTE_LIMIT:
                 continue
             if next_due < 0:

@@ -171,7 +171,8 @@ return result
 """
 )
 
-# PROMOTE(limit, heartbeat_ms) -> {promoted, next due ms or -1, now ms, live, lateness ms of each promoted...}
+# PROMOTE(limit, heartbeat_ms) -> {promoted, next due ms or -1, now ms, live, overdue, unacknowledged, lateness ms of
+# each promoted...}
 # Promotes the timers due at the latest heartbeat tick (Unix-aligned; at ``now`` without a heartbeat) into the
 # stream, in (due, generation) order. A batch cut by ``limit`` ends at a millisecond boundary, so that the
 # next batch cannot hold an earlier set of the same millisecond.
@@ -235,7 +236,8 @@ if #batch > 0 then
     end
 end
 local nxt = earliest()
-local result = {#batch, nxt or -1, now_ms, redis.call('HLEN', data_key)}
+local result = {#batch, nxt or -1, now_ms, redis.call('HLEN', data_key), redis.call('ZCOUNT', due_key, '-inf', now_ms),
+    redis.call('XLEN', ev_key)}
 for j = 1, #late do result[#result + 1] = late[j] end
 return result
 """
