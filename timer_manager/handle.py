@@ -314,8 +314,8 @@ class TimerHandle:
     async def _query(self, what: str, name: str) -> float | int | None:
         runner = self._runner
         runner.bound_loop()
-        if runner.remote:
-            await self.flush()  # the answer must reflect every command sent before
+        if runner.remote or runner.engine.queued() or runner.inbox.commands or runner.senders:
+            await self.flush()  # the answer reflects every command sent before (locally: at once if none waits)
         return await runner.store.query(what, name)
 
     def threadsafe(self) -> ThreadsafeHandle:

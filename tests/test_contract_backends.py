@@ -1,0 +1,265 @@
+"""The contract points that hold on every backend, run on each through one ``backend`` fixture: the local
+table (the default) and Redis (a real redis-server, ``redis_server`` in conftest.py). Deadlines are read
+on the backend's own clock: loop time locally, Unix time (the server's, the same machine's clock here) on
+Redis. The differences between the two are listed in docs/redis.md and tested in test_redis_*.py."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from timer_manager import CancellationToken, ManagerClosed, QueueFull, TimerEvent, TimerHandle, TimerManager
+from timer_manager._backend import LocalBackend
+
+pytestmark = pytest.mark.usefixtures("default_core")
+
+LIMIT = 30.0
+SLACK = 0.0015  # Redis deadlines are whole milliseconds, rounded up
+
+
+@dataclass
+class Backend:
+    """How a test builds a manager on one backend, and reads that backend's clock."""
+
+    kind: str
+    make: Callable[[str], Any]
+    clock: Callable[[], float]
+
+
+@pytest.fixture(params=["local", "redis"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "local":
+        return Backend("local", lambda name: LocalBackend(), lambda: asyncio.get_running_loop().time())
+    server = request.getfixturevalue("redis_server")
+    from timer_manager.redis import RedisBackend
+
+    return Backend("redis", lambda name: RedisBackend(server.url, namespace=name), time.time)
+
+
+@asynccontextmanager
+async def started(
+    backend: Backend, heartbeat: float = 0.0, commands: int = 64, events: int = 64, **options: Any
+) -> AsyncIterator[tuple[TimerManager, TimerHandle, asyncio.Task[None]]]:
+    name = f"contract-{uuid.uuid4().hex[:10]}"
+    manager, handle = TimerManager.new(name, heartbeat, commands, events, backend=backend.make(name), **options)
+    task = asyncio.ensure_future(manager.run())
+    try:
+        yield manager, handle, task
+    finally:
+        if not task.done():
+            await asyncio.wait_for(handle.shutdown(), LIMIT)
+        if not task.cancelled():
+            await asyncio.wait_for(task, LIMIT)
+
+
+async def recv(handle: TimerHandle) -> TimerEvent:
+    event = await asyncio.wait_for(handle.recv_event(), LIMIT)
+    assert event is not None
+    return event
+
+
+async def test_never_early_and_due_at_the_call_plus_its_duration(backend: Backend) -> None:
+    async with started(backend) as (_, handle, _task):
+        calls = {}
+        for index, duration in enumerate((0.09, 0.03, 0.06, 0.12)):
+            calls[f"t{index}"] = (backend.clock(), duration)
+            await handle.set_timer(f"t{index}", duration)
+        for _ in calls:
+            event = await recv(handle)
+            assert backend.clock() >= event.deadline - 0.0005  # never early
+            called, duration = calls[event.name]
+            assert called + duration - 0.0005 <= event.deadline <= called + duration + 0.05
+
+
+async def test_a_reset_takes_its_deadline_from_its_own_call(backend: Backend) -> None:
+    async with started(backend) as (_, handle, _task):
+        await handle.set_timer("x", 0.05)
+        await asyncio.sleep(0.02)
+        called = backend.clock()
+        await handle.set_timer("x", 0.1)
+        event = await recv(handle)
+        assert called + 0.1 - 0.0005 <= event.deadline <= called + 0.1 + 0.05
+        await asyncio.sleep(0.1)
+        with pytest.raises(Exception, match="no event is ready"):
+            handle.try_recv_event()  # one event: the first deadline never fired
+
+
+async def test_events_in_deadline_order_then_set_order(backend: Backend) -> None:
+    async with started(backend, events=1024) as (_, handle, _task):
+        items = [(f"n{index}", 0.05 + 0.01 * (index % 3)) for index in range(300)]
+        await handle.set_timers(items)
+        received = [await recv(handle) for _ in items]
+    expected = sorted(range(len(items)), key=lambda index: (round(items[index][1], 6), index))
+    assert [event.name for event in received] == [items[index][0] for index in expected]
+
+
+async def test_a_full_event_queue_loses_nothing_and_keeps_the_order(backend: Backend) -> None:
+    async with started(backend, events=4) as (_, handle, _task):
+        await handle.set_timers([(f"n{index:03}", 0.01 + 0.0001 * index) for index in range(200)])
+        await asyncio.sleep(0.3)  # all due; four fit in the event queue, the rest wait
+        received = [(await recv(handle)).name for _ in range(200)]
+    assert received == [f"n{index:03}" for index in range(200)]
+
+
+async def test_a_reset_or_cancel_retracts_a_ready_event(backend: Backend) -> None:
+    async with started(backend) as (_, handle, _task):
+        await handle.set_timers([("reset", 0.01), ("cancelled", 0.01), ("kept", 0.02)])
+        await asyncio.sleep(0.2)  # all three events ready, none received
+        await handle.set_timer("reset", 0.05, data="again")
+        await handle.cancel_timer("cancelled")
+        received = [await recv(handle) for _ in range(2)]
+        assert [(event.name, event.data) for event in received] == [("kept", None), ("reset", "again")]
+        await asyncio.sleep(0.1)
+        with pytest.raises(Exception, match="no event is ready"):
+            handle.try_recv_event()
+
+
+async def test_payloads_come_back_with_their_event(backend: Backend) -> None:
+    payloads = {"none": None, "text": "é|x", "raw": b"\x00\x01", "json": {"a": [1, 2.5, None], "b": True}}
+    async with started(backend) as (_, handle, _task):
+        for name, payload in payloads.items():
+            await handle.set_timer(name, 0.01, data=payload)
+        received = {event.name: event.data for event in [await recv(handle) for _ in payloads]}
+    assert received == payloads
+
+
+async def test_a_repeating_timer_keeps_its_grid_until_cancelled(backend: Backend) -> None:
+    async with started(backend) as (_, handle, _task):
+        started_at = backend.clock()
+        await handle.set_interval("tick", 0.04)
+        deadlines = [(await recv(handle)).deadline for _ in range(4)]
+        assert await handle.get_pending_count() == 1
+        await handle.cancel_timer("tick")
+        assert await handle.get_pending_count() == 0
+        await asyncio.sleep(0.1)
+        with pytest.raises(Exception, match="no event is ready"):
+            handle.try_recv_event()
+    for earlier, later in itertools.pairwise(deadlines):
+        assert later - earlier == pytest.approx(0.04, abs=SLACK) or later - earlier > 0.04
+    assert deadlines[0] >= started_at + 0.04 - 0.0005
+
+
+async def test_flush_then_introspection_sees_every_command_sent_before(backend: Backend) -> None:
+    async with started(backend) as (_, handle, _task):
+        now = backend.clock()
+        await handle.set_timers([("a", 10.0), ("b", 20.0), ("c", 30.0)])
+        await handle.cancel_timer("b")
+        await handle.flush()
+        assert await handle.get_pending_count() == 2
+        deadline = await handle.get_deadline("a")
+        assert deadline is not None and now + 10.0 - 0.0005 <= deadline <= now + 10.5
+        assert await handle.get_deadline("b") is None
+        assert await handle.get_next_deadline() == deadline
+        await handle.cancel_all_timers()
+        assert await handle.get_pending_count() == 0
+        assert await handle.get_next_deadline() is None
+
+
+async def test_a_cancelled_send_queued_nothing_and_a_returned_one_everything(backend: Backend) -> None:
+    async with started(backend, commands=4) as (_, handle, _task):
+        sent = 0
+        with pytest.raises(QueueFull):
+            while True:  # fill the command queue
+                handle.try_set_timer(f"filler{sent}", 30.0)
+                sent += 1
+        waiting = asyncio.ensure_future(handle.set_timers([("cancelled1", 30.0), ("cancelled2", 30.0)]))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await handle.set_timer("returned", 30.0)
+        await handle.flush()
+        assert await handle.get_deadline("cancelled1") is None
+        assert await handle.get_deadline("cancelled2") is None
+        assert await handle.get_deadline("returned") is not None
+        assert await handle.get_pending_count() == sent + 1
+        await handle.cancel_all_timers()
+
+
+async def test_shutdown_applies_what_came_before_and_releases_every_waiter(backend: Backend) -> None:
+    async with started(backend) as (_, handle, task):
+        receiver = asyncio.ensure_future(handle.recv_event())
+        await handle.set_timer("before", 0.01)
+        assert (await asyncio.wait_for(receiver, LIMIT)) is not None
+        receiver = asyncio.ensure_future(handle.recv_event())
+        await asyncio.sleep(0.01)
+        await handle.shutdown()
+        assert await asyncio.wait_for(receiver, LIMIT) is None
+        await asyncio.wait_for(task, LIMIT)
+        with pytest.raises(ManagerClosed):
+            await handle.set_timer("after", 0.01)
+
+
+async def test_a_token_stops_the_manager_and_releases_a_waiting_receiver(backend: Backend) -> None:
+    token = CancellationToken()
+    async with started(backend, cancel_token=token) as (_, handle, task):
+        receiver = asyncio.ensure_future(handle.recv_event())
+        await asyncio.sleep(0.05)
+        token.cancel()
+        assert await asyncio.wait_for(receiver, LIMIT) is None
+        await asyncio.wait_for(task, LIMIT)
+        with pytest.raises(ManagerClosed):
+            handle.try_set_timer("after", 0.01)
+
+
+async def test_other_threads_set_timers_and_every_one_fires(backend: Backend) -> None:
+    async with started(backend) as (_, handle, _task):
+        threadsafe = handle.threadsafe()
+
+        def body(first: int) -> None:
+            for index in range(first, first + 50):
+                threadsafe.set_timer(f"n{index}", 0.02, data=index)
+
+        threads = [threading.Thread(target=body, args=(first,)) for first in (0, 50, 100)]
+        for thread in threads:
+            thread.start()
+
+        def join() -> None:
+            for thread in threads:
+                thread.join()
+
+        await asyncio.get_running_loop().run_in_executor(None, join)
+        received = sorted(event.data for event in [await recv(handle) for _ in range(150)])
+    assert received == list(range(150))
+
+
+async def test_recv_events_hands_over_batches_in_order(backend: Backend) -> None:
+    async with started(backend, events=256) as (_, handle, _task):
+        await handle.set_timers([(f"n{index:03}", 0.02) for index in range(100)])
+        received: list[str] = []
+        while len(received) < 100:
+            batch = await asyncio.wait_for(handle.recv_events(30), LIMIT)
+            assert 1 <= len(batch) <= 30
+            received += [event.name for event in batch]
+    assert received == [f"n{index:03}" for index in range(100)]
+
+
+async def test_cancelled_waits_take_nothing_and_leave_nothing_behind(backend: Backend) -> None:
+    async with started(backend) as (_, handle, _task):
+        for call in (handle.recv_event, lambda: handle.recv_events(5)):
+            waiting = asyncio.ensure_future(call())
+            await asyncio.sleep(0.01)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+        flushing = asyncio.ensure_future(handle.flush())
+        flushing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await flushing
+        querying = asyncio.ensure_future(handle.get_pending_count())
+        await asyncio.sleep(0)
+        querying.cancel()  # locally it has answered already; on Redis it waits for the server
+        (outcome,) = await asyncio.gather(querying, return_exceptions=True)
+        assert outcome == 0 or isinstance(outcome, asyncio.CancelledError)
+        await handle.set_timer("after", 0.01)
+        assert (await recv(handle)).name == "after"  # the cancelled receivers took nothing
+        assert await handle.get_pending_count() == 0
