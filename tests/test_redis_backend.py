@@ -382,8 +382,9 @@ async def test_repeating_timers_re_arm_when_received(redis_server: RedisServer, 
 async def started(url: str, namespace: str, **options: Any) -> AsyncIterator[tuple[TimerManager, TimerHandle]]:
     """Like :func:`opened`, with the manager too (for its stats)."""
     max_timers = options.pop("max_timers", None)
+    events = options.pop("event_buffer_size", 1024)
     backend = RedisBackend(url, namespace=namespace, **options)
-    manager, handle = TimerManager.new(namespace, 0, 1024, 1024, backend=backend, max_timers=max_timers)
+    manager, handle = TimerManager.new(namespace, 0, 1024, events, backend=backend, max_timers=max_timers)
     task = asyncio.ensure_future(manager.run())
     try:
         yield manager, handle
@@ -495,3 +496,23 @@ async def test_a_full_command_queue_pushes_back_and_loses_nothing(redis_server: 
         events = await receive(handle, 40)
     assert refused > 0
     assert sorted(event.name for event in events) == sorted(f"n{index}" for index in range(40))
+
+
+async def test_while_the_event_queue_is_full_events_wait_in_redis_not_in_memory(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    async with (
+        raw_client(redis_server) as client,
+        started(redis_server.url, namespace, event_buffer_size=4) as (
+            manager,
+            handle,
+        ),
+    ):
+        await handle.set_timers([(f"n{index:03}", 0.01) for index in range(200)])
+        await asyncio.sleep(0.5)  # all due and promoted; nobody receives
+        engine = manager._runner.engine
+        assert engine.ready_count() <= 4
+        assert engine.pending_events() <= 4  # type: ignore[attr-defined]  # read from Redis, in this process
+        assert await client.xlen(key(namespace, "ev")) == 200  # every event is in the stream
+        received = [(await receive(handle, 1))[0].name for _ in range(200)]
+    assert received == [f"n{index:03}" for index in range(200)]
