@@ -58,7 +58,7 @@ nitpick_ignore = [
 
 # --- MyST (the Markdown pages) ----------------------------------------------------------------------------
 myst_enable_extensions = ["colon_fence", "deflist"]
-# Anchors for headings down to ###, so that links such as design.md#the-engine-seam resolve.
+# Anchors for headings down to ###, so that links such as design.md#the-backend-seam resolve.
 myst_heading_anchors = 3
 
 # --- autodoc (docs/api.md) --------------------------------------------------------------------------------
