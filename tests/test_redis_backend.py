@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import pytest
 import redis.asyncio
+from redis.crc import key_slot
 from redis_server import RedisServer
 
 from timer_manager import CancellationToken, ManagerClosed, QueueFull, TimerHandle, TimerManager
@@ -516,3 +517,11 @@ async def test_while_the_event_queue_is_full_events_wait_in_redis_not_in_memory(
         assert await client.xlen(key(namespace, "ev")) == 200  # every event is in the stream
         received = [(await receive(handle, 1))[0].name for _ in range(200)]
     assert received == [f"n{index:03}" for index in range(200)]
+
+
+def test_a_namespaces_keys_share_one_cluster_slot() -> None:
+    # One hash tag: a namespace lives in one Redis Cluster slot, where multi-key scripts may run.
+    for namespace in ("sessions", "a:b{c}", "ünï"):
+        keys = namespace_keys(namespace)
+        assert len(keys) == 6
+        assert len({key_slot(name.encode()) for name in keys}) == 1
