@@ -7,6 +7,7 @@ import datetime
 import os
 import secrets
 import socket
+import time
 from decimal import Decimal
 from numbers import Real
 from typing import TYPE_CHECKING
@@ -104,13 +105,13 @@ class RedisStore:
         if isinstance(when, datetime.datetime):
             if when.tzinfo is None or when.utcoffset() is None:
                 raise ValueError(f"when must be an aware datetime (with a tzinfo), got {when!r}")
-            return UnixTime(when.timestamp())
+            return UnixTime(when.timestamp(), max(0.0, when.timestamp() - time.time()))
         if isinstance(when, bool) or not isinstance(when, (Real, Decimal)):
             raise TypeError(f"when must be Unix time in seconds or an aware datetime, got {shown(when)}")
         value = float(when)
         if not 0.0 <= value < 1e13:
             raise ValueError(f"when must be Unix time in seconds, got {shown(when)}")
-        return UnixTime(value)
+        return UnixTime(value, max(0.0, value - time.time()))
 
     def start(self, runner: Runner) -> asyncio.Future[None]:
         """Connect and run the link's tasks until the manager stops."""

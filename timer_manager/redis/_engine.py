@@ -45,10 +45,11 @@ def _nothing(*_: object) -> None:
 class UnixTime:
     """An absolute deadline in Unix seconds, as ``set_timer_at`` takes it on Redis."""
 
-    __slots__ = ("seconds",)
+    __slots__ = ("duration", "seconds")
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, duration: float) -> None:
         self.seconds = seconds
+        self.duration = duration  # how far off it was at the call (what a touch adds to its now)
 
     def __repr__(self) -> str:
         return f"at Unix time {self.seconds:.3f}"

@@ -226,9 +226,10 @@ class Link:
             payload = b"n" if data is None else data
             if op == SET:
                 if isinstance(value, float):
-                    args += ("s", name, repr((value - now) * 1e6), "", payload)
+                    delay = (value - now) * 1e6
+                    args += ("s", name, repr(delay), repr(max(0.0, delay)), payload)
                 else:
-                    args += ("a", name, repr(value.seconds * 1000.0), "", payload)
+                    args += ("a", name, repr(value.seconds * 1000.0), repr(value.duration * 1e6), payload)
             elif op == SET_INTERVAL:
                 interval: Interval = value
                 period_ms = max(1, round(interval.period * 1000))

@@ -5,9 +5,9 @@ Cluster slot and every script may touch all of its keys:
 
 ==========  ======  ==================================================================================
 ``due``     ZSET    pending timers not yet promoted: member = name, score = due time (Unix ms)
-``data``    HASH    every pending timer: name -> ``gen|period|missed|payload`` (a repeating timer stays
-                    here while its event is out)
-``fired``   HASH    promoted events not yet acknowledged: name -> ``entry id|gen|due``
+``data``    HASH    every pending timer: name -> ``gen|duration|period|missed|origin|payload`` (see
+                    ``unpack_timer``; a repeating timer stays here while its event is out)
+``fired``   HASH    promoted events not yet acknowledged: name -> ``entry id|gen|due|duration``
 ``seq``     STRING  the generation counter (``INCR``): unique per set, and the order of sets
 ``wake``    ZSET    one member whose score is the earliest due time, moved earlier by a set: the marker
                     that an idle manager blocks on (``BZPOPMIN``)
@@ -44,6 +44,23 @@ local function retract(name)
     return 0
 end
 
+-- A pending timer's record: its generation, the duration it was last set with (microseconds, for a
+-- touch), and for a repeating timer its period (ms), missed-tick policy and grid origin (ms); then the payload.
+local function unpack_timer(value)
+    local fields, position = {}, 1
+    for _ = 1, 5 do
+        local bar = string.find(value, '|', position, true)
+        fields[#fields + 1] = string.sub(value, position, bar - 1)
+        position = bar + 1
+    end
+    fields[6] = string.sub(value, position)
+    return fields
+end
+
+local function pack_timer(gen, duration, period, missed, origin, payload)
+    return gen .. '|' .. duration .. '|' .. period .. '|' .. missed .. '|' .. origin .. '|' .. payload
+end
+
 local function earliest()
     local first = redis.call('ZRANGE', due_key, 0, 0, 'WITHSCORES')
     if first[2] then return tonumber(first[2]) end
@@ -52,9 +69,10 @@ end
 """
 
 # APPLY(max_timers, group, then commands of five arguments each: op, name, a, b, c) -> counts.
-#   s name delay_us gen?- payload          set, due now + delay (the client took off the time it waited)
-#   a name unix_ms  -    payload          set, due at an absolute Unix time
+#   s name delay_us duration_us payload    set, due now + delay (the client took off the time it waited)
+#   a name unix_ms  duration_us payload    set, due at an absolute Unix time
 #   i name delay_us period_ms|missed payload   repeating timer, first due now + delay
+#   t name -        -    -                touch: due now + the duration it was last set with
 #   r name gen      received_ms -         re-arm a repeating timer whose event ``gen`` was received
 #   c name -        -    -                cancel
 #   C -    -        -    -                cancel all
@@ -72,13 +90,8 @@ local before = earliest()
 local set, reset, cancelled, retracted, refused = 0, 0, 0, 0, 0
 local valid = {}
 
-local function next_due(spec, previous, received)
-    local bar = string.find(spec, '|', 1, true)
-    local period = tonumber(string.sub(spec, 1, bar - 1))
-    local missed = string.sub(spec, bar + 1)
-    local origin_end = string.find(missed, '|', 1, true)
-    local origin = tonumber(string.sub(missed, origin_end + 1))
-    missed = string.sub(missed, 1, origin_end - 1)
+local function next_due(fields, previous, received)
+    local period, missed, origin = tonumber(fields[3]), fields[4], tonumber(fields[5])
     local due
     if missed == 'burst' then
         due = previous + period
@@ -91,7 +104,7 @@ local function next_due(spec, previous, received)
     return due
 end
 
-local function arm(name, due, spec, payload)
+local function arm(name, due, duration, period, missed, origin, payload)
     local exists = redis.call('HEXISTS', data_key, name) == 1
     if not exists and max_timers > 0 and redis.call('HLEN', data_key) >= max_timers then
         refused = refused + 1
@@ -99,32 +112,58 @@ local function arm(name, due, spec, payload)
     end
     retracted = retracted + retract(name)
     local gen = redis.call('INCR', seq_key)
-    redis.call('HSET', data_key, name, gen .. '|' .. spec .. '|' .. payload)
+    redis.call('HSET', data_key, name, pack_timer(gen, duration, period, missed, origin, payload))
     redis.call('ZADD', due_key, due, name)
     if exists then reset = reset + 1 else set = set + 1 end
+end
+
+-- A touch is a set made now with the duration last set, payload kept: a new generation (the order among
+-- equal deadlines is the order of sets and touches), and a promoted, unacknowledged event retracted.
+local function touch(name)
+    local value = redis.call('HGET', data_key, name)
+    local fields
+    if value then
+        fields = unpack_timer(value)
+    else
+        local fired = redis.call('HGET', fired_key, name)  -- a one-shot timer whose event is out
+        if not fired then return end
+        local id = string.match(fired, '^[^|]+')
+        local entry = redis.call('XRANGE', ev_key, id, id)
+        if not entry[1] then return end
+        local entry_fields = entry[1][2]
+        local payload = ''
+        for j = 1, #entry_fields, 2 do
+            if entry_fields[j] == 'p' then payload = entry_fields[j + 1] end
+        end
+        fields = {'', string.match(fired, '([^|]*)$'), '', '', '', payload}
+    end
+    local duration = tonumber(fields[2])
+    local origin = fields[5]
+    if fields[3] ~= '' then  -- a repeating timer: its grid moves with it
+        origin = tostring(math.ceil((now_us + duration) / 1000))
+    end
+    arm(name, math.ceil((now_us + duration) / 1000), fields[2], fields[3], fields[4], origin, fields[6])
 end
 
 for i = 3, #ARGV, 5 do
     local op, name, a, b, c = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
     if op == 's' then
-        arm(name, math.ceil((now_us + tonumber(a)) / 1000), '|', c)
+        arm(name, math.ceil((now_us + tonumber(a)) / 1000), b, '', '', '', c)
     elseif op == 'a' then
-        arm(name, math.ceil(tonumber(a)), '|', c)
+        arm(name, math.ceil(tonumber(a)), b, '', '', '', c)
     elseif op == 'i' then
         local first = math.ceil((now_us + tonumber(a)) / 1000)
-        arm(name, first, b .. '|' .. first, c)
+        local bar = string.find(b, '|', 1, true)
+        local period = string.sub(b, 1, bar - 1)
+        arm(name, first, tostring(tonumber(period) * 1000), period, string.sub(b, bar + 1), tostring(first), c)
+    elseif op == 't' then
+        touch(name)
     elseif op == 'r' then
         local value = redis.call('HGET', data_key, name)
         if value and redis.call('ZSCORE', due_key, name) == false then
-            local bar = string.find(value, '|', 1, true)
-            if string.sub(value, 1, bar - 1) == a then
-                -- spec = period|missed|origin, payload after it
-                local rest = string.sub(value, bar + 1)
-                local p1 = string.find(rest, '|', 1, true)
-                local p2 = string.find(rest, '|', p1 + 1, true)
-                local p3 = string.find(rest, '|', p2 + 1, true)
-                local spec = string.sub(rest, 1, p3 - 1)
-                redis.call('ZADD', due_key, next_due(spec, tonumber(b), now_ms), name)
+            local fields = unpack_timer(value)
+            if fields[1] == a then
+                redis.call('ZADD', due_key, next_due(fields, tonumber(b), now_ms), name)
             end
         end
     elseif op == 'c' then
@@ -202,10 +241,8 @@ if #batch > 0 then
     local names = {}
     for j, item in ipairs(batch) do
         names[j] = item[1]
-        local value = redis.call('HGET', data_key, item[1])
-        local bar = string.find(value, '|', 1, true)
-        item[3] = tonumber(string.sub(value, 1, bar - 1))
-        item[4] = value
+        item[4] = unpack_timer(redis.call('HGET', data_key, item[1]))
+        item[3] = tonumber(item[4][1])
     end
     table.sort(batch, function(x, y)
         if x[2] ~= y[2] then return x[2] < y[2] end
@@ -215,23 +252,14 @@ if #batch > 0 then
         redis.call('ZREM', due_key, unpack(names, j, math.min(j + 999, #names)))
     end
     for j, item in ipairs(batch) do
-        local name, due, gen, value = item[1], item[2], item[3], item[4]
-        -- value = gen|period|missed[|origin]|payload: the payload follows the spec's fields
-        local rest = string.sub(value, #tostring(gen) + 2)
-        local period_end = string.find(rest, '|', 1, true)
-        local repeating = period_end > 1
-        local payload
-        if repeating then
-            local p2 = string.find(rest, '|', period_end + 1, true)
-            local p3 = string.find(rest, '|', p2 + 1, true)
-            payload = string.sub(rest, p3 + 1)
-        else
-            payload = string.sub(rest, period_end + 2)
+        local name, due, gen, fields = item[1], item[2], item[3], item[4]
+        local repeating = fields[3] ~= ''
+        if not repeating then
             redis.call('HDEL', data_key, name)
         end
-        local id = redis.call('XADD', ev_key, '*', 'n', name, 'g', gen, 'd', due, 'p', payload,
+        local id = redis.call('XADD', ev_key, '*', 'n', name, 'g', gen, 'd', due, 'p', fields[6],
             'i', repeating and '1' or '0')
-        redis.call('HSET', fired_key, name, id .. '|' .. gen .. '|' .. due)
+        redis.call('HSET', fired_key, name, id .. '|' .. gen .. '|' .. due .. '|' .. fields[2])
         late[j] = now_ms - due
     end
 end
@@ -282,7 +310,7 @@ if what == 'deadline' then
     if score then return tonumber(score) end
     if redis.call('HEXISTS', data_key, ARGV[2]) == 1 then
         local fired = redis.call('HGET', fired_key, ARGV[2])
-        if fired then return tonumber(string.match(fired, '[^|]+$')) end
+        if fired then return tonumber(string.match(fired, '^[^|]*|[^|]*|([^|]*)')) end
     end
     return -1
 elseif what == 'count' then
