@@ -23,7 +23,7 @@ import importlib
 import math
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from heapq import heappop, heappush
 from typing import Any
 
@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - uvloop is in the bench and test extras
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
-__all__ = ("CONTENDERS", "ContenderSpec", "loop_factory")
+__all__ = ("CONTENDERS", "ContenderSpec", "loop_factory", "on_loop")
 
 
 def loop_factory(name: str) -> LoopFactory:
@@ -327,3 +327,13 @@ CONTENDERS: list[ContenderSpec] = [
         needs_heartbeat=True,
     ),
 ]
+
+
+def on_loop(spec: ContenderSpec, loop: str) -> ContenderSpec:
+    """``spec`` on another event loop: the same contender, keyed ``<key>-uvloop`` on uvloop, where only the
+    set of delivered names is checked (see ``ordered``)."""
+    if spec.loop == loop:
+        return spec
+    if loop == "uvloop":
+        return replace(spec, key=f"{spec.key}-uvloop", label=f"{spec.label}, uvloop", loop="uvloop", ordered=False)
+    raise ValueError(f"no {loop} variant of {spec.key}")

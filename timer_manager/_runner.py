@@ -25,7 +25,7 @@ from ._admission import Admission
 from ._core import Engine, TimerTable
 from ._inbox import Inbox
 from ._protocol import OP_NAMES, QUEUED_FIRST, SET, SET_INTERVAL, SHUTDOWN, Command, EngineInterface
-from ._wakeup import Wakeup, create_wakeup
+from ._wakeup import LOOP_RESOLUTION, Wakeup, create_wakeup
 from .errors import ManagerClosed
 
 logger = logging.getLogger("timer_manager")
@@ -60,9 +60,12 @@ class Runner:
         command_capacity: int,
         event_capacity: int,
         max_timers: int | None,
+        slack: float = 0.0,
     ) -> None:
         self.name = name
         self.heartbeat = heartbeat
+        self.slack = slack  # a wake-up for due timers comes at least this long after the last delivery
+        self.last_delivery = -math.inf  # the clock at the last pass that delivered a timer
         self.max_timers = max_timers
         self.table = TimerTable()
         # A size past sys.maxsize is no bound at all; the engine counts in C ssize_t.
@@ -360,7 +363,10 @@ class Runner:
         self.state = RUNNING
         self.origin = self.clock()
         self.done = loop.create_future()
-        self.wakeup = create_wakeup(loop, self.clock, self._on_wakeup)
+        # Precision is worth a timerfd only where the slack asks for finer than the loop's own timer, or
+        # where the heartbeat, not the slack, spaces the wake-ups (they are rare then).
+        precise = self.slack < max(self.heartbeat, LOOP_RESOLUTION)
+        self.wakeup = create_wakeup(loop, self.clock, self._on_wakeup, precise)
         self.schedule_service()
         logger.info(
             "timer manager %r started (heartbeat %gs, command queue %d, event queue %d)",
@@ -395,6 +401,7 @@ class Runner:
                 self.wake_senders(inbox_taken=True)
             now = self.clock()
             if engine.fire(self._grid_floor(now), now):
+                self.last_delivery = now
                 self.wake_receivers()
             self._note_room(now)
             self.arm_timer()
@@ -447,7 +454,10 @@ class Runner:
 
     def _grid_ceil(self, deadline: float) -> float:
         """The first heartbeat tick at or after ``deadline``."""
-        step = self.heartbeat
+        return self._ceil_on(self.heartbeat, deadline)
+
+    def _ceil_on(self, step: float, deadline: float) -> float:
+        """The first instant ``origin + k * step`` at or after ``deadline`` (``deadline`` itself if ``step`` is 0)."""
         ticks = (deadline - self.origin) / step if step else 0.0
         if ticks <= 0.0 or ticks > _EXACT_TICKS:  # no heartbeat, in the past, or beyond the grid's precision
             return deadline
@@ -466,9 +476,12 @@ class Runner:
         if next_deadline is None or next_deadline == math.inf:
             wakeup.disarm()
             return
+        # Timers due within timer_slack of the last delivery wait for one wake-up together: each wake-up
+        # costs far more than a timer (docs/benchmarks.md, "Steady rates").
+        when = max(self._grid_ceil(next_deadline), self.last_delivery + self.slack)
         # Far deadlines (a duration of 1e15 s, say) wake the manager once a year instead: loops
         # cannot hold timers that far away.
-        when = min(self._grid_ceil(next_deadline), self.clock() + _LONGEST_WAIT)
+        when = min(when, self.clock() + _LONGEST_WAIT)
         if wakeup.when != when:
             wakeup.arm(when)
 

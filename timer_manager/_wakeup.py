@@ -24,7 +24,12 @@ from typing import Protocol
 
 from ._env import is_true
 
-__all__ = ("LoopTimerWakeup", "TimerFdWakeup", "Wakeup", "create_wakeup")
+__all__ = ("LOOP_RESOLUTION", "LoopTimerWakeup", "TimerFdWakeup", "Wakeup", "create_wakeup")
+
+# How late the loop's own timer may come (asyncio and uvloop sleep in whole milliseconds). A manager
+# allowed at least this much slack beyond its heartbeat uses the loop's timer: on Linux a timerfd
+# wake-up cost about 45 µs more CPU than a call_at one (docs/benchmarks.md, "Steady rates").
+LOOP_RESOLUTION = 0.001
 
 
 class Wakeup(Protocol):
@@ -212,9 +217,12 @@ class TimerFdWakeup:
         self.callback()
 
 
-def create_wakeup(loop: asyncio.AbstractEventLoop, clock: Callable[[], float], callback: Callable[[], None]) -> Wakeup:
-    """The most precise wake-up ``loop`` allows for a manager reading ``clock``."""
-    calls = _timerfd_calls() if clock is time.monotonic and not _disabled() else None
+def create_wakeup(
+    loop: asyncio.AbstractEventLoop, clock: Callable[[], float], callback: Callable[[], None], precise: bool = True
+) -> Wakeup:
+    """The most precise wake-up ``loop`` allows for a manager reading ``clock``, or, if not ``precise``, the
+    loop's own timer (the cheaper where a timerfd is possible: see ``LOOP_RESOLUTION``)."""
+    calls = _timerfd_calls() if precise and clock is time.monotonic and not _disabled() else None
     if calls is not None:
         try:
             return TimerFdWakeup(loop, callback, calls)

@@ -23,6 +23,7 @@ __all__ = ("TimerManager",)
 
 DEFAULT_HEARTBEAT = 0.01
 DEFAULT_BUFFER_SIZE = 1024
+DEFAULT_TIMER_SLACK = 0.002  # seconds; see TimerManager's docstring and docs/benchmarks.md ("Steady rates")
 SUSPICIOUS_HEARTBEAT = 60.0  # seconds; more is most likely a unit mistake
 
 
@@ -45,6 +46,7 @@ class TimerManager:
         cancel_token: CancellationToken | None = None,
         *,
         max_timers: int | None = None,
+        timer_slack: Duration = DEFAULT_TIMER_SLACK,
     ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}: {name!r}")
@@ -62,7 +64,8 @@ class TimerManager:
             max_timers = check_size(max_timers, "max_timers")
         if cancel_token is not None and not isinstance(cancel_token, CancellationToken):
             raise TypeError(f"cancel_token must be a CancellationToken, got {type(cancel_token).__name__}")
-        self._runner = Runner(str(name), heartbeat, commands, events, max_timers)
+        slack = seconds(timer_slack, "timer_slack")
+        self._runner = Runner(str(name), heartbeat, commands, events, max_timers, slack)
         self._token = cancel_token if cancel_token is not None else CancellationToken()
         self._handle = TimerHandle(self._runner)
 
@@ -82,7 +85,8 @@ class TimerManager:
     ) -> tuple[TimerManager, TimerHandle]:
         """Create a manager and its handle, as the Rust crate's ``TimerManager::new`` does.
 
-        ``options``: ``max_timers`` (refuse sets of new names beyond this many live and queued timers).
+        ``options``: ``max_timers`` (refuse sets of new names beyond this many live and queued timers);
+        ``timer_slack`` (how late past its tick a timer may be delivered so that one wake-up takes several).
         """
         manager = cls(name, heartbeat_interval, command_buffer_size, event_buffer_size, cancel_token, **options)
         return manager, manager._handle
