@@ -73,7 +73,7 @@ class Library:
     """``timer_manager`` with a given core (``c``: the Cython table; ``py``: the pure-Python one),
     through ``try_set_timer``, ``try_cancel_timer`` and ``recv_event(s)``."""
 
-    def __init__(self, kind: str, heartbeat: float, capacity: int) -> None:
+    def __init__(self, kind: str, heartbeat: float, capacity: int, **options: Any) -> None:
         from timer_manager import TimerManager, _runner
 
         patches = core_patches(kind)
@@ -82,7 +82,7 @@ class Library:
         for name, value in patches.items():  # the manager builds its table (and engine) from these
             setattr(_runner, name, value)
         try:
-            self.manager, self.handle = TimerManager.new("bench", heartbeat, capacity, capacity)
+            self.manager, self.handle = TimerManager.new("bench", heartbeat, capacity, capacity, **options)
         finally:
             for name, value in saved.items():
                 setattr(_runner, name, value)
@@ -279,6 +279,7 @@ class ContenderSpec:
     ordered: bool = True
     has_heartbeat: bool = False  # whether its delivery follows the heartbeat (else: at each deadline)
     needs_heartbeat: bool = False  # it cannot run with heartbeat 0
+    steady_only: bool = False  # a variant shown in the steady workload only
 
     async def build(self, heartbeat: float, capacity: int) -> Any:
         """Create and start the contender on the running loop."""
@@ -289,7 +290,7 @@ class ContenderSpec:
     def available(self) -> bool:
         if self.loop == "uvloop" and uvloop is None:
             return False
-        if self.key == "tm-cython":
+        if self.key.startswith("tm-cython"):
             try:
                 importlib.import_module("timer_manager._core_c")
             except ImportError:
@@ -311,6 +312,14 @@ CONTENDERS: list[ContenderSpec] = [
         "asyncio",
         lambda h, cap: Library("py", h, cap),
         has_heartbeat=True,
+    ),
+    ContenderSpec(
+        "tm-cython-precise",
+        "timer_manager, Cython table, timer_slack=0 (a wake-up per deadline; a timerfd on asyncio)",
+        "asyncio",
+        lambda h, cap: Library("c", h, cap, timer_slack=0.0),
+        has_heartbeat=True,
+        steady_only=True,
     ),
     ContenderSpec("call_later", "dict of call_later + asyncio.Queue", "asyncio", CallLater),
     ContenderSpec(

@@ -9,8 +9,8 @@ numbers are never reported).
 from __future__ import annotations
 
 import datetime
-import math
 import importlib.metadata
+import math
 import os
 import platform
 import shlex
@@ -531,7 +531,7 @@ def steady_tables(records: Sequence[Record]) -> str:
 
 
 def _contender_order(key: str) -> int:
-    order = ["tm-cython", "tm-python", "call_later", "heapq", "rust-scan"]
+    order = ["tm-cython", "tm-cython-precise", "tm-python", "call_later", "heapq", "rust-scan"]
     base = key.removesuffix("-uvloop")
     return order.index(base) if base in order else len(order)
 
