@@ -69,6 +69,9 @@ def core_patches(kind: str) -> dict[str, Any]:
     }
 
 
+LIBRARY_OPTIONS: dict[str, Any] = {}  # extra TimerManager options for the library rows (compare.py --timer-slack)
+
+
 class Library:
     """``timer_manager`` with a given core (``c``: the Cython table; ``py``: the pure-Python one),
     through ``try_set_timer``, ``try_cancel_timer`` and ``recv_event(s)``."""
@@ -82,6 +85,7 @@ class Library:
         for name, value in patches.items():  # the manager builds its table (and engine) from these
             setattr(_runner, name, value)
         try:
+            options = {**LIBRARY_OPTIONS, **options}
             self.manager, self.handle = TimerManager.new("bench", heartbeat, capacity, capacity, **options)
         finally:
             for name, value in saved.items():

@@ -1,8 +1,8 @@
 """Smoke run of ``compare.py`` in the normal test run, so that the comparison cannot rot.
 
 Every workload runs for every contender at a tiny size (10^3 timers, a 50 ms storm, 0.1 s idle; the
-steady workload at 2k/s for 50 ms, heartbeats 0 and 1 ms, on both loops), without the chart; the only assertion is that every contender delivered the expected events.
-Nothing here asserts speed.
+steady workload at 2k/s for 50 ms, heartbeats 0 and 1 ms, on both loops), without the chart; the only
+assertion is that every contender delivered the expected events. Nothing here asserts speed.
 """
 
 from __future__ import annotations

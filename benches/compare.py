@@ -41,6 +41,7 @@ if str(HERE) not in sys.path:
 if importlib.util.find_spec("timer_manager") is None:  # not installed: use the checkout's
     sys.path.insert(0, str(HERE.parent))
 
+import _contenders  # noqa: E402
 import _memory  # noqa: E402
 import _report  # noqa: E402
 import _workloads  # noqa: E402
@@ -74,6 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--steady-heartbeats", type=float, nargs="+", default=list(STEADY_HEARTBEATS), help="steady: heartbeats (s)"
     )
     parser.add_argument("--steady-window", type=float, help="steady: seconds of expiries per run (default 1)")
+    parser.add_argument("--timer-slack", type=float, help="the library's timer_slack (default: the library's own)")
     parser.add_argument("--contenders", nargs="+", help="only these contenders (keys)")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, help="only these workloads")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where compare.json/.png go")
@@ -228,6 +230,9 @@ def _record(job: Job, metrics: dict[str, float], verdict: str | None) -> dict[st
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison; return 1 if any contender delivered the wrong events, else 0."""
     args = parse_args(argv)
+    _contenders.LIBRARY_OPTIONS.clear()
+    if args.timer_slack is not None:
+        _contenders.LIBRARY_OPTIONS["timer_slack"] = args.timer_slack
     contenders = [spec for spec in CONTENDERS if spec.available()]
     if args.contenders:
         contenders = [spec for spec in contenders if spec.key in args.contenders]
@@ -277,9 +282,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.heartbeat * 1e3:g} ms in the CPU workloads. The library's set call only queues a command: "
             f"applying it is counted in the per-expiry and churn figures. Cells: median of {args.rounds} round(s) "
             f"(idle, memory and 10^6 lateness: 1); in parentheses: contender / `{_report.BASELINE}`, the median of "
-            f"same-round ratios. The uvloop and Rust-crate-design rows are checked for the same set of names (their order "
-            f"within a tick or a millisecond is not by deadline); every other row for the same names in the same "
-            f"order."
+            f"same-round ratios. The uvloop and Rust-crate-design rows are checked for the same set of names (their "
+            f"order within a tick or a millisecond is not by deadline); every other row for the same names in the "
+            f"same order."
         )
     print(f"Run took {elapsed:.0f} s.")
     if missing:
@@ -287,12 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(tables)
     if steady_records:
+        slack = _report.default_slack() if args.timer_slack is None else args.timer_slack
         print(
             f"Steady: timers due one after another at each rate for {args.steady_window:g} s after a lead time, "
             f"set up front (the set calls are in the CPU figure), received by one consumer that stamps each "
             f"receive with the loop's clock; lateness = stamp - deadline (a batch's events share its stamp). "
-            f"Ratios: to `call_later` on the same loop, same round. The library at its defaults "
-            f"(`timer_slack` {_report.default_slack() * 1e3:g} ms). Cells: median of {args.rounds} round(s).\n"
+            f"Ratios: to `call_later` on the same loop, same round. The library with `timer_slack` "
+            f"{slack * 1e3:g} ms. Cells: median of {args.rounds} round(s).\n"
         )
         print(_report.steady_summary(steady_records))
         print(_report.steady_tables(steady_records))
