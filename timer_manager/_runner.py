@@ -4,8 +4,9 @@ The per-timer work is the engine's (``_engine_py.py`` / ``_engine_c.pxi``); this
 when it runs, and keeps everything else: the waiting senders and receivers, the heartbeat grid,
 stopping, logging. Everything here runs on the event loop's thread, in loop callbacks, never in a
 polling task: a ``call_soon`` when the first command of a batch arrives, one wake-up for the next
-grid tick at or after the earliest deadline (``_wakeup.py``: a timerfd on Linux's stock loop, a
-``call_at`` elsewhere), and nothing at all while no timer is due and no command arrives.
+grid tick at or after the earliest deadline, no sooner than ``slack`` after the last delivery
+(``_wakeup.py``: a timerfd on Linux's stock loop where precision pays, a ``call_at`` elsewhere), and
+nothing at all while no timer is due and no command arrives.
 """
 
 from __future__ import annotations

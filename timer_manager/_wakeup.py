@@ -7,8 +7,9 @@ which is most of a heartbeat tick's lateness beyond the grid itself. A ``timerfd
 absolute ``CLOCK_MONOTONIC`` instant (the clock of ``time.monotonic``, which the stock loop's
 ``time()`` reads) makes ``epoll_wait`` return at that instant instead, to the nanosecond the kernel
 allows. It is used only where its clock is the manager's: the stock asyncio loop on Linux with an
-unpatched ``time()``. Everywhere else (uvloop, a virtual-time test loop, Windows' proactor) the
-wake-up is a ``call_at``.
+unpatched ``time()``, and only where the manager asks for precision (``precise``: its slack is under
+``LOOP_RESOLUTION`` or its heartbeat is longer than its slack), since a timerfd wake-up costs more CPU.
+Everywhere else (uvloop, a virtual-time test loop, Windows' proactor) the wake-up is a ``call_at``.
 """
 
 from __future__ import annotations
