@@ -19,7 +19,7 @@ ratios to ``call_later``, and PASS/FAIL per target; written: ``benches/results/c
 
     python benches/compare.py            # 10^4, 10^5, 10^6 timers, and the steady rates: about 20 minutes
     python benches/compare.py --quick    # 10^5 only, one round, 0.5 s idle, no heartbeat-0 lateness, and
-                                         # the steady rates for tm-cython and call_later over 0.2 s: ~1 min
+                                         # the steady rates for tm-cython and call_later over 0.2 s: < 2 min
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="10^5 timers (the targets' size), one round, no heartbeat-0 lateness: < 1 min",
+        help="10^5 timers (the targets' size), one round, no heartbeat-0 lateness, a short steady run: < 2 min",
     )
     parser.add_argument("--sizes", type=int, nargs="+", help="numbers of timers (default 10^4 10^5 10^6)")
     parser.add_argument("--rounds", type=int, help="rounds of the storm and churn (default 3)")
