@@ -23,7 +23,7 @@ import importlib
 import math
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from heapq import heappop, heappush
 from typing import Any
 
@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - uvloop is in the bench and test extras
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
-__all__ = ("CONTENDERS", "ContenderSpec", "loop_factory")
+__all__ = ("CONTENDERS", "ContenderSpec", "loop_factory", "on_loop")
 
 
 def loop_factory(name: str) -> LoopFactory:
@@ -69,11 +69,14 @@ def core_patches(kind: str) -> dict[str, Any]:
     }
 
 
+LIBRARY_OPTIONS: dict[str, Any] = {}  # extra TimerManager options for the library rows (compare.py --timer-slack)
+
+
 class Library:
     """``timer_manager`` with a given core (``c``: the Cython table; ``py``: the pure-Python one),
     through ``try_set_timer``, ``try_cancel_timer`` and ``recv_event(s)``."""
 
-    def __init__(self, kind: str, heartbeat: float, capacity: int) -> None:
+    def __init__(self, kind: str, heartbeat: float, capacity: int, **options: Any) -> None:
         from timer_manager import TimerManager, _backend
 
         patches = core_patches(kind)
@@ -82,7 +85,8 @@ class Library:
         for name, value in patches.items():  # the manager builds its table (and engine) from these
             setattr(_backend, name, value)
         try:
-            self.manager, self.handle = TimerManager.new("bench", heartbeat, capacity, capacity)
+            options = {**LIBRARY_OPTIONS, **options}
+            self.manager, self.handle = TimerManager.new("bench", heartbeat, capacity, capacity, **options)
         finally:
             for name, value in saved.items():
                 setattr(_backend, name, value)
@@ -279,6 +283,7 @@ class ContenderSpec:
     ordered: bool = True
     has_heartbeat: bool = False  # whether its delivery follows the heartbeat (else: at each deadline)
     needs_heartbeat: bool = False  # it cannot run with heartbeat 0
+    steady_only: bool = False  # a variant shown in the steady workload only
 
     async def build(self, heartbeat: float, capacity: int) -> Any:
         """Create and start the contender on the running loop."""
@@ -289,7 +294,7 @@ class ContenderSpec:
     def available(self) -> bool:
         if self.loop == "uvloop" and uvloop is None:
             return False
-        if self.key == "tm-cython":
+        if self.key.startswith("tm-cython"):
             try:
                 importlib.import_module("timer_manager._core_c")
             except ImportError:
@@ -312,6 +317,14 @@ CONTENDERS: list[ContenderSpec] = [
         lambda h, cap: Library("py", h, cap),
         has_heartbeat=True,
     ),
+    ContenderSpec(
+        "tm-cython-precise",
+        "timer_manager, Cython table, timer_slack=0 (a wake-up per deadline; a timerfd on asyncio)",
+        "asyncio",
+        lambda h, cap: Library("c", h, cap, timer_slack=0.0),
+        has_heartbeat=True,
+        steady_only=True,
+    ),
     ContenderSpec("call_later", "dict of call_later + asyncio.Queue", "asyncio", CallLater),
     ContenderSpec(
         "call_later-uvloop", "dict of call_later + asyncio.Queue, uvloop", "uvloop", CallLater, ordered=False
@@ -327,3 +340,13 @@ CONTENDERS: list[ContenderSpec] = [
         needs_heartbeat=True,
     ),
 ]
+
+
+def on_loop(spec: ContenderSpec, loop: str) -> ContenderSpec:
+    """``spec`` on another event loop: the same contender, keyed ``<key>-uvloop`` on uvloop, where only the
+    set of delivered names is checked (see ``ordered``)."""
+    if spec.loop == loop:
+        return spec
+    if loop == "uvloop":
+        return replace(spec, key=f"{spec.key}-uvloop", label=f"{spec.label}, uvloop", loop="uvloop", ordered=False)
+    raise ValueError(f"no {loop} variant of {spec.key}")

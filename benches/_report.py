@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import math
 import os
 import platform
 import shlex
@@ -29,6 +30,9 @@ __all__ = (
     "environment_block",
     "evaluate_targets",
     "markdown_tables",
+    "steady_summary",
+    "steady_tables",
+    "steady_targets",
 )
 
 BASELINE = "call_later"  # the ratios are contender / this, in the same round
@@ -400,3 +404,185 @@ def draw_chart(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ the steady workload
+
+LOOPS = ("asyncio", "uvloop")
+STYLES = (("single", "`recv_event()`"), ("batch", "`recv_events(1024)`"))
+# (rate at most, bound on tm-cython's CPU per event / call_later's on the same loop)
+STEADY_CPU_BOUNDS = ((1_000.0, 1.0), (float("inf"), 0.5))
+STEADY_P99_MS = 1.0  # lateness p99 bound at heartbeat 0, rates up to STEADY_P99_RATE
+STEADY_P99_RATE = 10_000.0
+
+
+def default_slack() -> float:
+    """The library's default ``timer_slack`` (s)."""
+    from timer_manager.manager import DEFAULT_TIMER_SLACK
+
+    return DEFAULT_TIMER_SLACK
+
+
+def _rate_label(rate: float) -> str:
+    return f"{rate / 1000:g}k/s" if rate >= 1000 else f"{rate:g}/s"
+
+
+def _hb_label(heartbeat: float | None) -> str:
+    return "—" if heartbeat is None else f"{heartbeat * 1e3:g} ms"
+
+
+def _steady_select(records: Iterable[Record], **where: Any) -> list[Record]:
+    return [r for r in records if r["workload"] == "steady" and all(r.get(k) == v for k, v in where.items())]
+
+
+def _baseline_key(loop: str) -> str:
+    return BASELINE if loop == "asyncio" else f"{BASELINE}-uvloop"
+
+
+def _library_key(loop: str, library: str = "tm-cython") -> str:
+    return library if loop == "asyncio" else f"{library}-uvloop"
+
+
+def steady_cell(
+    records: Sequence[Record], contender: str, loop: str, rate: float, heartbeat: float | None, style: str
+) -> dict[str, float] | None:
+    """Medians over rounds of one steady cell, with ``ratio`` (the median of same-round ratios of CPU per
+    event to call_later's on the same loop), or None (not run, or its event check failed)."""
+    mine = _steady_select(records, contender=contender, loop=loop, rate=rate, heartbeat=heartbeat, style=style)
+    if not mine or any(r["check"] for r in mine):
+        return None
+    theirs = {
+        r["round"]: r["metrics"]["cpu_per_event_us"]
+        for r in _steady_select(records, contender=_baseline_key(loop), loop=loop, rate=rate, style=style)
+        if not r["check"]
+    }
+    cell = {
+        metric: statistics.median(r["metrics"][metric] for r in mine)
+        for metric in ("cpu_per_event_us", "p50_ms", "p99_ms", "max_ms")
+    }
+    cell["early"] = max(r["metrics"]["early"] for r in mine)
+    ratios = [r["metrics"]["cpu_per_event_us"] / theirs[r["round"]] for r in mine if theirs.get(r["round"])]
+    cell["ratio"] = statistics.median(ratios) if ratios else math.nan
+    return cell
+
+
+def _steady_axes(records: Sequence[Record]) -> tuple[list[float], list[float | None]]:
+    rates = sorted({r["rate"] for r in records if r["workload"] == "steady"})
+    beats = sorted({r["heartbeat"] for r in records if r["workload"] == "steady" and r["heartbeat"] is not None})
+    return rates, beats
+
+
+def steady_summary(records: Sequence[Record], library: str = "tm-cython") -> str:
+    """The README's table: for each rate and heartbeat, the library's CPU per event as a ratio to
+    call_later's on the same loop, and its lateness p50 / p99, on each loop and receive style."""
+    rates, beats = _steady_axes(records)
+    loops = [loop for loop in LOOPS if _steady_select(records, loop=loop)]
+    columns = [(loop, style, label) for loop in loops for style, label in STYLES]
+    lines = [
+        f"**Steady rates: `{library}` CPU per delivered event / `{BASELINE}`'s on the same loop; lateness p50 / p99 "
+        "(ms)**",
+        "",
+        "| rate | heartbeat | " + " | ".join(f"{loop}, {label}" for loop, _, label in columns) + " |",
+        "|---|---|" + "---:|" * len(columns),
+    ]
+    for rate in rates:
+        for heartbeat in beats:
+            cells = []
+            for loop, style, _ in columns:
+                cell = steady_cell(records, _library_key(loop, library), loop, rate, heartbeat, style)
+                cells.append(_steady_text(cell, cpu=False))
+            lines.append(f"| {_rate_label(rate)} | {_hb_label(heartbeat)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _steady_text(cell: dict[str, float] | None, cpu: bool = True) -> str:
+    if cell is None:
+        return "—"
+    early = f", {cell['early']:.0f} early" if cell["early"] else ""
+    head = f"{_fmt(cell['cpu_per_event_us'])} " if cpu else ""
+    return f"{head}({cell['ratio']:.2f}x) · {_fmt(cell['p50_ms'])} / {_fmt(cell['p99_ms'])}{early}"
+
+
+def steady_tables(records: Sequence[Record]) -> str:
+    """Every contender, per loop and receive style: CPU per event (µs) with its ratio to call_later's on
+    the same loop, and lateness p50 / p99 (ms)."""
+    rates, _ = _steady_axes(records)
+    lines: list[str] = []
+    for loop in LOOPS:
+        for style, label in STYLES:
+            rows = sorted(
+                {(r["contender"], r["heartbeat"]) for r in _steady_select(records, loop=loop, style=style)},
+                key=lambda row: (_contender_order(row[0]), -1.0 if row[1] is None else row[1]),
+            )
+            if not rows:
+                continue
+            lines += [
+                f"**Steady, {loop}, {label}: CPU per delivered event (µs) (ratio to `{_baseline_key(loop)}`, same "
+                "round) · lateness p50 / p99 (ms)**",
+                "",
+                "| contender | heartbeat | " + " | ".join(_rate_label(rate) for rate in rates) + " |",
+                "|---|---|" + "---:|" * len(rates),
+            ]
+            for contender, heartbeat in rows:
+                cells = [_steady_text(steady_cell(records, contender, loop, rate, heartbeat, style)) for rate in rates]
+                lines.append(f"| {contender} | {_hb_label(heartbeat)} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _contender_order(key: str) -> int:
+    order = ["tm-cython", "tm-cython-precise", "tm-python", "call_later", "heapq", "rust-scan"]
+    base = key.removesuffix("-uvloop")
+    return order.index(base) if base in order else len(order)
+
+
+def steady_targets(records: Sequence[Record], library: str = "tm-cython") -> list[tuple[str, bool | None, str]]:
+    """The steady workload's targets, per loop: the worst cell of each."""
+    out: list[tuple[str, bool | None, str]] = []
+    rates, beats = _steady_axes(records)
+    for loop in LOOPS:
+        key = _library_key(loop, library)
+        if not _steady_select(records, contender=key):
+            continue
+        low = 0.0
+        for top, bound in STEADY_CPU_BOUNDS:
+            cells = [
+                (steady_cell(records, key, loop, rate, heartbeat, style), rate, heartbeat, style)
+                for rate in rates
+                if low < rate <= top
+                for heartbeat in beats
+                for style, _ in STYLES
+            ]
+            low = top
+            measured = [(c["ratio"], rate, hb, style) for c, rate, hb, style in cells if c is not None]
+            if not measured:
+                continue
+            worst = max(measured)
+            where = f"{_rate_label(worst[1])}, heartbeat {_hb_label(worst[2])}, {worst[3]}"
+            label = f"steady CPU per event vs {_baseline_key(loop)}, {loop}, every cell at {_rates_text(cells)}"
+            out.append((label, worst[0] <= bound, f"worst {worst[0]:.2f}x ({where}), need <= {bound:g}x"))
+        cells_p99 = [
+            (steady_cell(records, key, loop, rate, 0.0, style), rate, style)
+            for rate in rates
+            if rate <= STEADY_P99_RATE
+            for style, _ in STYLES
+        ]
+        measured_p99 = [(c["p99_ms"], rate, style) for c, rate, style in cells_p99 if c is not None]
+        if measured_p99:
+            worst_p99 = max(measured_p99)
+            out.append(
+                (
+                    f"steady lateness p99 at heartbeat 0, {loop}, rates up to {_rate_label(STEADY_P99_RATE)} (ms)",
+                    worst_p99[0] <= STEADY_P99_MS,
+                    f"worst {_fmt(worst_p99[0])} ({_rate_label(worst_p99[1])}, {worst_p99[2]}), need <= "
+                    f"{STEADY_P99_MS:g}",
+                )
+            )
+        early = [r["metrics"]["early"] for r in _steady_select(records, contender=key) if not r["check"]]
+        if early:
+            out.append((f"steady, never early, {loop} (events before deadline)", max(early) == 0, f"{max(early):.0f}"))
+    return out
+
+
+def _rates_text(cells: Sequence[tuple[Any, float, Any, Any]]) -> str:
+    return ", ".join(_rate_label(rate) for rate in sorted({rate for _, rate, _, _ in cells}))

@@ -25,7 +25,7 @@ from typing import Any
 
 from _contenders import ContenderSpec, loop_factory
 
-__all__ = ("BATCH", "Data", "check", "churn", "idle", "lateness", "run_on_loop", "storm")
+__all__ = ("BATCH", "Data", "check", "churn", "idle", "lateness", "run_on_loop", "steady", "storm")
 
 BATCH = 1024  # the batch consumer's max_events
 WINDOW = 1.0  # the storm: every timer due within this many seconds
@@ -221,3 +221,54 @@ async def idle(spec: ContenderSpec, data: Data, heartbeat: float, seconds: float
     cpu, wall = time.process_time() - cpu_start, time.perf_counter() - wall_start
     await contender.stop()
     return {"idle_core_pct": cpu / wall * 100.0}, []
+
+
+def _percentiles(late: list[float]) -> dict[str, float]:
+    late.sort()
+    return {
+        "p50_ms": late[len(late) // 2],
+        "p99_ms": late[min(len(late) - 1, math.ceil(0.99 * len(late)) - 1)],
+        "max_ms": late[-1],
+        "min_ms": late[0],
+        "early": float(sum(1 for value in late if value < 0.0)),
+    }
+
+
+async def steady(
+    spec: ContenderSpec, data: Data, rate: float, heartbeat: float, style: str
+) -> tuple[dict[str, float], Any]:
+    """Timers due one after another at a steady ``rate`` (``data.n`` of them, ``1 / rate`` apart, after
+    a lead time), received one at a time (``single``) or in batches (``batch``), each receive stamped
+    with the loop's clock: CPU per delivered event over the whole set-then-deliver cycle, and the
+    lateness of each event (stamp - deadline, ms; a batch's events share its stamp)."""
+    n = data.n
+    contender = await spec.build(heartbeat, n + 64)
+    set_ = contender.set
+    lead = lead_time(n)
+    clock = asyncio.get_running_loop().time
+    key = contender.key or (lambda event: event)
+    delivered: list[tuple[str, float]] = []
+    stamps: list[float] = []
+    gc.collect()
+    cpu = time.process_time
+    start = cpu()
+    for i, name in enumerate(data.names):
+        set_(name, lead + i / rate)
+    if style == "single":
+        recv = contender.recv
+        append, stamp = delivered.append, stamps.append
+        for _ in range(n):
+            append(key(await recv()))
+            stamp(clock())
+    else:
+        recv_batch = contender.recv_batch
+        while len(delivered) < n:
+            batch = await recv_batch(BATCH)
+            now = clock()
+            delivered.extend(map(key, batch))
+            stamps.extend(itertools.repeat(now, len(batch)))
+    end = cpu()
+    await contender.stop()
+    late = [(stamp - deadline) * 1e3 for stamp, (_, deadline) in zip(stamps, delivered, strict=False)]
+    metrics = {"cpu_per_event_us": (end - start) / n * 1e6, **_percentiles(late)}
+    return metrics, delivered

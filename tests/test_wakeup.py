@@ -50,7 +50,7 @@ def _kernel_remaining_ns(fd: int) -> int:
 async def test_stock_loop_gets_a_timerfd_other_loops_a_loop_timer() -> None:
     """catches: the timerfd never used (the lateness gain lost), or used on a loop with another clock."""
     loop = asyncio.get_running_loop()
-    async with running(heartbeat=0.0, name="wakeup") as (manager, handle, task):
+    async with running(heartbeat=0.0, name="wakeup", timer_slack=0) as (manager, handle, task):
         wakeup = manager._runner.wakeup
         if _stock_loop(loop):
             assert isinstance(wakeup, TimerFdWakeup)
@@ -63,12 +63,31 @@ async def test_stock_loop_gets_a_timerfd_other_loops_a_loop_timer() -> None:
 @pytest.mark.usefixtures("core")
 @LINUX
 @ASYNCIO_ONLY
+@pytest.mark.parametrize(
+    ("heartbeat", "slack", "precise"),
+    [(0.0, 0.002, False), (0.001, 0.002, False), (0.0, 0.0005, True), (0.0, 0.0, True), (0.01, 0.002, True)],
+)
+async def test_timerfd_only_where_the_slack_asks_for_precision(heartbeat: float, slack: float, precise: bool) -> None:
+    """A slack of at least the loop timer's resolution (1 ms) and the heartbeat takes the loop's own timer;
+    a finer slack, or a heartbeat that spaces the wake-ups more than the slack does, a timerfd.
+    catches: the costly timerfd where the slack allows the loop timer, or the loop timer where the caller
+    asked for sub-millisecond precision (or relies on exact heartbeat ticks)."""
+    async with running(heartbeat=heartbeat, name="wakeup", timer_slack=slack) as (manager, handle, task):
+        wakeup = manager._runner.wakeup
+        assert isinstance(wakeup, TimerFdWakeup if precise else LoopTimerWakeup)
+        await handle.shutdown()
+        await task
+
+
+@pytest.mark.usefixtures("core")
+@LINUX
+@ASYNCIO_ONLY
 async def test_timerfd_is_armed_for_the_exact_instant() -> None:
     """The kernel holds the grid tick itself, to the nanosecond (rounded up), not a millisecond delay.
     catches: arming by a relative delay, or rounding the instant down (an early wake-up)."""
     loop = asyncio.get_running_loop()
     assert _stock_loop(loop)
-    async with running(heartbeat=0.0, name="wakeup") as (manager, handle, task):
+    async with running(heartbeat=0.0, name="wakeup", timer_slack=0) as (manager, handle, task):
         wakeup = manager._runner.wakeup
         assert isinstance(wakeup, TimerFdWakeup)
         deadline = loop.time() + 5.123456789
@@ -121,7 +140,7 @@ async def test_timerfd_closed_and_unwatched_after_stop() -> None:
     """catches: a descriptor leaked per manager, or left in the loop's selector."""
     loop = asyncio.get_running_loop()
     assert _stock_loop(loop)
-    async with running(heartbeat=0.0, name="wakeup") as (manager, handle, task):
+    async with running(heartbeat=0.0, name="wakeup", timer_slack=0) as (manager, handle, task):
         wakeup = manager._runner.wakeup
         assert isinstance(wakeup, TimerFdWakeup)
         fd = wakeup.fd

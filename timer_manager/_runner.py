@@ -4,8 +4,9 @@ The per-timer work is the engine's (``_engine_py.py`` / ``_engine_c.pxi``); this
 when it runs, and keeps everything else: the waiting senders and receivers, the heartbeat grid,
 stopping, logging. Everything here runs on the event loop's thread, in loop callbacks, never in a
 polling task: a ``call_soon`` when the first command of a batch arrives, one wake-up for the next
-grid tick at or after the earliest deadline (``_wakeup.py``: a timerfd on Linux's stock loop, a
-``call_at`` elsewhere), and nothing at all while no timer is due and no command arrives.
+grid tick at or after the earliest deadline, no sooner than ``slack`` after the last delivery
+(``_wakeup.py``: a timerfd on Linux's stock loop where precision pays, a ``call_at`` elsewhere), and
+nothing at all while no timer is due and no command arrives.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ._admission import Admission
 from ._backend import LocalStore, Store
 from ._inbox import Inbox
 from ._protocol import OP_NAMES, QUEUED_FIRST, SET, SET_INTERVAL, SHUTDOWN, Command, EngineInterface
-from ._wakeup import Wakeup, create_wakeup
+from ._wakeup import LOOP_RESOLUTION, Wakeup, create_wakeup
 from .errors import ManagerClosed
 
 logger = logging.getLogger("timer_manager")
@@ -61,9 +62,12 @@ class Runner:
         event_capacity: int,
         max_timers: int | None,
         store: Store | None = None,
+        slack: float = 0.0,
     ) -> None:
         self.name = name
         self.heartbeat = heartbeat
+        self.slack = slack  # a wake-up for due timers comes at least this long after the last delivery
+        self.last_delivery = -math.inf  # the clock at the last pass that delivered a timer
         self.max_timers = max_timers
         # A size past sys.maxsize is no bound at all; the engine counts in C ssize_t.
         command_capacity = min(command_capacity, sys.maxsize)
@@ -369,7 +373,10 @@ class Runner:
         self.state = RUNNING
         self.origin = self.clock()
         self.done = loop.create_future()
-        self.wakeup = create_wakeup(loop, self.clock, self._on_wakeup)
+        # Precision is worth a timerfd only where the slack asks for finer than the loop's own timer, or
+        # where the heartbeat, not the slack, spaces the wake-ups (they are rare then).
+        precise = self.slack < max(self.heartbeat, LOOP_RESOLUTION)
+        self.wakeup = create_wakeup(loop, self.clock, self._on_wakeup, precise)
         self.background = self.store.start(self)
         self.schedule_service()
         logger.info(
@@ -405,6 +412,7 @@ class Runner:
                 self.wake_senders(inbox_taken=True)
             now = self.clock()
             if engine.fire(self._grid_floor(now), now):
+                self.last_delivery = now
                 self.wake_receivers()
             self._note_room(now)
             self.arm_timer()
@@ -457,7 +465,10 @@ class Runner:
 
     def _grid_ceil(self, deadline: float) -> float:
         """The first heartbeat tick at or after ``deadline``."""
-        step = self.heartbeat
+        return self._ceil_on(self.heartbeat, deadline)
+
+    def _ceil_on(self, step: float, deadline: float) -> float:
+        """The first instant ``origin + k * step`` at or after ``deadline`` (``deadline`` itself if ``step`` is 0)."""
         ticks = (deadline - self.origin) / step if step else 0.0
         if ticks <= 0.0 or ticks > _EXACT_TICKS:  # no heartbeat, in the past, or beyond the grid's precision
             return deadline
@@ -476,9 +487,12 @@ class Runner:
         if next_deadline is None or next_deadline == math.inf:
             wakeup.disarm()
             return
+        # Timers due within timer_slack of the last delivery wait for one wake-up together: each wake-up
+        # costs far more than a timer (docs/benchmarks.md, "Steady rates").
+        when = max(self._grid_ceil(next_deadline), self.last_delivery + self.slack)
         # Far deadlines (a duration of 1e15 s, say) wake the manager once a year instead: loops
         # cannot hold timers that far away.
-        when = min(self._grid_ceil(next_deadline), self.clock() + _LONGEST_WAIT)
+        when = min(when, self.clock() + _LONGEST_WAIT)
         if wakeup.when != when:
             wakeup.arm(when)
 

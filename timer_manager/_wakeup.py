@@ -7,8 +7,9 @@ which is most of a heartbeat tick's lateness beyond the grid itself. A ``timerfd
 absolute ``CLOCK_MONOTONIC`` instant (the clock of ``time.monotonic``, which the stock loop's
 ``time()`` reads) makes ``epoll_wait`` return at that instant instead, to the nanosecond the kernel
 allows. It is used only where its clock is the manager's: the stock asyncio loop on Linux with an
-unpatched ``time()``. Everywhere else (uvloop, a virtual-time test loop, Windows' proactor) the
-wake-up is a ``call_at``.
+unpatched ``time()``, and only where the manager asks for precision (``precise``: its slack is under
+``LOOP_RESOLUTION`` or its heartbeat is longer than its slack), since a timerfd wake-up costs more CPU.
+Everywhere else (uvloop, a virtual-time test loop, Windows' proactor) the wake-up is a ``call_at``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from typing import Protocol
 
 from ._env import is_true
 
-__all__ = ("LoopTimerWakeup", "TimerFdWakeup", "Wakeup", "create_wakeup")
+__all__ = ("LOOP_RESOLUTION", "LoopTimerWakeup", "TimerFdWakeup", "Wakeup", "create_wakeup")
+
+# How late the loop's own timer may come (asyncio and uvloop sleep in whole milliseconds). A manager
+# allowed at least this much slack beyond its heartbeat uses the loop's timer: on Linux a timerfd
+# wake-up cost about 45 µs more CPU than a call_at one (docs/benchmarks.md, "Steady rates").
+LOOP_RESOLUTION = 0.001
 
 
 class Wakeup(Protocol):
@@ -126,6 +132,10 @@ class _TimerFdCalls:
             self._settime = libc.timerfd_settime
             self._settime.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Itimerspec), ctypes.c_void_p)
             self._settime.restype = ctypes.c_int
+            # The same function without argtypes, for setter(): its arguments are built to fit once (two
+            # ints, a byref of an itimerspec, None), and converting them at each call cost more than the call.
+            self._settime_raw = libc["timerfd_settime"]
+            self._settime_raw.restype = ctypes.c_int
 
     def create(self) -> int:
         """A new non-blocking, close-on-exec timerfd on CLOCK_MONOTONIC."""
@@ -146,6 +156,23 @@ class _TimerFdCalls:
         spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(when_ns, 1_000_000_000)
         if self._settime(fd, _TFD_TIMER_ABSTIME if when_ns else 0, ctypes.byref(spec), None) < 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+    def setter(self) -> Callable[[int, int], None]:
+        """A ``set_absolute_ns`` for one wake-up (one thread) at a time: with ctypes, it fills one
+        itimerspec of its own instead of building one per call (a timerfd tick cost 7 to 8% less CPU)."""
+        if self.native:
+            return self.set_absolute_ns
+        spec = _Itimerspec()
+        value = spec.it_value
+        pointer = ctypes.byref(spec)
+        settime = self._settime_raw
+
+        def set_absolute_ns(fd: int, when_ns: int) -> None:
+            value.tv_sec, value.tv_nsec = divmod(when_ns, 1_000_000_000)
+            if settime(fd, _TFD_TIMER_ABSTIME if when_ns else 0, pointer, None) < 0:
+                raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+        return set_absolute_ns
 
 
 _calls: _TimerFdCalls | None = None
@@ -172,6 +199,7 @@ class TimerFdWakeup:
         self.loop = loop
         self.callback = callback
         self.calls = calls
+        self.set_absolute_ns = calls.setter()
         self.when: float | None = None
         self.fd = calls.create()
         try:
@@ -183,13 +211,13 @@ class TimerFdWakeup:
     def arm(self, when: float) -> None:
         """Wake at ``when`` (replacing any earlier arming)."""
         # One nanosecond more than the rounded-up instant: the product may round down in binary.
-        self.calls.set_absolute_ns(self.fd, max(1, math.ceil(when * 1e9) + 1))
+        self.set_absolute_ns(self.fd, max(1, math.ceil(when * 1e9) + 1))
         self.when = when
 
     def disarm(self) -> None:
         """Wake at no time."""
         if self.when is not None:
-            self.calls.set_absolute_ns(self.fd, 0)
+            self.set_absolute_ns(self.fd, 0)
             self.when = None
 
     def close(self) -> None:
@@ -212,9 +240,12 @@ class TimerFdWakeup:
         self.callback()
 
 
-def create_wakeup(loop: asyncio.AbstractEventLoop, clock: Callable[[], float], callback: Callable[[], None]) -> Wakeup:
-    """The most precise wake-up ``loop`` allows for a manager reading ``clock``."""
-    calls = _timerfd_calls() if clock is time.monotonic and not _disabled() else None
+def create_wakeup(
+    loop: asyncio.AbstractEventLoop, clock: Callable[[], float], callback: Callable[[], None], precise: bool = True
+) -> Wakeup:
+    """The most precise wake-up ``loop`` allows for a manager reading ``clock``, or, if not ``precise``, the
+    loop's own timer (the cheaper where a timerfd is possible: see ``LOOP_RESOLUTION``)."""
+    calls = _timerfd_calls() if precise and clock is time.monotonic and not _disabled() else None
     if calls is not None:
         try:
             return TimerFdWakeup(loop, callback, calls)

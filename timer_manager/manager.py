@@ -24,6 +24,7 @@ __all__ = ("TimerManager",)
 
 DEFAULT_HEARTBEAT = 0.01
 DEFAULT_BUFFER_SIZE = 1024
+DEFAULT_TIMER_SLACK = 0.002  # seconds; see TimerManager's docstring and docs/benchmarks.md ("Steady rates")
 SUSPICIOUS_HEARTBEAT = 60.0  # seconds; more is most likely a unit mistake
 
 
@@ -33,6 +34,15 @@ class TimerManager:
     Create one with :meth:`new` (which also returns its :class:`TimerHandle`) and run it with
     ``await manager.run()`` in a task, or use :meth:`open`, which does both. It stops on
     ``handle.shutdown()``, when its cancellation token is cancelled, or when its task is cancelled.
+
+    ``timer_slack`` (seconds, default 2 ms) trades lateness for CPU: the wake-up for due timers comes no
+    sooner than ``timer_slack`` after the last one that delivered a timer, so that timers due close
+    together share one wake-up (a wake-up costs far more than a timer). A timer due longer than that after
+    the previous delivery is delivered at its deadline (its heartbeat tick); one due sooner, up to
+    ``timer_slack`` late. With a slack of at least 1 ms and at least the heartbeat, the manager wakes
+    through the loop's own timer, which adds the loop's millisecond rounding (0 to 1 ms); otherwise, on
+    Linux's stock asyncio loop, through a ``timerfd`` at the exact instant, which costs more CPU per
+    wake-up. ``timer_slack=0`` wakes for each distinct deadline, as precisely as the loop allows.
     """
 
     __slots__ = ("_handle", "_runner", "_token")
@@ -47,6 +57,7 @@ class TimerManager:
         *,
         max_timers: int | None = None,
         backend: Backend | None = None,
+        timer_slack: Duration = DEFAULT_TIMER_SLACK,
     ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}: {name!r}")
@@ -64,12 +75,13 @@ class TimerManager:
             max_timers = check_size(max_timers, "max_timers")
         if cancel_token is not None and not isinstance(cancel_token, CancellationToken):
             raise TypeError(f"cancel_token must be a CancellationToken, got {type(cancel_token).__name__}")
+        slack = seconds(timer_slack, "timer_slack")
         if backend is None:
             backend = LocalBackend()
         elif not callable(getattr(backend, "store", None)):
             raise TypeError(f"backend must be a timer_manager backend (LocalBackend, RedisBackend), got {backend!r}")
         store = backend.store(name, min(commands, sys.maxsize), min(events, sys.maxsize), max_timers)
-        self._runner = Runner(str(name), heartbeat, commands, events, max_timers, store)
+        self._runner = Runner(str(name), heartbeat, commands, events, max_timers, store, slack)
         self._token = cancel_token if cancel_token is not None else CancellationToken()
         self._handle = TimerHandle(self._runner)
 
@@ -91,7 +103,8 @@ class TimerManager:
 
         ``options``: ``max_timers`` (refuse sets of new names beyond this many live and queued timers);
         ``backend`` (where the timers are kept: the process by default, or
-        ``timer_manager.redis.RedisBackend``).
+        ``timer_manager.redis.RedisBackend``); ``timer_slack`` (how late past its tick a timer may be
+        delivered so that one wake-up takes several).
         """
         manager = cls(name, heartbeat_interval, command_buffer_size, event_buffer_size, cancel_token, **options)
         return manager, manager._handle
