@@ -34,8 +34,9 @@ Workloads:
   ``reset_s`` ends when every reset is applied. Each name must arrive once, at its new deadline.
 * ``set-rate`` (ours): ``n`` sets of new names due in an hour, as fast as ``try_set_timer`` goes,
   until ``flush()`` says the server has applied them all.
-* ``expiry-rate`` (ours): ``n`` timers all due at one instant; the time from it until every event was
-  promoted, read, received with ``recv_events`` and acknowledged.
+* ``expiry-rate`` (ours): ``n`` timers all due within 0.1 s; the time from the first deadline until every
+  event was promoted, read, received with ``recv_events(1024)`` and acknowledged (``ack="receive"``, then
+  ``flush()``).
 * ``lateness`` (ours): ``rate`` timers per second set for ``seconds`` seconds, each due ``delay`` after its
   set; lateness = receipt (Unix time) - deadline, of every event.
 * ``memory`` (ours): ``n`` pending timers; ``used_memory`` growth per timer.
@@ -208,12 +209,12 @@ async def ours(workload: str, args: argparse.Namespace) -> tuple[Metrics, str | 
             elif workload == "expiry-rate":
                 seconds, micros = await client.time()
                 due = seconds + micros / 1e6 + args.lead
-                for index in range(n):
-                    name = name_of(index)
+                for index in range(n):  # due within 0.1 s (one millisecond would be one huge promotion)
+                    name, when = name_of(index), due + 0.1 * index / n
                     try:
-                        handle.try_set_timer_at(name, due)
+                        handle.try_set_timer_at(name, when)
                     except QueueFull:
-                        await handle.set_timer_at(name, due)
+                        await handle.set_timer_at(name, when)
                 await handle.flush()
                 seconds, micros = await client.time()
                 metrics["set_before_due_s"] = due - (seconds + micros / 1e6)

@@ -253,7 +253,7 @@ def ours_table(records: list[Record], args: argparse.Namespace) -> str:
     rows = [
         ("`try_set_timer`, new names due in an hour, until `flush()`", fmt(m("set-rate", "sets_per_s")), "sets/s"),
         (
-            f"{_report._size_label(args.n)} timers due at one instant: promoted, read, received, acknowledged",
+            f"{_report._size_label(args.n)} timers due within 0.1 s: promoted, read, received, acknowledged",
             fmt(m("expiry-rate", "expiries_per_s")),
             "expiries/s",
         ),
