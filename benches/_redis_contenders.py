@@ -14,7 +14,7 @@ Contenders, each in its best reasonable usage for named timers:
   reset is another ``try_set_timer`` of the name.
 * ``arq``: a deferred job per timer, ``enqueue_job("fire", _job_id=name, _defer_by=delay)`` (arq's
   enqueue is WATCH/MULTI per job, so the calls run 100 at a time on its pool), and a ``Worker`` in the
-  same process runs the job function (``max_jobs=1000``, ``poll_delay`` 10 ms, ``keep_result=0``); a
+  same process runs the job function (``max_jobs=100``, ``poll_delay`` 10 ms, ``keep_result=0``); a
   reset is ``Job(name).abort()`` (the only way arq cancels a deferred job; the worker must see it) then
   ``enqueue_job`` again under the same id.
 * ``bullmq``: a delayed job per timer, added with ``Queue.addBulk`` in chunks of 1000 (one
@@ -289,7 +289,7 @@ async def arq(workload: str, args: argparse.Namespace) -> tuple[Metrics, str | N
     worker = Worker(
         functions=[func(fire, name="fire")],
         redis_pool=pool,
-        max_jobs=1000,
+        max_jobs=args.arq_max_jobs,
         poll_delay=0.01,
         keep_result=0,
         allow_abort_jobs=True,
@@ -299,13 +299,17 @@ async def arq(workload: str, args: argparse.Namespace) -> tuple[Metrics, str | N
     running = asyncio.ensure_future(worker.async_run())
 
     async def bounded(calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
-        gate = asyncio.Semaphore(CONCURRENCY)
+        """The calls, CONCURRENCY at a time: a few workers taking from one iterator (a gather of 10^5 tasks
+        waiting on one semaphore starved arq's worker here: it started no job until they were all done)."""
+        results: list[Any] = [None] * len(calls)
+        todo = iter(enumerate(calls))
 
-        async def one(call: Callable[[], Awaitable[Any]]) -> Any:
-            async with gate:
-                return await call()
+        async def work() -> None:
+            for index, call in todo:
+                results[index] = await call()
 
-        return await asyncio.gather(*(one(call) for call in calls))
+        await asyncio.gather(*(work() for _ in range(CONCURRENCY)))
+        return results
 
     def enqueue(name: str, delay: float) -> Callable[[], Awaitable[Any]]:
         return lambda: pool.enqueue_job("fire", name, _job_id=name, _defer_by=delay)
@@ -447,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--command-buffer", type=int, default=16384, help="ours: command_buffer_size")
     parser.add_argument("--event-buffer", type=int, default=4096, help="ours: event_buffer_size")
     parser.add_argument("--bullmq-concurrency", type=int, default=100, help="bullmq: Worker concurrency")
+    parser.add_argument("--arq-max-jobs", type=int, default=100, help="arq: Worker max_jobs")
     parser.add_argument("--lead", type=float, default=5.0, help="expiry-rate: seconds from the first set to due")
     parser.add_argument("--rate", type=float, default=10_000.0, help="lateness: timers set per second")
     parser.add_argument("--seconds", type=float, default=5.0, help="lateness: how long")
