@@ -54,7 +54,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 FAR = 60.0  # seconds: the first deadline of a timer that the reset workload resets
@@ -432,7 +432,7 @@ async def bullmq(workload: str, args: argparse.Namespace) -> tuple[Metrics, str 
 
 # ---------------------------------------------------------------------- entry point
 
-RUNNERS: dict[str, Callable[[str, argparse.Namespace], Awaitable[tuple[Metrics, str | None]]]] = {
+RUNNERS: dict[str, Callable[[str, argparse.Namespace], Coroutine[Any, Any, tuple[Metrics, str | None]]]] = {
     "ours": ours,
     "arq": arq,
     "bullmq": bullmq,

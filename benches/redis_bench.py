@@ -94,7 +94,7 @@ def interpreter(contender: str, args: argparse.Namespace) -> str | None:
     if not found:
         print(f"Skipped {contender}: not installed for {python} ({INSTALL[contender]}).")
         return None
-    return python
+    return str(python)
 
 
 # (workload, who runs it, child arguments): "all" = every contender, in rotating order

@@ -127,8 +127,8 @@ class RedisStore:
             # take seconds to surface a dead server. The socket timeout must outlast the longest blocking
             # read (redis-py 8's default, 5 s, would cut every idle XREADGROUP/BZPOPMIN short).
             client = redis.asyncio.Redis.from_url(
-                backend.url,
-                retry=Retry(NoBackoff(), 0),  # type: ignore[arg-type]
+                backend.url,  # type: ignore[arg-type]
+                retry=Retry(NoBackoff(), 0),
                 socket_timeout=BLOCK_SECONDS + 5.0,
             )
         else:
