@@ -457,7 +457,7 @@ async def test_an_idle_manager_makes_no_calls_and_a_set_elsewhere_wakes_it(
         # promoter otherwise sleeps for seconds.
         apply = client.register_script(APPLY)
         started_at = time.monotonic()
-        await apply(keys=namespace_keys(namespace), args=[0, "timers", "s", "elsewhere", "20000", "", b"n"])
+        await apply(keys=namespace_keys(namespace), args=[0, "timers", 1, 0, 0, "s", "elsewhere", "20000", "20000", b"n"])
         event = await receive(handle, 1)
         assert event[0].name == "elsewhere"
         assert time.monotonic() - started_at < 1.0

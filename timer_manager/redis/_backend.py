@@ -122,9 +122,16 @@ class RedisStore:
             from redis.backoff import NoBackoff
             from redis.retry import Retry
 
+            from ._link import BLOCK_SECONDS
+
             # The link retries on its own terms (reconnect_timeout); the client's default policy would
-            # take seconds to surface a dead server.
-            client = redis.asyncio.Redis.from_url(backend.url, retry=Retry(NoBackoff(), 0))  # type: ignore[arg-type]
+            # take seconds to surface a dead server. The socket timeout must outlast the longest blocking
+            # read (redis-py 8's default, 5 s, would cut every idle XREADGROUP/BZPOPMIN short).
+            client = redis.asyncio.Redis.from_url(
+                backend.url,  # type: ignore[arg-type]
+                retry=Retry(NoBackoff(), 0),
+                socket_timeout=BLOCK_SECONDS + 5.0,
+            )
         else:
             client = backend.client  # type: ignore[assignment]
         self.link = Link(

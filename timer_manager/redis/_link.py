@@ -220,7 +220,7 @@ class Link:
         checks: list[RedisTimerExpired],
     ) -> list[Any]:
         """The APPLY arguments; relative deadlines become the time left now (the wait so far is taken off)."""
-        args: list[Any] = [self.max_timers, GROUP]
+        args: list[Any] = [self.max_timers, GROUP, 0, len(acks), len(checks)]
         now = time.monotonic()
         for op, name, value, data in commands:
             payload = b"n" if data is None else data
@@ -240,10 +240,11 @@ class Link:
                 args += ("C", "", "", "", "")
         for event in rearms:
             args += ("r", event.name, str(event.generation), repr(event.deadline * 1000.0), "")
+        args[2] = (len(args) - 5) // 5  # five arguments per command (a FLUSH sends none)
         for event in acks:
-            args += ("k", event.name, event.entry, "", "")
+            args += (event.name, event.entry)
         for event in checks:
-            args += ("v", event.name, event.entry, "", "")
+            args += (event.name, event.entry)
         return args
 
     async def _promote_loop(self) -> None:
