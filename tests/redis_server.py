@@ -9,9 +9,13 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-__all__ = ("REDIS_SERVER", "RedisServer", "free_port")
+import redis.asyncio
+
+__all__ = ("REDIS_SERVER", "RedisServer", "client_of", "free_port")
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -116,3 +120,13 @@ class RedisServer:
     def _signal(self, number: int) -> None:
         if self.process is not None and self.process.poll() is None:
             os.kill(self.process.pid, number)
+
+
+@asynccontextmanager
+async def client_of(server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    """A redis-py client of ``server``, closed at the end: for a test to look at the keys itself."""
+    client = redis.asyncio.Redis.from_url(server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()

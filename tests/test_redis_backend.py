@@ -19,7 +19,7 @@ from typing import Any, cast
 import pytest
 import redis.asyncio
 from redis.crc import key_slot
-from redis_server import RedisServer
+from redis_server import RedisServer, client_of
 
 from timer_manager import CancellationToken, ManagerClosed, QueueFull, TimerHandle, TimerManager
 from timer_manager.redis import RedisBackend, RedisTimerExpired
@@ -55,15 +55,6 @@ async def receive(handle: TimerHandle, count: int) -> list[RedisTimerExpired]:
     return events
 
 
-@asynccontextmanager
-async def raw_client(server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(server.url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
 async def server_time(client: redis.asyncio.Redis) -> float:
     seconds, micros = await client.time()
     return seconds + micros / 1e6
@@ -79,7 +70,7 @@ def key(namespace: str, name: str) -> str:
 async def test_deadlines_are_unix_time_by_the_server_clock_and_never_early(
     redis_server: RedisServer, namespace: str
 ) -> None:
-    async with raw_client(redis_server) as client, opened(redis_server.url, namespace) as handle:
+    async with client_of(redis_server) as client, opened(redis_server.url, namespace) as handle:
         before = await server_time(client)
         durations = {f"t{index}": 0.02 + 0.01 * index for index in range(15)}
         for name, duration in durations.items():
@@ -135,7 +126,7 @@ async def test_two_managers_setting_into_one_namespace_get_one_order(redis_serve
 
 
 async def test_set_timer_at_takes_unix_time_or_an_aware_datetime(redis_server: RedisServer, namespace: str) -> None:
-    async with raw_client(redis_server) as client, opened(redis_server.url, namespace) as handle:
+    async with client_of(redis_server) as client, opened(redis_server.url, namespace) as handle:
         now = await server_time(client)
         await handle.set_timer_at("number", now + 0.1)
         await handle.set_timer_at("aware", datetime.datetime.fromtimestamp(now + 0.05, tz=datetime.timezone.utc))
@@ -154,7 +145,7 @@ async def test_set_timer_at_takes_unix_time_or_an_aware_datetime(redis_server: R
 async def test_a_reset_retracts_a_promoted_event_no_consumer_has_read(
     redis_server: RedisServer, namespace: str
 ) -> None:
-    async with raw_client(redis_server) as client, opened(redis_server.url, namespace, event_buffer_size=1) as handle:
+    async with client_of(redis_server) as client, opened(redis_server.url, namespace, event_buffer_size=1) as handle:
         await handle.set_timer("first", 0.02)
         await handle.set_timer("second", 0.04)
         # "first" fills the one-event queue, so "second" is promoted and waits in the stream, unread.
@@ -210,7 +201,7 @@ async def pending(client: redis.asyncio.Redis, namespace: str) -> int:
 async def test_ack_next_acknowledges_when_the_next_event_is_asked_for(
     redis_server: RedisServer, namespace: str
 ) -> None:
-    async with raw_client(redis_server) as client, opened(redis_server.url, namespace) as handle:
+    async with client_of(redis_server) as client, opened(redis_server.url, namespace) as handle:
         await handle.set_timers([("a", 0.01), ("b", 0.02)])
         await receive(handle, 1)
         await handle.flush()
@@ -224,7 +215,7 @@ async def test_ack_next_acknowledges_when_the_next_event_is_asked_for(
 
 
 async def test_ack_manual_and_ack_receive(redis_server: RedisServer, namespace: str) -> None:
-    async with raw_client(redis_server) as client:
+    async with client_of(redis_server) as client:
         async with opened(redis_server.url, namespace, ack="manual") as handle:
             await handle.set_timers([("a", 0.01), ("b", 0.02)])
             events = await receive(handle, 2)
@@ -429,7 +420,7 @@ async def test_promotion_waits_for_the_heartbeat_tick(redis_server: RedisServer,
     # Ticks are Unix-aligned multiples of the heartbeat, the same grid for every manager of the namespace.
     heartbeat = 0.1
     async with (
-        raw_client(redis_server) as client,
+        client_of(redis_server) as client,
         opened(redis_server.url, namespace, heartbeat_interval=heartbeat) as handle,
     ):
         for index in range(8):
@@ -443,7 +434,7 @@ async def test_promotion_waits_for_the_heartbeat_tick(redis_server: RedisServer,
 async def test_an_idle_manager_makes_no_calls_and_a_set_elsewhere_wakes_it(
     redis_server: RedisServer, namespace: str
 ) -> None:
-    async with raw_client(redis_server) as client, opened(redis_server.url, namespace) as handle:
+    async with client_of(redis_server) as client, opened(redis_server.url, namespace) as handle:
         await handle.set_timer("warm", 0.01)
         await receive(handle, 1)
         await asyncio.sleep(0.2)
@@ -457,7 +448,9 @@ async def test_an_idle_manager_makes_no_calls_and_a_set_elsewhere_wakes_it(
         # promoter otherwise sleeps for seconds.
         apply = client.register_script(APPLY)
         started_at = time.monotonic()
-        await apply(keys=namespace_keys(namespace), args=[0, "timers", 1, 0, 0, "s", "elsewhere", "20000", "20000", b"n"])
+        await apply(
+            keys=namespace_keys(namespace), args=[0, "timers", 1, 0, 0, "s", "elsewhere", "20000", "20000", b"n"]
+        )
         event = await receive(handle, 1)
         assert event[0].name == "elsewhere"
         assert time.monotonic() - started_at < 1.0
@@ -503,7 +496,7 @@ async def test_while_the_event_queue_is_full_events_wait_in_redis_not_in_memory(
     redis_server: RedisServer, namespace: str
 ) -> None:
     async with (
-        raw_client(redis_server) as client,
+        client_of(redis_server) as client,
         started(redis_server.url, namespace, event_buffer_size=4) as (
             manager,
             handle,
