@@ -23,7 +23,7 @@ from redis_server import RedisServer, client_of
 
 from timer_manager import CancellationToken, ManagerClosed, QueueFull, TimerHandle, TimerManager
 from timer_manager.redis import RedisBackend, RedisTimerExpired
-from timer_manager.redis._link import namespace_keys
+from timer_manager.redis._link import _field, _payload, namespace_keys
 from timer_manager.redis._scripts import APPLY
 
 pytestmark = pytest.mark.usefixtures("default_core")
@@ -448,9 +448,8 @@ async def test_an_idle_manager_makes_no_calls_and_a_set_elsewhere_wakes_it(
         # promoter otherwise sleeps for seconds.
         apply = client.register_script(APPLY)
         started_at = time.monotonic()
-        await apply(
-            keys=namespace_keys(namespace), args=[0, "timers", 1, 0, 0, "s", "elsewhere", "20000", "20000", b"n"]
-        )
+        command = b"s" + _field("elsewhere") + _field("20000") + _field("20000") + _payload(None)
+        await apply(keys=namespace_keys(namespace), args=[0, "timers", command, 0, 0])  # see APPLY's arguments
         event = await receive(handle, 1)
         assert event[0].name == "elsewhere"
         assert time.monotonic() - started_at < 1.0

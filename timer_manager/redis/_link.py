@@ -23,6 +23,7 @@ import contextlib
 import functools
 import logging
 import math
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -52,6 +53,23 @@ BLOCK_SECONDS = 10.0  # longest blocking read; a stalled connection is noticed w
 _RETRIED = (redis_errors.ConnectionError, redis_errors.TimeoutError, asyncio.TimeoutError, OSError)
 
 T = TypeVar("T")
+
+
+_length = struct.Struct(">I").pack
+_EMPTY = _length(0)
+_EMPTY_FIELDS = _EMPTY * 3
+_NO_PAYLOAD = _length(1) + b"n"
+
+
+def _field(text: str) -> bytes:
+    """One field of APPLY's commands string: its length, then its UTF-8 bytes."""
+    raw = text.encode("utf-8", "surrogatepass")
+    return _length(len(raw)) + raw
+
+
+def _payload(data: bytes | None) -> bytes:
+    """A payload (already encoded at the call) as a field; None when the set gave none."""
+    return _NO_PAYLOAD if data is None else _length(len(data)) + data
 
 
 def namespace_keys(namespace: str) -> list[str]:
@@ -220,27 +238,30 @@ class Link:
         checks: list[RedisTimerExpired],
     ) -> list[Any]:
         """The APPLY arguments; relative deadlines become the time left now (the wait so far is taken off)."""
-        args: list[Any] = [self.max_timers, GROUP, 0, len(acks), len(checks)]
+        parts: list[bytes] = []
+        add = parts.append
         now = time.monotonic()
         for op, name, value, data in commands:
-            payload = b"n" if data is None else data
             if op == SET:
                 if isinstance(value, float):
                     delay = (value - now) * 1e6
-                    args += ("s", name, repr(delay), repr(max(0.0, delay)), payload)
+                    add(b"s" + _field(name) + _field(repr(delay)) + _field(repr(max(0.0, delay))))
                 else:
-                    args += ("a", name, repr(value.seconds * 1000.0), repr(value.duration * 1e6), payload)
+                    add(b"a" + _field(name) + _field(repr(value.seconds * 1000.0)) + _field(repr(value.duration * 1e6)))
+                add(_payload(data))
             elif op == SET_INTERVAL:
                 interval: Interval = value
                 period_ms = max(1, round(interval.period * 1000))
-                args += ("i", name, repr((interval.origin - now) * 1e6), f"{period_ms}|{interval.missed}", payload)
+                first = repr((interval.origin - now) * 1e6)
+                add(b"i" + _field(name) + _field(first) + _field(f"{period_ms}|{interval.missed}") + _payload(data))
             elif op == CANCEL:
-                args += ("c", name, "", "", "")
+                add(b"c" + _field(name) + _EMPTY_FIELDS)
             elif op == CANCEL_ALL:
-                args += ("C", "", "", "", "")
+                add(b"C" + _field("") + _EMPTY_FIELDS)
         for event in rearms:
-            args += ("r", event.name, str(event.generation), repr(event.deadline * 1000.0), "")
-        args[2] = (len(args) - 5) // 5  # five arguments per command (a FLUSH sends none)
+            add(b"r" + _field(event.name) + _field(str(event.generation)) + _field(repr(event.deadline * 1000.0)))
+            add(_EMPTY)
+        args: list[Any] = [self.max_timers, GROUP, b"".join(parts), len(acks), len(checks)]
         for event in acks:
             args += (event.name, event.entry)
         for event in checks:

@@ -68,8 +68,10 @@ local function earliest()
 end
 """
 
-# APPLY(max_timers, group, commands, acks, checks, then the commands' five arguments each: op, name, a, b, c,
-# then two per acknowledgement and per check: name, entry id) -> counts. The commands:
+# APPLY(max_timers, group, commands, acks, checks, then two arguments per acknowledgement and per check: name,
+# entry id) -> counts. ``commands`` is one string: per command an op byte, then four fields (name, a, b, c),
+# each a 4-byte big-endian length and its bytes (one argument for a whole batch: redis-py's packing of
+# arguments costs more per argument than the script's unpacking). The commands:
 #   s name delay_us duration_us payload    set, due now + delay (the client took off the time it waited)
 #   a name unix_ms  duration_us payload    set, due at an absolute Unix time
 #   i name delay_us period_ms|missed payload   repeating timer, first due now + delay
@@ -106,17 +108,20 @@ local function next_due(fields, previous, received)
     return due
 end
 
+-- Generations are handed out here and the counter written back once, at the end: the script is atomic.
+local seq = nil
+
 local function arm(name, due, duration, period, missed, origin, payload)
-    local exists = redis.call('HEXISTS', data_key, name) == 1
-    if not exists and max_timers > 0 and redis.call('HLEN', data_key) >= max_timers then
+    if max_timers > 0 and redis.call('HEXISTS', data_key, name) == 0
+            and redis.call('HLEN', data_key) >= max_timers then
         refused = refused + 1
         return
     end
     retracted = retracted + retract(name)
-    local gen = redis.call('INCR', seq_key)
-    redis.call('HSET', data_key, name, pack_timer(gen, duration, period, missed, origin, payload))
+    seq = (seq or tonumber(redis.call('GET', seq_key) or '0')) + 1
+    local added = redis.call('HSET', data_key, name, pack_timer(seq, duration, period, missed, origin, payload))
     redis.call('ZADD', due_key, due, name)
-    if exists then reset = reset + 1 else set = set + 1 end
+    if added == 1 then set = set + 1 else reset = reset + 1 end
 end
 
 -- A touch is a set made now with the duration last set, payload kept: a new generation (the order among
@@ -147,10 +152,13 @@ local function touch(name)
     arm(name, math.ceil((now_us + duration) / 1000), fields[2], fields[3], fields[4], origin, fields[6])
 end
 
-local commands_end = 5 + 5 * tonumber(ARGV[3])
+local commands, position = ARGV[3], 1
+local commands_end = 5
 local acks_end = commands_end + 2 * tonumber(ARGV[4])
-for i = 6, commands_end, 5 do
-    local op, name, a, b, c = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+while position <= #commands do
+    local op = string.sub(commands, position, position)
+    local name, a, b, c
+    name, a, b, c, position = struct.unpack('>I4c0I4c0I4c0I4c0', commands, position + 1)
     if op == 's' then
         arm(name, math.ceil((now_us + tonumber(a)) / 1000), b, '', '', '', c)
     elseif op == 'a' then
@@ -224,6 +232,7 @@ for i = acks_end + 1, #ARGV, 2 do
     end
 end
 
+if seq then redis.call('SET', seq_key, seq) end
 local after = earliest()
 if after and (not before or after < before) then
     redis.call('ZADD', wake_key, after, 'w')
