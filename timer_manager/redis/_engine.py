@@ -98,6 +98,13 @@ class RedisEngine:
         self._unchecked: dict[str, list[RedisTimerExpired]] = {}  # read and not yet checked, by name
         self._dead: set[int] = set()  # ids of unchecked events that a command applied here has retracted
         self._unchecked_count = 0
+        # Names with a command sent to the server and not yet confirmed (CANCEL_ALL counted apart), and the
+        # names whose events read from the stream now must be checked on the server (see read_unread).
+        self._unconfirmed: dict[str, int] = {}
+        self._unconfirmed_all = 0
+        self._suspects: set[str] = set()
+        self._suspect_all = False
+        self._reading = False
         self._handed: list[RedisTimerExpired] = []  # received, acknowledged at the next receive (ack="next")
         self._unacked: dict[str, RedisTimerExpired] = {}  # received and not yet acknowledged (ack="manual")
         self._incoming: deque[RedisTimerExpired] = deque()  # checked, waiting for room in the event queue
@@ -167,8 +174,15 @@ class RedisEngine:
             if log is not None:
                 log(op, name, command[2])
             if op <= CANCEL:
-                self._retract(name)  # type: ignore[arg-type]
+                assert name is not None
+                self._retract(name)
+                unconfirmed = self._unconfirmed
+                unconfirmed[name] = unconfirmed.get(name, 0) + 1
+                if self._reading:
+                    self._suspect(name)
             elif op == CANCEL_ALL:
+                self._unconfirmed_all += 1
+                self._suspect_all = True
                 for ready in list(self._ready):
                     self._retract(ready)
                 self.acks.extend(self._incoming)
@@ -184,9 +198,20 @@ class RedisEngine:
             self.kick()
         return False
 
-    def applied(self, count: int, result: list[int]) -> None:
-        """The server applied the first ``count`` commands sent (``result``: the batch's counts)."""
-        self.in_flight -= count
+    def applied(self, commands: list[Command], result: list[int]) -> None:
+        """The server applied ``commands``, the oldest sent (``result``: the batch's counts)."""
+        self.in_flight -= len(commands)
+        unconfirmed = self._unconfirmed
+        for command in commands:
+            op, name = command[0], command[1]
+            if op <= CANCEL:
+                left = unconfirmed[name] - 1  # type: ignore[index]
+                if left:
+                    unconfirmed[name] = left  # type: ignore[index]
+                else:
+                    del unconfirmed[name]  # type: ignore[arg-type]
+            elif op == CANCEL_ALL:
+                self._unconfirmed_all -= 1
         self.count_set += result[0]
         self.count_reset += result[1]
         self.count_cancelled += result[2]
@@ -231,6 +256,40 @@ class RedisEngine:
         raise TypeError("on the Redis backend use: await handle.get_deadline(name)")
 
     # ------------------------------------------------------------------ events
+
+    def begin_read(self) -> None:
+        """The link is about to read the stream: remember which names a command of this manager may change
+        on the server after that read (sent and not yet confirmed, or applied here from now on)."""
+        self._suspects = set(self._unconfirmed)
+        self._suspect_all = self._unconfirmed_all > 0
+        self._reading = True
+
+    def read_unread(self, events: list[RedisTimerExpired]) -> None:
+        """The link read ``events`` from the stream as new (never delivered before). An entry no consumer has
+        read is its name's current event at that moment (a set or cancel on the server deletes the one it
+        supersedes), so it needs no check on the server, unless a command of this manager may have changed
+        its name on the server after the read: those go through the check with the next batch, and so do
+        all of them while earlier ones are being checked, to keep their order."""
+        self._reading = False
+        suspects = self._suspects
+        self._suspects = set()
+        if not events:
+            return
+        if self._suspect_all or self._unchecked_count or any(event.name in suspects for event in events):
+            self.read(events)
+            return
+        incoming, names = self._incoming, self._incoming_names
+        for event in events:
+            incoming.append(event)
+            names[event.name] = names.get(event.name, 0) + 1
+        self.wake()
+
+    def _suspect(self, name: str) -> None:
+        suspects = self._suspects
+        if len(suspects) >= 4 * self.command_capacity:  # a long read under many commands: check them all
+            self._suspect_all = True
+        else:
+            suspects.add(name)
 
     def read(self, events: list[RedisTimerExpired]) -> None:
         """The link read ``events`` from the stream; they are checked with the next batch."""

@@ -204,7 +204,7 @@ class Link:
                 acks, engine.acks = engine.acks, []
                 checks, engine.to_check = engine.to_check, []
                 result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks))
-                engine.applied(len(commands), result)
+                engine.applied(commands, result)
                 if result[4]:
                     logger.warning(
                         "timer manager %r: %d sets refused by the server: max_timers=%d reached in the namespace",
@@ -305,14 +305,15 @@ class Link:
                 if engine.event_capacity - engine.pending_events() <= 0:
                     await self._room.wait()
                 continue
-            read = functools.partial(
-                self.client.xreadgroup, GROUP, self.consumer, {stream: ">"}, count=room, block=int(BLOCK_SECONDS * 1000)
-            )
-            reply: Any = await self._call(read, blocking=True)
-            if reply:
-                events = [self._event(entry, fields, 1) for entry, fields in reply[0][1] if fields]
-                if events:
-                    engine.read(events)
+            reply: Any = await self._call(functools.partial(self._read_new, stream, room), blocking=True)
+            events = [self._event(entry, fields, 1) for entry, fields in reply[0][1] if fields] if reply else []
+            engine.read_unread(events)
+
+    async def _read_new(self, stream: str, room: int) -> Any:
+        self.engine.begin_read()
+        return await self.client.xreadgroup(
+            GROUP, self.consumer, {stream: ">"}, count=room, block=int(BLOCK_SECONDS * 1000)
+        )
 
     async def _claim_loop(self) -> None:
         engine = self.engine
