@@ -39,6 +39,12 @@ class Store(Protocol):
     async def query(self, what: str, name: str, /) -> float | int | None:
         """``"deadline"`` of ``name``, pending ``"count"``, or ``"next"`` deadline, as the backend knows it."""
 
+    def acknowledge(self, events: list[Any], /) -> bool:
+        """Acknowledge received events; whether there is anything to wait for (``flush()``) before it holds."""
+
+    def counts(self) -> tuple[int, int | None, int | None]:
+        """The backend's own counts for ``stats()``: sets refused, overdue timers, unacknowledged events."""
+
 
 class Backend(Protocol):
     """What ``TimerManager(backend=...)`` takes."""
@@ -71,6 +77,14 @@ class LocalStore:
         if what == "count":
             return engine.live_count()
         return engine.table.next_deadline()  # type: ignore[no-any-return]
+
+    def acknowledge(self, events: list[Any]) -> bool:
+        """Events of this backend need no acknowledgement."""
+        return False
+
+    def counts(self) -> tuple[int, int | None, int | None]:
+        """Nothing is refused (``max_timers`` refuses at the call); the rest does not apply."""
+        return 0, None, None
 
 
 class LocalBackend:

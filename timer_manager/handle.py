@@ -302,9 +302,7 @@ class TimerHandle:
         for event in events:
             if not isinstance(event, TimerExpired):
                 raise TypeError(f"events must be timer events, got {type(event).__name__}")
-        acknowledge = getattr(runner.engine, "acknowledge", None)
-        if acknowledge is not None and events:
-            acknowledge(events)
+        if events and runner.store.acknowledge(events):
             await self.flush()
 
     def _local_only(self, awaitable: str) -> None:

@@ -46,6 +46,7 @@ class TimerStats:
 def snapshot(runner: Runner) -> TimerStats:
     """Read a :class:`TimerStats` off ``runner``; costs O(window) for the percentiles, nothing on the hot path."""
     engine = runner.engine
+    refused, overdue, unacknowledged = runner.store.counts()
     window = sorted(engine.lateness_window())
     p50 = window[(len(window) - 1) // 2] if window else 0.0
     p99 = window[min(len(window) - 1, (len(window) * 99) // 100)] if window else 0.0
@@ -63,7 +64,7 @@ def snapshot(runner: Runner) -> TimerStats:
         lateness_p50=p50,
         lateness_p99=p99,
         # A remote backend's own figures, as its server last reported them (None for the local backend).
-        refused=getattr(engine, "count_refused", 0),
-        backend_overdue=getattr(engine, "overdue", None),
-        backend_unacknowledged=getattr(engine, "unacknowledged", None),
+        refused=refused,
+        backend_overdue=overdue,
+        backend_unacknowledged=unacknowledged,
     )

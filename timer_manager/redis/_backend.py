@@ -10,7 +10,7 @@ import socket
 import time
 from decimal import Decimal
 from numbers import Real
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._validate import seconds, shown
 from ._codec import Codec, Serializer
@@ -154,6 +154,16 @@ class RedisStore:
                     await client.aclose()
 
         return asyncio.ensure_future(serve())
+
+    def acknowledge(self, events: list[Any]) -> bool:
+        """Queue the acknowledgements for the next batch to the server."""
+        self.engine.acknowledge(events)
+        return True
+
+    def counts(self) -> tuple[int, int | None, int | None]:
+        """As the server last reported them."""
+        engine = self.engine
+        return engine.count_refused, engine.overdue, engine.unacknowledged
 
     async def query(self, what: str, name: str) -> float | int | None:
         """Asked of the server."""
