@@ -449,7 +449,7 @@ async def test_an_idle_manager_makes_no_calls_and_a_set_elsewhere_wakes_it(
         apply = client.register_script(APPLY)
         started_at = time.monotonic()
         command = b"s" + _field("elsewhere") + _field("20000") + _field("20000") + _payload(None)
-        await apply(keys=namespace_keys(namespace), args=[0, "timers", command, 0, 0])  # see APPLY's arguments
+        await apply(keys=namespace_keys(namespace), args=[0, "timers", command, b"", b""])  # see APPLY's arguments
         event = await receive(handle, 1)
         assert event[0].name == "elsewhere"
         assert time.monotonic() - started_at < 1.0

@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import redis.asyncio
 from redis import exceptions as redis_errors
 
 from .._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, Interval
@@ -36,8 +37,6 @@ from ._event import RedisTimerExpired
 from ._scripts import APPLY, CLAIM, KEY_NAMES, PROMOTE, QUERY
 
 if TYPE_CHECKING:
-    import redis.asyncio
-
     from .._runner import Runner
     from ._codec import Codec
     from ._engine import RedisEngine
@@ -70,6 +69,11 @@ def _field(text: str) -> bytes:
 def _payload(data: bytes | None) -> bytes:
     """A payload (already encoded at the call) as a field; None when the set gave none."""
     return _NO_PAYLOAD if data is None else _length(len(data)) + data
+
+
+def _entries(events: list[RedisTimerExpired]) -> bytes:
+    """APPLY's acknowledgements or checks string: the name and stream entry id of each event, as fields."""
+    return b"".join([_field(event.name) + _field(event.entry) for event in events])
 
 
 def namespace_keys(namespace: str) -> list[str]:
@@ -108,6 +112,10 @@ class Link:
         self._promote = client.register_script(PROMOTE)
         self._claim = client.register_script(CLAIM)
         self._query = client.register_script(QUERY)
+        # The reader's replies are taken raw (on the same connections): redis-py's parsing of XREADGROUP into
+        # dictionaries costs more than making the events.
+        self._reader = redis.asyncio.Redis(connection_pool=client.connection_pool)
+        self._reader.response_callbacks.pop("XREADGROUP", None)
         self._work = asyncio.Event()  # the engine has something to ship
         self._room = asyncio.Event()  # the event queue has room again
         self._marker = asyncio.Event()  # another process set an earlier timer
@@ -261,12 +269,7 @@ class Link:
         for event in rearms:
             add(b"r" + _field(event.name) + _field(str(event.generation)) + _field(repr(event.deadline * 1000.0)))
             add(_EMPTY)
-        args: list[Any] = [self.max_timers, GROUP, b"".join(parts), len(acks), len(checks)]
-        for event in acks:
-            args += (event.name, event.entry)
-        for event in checks:
-            args += (event.name, event.entry)
-        return args
+        return [self.max_timers, GROUP, b"".join(parts), _entries(acks), _entries(checks)]
 
     async def _promote_loop(self) -> None:
         engine = self.engine
@@ -306,13 +309,25 @@ class Link:
                     await self._room.wait()
                 continue
             reply: Any = await self._call(functools.partial(self._read_new, stream, room), blocking=True)
-            events = [self._event(entry, fields, 1) for entry, fields in reply[0][1] if fields] if reply else []
-            engine.read_unread(events)
+            # the raw reply: [[stream, [[entry id, [b"n", name, b"v", value]], ...]]] (RESP3: a map), or None
+            entries = (next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]) if reply else []
+            event = self._event
+            engine.read_unread([event(entry, fields[1], fields[3], 1) for entry, fields in entries if fields])
 
     async def _read_new(self, stream: str, room: int) -> Any:
         self.engine.begin_read()
-        return await self.client.xreadgroup(
-            GROUP, self.consumer, {stream: ">"}, count=room, block=int(BLOCK_SECONDS * 1000)
+        return await self._reader.execute_command(
+            "XREADGROUP",
+            "GROUP",
+            GROUP,
+            self.consumer,
+            "COUNT",
+            room,
+            "BLOCK",
+            int(BLOCK_SECONDS * 1000),
+            "STREAMS",
+            stream,
+            ">",
         )
 
     async def _claim_loop(self) -> None:
@@ -333,31 +348,33 @@ class Link:
                 self._claim, keys=self.keys, args=[GROUP, self.consumer, int(self.claim_after * 1000), room]
             )
             result: Any = await self._call(claim)
-            events = []
-            for index in range(0, len(result), 7):
-                entry, name, gen, due, payload, repeating, deliveries = result[index : index + 7]
-                fields = {b"n": name, b"g": gen, b"d": due, b"p": payload, b"i": repeating}
-                events.append(self._event(entry, fields, int(deliveries)))
+            events = [
+                self._event(result[index], result[index + 1], result[index + 2], int(result[index + 3]))
+                for index in range(0, len(result), 4)
+            ]
             if events:
                 logger.info("timer manager %r: took over %d unacknowledged events", self.runner.name, len(events))
                 engine.read(events)
 
     # ------------------------------------------------------------------ helpers
 
-    def _event(self, entry: bytes, fields: dict[bytes, bytes], attempt: int) -> RedisTimerExpired:
+    def _event(self, entry: bytes, name: bytes, value: bytes, attempt: int) -> RedisTimerExpired:
+        """The event of stream entry ``entry``: its fields ``n`` (``name``) and ``v`` (``value``: the due time in
+        ms, then the timer's record as the scripts describe it, its payload last)."""
+        due, gen, _, period, _, _, payload = value.split(b"|", 6)
         try:
-            data = self.codec.decode(fields[b"p"])
+            data = self.codec.decode(payload)
         except Exception as exc:  # a payload from a manager with another serializer: deliver it raw
-            logger.error("timer manager %r: cannot decode the payload of %r: %r", self.runner.name, fields[b"n"], exc)
-            data = fields[b"p"]
+            logger.error("timer manager %r: cannot decode the payload of %r: %r", self.runner.name, name, exc)
+            data = payload
         return RedisTimerExpired(
-            fields[b"n"].decode("utf-8", "surrogatepass"),
-            int(fields[b"d"]) / 1000.0,
+            name.decode("utf-8", "surrogatepass"),
+            int(due) / 1000.0,
             data,
-            attempt=attempt,
-            generation=int(fields[b"g"]),
-            entry=entry.decode("ascii"),
-            repeating=fields[b"i"] == b"1",
+            attempt,
+            int(gen),
+            entry.decode("ascii"),
+            period != b"",
         )
 
     async def query(self, what: str, name: str = "") -> int:
