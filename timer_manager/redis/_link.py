@@ -33,7 +33,7 @@ from redis import exceptions as redis_errors
 
 from .._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, Interval
 from ..errors import BackendUnavailable
-from ._event import RedisTimerExpired
+from ._event import RedisTimerExpired, make_event
 from ._scripts import APPLY, CLAIM, KEY_NAMES, PROMOTE, QUERY
 
 if TYPE_CHECKING:
@@ -276,8 +276,9 @@ class Link:
         heartbeat = self.heartbeat_ms
         while not self._stopping:
             self._marker.clear()
+            sent = time.monotonic()
             result = await self._call(lambda: self._promote(keys=self.keys, args=[PROMOTE_LIMIT, heartbeat]))
-            promoted, next_due, now_ms, engine.live, engine.overdue, engine.unacknowledged = map(int, result[:6])
+            promoted, next_due, now_us, engine.live, engine.overdue, engine.unacknowledged = map(int, result[:6])
             if promoted:
                 engine.note_lateness([int(late) / 1000.0 for late in result[6:]])
             if promoted >= PROMOTE_LIMIT:
@@ -285,8 +286,11 @@ class Link:
             if next_due < 0:
                 wait = BLOCK_SECONDS
             else:
+                # Counted from when the call was sent, not from its reply: the server read its clock (now_us)
+                # after the call left, so this never wakes late by the call's own time; early, the next
+                # PROMOTE finds the tick not reached yet and waits the rest.
                 tick = next_due if not heartbeat else math.ceil(next_due / heartbeat) * heartbeat
-                wait = (tick - now_ms) / 1000.0
+                wait = sent + (tick * 1000 - now_us) / 1e6 - time.monotonic()
             if wait > 0:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._marker.wait(), wait)
@@ -316,7 +320,7 @@ class Link:
 
     async def _read_new(self, stream: str, room: int) -> Any:
         self.engine.begin_read()
-        return await self._reader.execute_command(
+        return await self._reader.execute_command(  # type: ignore[no-untyped-call]
             "XREADGROUP",
             "GROUP",
             GROUP,
@@ -367,7 +371,7 @@ class Link:
         except Exception as exc:  # a payload from a manager with another serializer: deliver it raw
             logger.error("timer manager %r: cannot decode the payload of %r: %r", self.runner.name, name, exc)
             data = payload
-        return RedisTimerExpired(
+        return make_event(
             name.decode("utf-8", "surrogatepass"),
             int(due) / 1000.0,
             data,

@@ -281,7 +281,7 @@ return result
 """
 )
 
-# PROMOTE(limit, heartbeat_ms) -> {promoted, next due ms or -1, now ms, live, overdue, unacknowledged, lateness ms of
+# PROMOTE(limit, heartbeat_ms) -> {promoted, next due ms or -1, now us, live, overdue, unacknowledged, lateness ms of
 # each promoted...}
 # Promotes the timers due at the latest heartbeat tick (Unix-aligned; at ``now`` without a heartbeat) into the
 # stream, in (due, generation) order: ``limit`` of them, and the rest of the last one's millisecond, so that a
@@ -369,7 +369,7 @@ if count > 0 then
     chunked('HSET', fired_key, fired)
 end
 local nxt = earliest()
-local result = {count, nxt or -1, now_ms, redis.call('HLEN', data_key), redis.call('ZCOUNT', due_key, '-inf', now_ms),
+local result = {count, nxt or -1, now_us, redis.call('HLEN', data_key), redis.call('ZCOUNT', due_key, '-inf', now_ms),
     redis.call('XLEN', ev_key)}
 for j = 1, #late do result[#result + 1] = late[j] end
 return result
