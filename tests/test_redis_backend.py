@@ -542,7 +542,7 @@ async def _apply_at(client: redis.asyncio.Redis, namespace: str, items: list[tup
 
 async def _stream(client: redis.asyncio.Redis, namespace: str) -> list[tuple[str, int, int]]:
     """The stream's events in order: (name, due ms, generation)."""
-    entries = await client.xrange(key(namespace, "ev"))
+    entries: Any = await client.xrange(key(namespace, "ev"))
     events = []
     for _, fields in entries:
         due, gen = fields[b"v"].split(b"|")[:2]
