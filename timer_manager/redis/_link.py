@@ -73,7 +73,12 @@ def _payload(data: bytes | None) -> bytes:
 
 def _entries(events: list[RedisTimerExpired]) -> bytes:
     """APPLY's acknowledgements or checks string: the name and stream entry id of each event, as fields."""
-    return b"".join([_field(event.name) + _field(event.entry) for event in events])
+    parts: list[bytes] = []
+    for event in events:
+        name = event.name.encode("utf-8", "surrogatepass")
+        entry = event.entry.encode("ascii")
+        parts += (_length(len(name)), name, _length(len(entry)), entry)
+    return b"".join(parts)
 
 
 def namespace_keys(namespace: str) -> list[str]:

@@ -85,7 +85,7 @@ end
 
 -- Is ``fired`` (a name's value in the fired hash, or false) the record of stream entry ``entry``?
 local function is_entry(fired, entry)
-    return fired and string.sub(fired, 1, #entry + 1) == entry .. '|'
+    return fired and string.byte(fired, #entry + 1) == 124 and string.sub(fired, 1, #entry) == entry  -- 124: '|'
 end
 
 local function pack_timer(gen, duration, period, missed, origin, payload)
