@@ -57,6 +57,10 @@ end
 -- (``unpack`` is limited to a few thousand); the replies of a command that answers per value, concatenated.
 local function chunked(command, key, values, group)
     local replies, last = {}, #values
+    if last <= 1000 and not group then  -- one call: its reply as it is
+        if last == 0 then return replies end
+        return redis.call(command, key, unpack(values))
+    end
     for j = 1, last, 1000 do
         local reply
         if group then
