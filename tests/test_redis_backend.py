@@ -612,3 +612,17 @@ async def test_the_promoter_wakes_on_the_tick_however_slow_its_replies(
             await asyncio.sleep(0.01)
         late = sorted(manager._runner.engine.lateness_window())
     assert late[len(late) // 2] < 0.02, late  # a 40 ms reply used to add 40 ms to each
+
+
+async def test_a_client_speaking_resp3_reads_events_too(redis_server: RedisServer, namespace: str) -> None:
+    # The reader takes XREADGROUP's reply raw: a list of streams in RESP2, a map in RESP3.
+    client = redis.asyncio.Redis.from_url(redis_server.url, protocol=3)
+    try:
+        backend = RedisBackend(client=client, namespace=namespace)
+        async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend) as handle:
+            await handle.set_timer("a", 0.02, data={"x": 1})
+            await handle.set_timer("b", 0.03)
+            events = await receive(handle, 2)
+    finally:
+        await client.aclose()
+    assert [(event.name, event.data) for event in events] == [("a", {"x": 1}), ("b", None)]
