@@ -289,16 +289,24 @@ class Link:
             if promoted >= PROMOTE_LIMIT:
                 continue
             if next_due < 0:
-                wait = BLOCK_SECONDS
+                wake_at = time.monotonic() + BLOCK_SECONDS
             else:
                 # Counted from when the call was sent, not from its reply: the server read its clock (now_us)
-                # after the call left, so this never wakes late by the call's own time; early, the next
-                # PROMOTE finds the tick not reached yet and waits the rest.
+                # after the call left, so this never wakes late by the call's own time.
                 tick = next_due if not heartbeat else math.ceil(next_due / heartbeat) * heartbeat
-                wait = sent + (tick * 1000 - now_us) / 1e6 - time.monotonic()
-            if wait > 0:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._marker.wait(), wait)
+                wake_at = sent + (tick * 1000 - now_us) / 1e6
+            await self._sleep_until(wake_at)
+
+    async def _sleep_until(self, wake_at: float) -> None:
+        """Wait until ``wake_at`` (monotonic), or until the watcher says another process set an earlier timer. A
+        loop's timer may fire early (uvloop's, by up to a millisecond): then the rest is waited too, since a
+        PROMOTE sent before the tick would find nothing and cost a round trip more before the next one."""
+        while not self._marker.is_set():
+            wait = wake_at - time.monotonic()
+            if wait <= 0:
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._marker.wait(), wait)
 
     async def _watch_loop(self) -> None:
         wake_key = self.keys[4]
