@@ -17,6 +17,7 @@ own, run as a child process; a contender whose venv is missing is skipped, with 
 
     python benches/redis_bench.py            # 3 rounds, 10^5 timers, 10^6 for memory: about 10 minutes
     python benches/redis_bench.py --quick    # small sizes, one round: seconds
+    python benches/redis_bench.py --contenders ours --workloads expiry-rate lateness   # two targets only
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ INSTALL = {
     "arq": "python3 -m venv /tmp/venv-arq && /tmp/venv-arq/bin/pip install arq hiredis",
     "bullmq": "python3 -m venv /tmp/venv-bullmq && /tmp/venv-bullmq/bin/pip install bullmq hiredis",
 }
+WORKLOADS = ("set-receive", "reset", "reset-large", "set-rate", "expiry-rate", "lateness", "memory")
 HEARTBEAT = 0.01
 Record = dict[str, Any]
 
@@ -59,6 +61,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", type=float, default=1.0, help="the delays spread over this many seconds")
     parser.add_argument("--lateness-seconds", type=float, help="steady 10k timers/s for this long (default 5)")
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        choices=WORKLOADS,
+        default=list(WORKLOADS),
+        help="run only these measurements (e.g. --workloads expiry-rate lateness)",
+    )
     parser.add_argument("--arq-python", default=os.environ.get("REDIS_BENCH_ARQ_PYTHON", "/tmp/venv-arq/bin/python"))
     parser.add_argument(
         "--bullmq-python", default=os.environ.get("REDIS_BENCH_BULLMQ_PYTHON", "/tmp/venv-bullmq/bin/python")
@@ -115,7 +124,7 @@ def plan(args: argparse.Namespace, contenders: list[str]) -> list[tuple[str, int
             jobs.append(("lateness", round_, "ours", ["--seconds", str(args.lateness_seconds)]))
     if "ours" in contenders:
         jobs.append(("memory", 0, "ours", ["--n", str(args.memory_n)]))
-    return jobs
+    return [job for job in jobs if job[0] in args.workloads]
 
 
 def run_child(python: str, contender: str, workload: str, extra: list[str], url: str, timeout: float) -> Record:

@@ -23,8 +23,9 @@ from redis_server import RedisServer, client_of
 
 from timer_manager import CancellationToken, ManagerClosed, QueueFull, TimerHandle, TimerManager
 from timer_manager.redis import RedisBackend, RedisTimerExpired
+from timer_manager.redis._event import make_event
 from timer_manager.redis._link import _field, _payload, namespace_keys
-from timer_manager.redis._scripts import APPLY
+from timer_manager.redis._scripts import APPLY, PROMOTE
 
 pytestmark = pytest.mark.usefixtures("default_core")
 
@@ -375,8 +376,9 @@ async def started(url: str, namespace: str, **options: Any) -> AsyncIterator[tup
     """Like :func:`opened`, with the manager too (for its stats)."""
     max_timers = options.pop("max_timers", None)
     events = options.pop("event_buffer_size", 1024)
+    heartbeat = options.pop("heartbeat_interval", 0)
     backend = RedisBackend(url, namespace=namespace, **options)
-    manager, handle = TimerManager.new(namespace, 0, 1024, events, backend=backend, max_timers=max_timers)
+    manager, handle = TimerManager.new(namespace, heartbeat, 1024, events, backend=backend, max_timers=max_timers)
     task = asyncio.ensure_future(manager.run())
     try:
         yield manager, handle
@@ -449,7 +451,7 @@ async def test_an_idle_manager_makes_no_calls_and_a_set_elsewhere_wakes_it(
         apply = client.register_script(APPLY)
         started_at = time.monotonic()
         command = b"s" + _field("elsewhere") + _field("20000") + _field("20000") + _payload(None)
-        await apply(keys=namespace_keys(namespace), args=[0, "timers", command, 0, 0])  # see APPLY's arguments
+        await apply(keys=namespace_keys(namespace), args=[0, "timers", command, b"", b""])  # see APPLY's arguments
         event = await receive(handle, 1)
         assert event[0].name == "elsewhere"
         assert time.monotonic() - started_at < 1.0
@@ -517,3 +519,110 @@ def test_a_namespaces_keys_share_one_cluster_slot() -> None:
         keys = namespace_keys(namespace)
         assert len(keys) == 6
         assert len({key_slot(name.encode()) for name in keys}) == 1
+
+
+# ---------------------------------------------------------------------- the fast paths keep the semantics
+
+
+def test_make_event_makes_the_same_event_as_the_dataclass() -> None:
+    made = make_event("n", 1.5, b"data", 2, 7, "1-0", True)
+    built = RedisTimerExpired("n", 1.5, b"data", attempt=2, generation=7, entry="1-0", repeating=True)
+    assert made == built and hash(made) == hash(built) and repr(made) == repr(built)
+    assert (made.entry, made.repeating) == (built.entry, built.repeating)
+    assert type(made) is RedisTimerExpired
+    with pytest.raises(AttributeError):
+        made.name = "other"  # type: ignore[misc]  # still frozen
+
+
+async def _apply_at(client: redis.asyncio.Redis, namespace: str, items: list[tuple[str, int]]) -> None:
+    """Set timers due at absolute Unix milliseconds, in order, with APPLY's ``a`` command."""
+    command = b"".join(b"a" + _field(name) + _field(str(due)) + _field("0") + _payload(None) for name, due in items)
+    await client.register_script(APPLY)(keys=namespace_keys(namespace), args=[0, "timers", command, b"", b""])
+
+
+async def _stream(client: redis.asyncio.Redis, namespace: str) -> list[tuple[str, int, int]]:
+    """The stream's events in order: (name, due ms, generation)."""
+    entries: Any = await client.xrange(key(namespace, "ev"))
+    events = []
+    for _, fields in entries:
+        due, gen = fields[b"v"].split(b"|")[:2]
+        events.append((fields[b"n"].decode(), int(due), int(gen)))
+    return events
+
+
+async def test_a_promotion_takes_the_rest_of_its_last_millisecond(redis_server: RedisServer, namespace: str) -> None:
+    # 600 timers in one millisecond, 900 in the next, all due: a PROMOTE of limit 1000 takes all 1500 at once (it
+    # would otherwise stop before the second millisecond and read its first 400 for nothing), in set order.
+    async with client_of(redis_server) as client:
+        await client.xgroup_create(key(namespace, "ev"), "timers", id="0", mkstream=True)
+        now_ms = int(await server_time(client) * 1000)
+        items = [(f"z{index:04}", now_ms - 50) for index in range(600)]
+        items += [(f"y{index:04}", now_ms - 49) for index in range(900)]
+        await _apply_at(client, namespace, items)
+        result = await client.register_script(PROMOTE)(keys=namespace_keys(namespace), args=[1000, 0])
+        assert int(result[0]) == 1500
+        assert [name for name, _, _ in await _stream(client, namespace)] == [name for name, _ in items]
+
+
+async def test_ties_go_by_generation_beyond_the_exact_range_of_a_double(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    # PROMOTE orders a batch by (due, generation) as single numbers when they fit a double exactly; with
+    # generations near 10^14 and deadlines 200 ms apart they do not, and the order must still be exact.
+    async with client_of(redis_server) as client:
+        await client.xgroup_create(key(namespace, "ev"), "timers", id="0", mkstream=True)
+        now_ms = int(await server_time(client) * 1000)
+        await _apply_at(client, namespace, [("b", now_ms - 300)])  # generation 1
+        await client.set(key(namespace, "seq"), 9 * 10**13)
+        # In name order within a millisecond (as ZRANGE gives them) these are out of set order.
+        later = [("a", now_ms - 300), ("r", now_ms - 100), ("q", now_ms - 100), ("p", now_ms - 100)]
+        await _apply_at(client, namespace, later)
+        result = await client.register_script(PROMOTE)(keys=namespace_keys(namespace), args=[1000, 0])
+        assert int(result[0]) == 5
+        events = await _stream(client, namespace)
+        assert [name for name, _, _ in events] == ["b", "a", "r", "q", "p"]
+        assert [gen for _, _, gen in events] == [1, 9 * 10**13 + 1, 9 * 10**13 + 2, 9 * 10**13 + 3, 9 * 10**13 + 4]
+
+
+async def test_the_promoter_wakes_on_the_tick_however_slow_its_replies(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    # The promoter's wait for the next tick is counted from when its PROMOTE left, not from the reply: a reply
+    # that takes 40 ms must not make every promotion 40 ms late. Timers due just before the 100 ms ticks.
+    async with (
+        client_of(redis_server) as client,
+        started(redis_server.url, namespace, heartbeat_interval=0.1) as (manager, handle),
+    ):
+        await handle.flush()  # the manager runs: its link is there
+        link = manager._runner.store.link  # type: ignore[attr-defined]
+        promote = link._promote
+
+        async def slow_promote(**options: Any) -> Any:
+            result = await promote(**options)
+            await asyncio.sleep(0.04)
+            return result
+
+        link._promote = slow_promote
+        first_tick = math.ceil(await server_time(client) * 10 + 3) / 10
+        for index in range(10):  # due 5 ms before a tick (exactly on it, a float may round to the next ms)
+            await handle.set_timer_at(f"n{index}", first_tick + 0.1 * index - 0.005)
+        await handle.flush()
+        await receive(handle, 10)
+        while len(manager._runner.engine.lateness_window()) < 10:  # the last reply may still be on its way
+            await asyncio.sleep(0.01)
+        late = sorted(manager._runner.engine.lateness_window())
+    assert late[len(late) // 2] < 0.025, late  # 5 ms to the tick; a 40 ms reply used to add 40 ms to each
+
+
+async def test_a_client_speaking_resp3_reads_events_too(redis_server: RedisServer, namespace: str) -> None:
+    # The reader takes XREADGROUP's reply raw: a list of streams in RESP2, a map in RESP3.
+    client = redis.asyncio.Redis.from_url(redis_server.url, protocol=3)
+    try:
+        backend = RedisBackend(client=client, namespace=namespace)
+        async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend) as handle:
+            await handle.set_timer("a", 0.02, data={"x": 1})
+            await handle.set_timer("b", 0.03)
+            events = await receive(handle, 2)
+    finally:
+        await client.aclose()
+    assert [(event.name, event.data) for event in events] == [("a", {"x": 1}), ("b", None)]

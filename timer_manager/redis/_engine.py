@@ -369,18 +369,40 @@ class RedisEngine:
 
     def take(self) -> RedisTimerExpired | None:
         """Remove and return the next receivable event, or None (acknowledging as ``ack`` says)."""
-        self._received_before()
-        return self._take()
+        taken = self.take_many(1)
+        return taken[0] if taken else None
 
     def take_many(self, limit: int) -> list[RedisTimerExpired]:
         """Remove and return up to ``limit`` receivable events."""
         self._received_before()
+        events, ready = self._events, self._ready
         taken: list[RedisTimerExpired] = []
-        while len(taken) < limit:
-            event = self._take()
-            if event is None:
-                break
-            taken.append(event)
+        rearms: list[RedisTimerExpired] = []
+        while events and len(taken) < limit:
+            event = events.popleft()
+            if ready.get(event.name) is event:
+                del ready[event.name]
+                taken.append(event)
+                if event.repeating:
+                    rearms.append(event)
+        if not taken:
+            return taken
+        self.count_received += len(taken)
+        if self.ack_mode == "next":
+            self._handed += taken
+        elif self.ack_mode == "manual":
+            unacked = self._unacked
+            for event in taken:
+                unacked[event.entry] = event
+        else:  # "receive"
+            self.acks += taken
+        if rearms:
+            self.rearms += rearms
+        if self.acks or self.rearms:
+            self.kick()
+        if self._incoming:
+            self.wake()
+        self.room_freed()
         return taken
 
     def acknowledge(self, events: list[RedisTimerExpired]) -> None:
@@ -413,30 +435,6 @@ class RedisEngine:
             self.acks.extend(self._handed)
             self._handed = []
             self.kick()
-
-    def _take(self) -> RedisTimerExpired | None:
-        events = self._events
-        ready = self._ready
-        while events:
-            event = events.popleft()
-            if ready.get(event.name) is event:
-                del ready[event.name]
-                self.count_received += 1
-                if self.ack_mode == "next":
-                    self._handed.append(event)
-                elif self.ack_mode == "manual":
-                    self._unacked[event.entry] = event
-                elif self.ack_mode == "receive":
-                    self.acks.append(event)
-                if event.repeating:
-                    self.rearms.append(event)
-                if self.acks or self.rearms:
-                    self.kick()
-                if self._incoming:
-                    self.wake()
-                self.room_freed()
-                return event
-        return None
 
     def _retract(self, name: str) -> None:
         event = self._ready.pop(name, None)

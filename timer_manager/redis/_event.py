@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..events import TimerExpired
 
-__all__ = ("RedisTimerExpired",)
+__all__ = ("RedisTimerExpired", "make_event")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +23,27 @@ class RedisTimerExpired(TimerExpired):
     generation: int = 0
     entry: str = field(default="", repr=False, compare=False)  # the stream entry, for the acknowledgement
     repeating: bool = field(default=False, repr=False, compare=False)
+
+
+_new = RedisTimerExpired.__new__
+_set_name, _set_deadline, _set_data, _set_attempt, _set_generation, _set_entry, _set_repeating = (
+    getattr(RedisTimerExpired, field).__set__
+    for field in ("name", "deadline", "data", "attempt", "generation", "entry", "repeating")
+)
+
+
+def make_event(
+    name: str, deadline: float, data: object, attempt: int, generation: int, entry: str, repeating: bool
+) -> RedisTimerExpired:
+    """``RedisTimerExpired(name, deadline, data, attempt, generation, entry, repeating)``, made in half the time:
+    the frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; this sets the slots
+    directly (the link makes one event per expiry)."""
+    event = _new(RedisTimerExpired)
+    _set_name(event, name)
+    _set_deadline(event, deadline)
+    _set_data(event, data)
+    _set_attempt(event, attempt)
+    _set_generation(event, generation)
+    _set_entry(event, entry)
+    _set_repeating(event, repeating)
+    return event

@@ -28,16 +28,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import redis.asyncio
 from redis import exceptions as redis_errors
 
 from .._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, Interval
 from ..errors import BackendUnavailable
-from ._event import RedisTimerExpired
+from ._event import RedisTimerExpired, make_event
 from ._scripts import APPLY, CLAIM, KEY_NAMES, PROMOTE, QUERY
 
 if TYPE_CHECKING:
-    import redis.asyncio
-
     from .._runner import Runner
     from ._codec import Codec
     from ._engine import RedisEngine
@@ -70,6 +69,16 @@ def _field(text: str) -> bytes:
 def _payload(data: bytes | None) -> bytes:
     """A payload (already encoded at the call) as a field; None when the set gave none."""
     return _NO_PAYLOAD if data is None else _length(len(data)) + data
+
+
+def _entries(events: list[RedisTimerExpired]) -> bytes:
+    """APPLY's acknowledgements or checks string: the name and stream entry id of each event, as fields."""
+    parts: list[bytes] = []
+    for event in events:
+        name = event.name.encode("utf-8", "surrogatepass")
+        entry = event.entry.encode("ascii")
+        parts += (_length(len(name)), name, _length(len(entry)), entry)
+    return b"".join(parts)
 
 
 def namespace_keys(namespace: str) -> list[str]:
@@ -108,6 +117,10 @@ class Link:
         self._promote = client.register_script(PROMOTE)
         self._claim = client.register_script(CLAIM)
         self._query = client.register_script(QUERY)
+        # The reader's replies are taken raw (on the same connections): redis-py's parsing of XREADGROUP into
+        # dictionaries costs more than making the events.
+        self._reader = redis.asyncio.Redis(connection_pool=client.connection_pool)
+        self._reader.response_callbacks.pop("XREADGROUP", None)
         self._work = asyncio.Event()  # the engine has something to ship
         self._room = asyncio.Event()  # the event queue has room again
         self._marker = asyncio.Event()  # another process set an earlier timer
@@ -261,32 +274,39 @@ class Link:
         for event in rearms:
             add(b"r" + _field(event.name) + _field(str(event.generation)) + _field(repr(event.deadline * 1000.0)))
             add(_EMPTY)
-        args: list[Any] = [self.max_timers, GROUP, b"".join(parts), len(acks), len(checks)]
-        for event in acks:
-            args += (event.name, event.entry)
-        for event in checks:
-            args += (event.name, event.entry)
-        return args
+        return [self.max_timers, GROUP, b"".join(parts), _entries(acks), _entries(checks)]
 
     async def _promote_loop(self) -> None:
         engine = self.engine
         heartbeat = self.heartbeat_ms
         while not self._stopping:
             self._marker.clear()
+            sent = time.monotonic()
             result = await self._call(lambda: self._promote(keys=self.keys, args=[PROMOTE_LIMIT, heartbeat]))
-            promoted, next_due, now_ms, engine.live, engine.overdue, engine.unacknowledged = map(int, result[:6])
+            promoted, next_due, now_us, engine.live, engine.overdue, engine.unacknowledged = map(int, result[:6])
             if promoted:
                 engine.note_lateness([int(late) / 1000.0 for late in result[6:]])
             if promoted >= PROMOTE_LIMIT:
                 continue
             if next_due < 0:
-                wait = BLOCK_SECONDS
+                wake_at = time.monotonic() + BLOCK_SECONDS
             else:
+                # Counted from when the call was sent, not from its reply: the server read its clock (now_us)
+                # after the call left, so this never wakes late by the call's own time.
                 tick = next_due if not heartbeat else math.ceil(next_due / heartbeat) * heartbeat
-                wait = (tick - now_ms) / 1000.0
-            if wait > 0:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._marker.wait(), wait)
+                wake_at = sent + (tick * 1000 - now_us) / 1e6
+            await self._sleep_until(wake_at)
+
+    async def _sleep_until(self, wake_at: float) -> None:
+        """Wait until ``wake_at`` (monotonic), or until the watcher says another process set an earlier timer. A
+        loop's timer may fire early (uvloop's, by up to a millisecond): then the rest is waited too, since a
+        PROMOTE sent before the tick would find nothing and cost a round trip more before the next one."""
+        while not self._marker.is_set():
+            wait = wake_at - time.monotonic()
+            if wait <= 0:
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._marker.wait(), wait)
 
     async def _watch_loop(self) -> None:
         wake_key = self.keys[4]
@@ -306,13 +326,25 @@ class Link:
                     await self._room.wait()
                 continue
             reply: Any = await self._call(functools.partial(self._read_new, stream, room), blocking=True)
-            events = [self._event(entry, fields, 1) for entry, fields in reply[0][1] if fields] if reply else []
-            engine.read_unread(events)
+            # the raw reply: [[stream, [[entry id, [b"n", name, b"v", value]], ...]]] (RESP3: a map), or None
+            entries = (next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]) if reply else []
+            event = self._event
+            engine.read_unread([event(entry, fields[1], fields[3], 1) for entry, fields in entries if fields])
 
     async def _read_new(self, stream: str, room: int) -> Any:
         self.engine.begin_read()
-        return await self.client.xreadgroup(
-            GROUP, self.consumer, {stream: ">"}, count=room, block=int(BLOCK_SECONDS * 1000)
+        return await self._reader.execute_command(  # type: ignore[no-untyped-call]
+            "XREADGROUP",
+            "GROUP",
+            GROUP,
+            self.consumer,
+            "COUNT",
+            room,
+            "BLOCK",
+            int(BLOCK_SECONDS * 1000),
+            "STREAMS",
+            stream,
+            ">",
         )
 
     async def _claim_loop(self) -> None:
@@ -333,31 +365,33 @@ class Link:
                 self._claim, keys=self.keys, args=[GROUP, self.consumer, int(self.claim_after * 1000), room]
             )
             result: Any = await self._call(claim)
-            events = []
-            for index in range(0, len(result), 7):
-                entry, name, gen, due, payload, repeating, deliveries = result[index : index + 7]
-                fields = {b"n": name, b"g": gen, b"d": due, b"p": payload, b"i": repeating}
-                events.append(self._event(entry, fields, int(deliveries)))
+            events = [
+                self._event(result[index], result[index + 1], result[index + 2], int(result[index + 3]))
+                for index in range(0, len(result), 4)
+            ]
             if events:
                 logger.info("timer manager %r: took over %d unacknowledged events", self.runner.name, len(events))
                 engine.read(events)
 
     # ------------------------------------------------------------------ helpers
 
-    def _event(self, entry: bytes, fields: dict[bytes, bytes], attempt: int) -> RedisTimerExpired:
+    def _event(self, entry: bytes, name: bytes, value: bytes, attempt: int) -> RedisTimerExpired:
+        """The event of stream entry ``entry``: its fields ``n`` (``name``) and ``v`` (``value``: the due time in
+        ms, then the timer's record as the scripts describe it, its payload last)."""
+        due, gen, _, period, _, _, payload = value.split(b"|", 6)
         try:
-            data = self.codec.decode(fields[b"p"])
+            data = self.codec.decode(payload)
         except Exception as exc:  # a payload from a manager with another serializer: deliver it raw
-            logger.error("timer manager %r: cannot decode the payload of %r: %r", self.runner.name, fields[b"n"], exc)
-            data = fields[b"p"]
-        return RedisTimerExpired(
-            fields[b"n"].decode("utf-8", "surrogatepass"),
-            int(fields[b"d"]) / 1000.0,
+            logger.error("timer manager %r: cannot decode the payload of %r: %r", self.runner.name, name, exc)
+            data = payload
+        return make_event(
+            name.decode("utf-8", "surrogatepass"),
+            int(due) / 1000.0,
             data,
-            attempt=attempt,
-            generation=int(fields[b"g"]),
-            entry=entry.decode("ascii"),
-            repeating=fields[b"i"] == b"1",
+            attempt,
+            int(gen),
+            entry.decode("ascii"),
+            period != b"",
         )
 
     async def query(self, what: str, name: str = "") -> int:

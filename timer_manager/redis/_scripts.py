@@ -11,8 +11,8 @@ Cluster slot and every script may touch all of its keys:
 ``seq``     STRING  the generation counter (``INCR``): unique per set, and the order of sets
 ``wake``    ZSET    one member whose score is the earliest due time, moved earlier by a set: the marker
                     that an idle manager blocks on (``BZPOPMIN``)
-``ev``      STREAM  promoted events, fields ``n`` name, ``g`` gen, ``d`` due ms, ``p`` payload, ``i``
-                    "1" for a repeating timer; consumer group ``timers``
+``ev``      STREAM  promoted events, fields ``n`` name and ``v`` = ``due ms|record`` (the timer's record
+                    in ``data`` when it was promoted, payload last); consumer group ``timers``
 ==========  ======  ==================================================================================
 
 Every script reads the server's clock (``TIME``), so managers' clocks never matter. Scores are Unix
@@ -46,15 +46,50 @@ end
 
 -- A pending timer's record: its generation, the duration it was last set with (microseconds, for a
 -- touch), and for a repeating timer its period (ms), missed-tick policy and grid origin (ms); then the payload.
+local RECORD = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$'
+local RECORD_HEAD = '^([^|]*)|([^|]*)|([^|]*)|'  -- generation, duration, period
+local EVENT_PAYLOAD = '^[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|(.*)$'  -- of a stream entry's ``v``: due|record
 local function unpack_timer(value)
-    local fields, position = {}, 1
-    for _ = 1, 5 do
-        local bar = string.find(value, '|', position, true)
-        fields[#fields + 1] = string.sub(value, position, bar - 1)
-        position = bar + 1
+    return {string.match(value, RECORD)}
+end
+
+-- ``redis.call(command, key, ...values)`` (``XACK``: ``key, group, ...values``), at most 1000 values a call
+-- (``unpack`` is limited to a few thousand); the replies of a command that answers per value, concatenated.
+local function chunked(command, key, values, group)
+    local replies, last = {}, #values
+    if last <= 1000 and not group then  -- one call: its reply as it is
+        if last == 0 then return replies end
+        return redis.call(command, key, unpack(values))
     end
-    fields[6] = string.sub(value, position)
-    return fields
+    for j = 1, last, 1000 do
+        local reply
+        if group then
+            reply = redis.call(command, key, group, unpack(values, j, math.min(j + 999, last)))
+        else
+            reply = redis.call(command, key, unpack(values, j, math.min(j + 999, last)))
+        end
+        if type(reply) == 'table' then
+            for k = 1, #reply do replies[#replies + 1] = reply[k] end
+        end
+    end
+    return replies
+end
+
+-- The (name, entry id) pairs of APPLY's acknowledgements or checks string, as two lists.
+local function pairs_of(packed)
+    local names, entries, position = {}, {}, 1
+    while position <= #packed do
+        local name, entry
+        name, entry, position = struct.unpack('>I4c0I4c0', packed, position)
+        names[#names + 1] = name
+        entries[#entries + 1] = entry
+    end
+    return names, entries
+end
+
+-- Is ``fired`` (a name's value in the fired hash, or false) the record of stream entry ``entry``?
+local function is_entry(fired, entry)
+    return fired and string.byte(fired, #entry + 1) == 124 and string.sub(fired, 1, #entry) == entry  -- 124: '|'
 end
 
 local function pack_timer(gen, duration, period, missed, origin, payload)
@@ -68,10 +103,10 @@ local function earliest()
 end
 """
 
-# APPLY(max_timers, group, commands, acks, checks, then two arguments per acknowledgement and per check: name,
-# entry id) -> counts. ``commands`` is one string: per command an op byte, then four fields (name, a, b, c),
-# each a 4-byte big-endian length and its bytes (one argument for a whole batch: redis-py's packing of
-# arguments costs more per argument than the script's unpacking). The commands:
+# APPLY(max_timers, group, commands, acks, checks) -> counts. ``commands`` is one string: per command an op byte,
+# then four fields (name, a, b, c), each a 4-byte big-endian length and its bytes (one argument for a whole
+# batch: redis-py's packing of arguments costs more per argument than the script's unpacking). ``acks`` and
+# ``checks`` are strings of (name, entry id) pairs, each field length-prefixed the same way. The commands:
 #   s name delay_us duration_us payload    set, due now + delay (the client took off the time it waited)
 #   a name unix_ms  duration_us payload    set, due at an absolute Unix time
 #   i name delay_us period_ms|missed payload   repeating timer, first due now + delay
@@ -79,9 +114,10 @@ end
 #   r name gen      received_ms -         re-arm a repeating timer whose event ``gen`` was received
 #   c name -        -    -                cancel
 #   C -    -        -    -                cancel all
-# An acknowledgement (XACK) leaves the entry in the stream: the acknowledged head of the stream is trimmed
-# whole listpack nodes at a time (XTRIM MINID ~), which costs far less than an XDEL per entry. A check asks
-# whether a read event is still current (a flag in the result).
+# Acknowledgements (XACK), the lookups of their names and of the checked names, and the deletions go to the
+# server in calls of up to 1000 values, not one call each. An acknowledgement leaves the entry in the stream:
+# the acknowledged head of the stream is trimmed whole listpack nodes at a time (XTRIM MINID ~), which costs
+# far less than an XDEL per entry. A check asks whether a read event is still current (a flag in the result).
 # Returns {set, reset, cancelled, retracted, refused, live, a flag per check...}. Acknowledgements and checks
 # come after the commands, so that a command the manager applied before a check is applied before it on the
 # server too.
@@ -140,7 +176,7 @@ local function touch(name)
         local entry_fields = entry[1][2]
         local payload = ''
         for j = 1, #entry_fields, 2 do
-            if entry_fields[j] == 'p' then payload = entry_fields[j + 1] end
+            if entry_fields[j] == 'v' then payload = string.match(entry_fields[j + 1], EVENT_PAYLOAD) end
         end
         fields = {'', string.match(fired, '([^|]*)$'), '', '', '', payload}
     end
@@ -153,8 +189,6 @@ local function touch(name)
 end
 
 local commands, position = ARGV[3], 1
-local commands_end = 5
-local acks_end = commands_end + 2 * tonumber(ARGV[4])
 while position <= #commands do
     local op = string.sub(commands, position, position)
     local name, a, b, c
@@ -194,41 +228,49 @@ while position <= #commands do
     end
 end
 
-for i = commands_end + 1, acks_end, 2 do
-    local name, entry = ARGV[i], ARGV[i + 1]
-    redis.call('XACK', ev_key, group, entry)
-    local fired = redis.call('HGET', fired_key, name)
-    if fired and string.sub(fired, 1, #entry + 1) == entry .. '|' then
-        redis.call('HDEL', fired_key, name)
+local ack_names, ack_entries = pairs_of(ARGV[4])
+if #ack_entries > 0 then
+    chunked('XACK', ev_key, ack_entries, group)
+    local fired = chunked('HMGET', fired_key, ack_names)
+    local done = {}
+    for j = 1, #ack_names do
+        if is_entry(fired[j], ack_entries[j]) then done[#done + 1] = ack_names[j] end
     end
-end
-if acks_end > commands_end and redis.call('EXISTS', ev_key) == 1 then
-    -- keep every entry from the oldest one read and not acknowledged, or else from the first not yet read
-    local floor = redis.call('XPENDING', ev_key, group)[2]
-    if not floor then
-        for _, info in ipairs(redis.call('XINFO', 'GROUPS', ev_key)) do
-            local fields = {}
-            for j = 1, #info, 2 do fields[info[j]] = info[j + 1] end
-            if fields['name'] == group then
-                local ms, seq = string.match(fields['last-delivered-id'], '^(%d+)-(%d+)$')
-                floor = ms .. '-' .. (tonumber(seq) + 1)
+    if #done > 0 then chunked('HDEL', fired_key, done) end
+    if redis.call('EXISTS', ev_key) == 1 then
+        -- keep every entry from the oldest one read and not acknowledged, or else from the first not yet read
+        local floor = redis.call('XPENDING', ev_key, group)[2]
+        if not floor then
+            for _, info in ipairs(redis.call('XINFO', 'GROUPS', ev_key)) do
+                local fields = {}
+                for j = 1, #info, 2 do fields[info[j]] = info[j + 1] end
+                if fields['name'] == group then
+                    local ms, seq = string.match(fields['last-delivered-id'], '^(%d+)-(%d+)$')
+                    floor = ms .. '-' .. (tonumber(seq) + 1)
+                end
             end
         end
+        if floor then redis.call('XTRIM', ev_key, 'MINID', '~', floor) end
     end
-    if floor then redis.call('XTRIM', ev_key, 'MINID', '~', floor) end
 end
 
-for i = acks_end + 1, #ARGV, 2 do
-    -- a consumer read entry ``entry`` of ``name``: is it still the name's current event? A stale one is
-    -- acknowledged and deleted, and never handed to the application
-    local name, entry = ARGV[i], ARGV[i + 1]
-    local fired = redis.call('HGET', fired_key, name)
-    if fired and string.sub(fired, 1, #entry + 1) == entry .. '|' then
-        valid[#valid + 1] = 1
-    else
-        redis.call('XACK', ev_key, group, entry)
-        redis.call('XDEL', ev_key, entry)
-        valid[#valid + 1] = 0
+-- A consumer read entry ``entry`` of ``name``: is it still the name's current event? A stale one is
+-- acknowledged and deleted, and never handed to the application.
+local check_names, check_entries = pairs_of(ARGV[5])
+if #check_entries > 0 then
+    local fired = chunked('HMGET', fired_key, check_names)
+    local stale = {}
+    for j = 1, #check_names do
+        if is_entry(fired[j], check_entries[j]) then
+            valid[j] = 1
+        else
+            valid[j] = 0
+            stale[#stale + 1] = check_entries[j]
+        end
+    end
+    if #stale > 0 then
+        chunked('XACK', ev_key, stale, group)
+        chunked('XDEL', ev_key, stale)
     end
 end
 
@@ -243,68 +285,102 @@ return result
 """
 )
 
-# PROMOTE(limit, heartbeat_ms) -> {promoted, next due ms or -1, now ms, live, overdue, unacknowledged, lateness ms of
+# PROMOTE(limit, heartbeat_ms) -> {promoted, next due ms or -1, now us, live, overdue, unacknowledged, lateness ms of
 # each promoted...}
 # Promotes the timers due at the latest heartbeat tick (Unix-aligned; at ``now`` without a heartbeat) into the
-# stream, in (due, generation) order. A batch cut by ``limit`` ends at a millisecond boundary, so that the
-# next batch cannot hold an earlier set of the same millisecond.
+# stream, in (due, generation) order: ``limit`` of them, and the rest of the last one's millisecond, so that a
+# batch ends at a millisecond boundary and the next batch cannot hold an earlier set of the same millisecond.
 PROMOTE = (
     _PRELUDE
     + """
+-- The order to promote the batch in: ZRANGE gives it in due order, and ties (one millisecond) go by
+-- generation, the order of the sets. Sorted as plain numbers (due offset x generation span + generation
+-- offset) when they fit a double exactly: several times faster than through a Lua comparison function.
+local function promotion_order(dues, gens)
+    local count = #gens
+    local order, ordered = {}, true
+    for j = 1, count do
+        order[j] = j
+        if j > 1 and dues[j] == dues[j - 1] and gens[j] < gens[j - 1] then ordered = false end
+    end
+    if ordered then return order end
+    local base, low, high = dues[1], gens[1], gens[1]
+    for j = 2, count do
+        local gen = gens[j]
+        if gen < low then low = gen elseif gen > high then high = gen end
+    end
+    local span = high - low + 1
+    if (dues[count] - base + 1) * span < 9007199254740992 then
+        local keys, by_key = {}, {}
+        for j = 1, count do
+            local key = (dues[j] - base) * span + (gens[j] - low)
+            keys[j], by_key[key] = key, j
+        end
+        table.sort(keys)
+        for j = 1, count do order[j] = by_key[keys[j]] end
+    else
+        table.sort(order, function(x, y)
+            if dues[x] ~= dues[y] then return dues[x] < dues[y] end
+            return gens[x] < gens[y]
+        end)
+    end
+    return order
+end
+
 local limit = tonumber(ARGV[1])
 local heartbeat = tonumber(ARGV[2])
 local bound = now_ms
 if heartbeat > 0 then bound = now_ms - (now_ms % heartbeat) end
 local found = redis.call('ZRANGE', due_key, '-inf', bound, 'BYSCORE', 'LIMIT', 0, limit, 'WITHSCORES')
-local batch = {}
-if #found == 2 * limit then
+local count = #found / 2
+if count == limit then
+    -- end at a millisecond boundary: take the rest of the last millisecond too (its timers come in name order)
     local last = found[#found]
-    for j = 1, #found, 2 do
-        if found[j + 1] ~= last then batch[#batch + 1] = {found[j], tonumber(found[j + 1])} end
-    end
-    if #batch == 0 then
-        local same = redis.call('ZRANGE', due_key, last, last, 'BYSCORE', 'WITHSCORES')
-        for j = 1, #same, 2 do batch[#batch + 1] = {same[j], tonumber(same[j + 1])} end
-    end
-else
-    for j = 1, #found, 2 do batch[#batch + 1] = {found[j], tonumber(found[j + 1])} end
+    local taken = 0
+    while taken < count and found[2 * (count - taken)] == last do taken = taken + 1 end
+    local rest = redis.call('ZRANGE', due_key, last, last, 'BYSCORE', 'LIMIT', taken, -1, 'WITHSCORES')
+    for j = 1, #rest do found[2 * count + j] = rest[j] end
+    count = count + #rest / 2
 end
 local late = {}
-if #batch > 0 then
-    local names = {}
-    for j, item in ipairs(batch) do
-        names[j] = item[1]
-        item[4] = unpack_timer(redis.call('HGET', data_key, item[1]))
-        item[3] = tonumber(item[4][1])
+if count > 0 then
+    -- parallel lists (a table per timer costs more): name, due (the score as Redis wrote it, and as a number),
+    -- and of the record: generation (as written, and as a number), duration, repeating, payload
+    local names, due_texts, dues = {}, {}, {}
+    for j = 1, count do
+        names[j], due_texts[j] = found[2 * j - 1], found[2 * j]
+        dues[j] = tonumber(found[2 * j])
     end
-    table.sort(batch, function(x, y)
-        if x[2] ~= y[2] then return x[2] < y[2] end
-        return x[3] < y[3]
-    end)
-    for j = 1, #names, 1000 do  -- unpack() is limited to a few thousand values
-        redis.call('ZREM', due_key, unpack(names, j, math.min(j + 999, #names)))
+    local records = chunked('HMGET', data_key, names)
+    local gen_texts, gens, durations, repeating = {}, {}, {}, {}
+    for j = 1, count do
+        local gen, duration, period = string.match(records[j], RECORD_HEAD)
+        gen_texts[j], gens[j], durations[j], repeating[j] = gen, tonumber(gen), duration, period ~= ''
     end
-    for j, item in ipairs(batch) do
-        local name, due, gen, fields = item[1], item[2], item[3], item[4]
-        local repeating = fields[3] ~= ''
-        if not repeating then
-            redis.call('HDEL', data_key, name)
-        end
-        local id = redis.call('XADD', ev_key, '*', 'n', name, 'g', gen, 'd', due, 'p', fields[6],
-            'i', repeating and '1' or '0')
-        redis.call('HSET', fired_key, name, id .. '|' .. gen .. '|' .. due .. '|' .. fields[2])
-        late[j] = now_ms - due
+    local order = promotion_order(dues, gens)
+    chunked('ZREM', due_key, names)
+    local once, fired = {}, {}
+    for k = 1, count do
+        local j = order[k]
+        local name, due, gen = names[j], due_texts[j], gen_texts[j]
+        if not repeating[j] then once[#once + 1] = name end
+        local id = redis.call('XADD', ev_key, '*', 'n', name, 'v', due .. '|' .. records[j])
+        fired[2 * k - 1] = name
+        fired[2 * k] = id .. '|' .. gen .. '|' .. due .. '|' .. durations[j]
+        late[k] = now_ms - dues[j]
     end
+    if #once > 0 then chunked('HDEL', data_key, once) end
+    chunked('HSET', fired_key, fired)
 end
 local nxt = earliest()
-local result = {#batch, nxt or -1, now_ms, redis.call('HLEN', data_key), redis.call('ZCOUNT', due_key, '-inf', now_ms),
+local result = {count, nxt or -1, now_us, redis.call('HLEN', data_key), redis.call('ZCOUNT', due_key, '-inf', now_ms),
     redis.call('XLEN', ev_key)}
 for j = 1, #late do result[#result + 1] = late[j] end
 return result
 """
 )
 
-# CLAIM(group, consumer, min_idle_ms, count) -> {entry id, name, gen, due, payload, repeating, deliveries}...
+# CLAIM(group, consumer, min_idle_ms, count) -> {entry id, name, v (due|record), deliveries}...
 # Takes over events that another consumer read and did not acknowledge for min_idle_ms (XAUTOCLAIM), dropping
 # stale ones; the rest are checked again with the commands, as read ones are.
 CLAIM = (
@@ -317,11 +393,11 @@ for _, entry in ipairs(claimed[2]) do
     local id, fields = entry[1], entry[2]
     local values = {}
     for j = 1, #fields, 2 do values[fields[j]] = fields[j + 1] end
-    local fired = values.n and redis.call('HGET', fired_key, values.n)
+    local fired = values.n and values.v and redis.call('HGET', fired_key, values.n)
     if fired and string.sub(fired, 1, #id + 1) == id .. '|' then
         local pending = redis.call('XPENDING', ev_key, group, id, id, 1)
         local deliveries = pending[1] and pending[1][4] or 1
-        for _, value in ipairs({id, values.n, values.g, values.d, values.p, values.i, deliveries}) do
+        for _, value in ipairs({id, values.n, values.v, deliveries}) do
             result[#result + 1] = value
         end
     else
