@@ -8,8 +8,9 @@ beyond Cython's own declarations, in ``_cpython.pxd``; C shims, in ``_compat.h``
 """
 
 cimport cython
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport uint32_t, uint64_t, uintptr_t
+from libc.math cimport NAN
 from libc.stdlib cimport qsort
 from libc.string cimport memmove, memset
 
@@ -53,6 +54,7 @@ from timer_manager._protocol import (
     SET,
     SET_INTERVAL,
     SHUTDOWN,
+    TOUCH,
 )
 from timer_manager.events import TimerExpired
 
