@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import sys
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
@@ -209,6 +211,70 @@ class TouchTables(RuleBasedStateMachine):
 def test_tables_with_touches_match_the_model(table_class: Any) -> None:
     TouchTables.table_class = table_class
     run_state_machine_as_test(TouchTables, settings=settings())
+
+
+def test_touch_state_follows_its_timer_through_growth_cancels_and_compaction(table_class: Any) -> None:
+    """The compiled table keeps spans and touches per hash slot: a cancel's back-shift moves slots, and
+    growth and compaction rebuild them. Hundreds of timers, set with a few spans, touched, cancelled and
+    expired at random, against the model. Catches: a touch or a span left behind in a slot its timer
+    left (a timer firing at its old deadline, or taking another's span)."""
+    rng = random.Random(17)
+    table = table_class()
+    model = TouchModel()
+    clock = 0.0
+    names = [f"conn:{i}" for i in range(600)]
+    for step in range(20000):
+        name = rng.choice(names)
+        action = rng.random()
+        if action < 0.35:
+            span = rng.choice([1.0, 2.0, 3.5])
+            assert table.set(name, clock + span, span) == model.set(name, clock + span, span)
+        elif action < 0.75:
+            assert table.touch(name, clock) == model.touch(name, clock)
+        elif action < 0.85:
+            assert table.cancel(name) == (model.timers.pop(name, None) is not None)
+        else:
+            clock += rng.choice([0.25, 0.5, 1.0])
+            limit = rng.randint(1, 200)
+            assert table.pop_due(clock, limit) == model.pop_due(clock, limit)
+        if step % 500 == 0:
+            for check in names:
+                timer = model.timers.get(check)
+                assert table.deadline(check) == (None if timer is None else timer[0])
+                assert table.span(check) == (None if timer is None else timer[2])
+    assert len(table) == len(model.timers)
+
+
+def test_timers_never_touched_cost_no_memory_for_touches(table_class: Any) -> None:
+    """Spans are kept per timer only once two differ, and touch state only from the first touch. Catches:
+    an array allocated for every table (memory for users who never touch)."""
+
+    def traced(build: Any) -> int:
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            kept = build()
+            size = tracemalloc.get_traced_memory()[0] - base
+            del kept
+            return size
+        finally:
+            tracemalloc.stop()
+
+    names = [f"n{i}" for i in range(5000)]
+
+    def filled(spans: list[float], touches: int) -> Any:
+        table = table_class()
+        for i, name in enumerate(names):
+            table.set(name, 10.0 + i, spans[i % len(spans)])
+        for name in names[:touches]:
+            table.touch(name, 1.0)
+        return table
+
+    plain = traced(lambda: filled([0.0], 0))
+    per_timer = 8 * len(names)  # what a span or a touch kept per timer would at least take
+    assert abs(traced(lambda: filled([2.0], 0)) - plain) < per_timer / 4  # allocator noise only
+    assert traced(lambda: filled([1.0, 2.0], 0)) > plain + per_timer
+    assert traced(lambda: filled([2.0], len(names))) > plain + per_timer
 
 
 # ---------------------------------------------------------------------- the handle, in virtual time
