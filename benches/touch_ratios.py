@@ -47,7 +47,7 @@ def one_round(n: int, names: list[str], order: list[str], table_class: Any, rng:
     d = dict.fromkeys(names, 0.0)
     table = table_class()
     for name in names:
-        table.set(name, rng.random() * SPAN, SPAN)
+        table.set_with_span(name, rng.random() * SPAN, SPAN)
     now = SPAN  # later than every deadline: each touch moves its timer to now + SPAN
 
     def stores() -> None:

@@ -56,9 +56,9 @@ def test_a_table_that_is_not_exactly_the_c_table_is_driven_through_its_python_me
     calls: list[str] = []
 
     class Spy(c.TimerTable):  # type: ignore[misc, name-defined]
-        def set(self, name: str, deadline: float, span: float = 0.0) -> bool:
+        def set_with_span(self, name: str, deadline: float, span: float) -> bool:
             calls.append(name)
-            return bool(super().set(name, deadline, span))
+            return bool(super().set_with_span(name, deadline, span))
 
     engine = c.Engine(Spy(), 10, 10)
     engine.push_set("a", 1.0, 0.0, None)

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("core")
 def test_touch_reports_whether_pending_and_moves_the_deadline(table_class: Any) -> None:
     """Catches: a touch that ignores the span, or creates a timer that was not pending."""
     table = table_class()
-    table.set("a", 5.0, 5.0)
+    table.set_with_span("a", 5.0, 5.0)
     assert table.touch("missing", 1.0) is False
     assert "missing" not in table
     assert table.touch("a", 2.0) is True
@@ -45,7 +45,7 @@ def test_a_touched_timer_stays_in_place_and_is_put_back_once_when_its_old_deadli
     put back once, nothing fires, and it fires at the new deadline. Catches: a touch that is lost at
     expiry (the timer fires at its old deadline), or one that moves the entry at once."""
     table = table_class()
-    table.set("a", 5.0, 5.0)
+    table.set_with_span("a", 5.0, 5.0)
     table.touch("a", 1.0)
     table.touch("a", 2.0)
     assert table.next_deadline() == 5.0  # still in its old place
@@ -58,8 +58,8 @@ def test_a_touched_timer_stays_in_place_and_is_put_back_once_when_its_old_deadli
 def test_touches_order_equal_deadlines_as_sets_made_then_would(table_class: Any) -> None:
     """Catches: a put-back timer keeping its old set order instead of its touch's."""
     table = table_class()
-    table.set("a", 5.0, 5.0)
-    table.set("b", 5.0, 5.0)
+    table.set_with_span("a", 5.0, 5.0)
+    table.set_with_span("b", 5.0, 5.0)
     table.touch("b", 1.0)
     table.touch("a", 1.0)
     assert table.pop_due(6.0, 10) == [("b", 6.0), ("a", 6.0)]
@@ -69,8 +69,8 @@ def test_a_touch_to_an_earlier_deadline_moves_the_timer(table_class: Any) -> Non
     """A clock that went back (a thread's stale now): the new deadline is earlier than the entry's place,
     so it must move now. Catches: only later deadlines being handled."""
     table = table_class()
-    table.set("a", 10.0, 5.0)
-    table.set("b", 8.0, 5.0)
+    table.set_with_span("a", 10.0, 5.0)
+    table.set_with_span("b", 8.0, 5.0)
     table.touch("a", 0.0)
     assert table.deadline("a") == 5.0
     assert table.next_deadline() == 5.0
@@ -80,8 +80,8 @@ def test_a_touch_to_an_earlier_deadline_moves_the_timer(table_class: Any) -> Non
 def test_settle_makes_next_deadline_exact(table_class: Any) -> None:
     """Catches: settle leaving a touched timer at the top."""
     table = table_class()
-    table.set("a", 1.0, 1.0)
-    table.set("b", 3.0, 1.0)
+    table.set_with_span("a", 1.0, 1.0)
+    table.set_with_span("b", 3.0, 1.0)
     table.touch("a", 2.5)
     assert table.next_deadline() == 1.0
     assert table.settle(math.inf) == 1
@@ -93,12 +93,12 @@ def test_spans_and_bad_input(table_class: Any) -> None:
     """Catches: a negative or NaN span accepted, a NaN now accepted."""
     table = table_class()
     with pytest.raises(ValueError, match="span"):
-        table.set("a", 1.0, -1.0)
+        table.set_with_span("a", 1.0, -1.0)
     with pytest.raises(ValueError, match="span"):
-        table.set("a", 1.0, math.nan)
+        table.set_with_span("a", 1.0, math.nan)
     table.set("a", 1.0)
     assert table.span("a") == 0.0
-    table.set("a", 1.0, 2.5)
+    table.set_with_span("a", 1.0, 2.5)
     assert table.span("a") == 2.5
     with pytest.raises(ValueError, match="now must be a number of seconds, got nan"):
         table.touch("a", math.nan)
@@ -113,10 +113,10 @@ def test_touched_timers_keep_their_order_when_sequences_run_out() -> None:
     table = TimerTable()
     table._limit_sequences(8)
     for name in "abcd":
-        table.set(name, 5.0, 5.0)
+        table.set_with_span(name, 5.0, 5.0)
     for name in "dcba":  # new sequences: renumbering happens in the middle
         table.touch(name, 1.0)
-    table.set("e", 6.0, 5.0)
+    table.set_with_span("e", 6.0, 5.0)
     assert [name for name, _ in table.pop_due(10.0, 10)] == ["d", "c", "b", "a", "e"]
 
 
@@ -166,7 +166,7 @@ class TouchTables(RuleBasedStateMachine):
     def set(self, name: str, delay: float, span: float) -> None:
         # Like the engine: deadline = now + span, or an absolute deadline with the span it implies.
         deadline = self.now + delay
-        assert self.table.set(name, deadline, span) == self.model.set(name, deadline, span)
+        assert self.table.set_with_span(name, deadline, span) == self.model.set(name, deadline, span)
 
     @rule(name=st.sampled_from("abcdefg"), back=st.sampled_from([0.0, 0.0, 0.0, 0.5]))
     def touch(self, name: str, back: float) -> None:
@@ -228,7 +228,7 @@ def test_touch_state_follows_its_timer_through_growth_cancels_and_compaction(tab
         action = rng.random()
         if action < 0.35:
             span = rng.choice([1.0, 2.0, 3.5])
-            assert table.set(name, clock + span, span) == model.set(name, clock + span, span)
+            assert table.set_with_span(name, clock + span, span) == model.set(name, clock + span, span)
         elif action < 0.75:
             assert table.touch(name, clock) == model.touch(name, clock)
         elif action < 0.85:
@@ -265,7 +265,7 @@ def test_timers_never_touched_cost_no_memory_for_touches(table_class: Any) -> No
     def filled(spans: list[float], touches: int) -> Any:
         table = table_class()
         for i, name in enumerate(names):
-            table.set(name, 10.0 + i, spans[i % len(spans)])
+            table.set_with_span(name, 10.0 + i, spans[i % len(spans)])
         for name in names[:touches]:
             table.touch(name, 1.0)
         return table

@@ -14,7 +14,7 @@ from libc.math cimport NAN
 from libc.stdlib cimport qsort
 from libc.string cimport memmove, memset
 
-from timer_manager._compat cimport _cached_str_hash, _least_of_four, _prefetch, _trim_heap
+from timer_manager._compat cimport _cached_str_hash, _least_of_four, _prefetch, _trim_heap, _unlikely
 from timer_manager._cpython cimport (
     Py_DECREF,
     Py_INCREF,

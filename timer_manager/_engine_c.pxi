@@ -526,7 +526,7 @@ cdef class Engine:
                 self._spans_vary = True
         if self._table is not None:
             return self._table._set(name, deadline, span)
-        return 1 if self.table.set(name, deadline, span) else 0
+        return 1 if self.table.set_with_span(name, deadline, span) else 0
 
     @cython.final
     cdef int _retract(self, name) except -1:

@@ -144,10 +144,10 @@ class Engine:
                 if self.reserved:
                     # A reserved name turns live and unreserved at once for an admission counting both.
                     with self.lock:
-                        replaced = table.set(name, value, span)
+                        replaced = table.set_with_span(name, value, span)
                         self.release(name)  # type: ignore[arg-type]
                 else:
-                    replaced = table.set(name, value, span)
+                    replaced = table.set_with_span(name, value, span)
                 if replaced:
                     self.count_reset += 1
                 else:
@@ -213,7 +213,7 @@ class Engine:
         if event.data is not None and interval is None:
             self.data[name] = event.data  # fire moved it into the event; the timer keeps it
         with self.lock:  # parked and table move together for the admission (max_timers)
-            self.table.set(name, now + span, span)
+            self.table.set_with_span(name, now + span, span)
             if was_parked:
                 self.parked -= 1
         self.count_set += 1
@@ -299,7 +299,7 @@ class Engine:
                     self._spans.pop(name, None)
                 if self.intervals and name in self.intervals:
                     interval = self.intervals[name]
-                    self.table.set(name, interval.next_deadline(event.deadline, self.clock()), interval.period)
+                    self.table.set_with_span(name, interval.next_deadline(event.deadline, self.clock()), interval.period)
                     self.parked -= 1
                     self.wake()
                 elif self.waiting_for_room:

@@ -167,10 +167,16 @@ cdef class TimerTable:
 
     # -- public interface, in the order of _table_py.py --------------------------------------
 
-    def set(self, name, double deadline, double span=0.0, /):
-        """Create ``name`` or replace its deadline; return True if it replaced a pending timer.
+    def set(self, name, double deadline, /):
+        """Create ``name`` or replace its deadline; return True if it replaced a pending timer. A later
+        :meth:`touch` adds nothing to its ``now`` (see :meth:`set_with_span`)."""
+        return self._set(name, deadline, 0.0) == 1
 
-        ``span`` is the duration a later :meth:`touch` adds to its ``now``.
+    def set_with_span(self, name, double deadline, double span, /):
+        """:meth:`set`, and ``span`` is the duration a later :meth:`touch` adds to its ``now``.
+
+        A method of its own rather than an optional argument of ``set``: Cython's wrapper for an
+        optional argument made every set 30% slower (docs/design.md).
         """
         return self._set(name, deadline, span) == 1
 
@@ -178,8 +184,8 @@ cdef class TimerTable:
     cdef int _set(self, name, double deadline, double span) except -1:
         if deadline != deadline:
             raise ValueError("deadline must not be NaN")
-        if not span >= 0.0:
-            raise ValueError(f"span must be >= 0, got {span!r}")
+        if _unlikely(span != self._span) and not span >= 0.0:  # the span of every timer so far is valid
+            self._refuse_span(span)
         cdef Py_hash_t h = _str_hash(name)
         cdef PyObject* key = <PyObject*>name
         cdef Py_ssize_t slot = self._find(key, h, True)
@@ -204,11 +210,8 @@ cdef class TimerTable:
                 self._touched -= 1
             if self._spans != NULL:
                 self._spans[slot] = span
-            elif span != self._span:
-                if self._live == 1:
-                    self._span = span
-                else:
-                    self._vary_spans(<size_t>slot, span)
+            elif _unlikely(span != self._span):
+                self._vary_spans(<size_t>slot, span)
             # The new sequence is the largest, so an equal deadline moves the entry down.
             if deadline < old_deadline:
                 self._sift_up(pos, entry, key)
@@ -237,16 +240,19 @@ cdef class TimerTable:
         self._sift_up(pos, entry, key)  # also fills in the slot's heap index
         if self._spans != NULL:
             self._spans[~slot] = span
-        elif span != self._span:
-            if self._live == 1:
-                self._span = span
-            else:
-                self._vary_spans(<size_t>~slot, span)
+        elif _unlikely(span != self._span):
+            self._vary_spans(<size_t>~slot, span)
         return 0
 
-    @cython.final
+    cdef int _refuse_span(self, double span) except -1:  # not final either
+        raise ValueError(f"span must be >= 0, got {span!r}")
+
+    # Not final, so called through the vtable: the compiler keeps this cold path out of _set.
     cdef void _vary_spans(self, size_t slot, double span) noexcept:
         """The first timer whose span differs from the others': from now on each slot keeps its own."""
+        if self._live == 1:  # it is the only timer: its span is everyone's
+            self._span = span
+            return
         cdef size_t count = self._mask + 1
         cdef double* spans = <double*>PyMem_Malloc(count * sizeof(double))
         cdef size_t i

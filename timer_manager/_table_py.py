@@ -45,11 +45,13 @@ class TimerTable:
         self._touches: dict[str, tuple[float, int]] | None = None  # name -> (latest, sequence) of a touch
         self.reinserted = 0  # touched timers put back at their latest key (a benchmark reads it)
 
-    def set(self, name: str, deadline: float, span: float = 0.0, /) -> bool:
-        """Create ``name`` or replace its deadline; return True if it replaced a pending timer.
+    def set(self, name: str, deadline: float, /) -> bool:
+        """Create ``name`` or replace its deadline; return True if it replaced a pending timer. A later
+        :meth:`touch` adds nothing to its ``now`` (see :meth:`set_with_span`)."""
+        return self.set_with_span(name, deadline, 0.0)
 
-        ``span`` is the duration a later :meth:`touch` adds to its ``now``.
-        """
+    def set_with_span(self, name: str, deadline: float, span: float, /) -> bool:
+        """:meth:`set`, and ``span`` is the duration a later :meth:`touch` adds to its ``now``."""
         if deadline != deadline:
             raise ValueError("deadline must not be NaN")
         if not span >= 0.0:
@@ -90,7 +92,7 @@ class TimerTable:
         if latest != latest:
             raise ValueError(f"now must be a number of seconds, got {now!r}")
         if latest < entry[_DEADLINE]:  # type: ignore[operator]
-            self.set(name, latest, span)
+            self.set_with_span(name, latest, span)
             return True
         sequence = self._next_sequence
         self._next_sequence = sequence + 1

@@ -1,0 +1,150 @@
+"""Paired A/B of two builds of the compiled timer table in one process: this checkout's against another's.
+
+Both tables run the same operations (set new, reset, cancel, expire all) on the same names and deadlines,
+in alternating rounds (A, B, B, A, ...), at each size; the report gives the median time per operation of
+each and the median of the per-round ratios B/A. A is the other build (e.g. main's), B this checkout's.
+``--spans`` chooses what this checkout's table is given as each timer's span (what a touch would add):
+``none`` (the table-level call, as ``table_ratios.py`` makes it), ``one`` (every timer the same span, as
+an idle timeout gives), or ``many`` (each timer its own: the per-slot span array exists).
+
+Build the other checkout's extension first, then point at its folder::
+
+    git -C /path/to/main archive HEAD | tar -x -C /tmp/main-build
+    (cd /tmp/main-build && python setup.py -q build_ext --inplace)
+    python benches/table_ab.py --baseline /tmp/main-build --sizes 100000 1000000 --rounds 9 --spans one
+
+Run it alone on the machine (``flock /tmp/bench.lock``): the figures are only as quiet as the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import glob
+import importlib.util
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from timer_manager import _core_c  # noqa: E402  (this checkout's build)
+
+BATCH = 1024
+SPAN = 1000.0
+
+
+def load_baseline(folder: str) -> Any:
+    """The compiled core built in ``folder``, loaded beside this checkout's under its own file."""
+    (path,) = glob.glob(os.path.join(folder, "timer_manager", "_core_c*.so"))
+    spec = importlib.util.spec_from_file_location("timer_manager._core_c", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    saved = sys.modules.pop("timer_manager._core_c")
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules["timer_manager._core_c"] = saved
+    return module
+
+
+def _timed(fn: Callable[[], Any], n: int) -> float:
+    start = time.perf_counter_ns()
+    fn()
+    return (time.perf_counter_ns() - start) / n
+
+
+def one_round(table_class: Any, n: int, data: dict[str, Any], spans: list[float] | None) -> dict[str, float]:
+    """ns per operation for set, reset, cancel and expire, on a fresh table."""
+    table = table_class()
+    set_ = table.set
+    first, second, cancel_order = data["first"], data["second"], data["cancel_order"]
+
+    if spans is None:
+
+        def set_all(pairs: list[tuple[str, float]]) -> None:
+            for name, deadline in pairs:
+                set_(name, deadline)
+
+    else:
+        set_ = table.set_with_span
+        by_name = dict(zip(data["names"], spans, strict=True))
+        first = [(name, deadline, by_name[name]) for name, deadline in first]
+        second = [(name, deadline, by_name[name]) for name, deadline in second]
+
+        def set_all(pairs: list[Any]) -> None:  # type: ignore[misc]
+            for name, deadline, span in pairs:
+                set_(name, deadline, span)
+
+    def cancel_all() -> None:
+        cancel = table.cancel
+        for name in cancel_order:
+            cancel(name)
+
+    def expire_all() -> None:
+        pop_due = table.pop_due
+        inf = float("inf")
+        while pop_due(inf, BATCH):
+            pass
+
+    gc.collect()
+    out = {"set": _timed(lambda: set_all(first), n)}
+    out["reset"] = _timed(lambda: set_all(second), n)
+    out["cancel"] = _timed(cancel_all, n)
+    set_all(first)
+    set_all(second)
+    out["expire"] = _timed(expire_all, n)
+    assert len(table) == 0
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", required=True, help="a checkout whose extension is built in place (A)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--rounds", type=int, default=9, help="pairs of rounds per size")
+    parser.add_argument("--spans", choices=("none", "one", "many"), default="none")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    baseline = load_baseline(args.baseline)
+    print(f"A: {baseline.__file__}\nB: {_core_c.__file__}\nspans given to B: {args.spans}; Python {sys.version.split()[0]}")
+    for n in args.sizes:
+        rng = random.Random(args.seed)
+        names = [f"timer-{i:08d}" for i in range(n)]
+        data: dict[str, Any] = {"names": names}
+        for key in ("first", "second"):
+            order = names[:]
+            rng.shuffle(order)
+            data[key] = [(name, rng.random() * SPAN) for name in order]
+        order = names[:]
+        rng.shuffle(order)
+        data["cancel_order"] = order
+        spans = None if args.spans == "none" else [2.0] * n if args.spans == "one" else [rng.random() * 10 for _ in names]
+        samples: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
+        ratios: dict[str, list[float]] = {}
+        for r in range(args.rounds):
+            order_ab = ("A", "B") if r % 2 == 0 else ("B", "A")
+            got = {}
+            for which in order_ab:
+                if which == "A":
+                    got[which] = one_round(baseline.TimerTable, n, data, None)
+                else:
+                    got[which] = one_round(_core_c.TimerTable, n, data, spans)
+            for op in got["A"]:
+                samples["A"].setdefault(op, []).append(got["A"][op])
+                samples["B"].setdefault(op, []).append(got["B"][op])
+                ratios.setdefault(op, []).append(got["B"][op] / got["A"][op])
+        print(f"\nn = {n:,}, {args.rounds} rounds (ns per operation, medians; B/A: median of same-round ratios)")
+        print(f"{'operation':<10}{'A':>10}{'B':>10}{'B/A':>8}")
+        for op in ratios:
+            a = statistics.median(samples["A"][op])
+            b = statistics.median(samples["B"][op])
+            print(f"{op:<10}{a:>10.1f}{b:>10.1f}{statistics.median(ratios[op]):>8.3f}")
+
+
+if __name__ == "__main__":
+    main()
