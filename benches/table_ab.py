@@ -58,27 +58,32 @@ def _timed(fn: Callable[[], Any], n: int) -> float:
     return (time.perf_counter_ns() - start) / n
 
 
-def one_round(table_class: Any, n: int, data: dict[str, Any], spans: list[float] | None) -> dict[str, float]:
-    """ns per operation for set, reset, cancel and expire, on a fresh table."""
-    table = table_class()
-    set_ = table.set
+def one_round(module: Any, n: int, data: dict[str, Any], with_spans: bool) -> dict[str, float]:
+    """ns per operation for set, reset, cancel and expire, on a fresh table. With ``data["spans"]``
+    both tables walk the same (name, deadline, span) triples; only ``with_spans`` passes the span on."""
+    table = module.TimerTable()
     first, second, cancel_order = data["first"], data["second"], data["cancel_order"]
 
-    if spans is None:
+    if data["spans"] is None:
+        set_ = table.set
 
-        def set_all(pairs: list[tuple[str, float]]) -> None:
+        def set_all(pairs: list[Any]) -> None:
             for name, deadline in pairs:
                 set_(name, deadline)
 
-    else:
-        set_ = table.set_with_span
-        by_name = dict(zip(data["names"], spans, strict=True))
-        first = [(name, deadline, by_name[name]) for name, deadline in first]
-        second = [(name, deadline, by_name[name]) for name, deadline in second]
+    elif with_spans:
+        set_span = table.set_with_span
 
-        def set_all(pairs: list[Any]) -> None:  # type: ignore[misc]
+        def set_all(pairs: list[Any]) -> None:
             for name, deadline, span in pairs:
-                set_(name, deadline, span)
+                set_span(name, deadline, span)
+
+    else:
+        set_ = table.set
+
+        def set_all(pairs: list[Any]) -> None:
+            for name, deadline, _ in pairs:
+                set_(name, deadline)
 
     def cancel_all() -> None:
         cancel = table.cancel
@@ -102,6 +107,52 @@ def one_round(table_class: Any, n: int, data: dict[str, Any], spans: list[float]
     return out
 
 
+def engine_round(module: Any, n: int, data: dict[str, Any], with_spans: bool) -> dict[str, float]:
+    """ns per timer through the engine, as a manager drives the table: push every set (then every reset,
+    cancel) into the command ring, apply them; expire them all with fire and take_many. With
+    ``with_spans`` the engine's ``push_set`` takes the span (this checkout's), else it has none (main's)."""
+    table = module.TimerTable()
+    engine = module.Engine(table, n + 1, n + 1)
+    spans = data["spans"] or [2.0] * n
+    first = [(name, deadline, span) for (name, deadline, *_), span in zip(data["first"], spans, strict=True)]
+    second = [(name, deadline, span) for (name, deadline, *_), span in zip(data["second"], spans, strict=True)]
+    push_set, push, apply = engine.push_set, engine.push, engine.apply
+
+    if with_spans:
+
+        def set_all(items: list[tuple[str, float, float]]) -> None:
+            for name, deadline, span in items:
+                push_set(name, deadline, span, None)
+            apply()
+
+    else:
+
+        def set_all(items: list[tuple[str, float, float]]) -> None:
+            for name, deadline, _ in items:
+                push_set(name, deadline, None)
+            apply()
+
+    def cancel_all() -> None:
+        for name in data["cancel_order"]:
+            push(2, name, None, None)  # CANCEL
+        apply()
+
+    def expire_all() -> None:
+        inf = float("inf")
+        while engine.fire(inf, inf):
+            engine.take_many(n)
+
+    gc.collect()
+    out = {"set": _timed(lambda: set_all(first), n)}
+    out["reset"] = _timed(lambda: set_all(second), n)
+    out["cancel"] = _timed(cancel_all, n)
+    set_all(first)
+    set_all(second)
+    out["expire"] = _timed(expire_all, n)
+    assert len(table) == 0
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", required=True, help="a checkout whose extension is built in place (A)")
@@ -109,9 +160,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9, help="pairs of rounds per size")
     parser.add_argument("--spans", choices=("none", "one", "many"), default="none")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--engine", action="store_true", help="drive each table through its engine's command ring")
     args = parser.parse_args()
     baseline = load_baseline(args.baseline)
-    print(f"A: {baseline.__file__}\nB: {_core_c.__file__}\nspans given to B: {args.spans}; Python {sys.version.split()[0]}")
+    print(f"A: {baseline.__file__}\nB: {_core_c.__file__}\nspans given to B: {args.spans}; {'through the engine' if args.engine else 'table calls'}; Python {sys.version.split()[0]}")
     for n in args.sizes:
         rng = random.Random(args.seed)
         names = [f"timer-{i:08d}" for i in range(n)]
@@ -124,6 +176,11 @@ def main() -> None:
         rng.shuffle(order)
         data["cancel_order"] = order
         spans = None if args.spans == "none" else [2.0] * n if args.spans == "one" else [rng.random() * 10 for _ in names]
+        data["spans"] = spans
+        if spans is not None:
+            by_name = dict(zip(names, spans, strict=True))
+            for key in ("first", "second"):
+                data[key] = [(name, deadline, by_name[name]) for name, deadline in data[key]]
         samples: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
         ratios: dict[str, list[float]] = {}
         for r in range(args.rounds):
@@ -131,9 +188,9 @@ def main() -> None:
             got = {}
             for which in order_ab:
                 if which == "A":
-                    got[which] = one_round(baseline.TimerTable, n, data, None)
+                    got[which] = (engine_round if args.engine else one_round)(baseline, n, data, False)
                 else:
-                    got[which] = one_round(_core_c.TimerTable, n, data, spans)
+                    got[which] = (engine_round if args.engine else one_round)(_core_c, n, data, True)
             for op in got["A"]:
                 samples["A"].setdefault(op, []).append(got["A"][op])
                 samples["B"].setdefault(op, []).append(got["B"][op])

@@ -184,8 +184,8 @@ cdef class TimerTable:
     cdef int _set(self, name, double deadline, double span) except -1:
         if deadline != deadline:
             raise ValueError("deadline must not be NaN")
-        if _unlikely(span != self._span) and not span >= 0.0:  # the span of every timer so far is valid
-            self._refuse_span(span)
+        if _unlikely(span != self._span):  # _span is valid, and while _spans is NULL every timer's
+            self._other_span(span)
         cdef Py_hash_t h = _str_hash(name)
         cdef PyObject* key = <PyObject*>name
         cdef Py_ssize_t slot = self._find(key, h, True)
@@ -210,8 +210,6 @@ cdef class TimerTable:
                 self._touched -= 1
             if self._spans != NULL:
                 self._spans[slot] = span
-            elif _unlikely(span != self._span):
-                self._vary_spans(<size_t>slot, span)
             # The new sequence is the largest, so an equal deadline moves the entry down.
             if deadline < old_deadline:
                 self._sift_up(pos, entry, key)
@@ -240,30 +238,28 @@ cdef class TimerTable:
         self._sift_up(pos, entry, key)  # also fills in the slot's heap index
         if self._spans != NULL:
             self._spans[~slot] = span
-        elif _unlikely(span != self._span):
-            self._vary_spans(<size_t>~slot, span)
         return 0
 
-    cdef int _refuse_span(self, double span) except -1:  # not final either
-        raise ValueError(f"span must be >= 0, got {span!r}")
-
     # Not final, so called through the vtable: the compiler keeps this cold path out of _set.
-    cdef void _vary_spans(self, size_t slot, double span) noexcept:
-        """The first timer whose span differs from the others': from now on each slot keeps its own."""
-        if self._live == 1:  # it is the only timer: its span is everyone's
+    cdef int _other_span(self, double span) except -1:
+        """A set's span differs from ``_span``: check it, and unless the table is empty (then it becomes
+        everyone's) make sure each slot can keep its own (the set writes it)."""
+        if not span >= 0.0:
+            raise ValueError(f"span must be >= 0, got {span!r}")
+        if self._spans != NULL:
+            return 0
+        if not self._live:
             self._span = span
-            return
+            return 0
         cdef size_t count = self._mask + 1
         cdef double* spans = <double*>PyMem_Malloc(count * sizeof(double))
         cdef size_t i
         if spans == NULL:
-            # Without memory for the array this timer's span is lost: it takes the others'. Only a
-            # later touch would notice, and a failed allocation of a few MB leaves bigger problems.
-            return
+            raise MemoryError()
         for i in range(count):
             spans[i] = self._span
-        spans[slot] = span
         self._spans = spans
+        return 0
 
     def touch(self, name, double now, /):
         """Make ``name`` due at ``now`` + the span it was set with, ordered as a set made now would be;
