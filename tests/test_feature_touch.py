@@ -299,6 +299,46 @@ async def test_touch_needs_no_command_and_keeps_the_timer_alive() -> None:
         assert manager.stats().fired == 1
 
 
+def test_settle_ahead_puts_back_touched_timers_due_within_a_share_of_their_span(table_class: Any) -> None:
+    """Catches: ``ahead`` ignored (the manager woken for a touched timer at each of their old deadlines),
+    or applied to a timer nobody touched."""
+    table = table_class()
+    table.set_with_span("touched", 1.0, 1.0)
+    table.set_with_span("plain", 1.05, 1.0)
+    table.touch("touched", 0.5)
+    assert table.settle(0.8, 0.125) == 0  # 1.0 > 0.8 + 0.125
+    assert table.settle(0.9, 0.125) == 1
+    assert table.next_deadline() == 1.05  # the untouched one stays where it is
+    assert table.settle(0.95, 0.125) == 0
+
+
+@virtual
+async def test_touched_timers_do_not_wake_the_manager_at_each_old_deadline() -> None:
+    """A server's connections, touched all the time: their old deadlines are spread over the heap, and each
+    would wake the manager (a heartbeat tick's wake-up) to put one timer back. Catches: a pass that puts
+    back only what is due now, so that the manager wakes about once per heartbeat tick."""
+    async with running(heartbeat=0.01) as (manager, handle, _):
+        runner = manager._runner
+        wakeups = 0
+        on_timer = runner.on_timer
+
+        def counting() -> None:
+            nonlocal wakeups
+            wakeups += 1
+            on_timer()
+
+        runner.on_timer = counting  # type: ignore[method-assign]
+        names = [f"conn:{i}" for i in range(100)]
+        for name in names:  # deadlines spread over half a span
+            handle.try_set_timer(name, 1.0)
+            await asyncio.sleep(0.005)
+        for _ in range(60):  # 3 s of activity on every connection
+            await asyncio.sleep(0.05)
+            assert handle.touch_many(names) == len(names)
+        assert wakeups <= 40  # about 8 per span at most (at each heartbeat tick an old deadline falls in: 150)
+        assert manager.stats().fired == 0
+
+
 @virtual
 async def test_a_touch_acts_after_the_commands_queued_before_it() -> None:
     """Catches: a touch acting on the table before queued commands were applied (it would miss a timer

@@ -53,6 +53,7 @@ from timer_manager._protocol import (
     QUEUED_FIRST,
     SET,
     SET_INTERVAL,
+    SETTLE_AHEAD,
     SHUTDOWN,
     TOUCH,
 )

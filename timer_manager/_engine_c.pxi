@@ -359,6 +359,13 @@ cdef class Engine:
         again); keep its payload. Return whether it was pending."""
         return self._touch(name, now) == 1
 
+    def touch_now(self, name):
+        """``touch(name, clock())`` unless commands are queued: 1 if it was pending, 0 if not, or -1 (and
+        nothing done) if commands are queued, which must be applied first."""
+        if self._count:
+            return -1
+        return self._touch(name, self.clock())
+
     @cython.final
     cdef int _touch(self, name, double now) except -1:
         cdef double span
@@ -425,9 +432,9 @@ cdef class Engine:
         cdef Py_ssize_t next_due = 0
         if room <= 0:
             if table is not None:
-                table._settle(bound)  # so that the runner sees whether a timer is due
+                table._settle(bound, SETTLE_AHEAD)  # so that the runner sees whether a timer is due
             else:
-                self.table.settle(bound)
+                self.table.settle(bound, SETTLE_AHEAD)
             return 0
         if table is None:
             due_spans = [] if self._spans_vary else None
@@ -463,7 +470,9 @@ cdef class Engine:
                 self._lateness_len += 1
             count += 1
         if table is not None:
-            table._settle(bound)  # so that the runner sees whether a timer is due
+            table._settle(bound, SETTLE_AHEAD)  # so that the runner sees whether a timer is due
+        else:
+            self.table.settle(bound, SETTLE_AHEAD)
         if count:
             if table is not None:
                 table._compact_if_sparse()

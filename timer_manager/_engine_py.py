@@ -30,6 +30,7 @@ from ._protocol import (
     QUEUED_FIRST,
     SET,
     SET_INTERVAL,
+    SETTLE_AHEAD,
     TOUCH,
     Command,
     Interval,
@@ -197,6 +198,13 @@ class Engine:
         self.data.clear()
         return pending, flushes
 
+    def touch_now(self, name: str) -> int:
+        """``touch(name, clock())`` unless commands are queued: 1 if it was pending, 0 if not, or -1 (and
+        nothing done) if commands are queued, which must be applied first."""
+        if self._commands:
+            return -1
+        return 1 if self.touch(name, self.clock()) else 0
+
     def touch(self, name: str, now: float) -> bool:
         """Make pending timer ``name`` due at ``now`` + the duration it was last set with, as a set made at
         ``now`` would (its ready event, if it fell due and was not received, is retracted and it is armed
@@ -249,7 +257,7 @@ class Engine:
         """Move timers due at ``bound`` into the event queue, as far as it has room; return how many."""
         room = self.event_capacity - len(self._ready)
         if room <= 0:
-            self.table.settle(bound)  # so that the runner sees whether a timer is due
+            self.table.settle(bound, SETTLE_AHEAD)  # so that the runner sees whether a timer is due
             return 0
         intervals = self.intervals
         spans: list[float] | None = [] if self._spans_vary else None
@@ -257,6 +265,7 @@ class Engine:
         # lock must see them in one place or the other.
         with self.lock:
             due = self.table.pop_due(bound, room, spans)
+            self.table.settle(bound, SETTLE_AHEAD)  # so that the runner sees whether a timer is due
             if intervals:
                 self.parked += sum(1 for name, _ in due if name in intervals)
         if not due:

@@ -300,20 +300,23 @@ cdef class TimerTable:
         self._next_sequence += 1
         return 1
 
-    def settle(self, double now, /):
-        """Put back each touched timer at the top whose heap deadline is ``<= now``; return how many.
+    def settle(self, double now, double ahead=0.0, /):
+        """Put back each touched timer at the top whose heap deadline is ``<= now`` (or ``<= now + ahead``
+        times its span); return how many.
 
         Afterwards ``next_deadline()`` is exact if it is ``<= now``; ``settle(math.inf)`` makes it exact.
         """
-        return self._settle(now)
+        return self._settle(now, ahead)
 
     @cython.final
-    cdef Py_ssize_t _settle(self, double now) noexcept:
+    cdef Py_ssize_t _settle(self, double now, double ahead) noexcept:
         cdef Py_ssize_t moved = 0
+        cdef uint32_t slot
         if not self._touched:
             return 0
-        while self._live and not (self._heap[HEAP0].deadline > now):
-            if not self._touches[self._heap[HEAP0].slot].touched:
+        while self._live:
+            slot = self._heap[HEAP0].slot
+            if not self._touches[slot].touched or self._heap[HEAP0].deadline > now + ahead * self._span_of(slot):
                 break
             self._put_back_root()
             moved += 1
@@ -386,7 +389,7 @@ cdef class TimerTable:
                 PyObject_GC_UnTrack(<PyObject*>item)
             due.append(item)
             count += 1
-        self._settle(now)  # so that next_deadline() <= now means a timer is due
+        self._settle(now, 0.0)  # so that next_deadline() <= now means a timer is due
         if count:
             self._compact_if_sparse()
         return due

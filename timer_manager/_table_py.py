@@ -101,8 +101,9 @@ class TimerTable:
         self._touches[name] = (latest, sequence)
         return True
 
-    def settle(self, now: float, /) -> int:
-        """Put back each touched timer at the top whose heap deadline is ``<= now``; return how many.
+    def settle(self, now: float, ahead: float = 0.0, /) -> int:
+        """Put back each touched timer at the top whose heap deadline is ``<= now`` (or ``<= now + ahead``
+        times its span); return how many.
 
         Afterwards ``next_deadline()`` is exact if it is ``<= now``; ``settle(math.inf)`` makes it exact.
         """
@@ -117,7 +118,10 @@ class TimerTable:
             if name is None:
                 heappop(heap)
                 continue
-            if top[_DEADLINE] > now or name not in touches:  # type: ignore[operator]
+            if name not in touches:
+                break
+            span = self._span if self._spans is None else self._spans[name]  # type: ignore[index]
+            if top[_DEADLINE] > now + ahead * span:  # type: ignore[operator]
                 break
             self._put_back(top, touches.pop(name))  # type: ignore[arg-type]
             moved += 1

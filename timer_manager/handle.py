@@ -49,13 +49,12 @@ class TimerHandle:
     Call it from the loop's thread; from other threads use :meth:`threadsafe`.
     """
 
-    __slots__ = ("_handed_over", "_queued", "_runner", "_take", "_touch")
+    __slots__ = ("_handed_over", "_runner", "_take", "_touch_now")
 
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
         self._take = runner.engine.take
-        self._touch = runner.engine.touch
-        self._queued = runner.engine.queued
+        self._touch_now = runner.engine.touch_now
         self._handed_over = runner.inbox.commands  # non-empty while other threads' commands wait for the loop
 
     def __repr__(self) -> str:
@@ -162,18 +161,21 @@ class TimerHandle:
         first, so a touch never acts on a timer state they replace.
         """
         # The hot path: the usual case (bound, open, nothing queued) in a few attribute reads and one
-        # call into the engine.
+        # call into the engine, which reads the clock and answers -1 if commands are queued.
         runner = self._runner
-        if type(name) is not str:
-            name = check_name(name)
-        if runner.loop is None or runner.debug or runner.closing or self._handed_over or self._queued():
-            return self._touch_in_order(name)
-        return self._touch(name, runner.clock())
+        if type(name) is str and not (runner.loop is None or runner.debug or runner.closing or self._handed_over):
+            touched = self._touch_now(name)
+            if touched >= 0:
+                return touched == 1
+        return self._touch_in_order(check_name(name))
 
     def _touch_in_order(self, name: str) -> bool:
         runner = self._runner
         runner.bound_loop()
         runner.check_open()
+        if runner.remote:  # applied on the server, in order with the other commands
+            self._try_send([(TOUCH, name, runner.clock(), None)])
+            return True
         if (self._handed_over or runner.engine.queued()) and not runner.apply_queued():
             # Inside the engine's own pass (a DEBUG log handler): queue it behind what is queued.
             runner.enqueue_all([(TOUCH, name, runner.clock(), None)])
@@ -187,6 +189,9 @@ class TimerHandle:
         runner = self._runner
         runner.check_open()
         now = runner.clock()
+        if runner.remote:
+            self._try_send([(TOUCH, name, now, None) for name in checked])
+            return len(checked)
         if (self._handed_over or runner.engine.queued()) and not runner.apply_queued():
             runner.enqueue_all([(TOUCH, name, now, None) for name in checked])
             return sum(1 for name in checked if runner.engine.is_live(name))
@@ -408,7 +413,9 @@ class TimerHandle:
         if data is not None and runner.encode is not None:
             data = runner.encode(data)
         runner.admit([name])
-        return (SET, name, (deadline, max(0.0, deadline - runner.clock())), data)
+        if type(deadline) is float:  # a loop time: its duration is the time left now
+            return (SET, name, (deadline, max(0.0, deadline - runner.clock())), data)
+        return (SET, name, deadline, data)  # the backend's own form, which carries its duration
 
     def _interval_command(self, name: object, period: object, first: object, missed: str, data: Any) -> Command:
         name = check_name(name)
