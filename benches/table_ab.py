@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from timer_manager import _core_c  # noqa: E402  (this checkout's build)
+from timer_manager import _core_c
 
 BATCH = 1024
 SPAN = 1000.0
@@ -42,7 +42,8 @@ def load_baseline(folder: str) -> Any:
     """The compiled core built in ``folder``, loaded beside this checkout's under its own file."""
     (path,) = glob.glob(os.path.join(folder, "timer_manager", "_core_c*.so"))
     spec = importlib.util.spec_from_file_location("timer_manager._core_c", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     saved = sys.modules.pop("timer_manager._core_c")
     try:
@@ -163,7 +164,9 @@ def main() -> None:
     parser.add_argument("--engine", action="store_true", help="drive each table through its engine's command ring")
     args = parser.parse_args()
     baseline = load_baseline(args.baseline)
-    print(f"A: {baseline.__file__}\nB: {_core_c.__file__}\nspans given to B: {args.spans}; {'through the engine' if args.engine else 'table calls'}; Python {sys.version.split()[0]}")
+    how = "through the engine" if args.engine else "table calls"
+    print(f"A: {baseline.__file__}\nB: {_core_c.__file__}")
+    print(f"spans given to B: {args.spans}; {how}; Python {sys.version.split()[0]}")
     for n in args.sizes:
         rng = random.Random(args.seed)
         names = [f"timer-{i:08d}" for i in range(n)]
@@ -175,7 +178,9 @@ def main() -> None:
         order = names[:]
         rng.shuffle(order)
         data["cancel_order"] = order
-        spans = None if args.spans == "none" else [2.0] * n if args.spans == "one" else [rng.random() * 10 for _ in names]
+        spans = (
+            None if args.spans == "none" else [2.0] * n if args.spans == "one" else [rng.random() * 10 for _ in names]
+        )
         data["spans"] = spans
         if spans is not None:
             by_name = dict(zip(names, spans, strict=True))
@@ -197,10 +202,10 @@ def main() -> None:
                 ratios.setdefault(op, []).append(got["B"][op] / got["A"][op])
         print(f"\nn = {n:,}, {args.rounds} rounds (ns per operation, medians; B/A: median of same-round ratios)")
         print(f"{'operation':<10}{'A':>10}{'B':>10}{'B/A':>8}")
-        for op in ratios:
+        for op, op_ratios in ratios.items():
             a = statistics.median(samples["A"][op])
             b = statistics.median(samples["B"][op])
-            print(f"{op:<10}{a:>10.1f}{b:>10.1f}{statistics.median(ratios[op]):>8.3f}")
+            print(f"{op:<10}{a:>10.1f}{b:>10.1f}{statistics.median(op_ratios):>8.3f}")
 
 
 if __name__ == "__main__":

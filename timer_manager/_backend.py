@@ -11,7 +11,6 @@ pure-Python) table; ``timer_manager.redis.RedisBackend`` keeps them on a Redis s
 from __future__ import annotations
 
 import math
-
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 

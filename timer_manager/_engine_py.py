@@ -308,7 +308,9 @@ class Engine:
                     self._spans.pop(name, None)
                 if self.intervals and name in self.intervals:
                     interval = self.intervals[name]
-                    self.table.set_with_span(name, interval.next_deadline(event.deadline, self.clock()), interval.period)
+                    self.table.set_with_span(
+                        name, interval.next_deadline(event.deadline, self.clock()), interval.period
+                    )
                     self.parked -= 1
                     self.wake()
                 elif self.waiting_for_room:

@@ -120,10 +120,10 @@ class TimerTable:
                 continue
             if name not in touches:
                 break
-            span = self._span if self._spans is None else self._spans[name]  # type: ignore[index]
+            span = self._span if self._spans is None else self._spans[name]
             if top[_DEADLINE] > now + ahead * span:  # type: ignore[operator]
                 break
-            self._put_back(top, touches.pop(name))  # type: ignore[arg-type]
+            self._put_back(top, touches.pop(name))
             moved += 1
         return moved
 
@@ -168,7 +168,7 @@ class TimerTable:
             if deadline > now:  # type: ignore[operator]
                 break
             if touches and name in touches:  # touched since it was placed: put it back
-                self._put_back(top, touches.pop(name))  # type: ignore[arg-type]
+                self._put_back(top, touches.pop(name))
                 continue
             heappop(heap)
             del entries[name]  # type: ignore[arg-type]
