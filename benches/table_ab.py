@@ -154,6 +154,54 @@ def engine_round(module: Any, n: int, data: dict[str, Any], with_spans: bool) ->
     return out
 
 
+def memory(baseline: Any, n: int, seed: int) -> None:
+    """Traced bytes per timer at ``n`` (names excluded: they exist before), as ``table_ratios.py`` measures
+    it, for A, and for B set without spans, with one span, with many, and with every timer touched."""
+    import tracemalloc
+
+    rng = random.Random(seed)
+    names = [f"timer-{i:08d}" for i in range(n)]
+    deadlines = [rng.random() * SPAN for _ in names]
+    spans = [rng.random() * 10 for _ in names]
+
+    def traced(build: Callable[[], Any]) -> float:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            kept = build()
+            used = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        del kept
+        return used / n
+
+    def a_plain() -> Any:
+        table = baseline.TimerTable()
+        for name, deadline in zip(names, deadlines, strict=True):
+            table.set(name, deadline)
+        return table
+
+    def b_filled(span_of: Callable[[int], float] | None, touch: bool) -> Any:
+        table = _core_c.TimerTable()
+        for i, (name, deadline) in enumerate(zip(names, deadlines, strict=True)):
+            if span_of is None:
+                table.set(name, deadline)
+            else:
+                table.set_with_span(name, deadline, span_of(i))
+        if touch:
+            for name in names:
+                table.touch(name, 0.0)
+        return table
+
+    print(f"\nmemory at n = {n:,} (traced bytes per timer, names excluded)")
+    print(f"  A, set:                     {traced(a_plain):6.1f}")
+    print(f"  B, set (no span):           {traced(lambda: b_filled(None, False)):6.1f}")
+    print(f"  B, set_with_span, one span: {traced(lambda: b_filled(lambda i: 2.0, False)):6.1f}")
+    print(f"  B, set_with_span, many:     {traced(lambda: b_filled(spans.__getitem__, False)):6.1f}")
+    print(f"  B, one span, all touched:   {traced(lambda: b_filled(lambda i: 2.0, True)):6.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", required=True, help="a checkout whose extension is built in place (A)")
@@ -162,8 +210,12 @@ def main() -> None:
     parser.add_argument("--spans", choices=("none", "one", "many"), default="none")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--engine", action="store_true", help="drive each table through its engine's command ring")
+    parser.add_argument("--memory", type=int, default=0, help="measure memory per timer at this size instead")
     args = parser.parse_args()
     baseline = load_baseline(args.baseline)
+    if args.memory:
+        memory(baseline, args.memory, args.seed)
+        return
     how = "through the engine" if args.engine else "table calls"
     print(f"A: {baseline.__file__}\nB: {_core_c.__file__}")
     print(f"spans given to B: {args.spans}; {how}; Python {sys.version.split()[0]}")
