@@ -27,6 +27,12 @@ cdef enum:
     # Heap indices are 32-bit; keep well clear of that.
     MAX_TIMERS = 0x7FFFFFFF
 
+cdef enum:
+    # What a lookup is for, so that it asks for the lines that will be needed.
+    LOOKING = 0
+    UPDATING = 1
+    TOUCHING = 2
+
 cdef uint64_t SEQUENCES = 0x100000000  # sequence numbers are uint32_t
 
 
@@ -188,7 +194,7 @@ cdef class TimerTable:
             self._other_span(span)
         cdef Py_hash_t h = _str_hash(name)
         cdef PyObject* key = <PyObject*>name
-        cdef Py_ssize_t slot = self._find(key, h, True)
+        cdef Py_ssize_t slot = self._find(key, h, UPDATING)
         cdef PyObject* old_name
         cdef double old_deadline
         cdef HeapEntry entry
@@ -222,7 +228,7 @@ cdef class TimerTable:
             raise OverflowError("too many timers")
         if <size_t>(self._live + 1) * 2 > self._mask + 1:
             self._build_slots((self._mask + 1) * 2)
-            slot = self._find(key, h, False)
+            slot = self._find(key, h, LOOKING)
         if self._live == self._capacity:
             self._resize(self._capacity * 2)
         if not PyUnicode_CheckExact(name):
@@ -271,7 +277,7 @@ cdef class TimerTable:
     @cython.final
     cdef int _touch(self, name, double now) except -1:
         cdef Py_hash_t h = _str_hash(name)
-        cdef Py_ssize_t slot = self._find(<PyObject*>name, h, False)
+        cdef Py_ssize_t slot = self._find(<PyObject*>name, h, TOUCHING)
         if slot < 0:
             return 0
         cdef double span = self._spans[slot] if self._spans != NULL else self._span
@@ -341,7 +347,7 @@ cdef class TimerTable:
     @cython.final
     cdef int _cancel(self, name) except -1:
         cdef Py_hash_t h = _str_hash(name)
-        cdef Py_ssize_t slot = self._find(<PyObject*>name, h, False)
+        cdef Py_ssize_t slot = self._find(<PyObject*>name, h, LOOKING)
         if slot < 0:
             return 0
         cdef uint32_t pos = self._slots[slot].pos
@@ -422,7 +428,7 @@ cdef class TimerTable:
 
     def deadline(self, name, /):
         """Return the pending deadline of ``name``, or None."""
-        cdef Py_ssize_t slot = self._find(<PyObject*>name, _str_hash(name), False)
+        cdef Py_ssize_t slot = self._find(<PyObject*>name, _str_hash(name), LOOKING)
         if slot < 0:
             return None
         if self._touched and self._touches[slot].touched:
@@ -431,7 +437,7 @@ cdef class TimerTable:
 
     def span(self, name, /):
         """Return the span ``name`` was set with, or None if it is not pending."""
-        cdef Py_ssize_t slot = self._find(<PyObject*>name, _str_hash(name), False)
+        cdef Py_ssize_t slot = self._find(<PyObject*>name, _str_hash(name), LOOKING)
         if slot < 0:
             return None
         return self._span_of(<uint32_t>slot)
@@ -443,16 +449,17 @@ cdef class TimerTable:
         if not PyUnicode_Check(name):
             hash(name)  # an unhashable name raises TypeError, as with a dict
             return False
-        return self._find(<PyObject*>name, _str_hash(name), False) >= 0
+        return self._find(<PyObject*>name, _str_hash(name), LOOKING) >= 0
 
     # -- hash table ---------------------------------------------------------------------------
 
     @cython.final
-    cdef inline Py_ssize_t _find(self, PyObject* name, Py_hash_t h, bint updating) except? -1:
+    cdef inline Py_ssize_t _find(self, PyObject* name, Py_hash_t h, int purpose) except? -1:
         """Return the slot holding ``name``, or ``~slot`` of the empty slot where it would go.
 
-        A tag match asks for the timer's heap entry (and, when ``updating``, its parent's and
-        children's lines) before the name is compared, so those loads overlap the name's.
+        A tag match asks for the timer's heap entry (and, for an UPDATING lookup, its parent's and
+        children's lines; for a TOUCHING one, the slot's touch record) before the name is compared,
+        so those loads overlap the name's.
         """
         cdef size_t mask = self._mask
         cdef size_t i = <size_t>h & mask
@@ -465,7 +472,9 @@ cdef class TimerTable:
                 return ~<Py_ssize_t>i
             if s.tag == tag:
                 _prefetch(&self._heap[s.pos])
-                if updating:
+                if purpose == TOUCHING and self._touches != NULL:
+                    _prefetch(&self._touches[i])
+                if purpose == UPDATING:
                     if s.pos > HEAP0:
                         _prefetch(&self._heap[_parent(s.pos)])
                     if _first_child(s.pos) < <uint32_t>(HEAP0 + self._live):
