@@ -152,13 +152,17 @@ class TimerHandle:
 
         The cheap way to keep an idle timeout from firing while there is activity: the timer keeps its
         place in the manager's heap and only its latest deadline is written, with no command queued
-        (it is put back at that deadline once it falls due at its earlier one, at most once per period).
+        (it is put back at that deadline when its earlier one comes round: about once per period).
         Otherwise it behaves exactly as ``set_timer(name, duration)`` made now would, payload kept: same
         order among equal deadlines, never early, and an event that fell due and was not received yet
         is retracted and the timer armed again. A timer set with :meth:`set_timer_at` took ``when`` -
         now as its duration; a repeating timer's next tick moves to now + its period, and its grid with
         it. Commands sent before (from this thread, or from threads whose call returned) are applied
         first, so a touch never acts on a timer state they replace.
+
+        On a remote backend (Redis) a touch is a command, applied on the server in order with the
+        others: it returns True once queued (only the server knows whether the timer was pending), and
+        raises :class:`QueueFull` if the command queue has no room.
         """
         # The hot path: the usual case (bound, open, nothing queued) in a few attribute reads and one
         # call into the engine, which reads the clock and answers -1 if commands are queued.
