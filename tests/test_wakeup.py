@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import select
 import sys
 import time
 from typing import Any
@@ -185,6 +186,82 @@ async def test_readiness_from_before_a_rearm_does_not_call_back() -> None:
         assert fired[1] >= soon
     finally:
         wakeup.close()
+
+
+@LINUX
+@ASYNCIO_ONLY
+async def test_a_timerfd_wake_up_reads_nothing_and_leaves_the_descriptor_unreadable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wake-up is one system call: the expiry is reset by the re-arm or disarm that follows, never read.
+    catches: a ``read`` per wake-up (a cold system call, 5 to 8 µs here), or an expiry left readable when
+    the callback arms nothing (the loop would spin on it)."""
+    loop = asyncio.get_running_loop()
+    calls = _wakeup._timerfd_calls()
+    assert calls is not None
+    assert _stock_loop(loop)
+
+    def no_read(fd: int, size: int) -> bytes:
+        raise AssertionError("the timerfd was read")
+
+    monkeypatch.setattr(os, "read", no_read)
+    fired: list[float] = []
+    wakeup = TimerFdWakeup(loop, lambda: fired.append(time.monotonic()), calls)
+    try:
+        wakeup.arm(time.monotonic() + 0.002)
+        await asyncio.wait_for(_until(lambda: len(fired) == 1), 10)
+        assert wakeup.when is None
+        assert not select.select([wakeup.fd], [], [], 0)[0]  # disarmed, since the callback armed nothing
+        await asyncio.sleep(0.02)
+        assert len(fired) == 1
+    finally:
+        wakeup.close()
+
+
+@LINUX
+@ASYNCIO_ONLY
+async def test_a_callback_that_raises_leaves_the_descriptor_unreadable() -> None:
+    """catches: an expiry left readable after the callback raised (the loop would call back forever)."""
+    loop = asyncio.get_running_loop()
+    calls = _wakeup._timerfd_calls()
+    assert calls is not None
+
+    def fail() -> None:
+        raise RuntimeError("boom")
+
+    wakeup = TimerFdWakeup(loop, fail, calls)
+    try:
+        wakeup.arm(time.monotonic() - 1.0)
+        assert select.select([wakeup.fd], [], [], 0)[0]
+        with pytest.raises(RuntimeError, match="boom"):
+            wakeup.fire()
+        assert not select.select([wakeup.fd], [], [], 0)[0]
+    finally:
+        wakeup.close()
+
+
+@LINUX
+def test_the_compiled_core_arms_the_timerfd_in_c() -> None:
+    """catches: arming through ctypes where the compiled core is in use (cold, 6 to 20 µs a call here)."""
+    from timer_manager import _core
+
+    if _core.CORE != "cython":
+        pytest.skip("the compiled core is not in use")
+    from timer_manager import _core_c
+
+    calls = _wakeup._timerfd_calls()
+    assert calls is not None
+    assert calls.setter() is _core_c._timerfd_arm
+    fd = calls.create()
+    try:
+        _core_c._timerfd_arm(fd, time.monotonic_ns() + 60 * 1_000_000_000)
+        assert 0 < _kernel_remaining_ns(fd) <= 60 * 1_000_000_000
+        _core_c._timerfd_arm(fd, 0)
+        assert _kernel_remaining_ns(fd) == 0
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):
+        _core_c._timerfd_arm(-1, 1)
 
 
 async def _until(condition: Any) -> None:

@@ -70,4 +70,31 @@ static TM_INLINE unsigned int tm_least_of_four(const double* d, int* tie) {
 #endif
 
 
+/* timerfd_settime on Linux, called from C (the manager's wake-up, _wakeup.py): through ctypes, each
+   arming of a wake-up cost microseconds of argument conversion, more when cold. tm_timerfd_arm arms fd
+   to expire once at CLOCK_MONOTONIC when_ns (0 disarms it); 0, or -1 with errno set. Elsewhere it fails
+   with ENOSYS. */
+#include <errno.h>
+#if defined(__linux__)
+#include <sys/timerfd.h>
+#define TM_HAVE_TIMERFD 1
+static TM_INLINE int tm_timerfd_arm(int fd, long long when_ns) {
+    struct itimerspec spec;
+    spec.it_interval.tv_sec = 0;
+    spec.it_interval.tv_nsec = 0;
+    spec.it_value.tv_sec = (time_t)(when_ns / 1000000000LL);
+    spec.it_value.tv_nsec = (long)(when_ns % 1000000000LL);
+    return timerfd_settime(fd, when_ns ? TFD_TIMER_ABSTIME : 0, &spec, NULL);
+}
+#else
+#define TM_HAVE_TIMERFD 0
+static TM_INLINE int tm_timerfd_arm(int fd, long long when_ns) {
+    (void)fd;
+    (void)when_ns;
+    errno = ENOSYS;
+    return -1;
+}
+#endif
+
+
 #endif /* TIMER_MANAGER_COMPAT_H */

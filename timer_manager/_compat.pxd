@@ -8,3 +8,5 @@ cdef extern from "_compat.h":
     bint _unlikely "TM_UNLIKELY"(bint) noexcept nogil
     uint32_t _least_of_four "tm_least_of_four"(const double*, int*) noexcept nogil
     Py_hash_t _cached_str_hash "TM_CACHED_STR_HASH"(object) noexcept
+    bint _tfd_native "TM_HAVE_TIMERFD"
+    int _tfd_arm "tm_timerfd_arm"(int, long long) noexcept nogil

@@ -14,7 +14,17 @@ from libc.math cimport NAN
 from libc.stdlib cimport qsort
 from libc.string cimport memmove, memset
 
-from timer_manager._compat cimport _cached_str_hash, _least_of_four, _prefetch, _trim_heap, _unlikely
+from cpython.exc cimport PyErr_SetFromErrno
+
+from timer_manager._compat cimport (
+    _cached_str_hash,
+    _least_of_four,
+    _prefetch,
+    _tfd_arm,
+    _tfd_native,
+    _trim_heap,
+    _unlikely,
+)
 from timer_manager._cpython cimport (
     Py_DECREF,
     Py_INCREF,
@@ -63,3 +73,19 @@ __all__ = ("Engine", "TimerTable")
 
 include "_table_c.pxi"
 include "_engine_c.pxi"
+
+
+# -- the wake-up's timerfd (_wakeup.py), called from C ----------------------------------------------
+
+
+@cython.binding(False)
+def _timerfd_native():
+    """Whether ``_timerfd_arm`` works here (Linux); elsewhere it raises ENOSYS."""
+    return bool(_tfd_native)
+
+
+@cython.binding(False)
+def _timerfd_arm(int fd, long long when_ns):
+    """Arm timerfd ``fd`` to expire once at CLOCK_MONOTONIC ``when_ns`` (0 disarms it)."""
+    if _tfd_arm(fd, when_ns) < 0:
+        PyErr_SetFromErrno(OSError)

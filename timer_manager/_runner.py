@@ -349,8 +349,8 @@ class Runner:
                 waiter.cancel()
             if waiter.cancelled():  # never woken: leave at once, not at the next event
                 self.receivers.pop(waiter, None)
-            # A receiver cancelled after it was woken passes the wake-up on.
-            elif self.engine.ready_count():
+            # A receiver cancelled after it was woken passes the wake-up on (to the receivers still waiting).
+            elif self.receivers and self.engine.ready_count():
                 self.wake_receivers()
 
     def wake_receivers(self) -> None:
@@ -412,10 +412,13 @@ class Runner:
             if self.senders and inbox_taken:
                 self.wake_senders(inbox_taken=True)
             now = self.clock()
-            if engine.fire(self._grid_floor(now), now):
+            # Each wake-up runs this, cold: calls that would only return their argument or do nothing are
+            # skipped (no heartbeat: the grid is the clock; an event queue with room: nothing to note).
+            if engine.fire(now if self.heartbeat == 0.0 else self._grid_floor(now), now):
                 self.last_delivery = now
                 self.wake_receivers()
-            self._note_room(now)
+            if engine.waiting_for_room or engine.ready_count() >= engine.event_capacity:
+                self._note_room(now)
             self.arm_timer()
         except Exception as exc:
             self.stop(f"failed: {exc!r}", exc)
@@ -517,7 +520,8 @@ class Runner:
             return
         # Timers due within timer_slack of the last delivery wait for one wake-up together: each wake-up
         # costs far more than a timer (docs/benchmarks.md, "Steady rates").
-        when = max(self._grid_ceil(next_deadline), self.last_delivery + self.slack)
+        tick = next_deadline if self.heartbeat == 0.0 else self._grid_ceil(next_deadline)
+        when = max(tick, self.last_delivery + self.slack)
         # Far deadlines (a duration of 1e15 s, say) wake the manager once a year instead: loops
         # cannot hold timers that far away.
         when = min(when, self.clock() + _LONGEST_WAIT)

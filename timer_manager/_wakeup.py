@@ -29,7 +29,9 @@ __all__ = ("LOOP_RESOLUTION", "LoopTimerWakeup", "TimerFdWakeup", "Wakeup", "cre
 
 # How late the loop's own timer may come (asyncio and uvloop sleep in whole milliseconds). A manager
 # allowed at least this much slack beyond its heartbeat uses the loop's timer: on Linux a timerfd
-# wake-up cost about 45 µs more CPU than a call_at one (docs/benchmarks.md, "Steady rates").
+# wake-up armed through ctypes cost about 45 µs more CPU than a call_at one; armed from C and never read,
+# the two cost about the same with no library around them (benches/wakeup_floor.py), and the rule stays
+# (docs/benchmarks.md, "Steady rates").
 LOOP_RESOLUTION = 0.001
 
 
@@ -119,10 +121,29 @@ class _Itimerspec(ctypes.Structure):
     _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
 
 
+def _compiled_setter() -> Callable[[int, int], None] | None:
+    """The compiled core's arming of a timerfd (a C call), where the compiled core is in use."""
+    from . import _core
+
+    if _core.CORE != "cython":
+        return None
+    try:
+        from . import _core_c
+    except ImportError:  # pragma: no cover - CORE says it was imported
+        return None
+    if not _core_c._timerfd_native():
+        return None
+    return _core_c._timerfd_arm
+
+
 class _TimerFdCalls:
-    """``timerfd_create`` and ``timerfd_settime``: from ``os`` (Python 3.13+) or from libc via ctypes."""
+    """``timerfd_create`` and ``timerfd_settime``: from ``os`` (Python 3.13+) or from libc via ctypes; and,
+    where the compiled core is in use, the arming of a wake-up's timerfd as a C call."""
 
     def __init__(self) -> None:
+        # Cold (after a 10 ms sleep), an arming through ctypes cost 6 to 20 µs here, through the compiled
+        # core 5 (mostly the system call itself).
+        self.compiled = _compiled_setter()
         self.native = hasattr(os, "timerfd_settime_ns")
         if not self.native:
             libc = ctypes.CDLL(None, use_errno=True)
@@ -160,6 +181,8 @@ class _TimerFdCalls:
     def setter(self) -> Callable[[int, int], None]:
         """A ``set_absolute_ns`` for one wake-up (one thread) at a time: with ctypes, it fills one
         itimerspec of its own instead of building one per call (a timerfd tick cost 7 to 8% less CPU)."""
+        if self.compiled is not None:
+            return self.compiled
         if self.native:
             return self.set_absolute_ns
         spec = _Itimerspec()
@@ -192,7 +215,11 @@ def _timerfd_calls() -> _TimerFdCalls | None:
 class TimerFdWakeup:
     """A wake-up through a ``timerfd`` watched by ``loop.add_reader``; times are ``time.monotonic()``.
 
-    The instant is rounded up to the next nanosecond, so the wake-up is never before it.
+    The instant is rounded up to the next nanosecond, so the wake-up is never before it. The expiry is
+    never read: arming or disarming the descriptor (``timerfd_settime``) resets its expiry count, which
+    makes it unreadable again, and each wake-up re-arms or disarms it anyway; so a wake-up costs one
+    system call, not two (a cold ``read`` cost 5 to 8 µs here). A readiness that a re-arm overtook is
+    recognised by the clock: the instant now armed is still ahead.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None], calls: _TimerFdCalls) -> None:
@@ -201,6 +228,7 @@ class TimerFdWakeup:
         self.calls = calls
         self.set_absolute_ns = calls.setter()
         self.when: float | None = None
+        self.expired = False  # the descriptor expired and was neither re-armed nor disarmed since: readable
         self.fd = calls.create()
         try:
             loop.add_reader(self.fd, self.fire)
@@ -213,17 +241,20 @@ class TimerFdWakeup:
         # One nanosecond more than the rounded-up instant: the product may round down in binary.
         self.set_absolute_ns(self.fd, max(1, math.ceil(when * 1e9) + 1))
         self.when = when
+        self.expired = False
 
     def disarm(self) -> None:
         """Wake at no time."""
-        if self.when is not None:
+        if self.when is not None or self.expired:
             self.set_absolute_ns(self.fd, 0)
             self.when = None
+            self.expired = False
 
     def close(self) -> None:
         """Stop watching the descriptor and close it."""
         fd, self.fd = self.fd, -1
         self.when = None
+        self.expired = False
         if fd < 0:
             return
         if not self.loop.is_closed():
@@ -231,13 +262,17 @@ class TimerFdWakeup:
         os.close(fd)
 
     def fire(self) -> None:
-        """The descriptor is readable: the timer expired, unless it was re-armed since."""
-        try:
-            os.read(self.fd, 8)
-        except (BlockingIOError, InterruptedError):
-            return  # re-armed (or disarmed) after it expired and before this ran: nothing is due
+        """The descriptor is readable: the timer expired, unless it was re-armed or disarmed since."""
+        when = self.when
+        if when is None or time.monotonic() < when:
+            return  # re-armed (or disarmed) after it expired and before this ran: that reset it, nothing is due
         self.when = None
-        self.callback()
+        self.expired = True
+        try:
+            self.callback()
+        finally:
+            if self.expired and self.fd >= 0:  # the callback armed nothing: reset, or the loop would spin
+                self.disarm()
 
 
 def create_wakeup(
