@@ -40,8 +40,8 @@ def recording_table(base: Any) -> Any:
             self.log: list[tuple[str, str, bool]] = []
             self.over_limit: list[int] = []
 
-        def set(self, name: str, deadline: float, /) -> bool:
-            replaced = bool(super().set(name, deadline))
+        def set_with_span(self, name: str, deadline: float, span: float, /) -> bool:
+            replaced = bool(super().set_with_span(name, deadline, span))
             self.log.append(("set", name, replaced))
             if self.limit is not None and len(self) > self.limit:
                 self.over_limit.append(len(self))

@@ -36,8 +36,8 @@ def test_the_cython_engine_builds_events_directly() -> None:
     c = c_module()
     assert c._builds_events_directly()
     engine = c.Engine(c.TimerTable(), 10, 10)
-    engine.push_set("a", 1.5, {"k": 1})
-    engine.push_set("b", 2.5, None)
+    engine.push_set("a", 1.5, 0.0, {"k": 1})
+    engine.push_set("b", 2.5, 0.0, None)
     engine.apply()
     assert engine.fire(3.0, 3.0) == 2
     first, second = engine.take(), engine.take()
@@ -56,12 +56,12 @@ def test_a_table_that_is_not_exactly_the_c_table_is_driven_through_its_python_me
     calls: list[str] = []
 
     class Spy(c.TimerTable):  # type: ignore[misc, name-defined]
-        def set(self, name: str, deadline: float) -> bool:
+        def set_with_span(self, name: str, deadline: float, span: float) -> bool:
             calls.append(name)
-            return bool(super().set(name, deadline))
+            return bool(super().set_with_span(name, deadline, span))
 
     engine = c.Engine(Spy(), 10, 10)
-    engine.push_set("a", 1.0, None)
+    engine.push_set("a", 1.0, 0.0, None)
     engine.apply()
     assert calls == ["a"]
     assert engine.fire(2.0, 2.0) == 1

@@ -35,7 +35,7 @@ def failing_table(monkeypatch: pytest.MonkeyPatch, table_class: Any) -> None:
     """
 
     class FailingTable(table_class):  # type: ignore[misc]
-        def pop_due(self, now: float, limit: int) -> Any:
+        def pop_due(self, now: float, limit: int, spans: Any = None) -> Any:
             raise Boom("pop_due failed")
 
     monkeypatch.setattr(_backend, "TimerTable", FailingTable)

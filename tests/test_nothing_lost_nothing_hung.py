@@ -498,10 +498,10 @@ async def test_an_engine_step_that_raises_releases_every_waiter_and_run_reraises
     receivers None, threads ManagerClosed; nothing hangs."""
 
     class Broken(table_class):  # type: ignore[misc]
-        def set(self, name: str, deadline: float, /) -> bool:
+        def set_with_span(self, name: str, deadline: float, span: float, /) -> bool:
             if name == "boom":
                 raise RuntimeError("table broke")
-            return bool(super().set(name, deadline))
+            return bool(super().set_with_span(name, deadline, span))
 
     with monkeypatch.context() as patch:  # this manager only
         patch.setattr(_backend, "TimerTable", Broken)

@@ -57,8 +57,9 @@ def run_as_a_program(code: str, folder: Path) -> subprocess.CompletedProcess[str
         (README, 'handle.set_timer("my_timer", 1.0)', "Timer 'my_timer' expired!\n"),
         (README, 'TimerManager.open("sessions", heartbeat_interval=0.01)', "session:42 expired\n"),
         (GUIDE, 'handle.set_timers((f"conn:{i}", 0.5)', "9998 connections timed out\n"),
+        (README, "timeouts.touch(name)", "quiet: idle for 0.5 s, closed\nchatty: idle for 0.5 s, closed\n"),
     ],
-    ids=["quick-start", "open", "batches"],
+    ids=["quick-start", "open", "batches", "idle-timeouts"],
 )
 def test_complete_programs_run_as_written_and_quietly(page: str, marker: str, output: str, tmp_path: Path) -> None:
     """The README's Quick start and open() example and the guide's batches example, each as the complete

@@ -140,6 +140,37 @@ async def test_set_timer_at_takes_unix_time_or_an_aware_datetime(redis_server: R
     assert events[1].deadline == pytest.approx(now + 0.1, abs=0.0015)
 
 
+async def test_touch_is_a_set_made_on_the_server_with_the_duration_last_set(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A touch is pipelined as a command and applied on the server in order: the deadline becomes the
+    server's now + the duration last set (set_timer's, or set_timer_at's time left), the payload stays,
+    a touch of a name that is not pending does nothing, and a touch moves a timer behind one set
+    before it with the same deadline. Catches: a touch sent as a set with the wrong duration, one applied
+    out of order with the commands before it, a lost payload."""
+    async with client_of(redis_server) as client, opened(redis_server.url, namespace) as handle:
+        await handle.set_timer("idle", 0.3, data="peer")
+        await handle.set_timer_at("at", await server_time(client) + 0.3)
+        await handle.flush()
+        await asyncio.sleep(0.15)
+        touched_at = await server_time(client)
+        assert handle.touch("idle") is True  # queued: its answer on Redis
+        assert handle.touch_many(["at", "missing"]) == 2
+        handle.try_cancel_timer("missing")  # in order behind the touch: nothing to cancel either way
+        await handle.flush()
+        after = await server_time(client)
+        assert await handle.get_pending_count() == 2
+        idle_deadline = await handle.get_deadline("idle")
+        at_deadline = await handle.get_deadline("at")
+        assert idle_deadline is not None and at_deadline is not None
+        assert touched_at + 0.3 - 0.002 <= idle_deadline <= after + 0.3 + 0.002
+        assert touched_at + 0.3 - 0.01 <= at_deadline <= after + 0.3 + 0.002
+        assert await handle.get_deadline("missing") is None
+        events = await receive(handle, 2)
+    assert {(event.name, event.data) for event in events} == {("idle", "peer"), ("at", None)}
+    assert all(event.deadline >= touched_at + 0.29 for event in events)
+
+
 # ---------------------------------------------------------------------- no stale events
 
 

@@ -10,6 +10,14 @@
 #endif
 
 
+/* A branch the compiler should lay out of the hot path (its code, and what it calls, go cold). */
+#if defined(__GNUC__) || defined(__clang__)
+#define TM_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define TM_UNLIKELY(x) (x)
+#endif
+
+
 #if defined(__GLIBC__)
 #include <malloc.h>
 #define TM_TRIM_HEAP() ((void)malloc_trim(0))

@@ -8,8 +8,9 @@ beyond Cython's own declarations, in ``_cpython.pxd``; C shims, in ``_compat.h``
 """
 
 cimport cython
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport uint32_t, uint64_t, uintptr_t
+from libc.math cimport NAN
 from libc.stdlib cimport qsort
 from libc.string cimport memmove, memset
 
@@ -22,6 +23,7 @@ from timer_manager._compat cimport (
     _tfd_arm,
     _tfd_native,
     _trim_heap,
+    _unlikely,
 )
 from timer_manager._cpython cimport (
     Py_DECREF,
@@ -61,7 +63,9 @@ from timer_manager._protocol import (
     QUEUED_FIRST,
     SET,
     SET_INTERVAL,
+    SETTLE_AHEAD,
     SHUTDOWN,
+    TOUCH,
 )
 from timer_manager.events import TimerExpired
 

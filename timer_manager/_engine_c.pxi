@@ -9,7 +9,8 @@
 ctypedef struct CommandSlot:
     int op
     PyObject* name      # strong reference or NULL
-    double deadline     # SET
+    double deadline     # SET; TOUCH: the touch's now
+    double span         # SET
     PyObject* value     # strong reference or NULL: an Interval, or a flush's future
     PyObject* data      # strong reference or NULL
 
@@ -21,10 +22,11 @@ cdef enum:
     OP_CANCEL_ALL = 3
     OP_SHUTDOWN = 4
     OP_FLUSH = 5
+    OP_TOUCH = 6
     RING_MIN = 64
     WINDOW = 1024
 
-assert (SET, SET_INTERVAL, CANCEL, CANCEL_ALL, SHUTDOWN, FLUSH) == (0, 1, 2, 3, 4, 5)
+assert (SET, SET_INTERVAL, CANCEL, CANCEL_ALL, SHUTDOWN, FLUSH, TOUCH) == (0, 1, 2, 3, 4, 5, 6)
 assert (QUEUE_FULL, QUEUED, QUEUED_FIRST) == (0, 1, 2)
 assert LATENESS_WINDOW == WINDOW
 
@@ -117,6 +119,11 @@ cdef class Engine:
     cdef list _events
     cdef Py_ssize_t _events_head
     cdef dict _ready                # name -> its receivable event
+    # A touch of a timer whose event is ready re-arms it with its span. While every set used one span
+    # (NaN before the first set) that is _span, and nothing is kept per event; after, _spans has it.
+    cdef double _span
+    cdef bint _spans_vary
+    cdef dict _spans                # name -> span, for events made ready since the spans varied
     cdef double _lateness[WINDOW]
     cdef Py_ssize_t _lateness_len
     cdef Py_ssize_t _lateness_next
@@ -145,6 +152,8 @@ cdef class Engine:
         self.lock = nullcontext()
         self._events = []
         self._ready = {}
+        self._spans = {}
+        self._span = NAN
         self._ring = <CommandSlot*>PyMem_Malloc(RING_MIN * sizeof(CommandSlot))
         if self._ring == NULL:
             raise MemoryError()
@@ -163,26 +172,34 @@ cdef class Engine:
     def push(self, int op, name, value, data):
         """Queue a command unless the queue is full: ``QUEUE_FULL``, ``QUEUED``, or ``QUEUED_FIRST`` if the
         queue was empty (the manager must be woken)."""
-        if op == OP_SET:
-            return self._push(OP_SET, name, value, None, data)
-        return self._push(op, name, 0.0, value, data)
+        return self._push_command(op, name, value, data, False)
 
-    def push_set(self, name, double deadline, data):
-        """``push(SET, name, deadline, data)``, the hot path."""
-        return self._push(OP_SET, name, deadline, None, data)
+    def push_set(self, name, double deadline, double span, data):
+        """``push(SET, name, (deadline, span), data)``, the hot path."""
+        return self._push(OP_SET, name, deadline, span, None, data)
 
     def push_all(self, list commands not None):
         """Queue ``commands`` whatever the room (the caller has accounted for it); answers as ``push``."""
         cdef Py_ssize_t length = self._count
         for op, name, value, data in commands:
-            if op == OP_SET:
-                self._push(OP_SET, name, value, None, data, True)
-            else:
-                self._push(op, name, 0.0, value, data, True)
+            self._push_command(op, name, value, data, True)
         return QUEUED_FIRST if length == 0 and self._count else QUEUED
 
     @cython.final
-    cdef int _push(self, int op, object name, double deadline, object value, object data, bint anyway=False) except -1:
+    cdef int _push_command(self, int op, object name, object value, object data, bint anyway) except -1:
+        if op == OP_SET:
+            if type(value) is tuple:
+                deadline, span = value
+                return self._push(OP_SET, name, deadline, span, None, data, anyway)
+            return self._push(OP_SET, name, value, 0.0, None, data, anyway)
+        if op == OP_TOUCH:
+            return self._push(OP_TOUCH, name, value, 0.0, None, data, anyway)
+        return self._push(op, name, 0.0, 0.0, value, data, anyway)
+
+    @cython.final
+    cdef int _push(
+        self, int op, object name, double deadline, double span, object value, object data, bint anyway=False
+    ) except -1:
         cdef Py_ssize_t length = self._count
         if length >= self.command_capacity and not anyway:
             return 0
@@ -191,6 +208,7 @@ cdef class Engine:
         cdef CommandSlot* slot = &self._ring[(self._head + length) & (self._ring_size - 1)]
         slot.op = op
         slot.deadline = deadline
+        slot.span = span
         slot.name = _new_ref(name)
         slot.value = _new_ref(value)
         slot.data = _new_ref(data)
@@ -235,6 +253,7 @@ cdef class Engine:
         cdef CommandSlot* slot
         cdef int op
         cdef double deadline
+        cdef double span
         cdef bint was_parked
         cdef int replaced = 0
         try:
@@ -242,6 +261,7 @@ cdef class Engine:
                 slot = &self._ring[self._head]
                 op = slot.op
                 deadline = slot.deadline
+                span = slot.span
                 # Take the slot's references before anything can run Python code.
                 name = _steal(&slot.name)
                 value = _steal(&slot.value)
@@ -249,21 +269,22 @@ cdef class Engine:
                 self._head = (self._head + 1) & (self._ring_size - 1)
                 self._count -= 1
                 if log is not None:
-                    log(op, name, deadline if op == OP_SET else value)
+                    log(op, name, deadline if op == OP_SET or op == OP_TOUCH else value)
                 if op <= OP_SET_INTERVAL:
                     was_parked = self._ready and PyDict_Contains(self._ready, name) and self._retract(name)
                     if op == OP_SET_INTERVAL:
                         self.intervals[name] = value
                         deadline = value.origin
+                        span = value.period
                     elif self.intervals:
                         self.intervals.pop(name, None)
                     if self.reserved:
                         # A reserved name turns live and unreserved at once for an admission counting both.
                         with self.lock:
-                            replaced = self._set(name, deadline)
+                            replaced = self._set(name, deadline, span)
                             self.release(name)
                     else:
-                        replaced = self._set(name, deadline)
+                        replaced = self._set(name, deadline, span)
                     if replaced:
                         self.count_reset += 1
                     else:
@@ -293,6 +314,8 @@ cdef class Engine:
                 elif op == OP_FLUSH:
                     if not value.done():
                         value.set_result(None)
+                elif op == OP_TOUCH:
+                    self._touch(name, deadline)
                 else:  # SHUTDOWN
                     return True
             return False
@@ -312,6 +335,7 @@ cdef class Engine:
             if slot.op == OP_FLUSH:
                 flushes.append(<object>slot.value)
         self._drop_commands()
+        self._spans.clear()
         pending = self.table.clear() + self.parked
         self.parked = 0
         self.intervals.clear()
@@ -328,6 +352,46 @@ cdef class Engine:
             Py_XDECREF(slot.data)
             self._head = (self._head + 1) & (self._ring_size - 1)
             self._count -= 1
+
+    def touch(self, name, double now):
+        """Make pending timer ``name`` due at ``now`` + the duration it was last set with, as a set made at
+        ``now`` would (its ready event, if it fell due and was not received, is retracted and it is armed
+        again); keep its payload. Return whether it was pending."""
+        return self._touch(name, now) == 1
+
+    def touch_now(self, name):
+        """``touch(name, clock())`` unless commands are queued: 1 if it was pending, 0 if not, or -1 (and
+        nothing done) if commands are queued, which must be applied first."""
+        if self._count:
+            return -1
+        return self._touch(name, self.clock())
+
+    @cython.final
+    cdef int _touch(self, name, double now) except -1:
+        cdef double span
+        if not PyDict_Size(self.intervals) and not (PyDict_Size(self._ready) and PyDict_Contains(self._ready, name)):
+            if self._table is not None:  # the usual case: one write beside the timer's heap entry
+                return self._table._touch(name, now)
+            return 1 if self.table.touch(name, now) else 0
+        interval = self.intervals.get(name) if PyDict_Size(self.intervals) else None
+        if interval is not None:  # a repeating timer: its grid restarts one period from now
+            interval.origin = now + interval.period
+        if not (PyDict_Size(self._ready) and PyDict_Contains(self._ready, name)):
+            if self._table is not None:
+                return self._table._touch(name, now)
+            return 1 if self.table.touch(name, now) else 0
+        event = self._ready[name]
+        span = self._spans.get(name, self._span) if interval is None else interval.period
+        was_parked = self._retract(name)
+        if event.data is not None and interval is None:
+            self.data[name] = event.data  # fire moved it into the event; the timer keeps it
+        with self.lock:  # parked and table move together for the admission (max_timers)
+            self._set(name, now + span, span)
+            if was_parked:
+                self.parked -= 1
+        self.count_set += 1
+        self.wake()  # the runner arms the wake-up for it
+        return 1
 
     # -- what is pending -----------------------------------------------------------------------------
 
@@ -359,24 +423,38 @@ cdef class Engine:
         cdef Py_ssize_t room = self.event_capacity - len(self._ready)
         cdef Py_ssize_t count = 0
         cdef double deadline = 0.0
+        cdef double span = 0.0
         cdef TimerTable table = self._table
         cdef dict ready = self._ready
+        cdef dict spans = self._spans
         cdef list due = None
+        cdef list due_spans = None
         cdef Py_ssize_t next_due = 0
+        if room <= 0:
+            if table is not None:
+                table._settle(bound, SETTLE_AHEAD)  # so that the runner sees whether a timer is due
+            else:
+                self.table.settle(bound, SETTLE_AHEAD)
+            return 0
         if table is None:
-            due = self.table.pop_due(bound, room)
+            due_spans = [] if self._spans_vary else None
+            due = self.table.pop_due(bound, room, due_spans)
         cdef dict data = self.data
         cdef list events = self._events
         while count < room:
             if table is not None:
-                name = table._pop_due_one(bound, &deadline)
+                name = table._pop_due_one(bound, &deadline, &span)
                 if name is None:
                     break
             elif next_due < len(due):
                 name, deadline = due[next_due]
+                if due_spans is not None:
+                    span = due_spans[next_due]
                 next_due += 1
             else:
                 break
+            if self._spans_vary:
+                spans[name] = span
             if PyDict_Size(self.intervals) and PyDict_Contains(self.intervals, name):
                 self.parked += 1
                 event = _new_event(name, deadline, data.get(name) if PyDict_Size(data) else None)
@@ -391,6 +469,10 @@ cdef class Engine:
             if self._lateness_len < WINDOW:
                 self._lateness_len += 1
             count += 1
+        if table is not None:
+            table._settle(bound, SETTLE_AHEAD)  # so that the runner sees whether a timer is due
+        else:
+            self.table.settle(bound, SETTLE_AHEAD)
         if count:
             if table is not None:
                 table._compact_if_sparse()
@@ -418,9 +500,11 @@ cdef class Engine:
             name = _event_name(event)
             if ready.get(name) is event:
                 del ready[name]
+                if PyDict_Size(self._spans):
+                    self._spans.pop(name, None)
                 if self.intervals and PyDict_Contains(self.intervals, name):
                     interval = self.intervals[name]
-                    self._set(name, interval.next_deadline(event.deadline, self.clock()))
+                    self._set(name, interval.next_deadline(event.deadline, self.clock()), interval.period)
                     self.parked -= 1
                     self.wake()
                 elif self.waiting_for_room:
@@ -443,15 +527,22 @@ cdef class Engine:
         return [self._lateness[i] for i in range(self._lateness_len)]
 
     @cython.final
-    cdef inline int _set(self, name, double deadline) except -1:
+    cdef inline int _set(self, name, double deadline, double span) except -1:
+        if not self._spans_vary and span != self._span:
+            if self._span != self._span:  # the first set
+                self._span = span
+            else:
+                self._spans_vary = True
         if self._table is not None:
-            return self._table._set(name, deadline)
-        return 1 if self.table.set(name, deadline) else 0
+            return self._table._set(name, deadline, span)
+        return 1 if self.table.set_with_span(name, deadline, span) else 0
 
     @cython.final
     cdef int _retract(self, name) except -1:
         """Withdraw ``name``'s ready event; return whether ``name`` was parked (the caller uncounts it)."""
         del self._ready[name]
+        if PyDict_Size(self._spans):
+            self._spans.pop(name, None)
         self.count_retracted += 1
         cdef list events = self._events
         # Retracted events stay in the queue until they reach its front; rebuild it if they pile up.

@@ -14,6 +14,7 @@ table, still in ``intervals``, re-armed when its event is received; it still cou
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -29,6 +30,8 @@ from ._protocol import (
     QUEUED_FIRST,
     SET,
     SET_INTERVAL,
+    SETTLE_AHEAD,
+    TOUCH,
     Command,
     Interval,
 )
@@ -64,6 +67,11 @@ class Engine:
         self._commands: deque[Command] = deque()
         self._events: deque[TimerExpired] = deque()
         self._ready: dict[str, TimerExpired] = {}
+        # A touch of a timer whose event is ready re-arms it with its span. While every set used one span
+        # (NaN before the first set) that is _span, and nothing is kept per event; after, _spans has it.
+        self._span = math.nan
+        self._spans_vary = False
+        self._spans: dict[str, float] = {}  # name -> span, for events made ready since the spans varied
         self._lateness: list[float] = []
         self._lateness_next = 0
 
@@ -93,9 +101,9 @@ class Engine:
             self.command_high_water = length + 1
         return QUEUED_FIRST if length == 0 else QUEUED
 
-    def push_set(self, name: str, deadline: float, data: Any) -> int:
-        """``push(SET, name, deadline, data)``, the hot path."""
-        return self.push(SET, name, deadline, data)
+    def push_set(self, name: str, deadline: float, span: float, data: Any) -> int:
+        """``push(SET, name, (deadline, span), data)``, the hot path."""
+        return self.push(SET, name, (deadline, span), data)
 
     def push_all(self, commands: list[Command]) -> int:
         """Queue ``commands`` whatever the room (the caller has accounted for it); answers as ``push``."""
@@ -118,21 +126,29 @@ class Engine:
         while commands:
             op, name, value, data = commands.popleft()
             if log is not None:
-                log(op, name, value)
+                log(op, name, value[0] if op == SET and type(value) is tuple else value)
             if op <= SET_INTERVAL:
                 was_parked = self._ready and name in self._ready and self._retract(name)
                 if op == SET_INTERVAL:
                     self.intervals[name] = value  # type: ignore[index]
+                    span = value.period
                     value = value.origin
-                elif self.intervals:
-                    self.intervals.pop(name, None)  # type: ignore[arg-type]
+                else:
+                    if self.intervals:
+                        self.intervals.pop(name, None)  # type: ignore[arg-type]
+                    value, span = value if type(value) is tuple else (value, 0.0)
+                if not self._spans_vary and span != self._span:
+                    if self._span != self._span:  # the first set
+                        self._span = span
+                    else:
+                        self._spans_vary = True
                 if self.reserved:
                     # A reserved name turns live and unreserved at once for an admission counting both.
                     with self.lock:
-                        replaced = table.set(name, value)
+                        replaced = table.set_with_span(name, value, span)
                         self.release(name)  # type: ignore[arg-type]
                 else:
-                    replaced = table.set(name, value)
+                    replaced = table.set_with_span(name, value, span)
                 if replaced:
                     self.count_reset += 1
                 else:
@@ -162,6 +178,8 @@ class Engine:
             elif op == FLUSH:
                 if not value.done():
                     value.set_result(None)
+            elif op == TOUCH:
+                self.touch(name, value)  # type: ignore[arg-type]
             else:  # SHUTDOWN
                 return True
         return False
@@ -173,11 +191,42 @@ class Engine:
         """
         flushes = [value for op, _, value, _ in self._commands if op == FLUSH]
         self._commands.clear()
+        self._spans.clear()
         pending = self.table.clear() + self.parked
         self.parked = 0
         self.intervals.clear()
         self.data.clear()
         return pending, flushes
+
+    def touch_now(self, name: str) -> int:
+        """``touch(name, clock())`` unless commands are queued: 1 if it was pending, 0 if not, or -1 (and
+        nothing done) if commands are queued, which must be applied first."""
+        if self._commands:
+            return -1
+        return 1 if self.touch(name, self.clock()) else 0
+
+    def touch(self, name: str, now: float) -> bool:
+        """Make pending timer ``name`` due at ``now`` + the duration it was last set with, as a set made at
+        ``now`` would (its ready event, if it fell due and was not received, is retracted and it is armed
+        again); keep its payload. Return whether it was pending."""
+        intervals = self.intervals
+        interval = intervals.get(name) if intervals else None
+        if interval is not None:  # a repeating timer: its grid restarts one period from now
+            interval.origin = now + interval.period
+        if not (self._ready and name in self._ready):
+            return bool(self.table.touch(name, now))
+        event = self._ready[name]
+        span = self._spans.get(name, self._span) if interval is None else interval.period
+        was_parked = self._retract(name)
+        if event.data is not None and interval is None:
+            self.data[name] = event.data  # fire moved it into the event; the timer keeps it
+        with self.lock:  # parked and table move together for the admission (max_timers)
+            self.table.set_with_span(name, now + span, span)
+            if was_parked:
+                self.parked -= 1
+        self.count_set += 1
+        self.wake()  # the runner arms the wake-up for it
+        return True
 
     # ------------------------------------------------------------------ what is pending
 
@@ -208,16 +257,21 @@ class Engine:
         """Move timers due at ``bound`` into the event queue, as far as it has room; return how many."""
         room = self.event_capacity - len(self._ready)
         if room <= 0:
+            self.table.settle(bound, SETTLE_AHEAD)  # so that the runner sees whether a timer is due
             return 0
         intervals = self.intervals
+        spans: list[float] | None = [] if self._spans_vary else None
         # Repeating timers leave the table here but stay pending: a thread reading live_count() under the
         # lock must see them in one place or the other.
         with self.lock:
-            due = self.table.pop_due(bound, room)
+            due = self.table.pop_due(bound, room, spans)
+            self.table.settle(bound, SETTLE_AHEAD)  # so that the runner sees whether a timer is due
             if intervals:
                 self.parked += sum(1 for name, _ in due if name in intervals)
         if not due:
             return 0
+        if spans is not None:
+            self._spans.update(zip((name for name, _ in due), spans, strict=True))
         ready = self._ready
         events = self._events
         data = self.data
@@ -250,8 +304,13 @@ class Engine:
             name = event.name
             if ready.get(name) is event:
                 del ready[name]
+                if self._spans:
+                    self._spans.pop(name, None)
                 if self.intervals and name in self.intervals:
-                    self.table.set(name, self.intervals[name].next_deadline(event.deadline, self.clock()))
+                    interval = self.intervals[name]
+                    self.table.set_with_span(
+                        name, interval.next_deadline(event.deadline, self.clock()), interval.period
+                    )
                     self.parked -= 1
                     self.wake()
                 elif self.waiting_for_room:
@@ -276,6 +335,8 @@ class Engine:
     def _retract(self, name: str) -> bool:
         """Withdraw ``name``'s ready event; return whether ``name`` was parked (the caller uncounts it)."""
         del self._ready[name]
+        if self._spans:
+            self._spans.pop(name, None)
         self.count_retracted += 1
         events = self._events
         # Retracted events stay in the deque until they reach its front; rebuild it if they pile up.

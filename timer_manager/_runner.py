@@ -104,6 +104,7 @@ class Runner:
 
         self.origin = 0.0  # the heartbeat grid is origin + k * heartbeat
         self.service_soon = False
+        self.logging_command = False  # a DEBUG log handler runs, in the middle of the engine's apply
         self.wakeup: Wakeup | None = None  # the one wake-up for the next grid tick, from start()
         self.background: Awaitable[None] | None = None  # the backend's own work, from start()
         self.count_room_waits = 0
@@ -429,7 +430,34 @@ class Runner:
             detail = f", {value!r}"
         else:
             detail = ""
-        logger.debug("timer manager %r: %s %r%s", self.name, OP_NAMES[op], name, detail)
+        self.logging_command = True
+        try:
+            logger.debug("timer manager %r: %s %r%s", self.name, OP_NAMES[op], name, detail)
+        finally:
+            self.logging_command = False
+
+    def apply_queued(self) -> bool:
+        """Apply now what is queued, what other threads handed over first, for a loop-side call that must
+        act on the state those commands leave (a touch); the pass already scheduled for them arms the
+        wake-up. False, with nothing applied, from inside the engine's apply (a DEBUG log handler)."""
+        if self.logging_command:
+            return False
+        if self.token_cancelled:  # its stop is on the way and discards them: the state stays as it is
+            return True
+        if self.inbox.commands:
+            handed_over = self.inbox.take()
+            if handed_over:
+                self.engine.push_all(handed_over)
+        log = self._log_command if logger.isEnabledFor(logging.DEBUG) else None
+        try:
+            shutdown = self.engine.apply(log)
+        except Exception as exc:
+            self.stop(f"failed: {exc!r}", exc)
+            raise
+        if shutdown:  # not while the manager is open, as it is for every caller; kept for safety
+            self.stop("shutdown requested")
+            self.check_open()
+        return True
 
     def _on_wakeup(self) -> None:
         self.on_timer()  # looked up at each wake-up, so that a test can wrap it

@@ -10,6 +10,11 @@ ctypedef struct HeapEntry:
     uint32_t sequence       # set order among equal deadlines
     uint32_t slot           # index into _slots of this timer's slot
 
+ctypedef struct Touch:
+    double latest           # the deadline a touch gave the timer (later than its heap entry's key)
+    uint32_t sequence       # and the touch's sequence: (latest, sequence) is the timer's real key
+    uint32_t touched        # 1 while the heap entry holds an earlier key than (latest, sequence)
+
 cdef enum:
     # The root sits at index 3 so that every group of four siblings starts on a 64-byte boundary.
     HEAP0 = 3
@@ -21,6 +26,12 @@ cdef enum:
     HOT_ENTRIES = 344
     # Heap indices are 32-bit; keep well clear of that.
     MAX_TIMERS = 0x7FFFFFFF
+
+cdef enum:
+    # What a lookup is for, so that it asks for the lines that will be needed.
+    LOOKING = 0
+    UPDATING = 1
+    TOUCHING = 2
 
 cdef uint64_t SEQUENCES = 0x100000000  # sequence numbers are uint32_t
 
@@ -142,6 +153,13 @@ cdef class TimerTable:
     cdef uint64_t _next_sequence
     cdef uint64_t _sequence_limit   # SEQUENCES, or less in tests of the renumbering
     cdef bint _exact_names          # no name was ever a str subclass (checking at expiry costs a miss)
+    # Touch state, held per hash slot (slots move only on a cancel's back-shift and on a rebuild, never
+    # in a sift), so that the heap and the names stay as they are for timers nobody touches.
+    cdef double _span               # the span of every timer while _spans is NULL
+    cdef double* _spans             # per slot: the span its timer was set with; NULL while all share _span
+    cdef Touch* _touches            # per slot; NULL until the first touch
+    cdef Py_ssize_t _touched        # slots whose touch is not yet put back in the heap
+    cdef public Py_ssize_t reinserted  # touched timers put back at their latest key (a benchmark reads it)
     # Makes Cython give the type garbage-collector slots, which _traverse/_clear extend to names.
     cdef object _gc_anchor
 
@@ -156,16 +174,27 @@ cdef class TimerTable:
     # -- public interface, in the order of _table_py.py --------------------------------------
 
     def set(self, name, double deadline, /):
-        """Create ``name`` or replace its deadline; return True if it replaced a pending timer."""
-        return self._set(name, deadline) == 1
+        """Create ``name`` or replace its deadline; return True if it replaced a pending timer. A later
+        :meth:`touch` adds nothing to its ``now`` (see :meth:`set_with_span`)."""
+        return self._set(name, deadline, 0.0) == 1
+
+    def set_with_span(self, name, double deadline, double span, /):
+        """:meth:`set`, and ``span`` is the duration a later :meth:`touch` adds to its ``now``.
+
+        A method of its own rather than an optional argument of ``set``: Cython's wrapper for an
+        optional argument made every set 30% slower (docs/design.md).
+        """
+        return self._set(name, deadline, span) == 1
 
     @cython.final
-    cdef int _set(self, name, double deadline) except -1:
+    cdef int _set(self, name, double deadline, double span) except -1:
         if deadline != deadline:
             raise ValueError("deadline must not be NaN")
+        if _unlikely(span != self._span):  # _span is valid, and while _spans is NULL every timer's
+            self._other_span(span)
         cdef Py_hash_t h = _str_hash(name)
         cdef PyObject* key = <PyObject*>name
-        cdef Py_ssize_t slot = self._find(key, h, True)
+        cdef Py_ssize_t slot = self._find(key, h, UPDATING)
         cdef PyObject* old_name
         cdef double old_deadline
         cdef HeapEntry entry
@@ -182,6 +211,11 @@ cdef class TimerTable:
             old_name = self._names[pos]
             if old_name != key:  # an equal string, another object: hold the newest, as before
                 Py_INCREF(key)
+            if self._touched and self._touches[slot].touched:  # the set replaces the touch
+                self._touches[slot].touched = 0
+                self._touched -= 1
+            if self._spans != NULL:
+                self._spans[slot] = span
             # The new sequence is the largest, so an equal deadline moves the entry down.
             if deadline < old_deadline:
                 self._sift_up(pos, entry, key)
@@ -194,7 +228,7 @@ cdef class TimerTable:
             raise OverflowError("too many timers")
         if <size_t>(self._live + 1) * 2 > self._mask + 1:
             self._build_slots((self._mask + 1) * 2)
-            slot = self._find(key, h, False)
+            slot = self._find(key, h, LOOKING)
         if self._live == self._capacity:
             self._resize(self._capacity * 2)
         if not PyUnicode_CheckExact(name):
@@ -208,7 +242,103 @@ cdef class TimerTable:
         self._live += 1
         Py_INCREF(key)
         self._sift_up(pos, entry, key)  # also fills in the slot's heap index
+        if self._spans != NULL:
+            self._spans[~slot] = span
         return 0
+
+    # Not final, so called through the vtable: the compiler keeps this cold path out of _set.
+    cdef int _other_span(self, double span) except -1:
+        """A set's span differs from ``_span``: check it, and unless the table is empty (then it becomes
+        everyone's) make sure each slot can keep its own (the set writes it)."""
+        if not span >= 0.0:
+            raise ValueError(f"span must be >= 0, got {span!r}")
+        if self._spans != NULL:
+            return 0
+        if not self._live:
+            self._span = span
+            return 0
+        cdef size_t count = self._mask + 1
+        cdef double* spans = <double*>PyMem_Malloc(count * sizeof(double))
+        cdef size_t i
+        if spans == NULL:
+            raise MemoryError()
+        for i in range(count):
+            spans[i] = self._span
+        self._spans = spans
+        return 0
+
+    def touch(self, name, double now, /):
+        """Make ``name`` due at ``now`` + the span it was set with, ordered as a set made now would be;
+        return True if it was pending. The heap entry stays where it is: its slot keeps the later key,
+        and the entry is put back at it when it reaches the top (``pop_due``, ``settle``). A touch
+        earlier than the entry's place is a set, which moves it."""
+        return self._touch(name, now) == 1
+
+    @cython.final
+    cdef int _touch(self, name, double now) except -1:
+        cdef Py_hash_t h = _str_hash(name)
+        cdef Py_ssize_t slot = self._find(<PyObject*>name, h, TOUCHING)
+        if slot < 0:
+            return 0
+        cdef double span = self._spans[slot] if self._spans != NULL else self._span
+        cdef double latest = now + span
+        if latest != latest:
+            raise ValueError(f"now must be a number of seconds, got {now!r}")
+        cdef Touch* touch
+        if self._touches == NULL:
+            self._touches = <Touch*>PyMem_Calloc(self._mask + 1, sizeof(Touch))
+            if self._touches == NULL:
+                raise MemoryError()
+        if self._next_sequence >= self._sequence_limit:
+            self._renumber()
+        touch = &self._touches[slot]
+        if touch.touched:
+            # Its heap key is at most the latest one: no need to look at the heap entry.
+            if not latest >= touch.latest and latest < self._heap[self._slots[slot].pos].deadline:
+                return self._set(name, latest, span)
+        elif latest < self._heap[self._slots[slot].pos].deadline:
+            return self._set(name, latest, span)  # earlier than its place (a clock set back): move it
+        else:
+            touch.touched = 1
+            self._touched += 1
+        touch.latest = latest
+        touch.sequence = <uint32_t>self._next_sequence
+        self._next_sequence += 1
+        return 1
+
+    def settle(self, double now, double ahead=0.0, /):
+        """Put back each touched timer at the top whose heap deadline is ``<= now`` (or ``<= now + ahead``
+        times its span); return how many.
+
+        Afterwards ``next_deadline()`` is exact if it is ``<= now``; ``settle(math.inf)`` makes it exact.
+        """
+        return self._settle(now, ahead)
+
+    @cython.final
+    cdef Py_ssize_t _settle(self, double now, double ahead) noexcept:
+        cdef Py_ssize_t moved = 0
+        cdef uint32_t slot
+        if not self._touched:
+            return 0
+        while self._live:
+            slot = self._heap[HEAP0].slot
+            if not self._touches[slot].touched or self._heap[HEAP0].deadline > now + ahead * self._span_of(slot):
+                break
+            self._put_back_root()
+            moved += 1
+        return moved
+
+    @cython.final
+    cdef void _put_back_root(self) noexcept:
+        """Move the touched timer at the root down to its latest key."""
+        cdef HeapEntry entry = self._heap[HEAP0]
+        cdef Touch* touch = &self._touches[entry.slot]
+        entry.deadline = touch.latest
+        entry.sequence = touch.sequence
+        touch.touched = 0
+        self._touched -= 1
+        self.reinserted += 1
+        self._sift_down(HEAP0, entry, self._names[HEAP0])
 
     def cancel(self, name, /):
         """Remove ``name``; return True if it was pending."""
@@ -217,7 +347,7 @@ cdef class TimerTable:
     @cython.final
     cdef int _cancel(self, name) except -1:
         cdef Py_hash_t h = _str_hash(name)
-        cdef Py_ssize_t slot = self._find(<PyObject*>name, h, False)
+        cdef Py_ssize_t slot = self._find(<PyObject*>name, h, LOOKING)
         if slot < 0:
             return 0
         cdef uint32_t pos = self._slots[slot].pos
@@ -234,18 +364,26 @@ cdef class TimerTable:
         self._clear()
         return count
 
-    def pop_due(self, double now, limit, /):
-        """Remove and return up to ``limit`` timers with ``deadline <= now``, in order."""
+    def pop_due(self, double now, limit, list spans=None, /):
+        """Remove and return up to ``limit`` timers with ``deadline <= now``, in order; append their spans
+        to ``spans`` if it is given."""
         cdef Py_ssize_t wanted = PyNumber_AsSsize_t(limit, NULL)  # clipped, like an unbounded int
         cdef Py_ssize_t count = 0
         cdef PyObject* name
         due = []
         while count < wanted and self._live and not (self._heap[HEAP0].deadline > now):
+            if self._touched and self._touches[self._heap[HEAP0].slot].touched:
+                self._put_back_root()
+                continue
             # Allocating a tuple can run the garbage collector and so any code, this table's
             # methods included: look at the heap only after it.
             item = PyTuple_New(2)
             if not self._live or self._heap[HEAP0].deadline > now:
                 break
+            if self._touched and self._touches[self._heap[HEAP0].slot].touched:
+                continue
+            if spans is not None:
+                spans.append(self._span_of(self._heap[HEAP0].slot))
             deadline = PyFloat_FromDouble(self._heap[HEAP0].deadline)
             name = self._pop()
             PyTuple_SET_ITEM(item, 0, name)  # the table's reference moves to the tuple
@@ -257,32 +395,52 @@ cdef class TimerTable:
                 PyObject_GC_UnTrack(<PyObject*>item)
             due.append(item)
             count += 1
+        self._settle(now, 0.0)  # so that next_deadline() <= now means a timer is due
         if count:
             self._compact_if_sparse()
         return due
 
     @cython.final
-    cdef object _pop_due_one(self, double now, double* deadline):
+    cdef object _pop_due_one(self, double now, double* deadline, double* span):
         """Remove the first timer with ``deadline <= now`` and return its name (None if none is due)."""
-        if not self._live or self._heap[HEAP0].deadline > now:
-            return None
-        deadline[0] = self._heap[HEAP0].deadline
-        name = <object>self._pop()  # a new reference; the table's is released below
-        Py_DECREF(<PyObject*>name)
-        return name
+        while self._live and not (self._heap[HEAP0].deadline > now):
+            if self._touched and self._touches[self._heap[HEAP0].slot].touched:
+                self._put_back_root()
+                continue
+            deadline[0] = self._heap[HEAP0].deadline
+            span[0] = self._span_of(self._heap[HEAP0].slot)
+            name = <object>self._pop()  # a new reference; the table's is released below
+            Py_DECREF(<PyObject*>name)
+            return name
+        return None
+
+    @cython.final
+    cdef inline double _span_of(self, uint32_t slot) noexcept:
+        return self._spans[slot] if self._spans != NULL else self._span
 
     def next_deadline(self):
-        """Return the earliest pending deadline, or None when the table is empty."""
+        """Return the deadline at the top of the heap, or None when the table is empty: the earliest
+        pending deadline, or earlier than it when the timer at the top was touched since it got there
+        (see :meth:`settle`)."""
         if self._live:
             return self._heap[HEAP0].deadline
         return None
 
     def deadline(self, name, /):
         """Return the pending deadline of ``name``, or None."""
-        cdef Py_ssize_t slot = self._find(<PyObject*>name, _str_hash(name), False)
+        cdef Py_ssize_t slot = self._find(<PyObject*>name, _str_hash(name), LOOKING)
         if slot < 0:
             return None
+        if self._touched and self._touches[slot].touched:
+            return self._touches[slot].latest
         return self._heap[self._slots[slot].pos].deadline
+
+    def span(self, name, /):
+        """Return the span ``name`` was set with, or None if it is not pending."""
+        cdef Py_ssize_t slot = self._find(<PyObject*>name, _str_hash(name), LOOKING)
+        if slot < 0:
+            return None
+        return self._span_of(<uint32_t>slot)
 
     def __len__(self):
         return self._live
@@ -291,16 +449,17 @@ cdef class TimerTable:
         if not PyUnicode_Check(name):
             hash(name)  # an unhashable name raises TypeError, as with a dict
             return False
-        return self._find(<PyObject*>name, _str_hash(name), False) >= 0
+        return self._find(<PyObject*>name, _str_hash(name), LOOKING) >= 0
 
     # -- hash table ---------------------------------------------------------------------------
 
     @cython.final
-    cdef inline Py_ssize_t _find(self, PyObject* name, Py_hash_t h, bint updating) except? -1:
+    cdef inline Py_ssize_t _find(self, PyObject* name, Py_hash_t h, int purpose) except? -1:
         """Return the slot holding ``name``, or ``~slot`` of the empty slot where it would go.
 
-        A tag match asks for the timer's heap entry (and, when ``updating``, its parent's and
-        children's lines) before the name is compared, so those loads overlap the name's.
+        A tag match asks for the timer's heap entry (and, for an UPDATING lookup, its parent's and
+        children's lines; for a TOUCHING one, the slot's touch record) before the name is compared,
+        so those loads overlap the name's.
         """
         cdef size_t mask = self._mask
         cdef size_t i = <size_t>h & mask
@@ -313,7 +472,9 @@ cdef class TimerTable:
                 return ~<Py_ssize_t>i
             if s.tag == tag:
                 _prefetch(&self._heap[s.pos])
-                if updating:
+                if purpose == TOUCHING and self._touches != NULL:
+                    _prefetch(&self._touches[i])
+                if purpose == UPDATING:
                     if s.pos > HEAP0:
                         _prefetch(&self._heap[_parent(s.pos)])
                     if _first_child(s.pos) < <uint32_t>(HEAP0 + self._live):
@@ -331,6 +492,8 @@ cdef class TimerTable:
         cdef size_t j = i
         cdef size_t home
         cdef Slot s
+        if self._touched and self._touches[i].touched:
+            self._touched -= 1
         while True:
             j = (j + 1) & mask
             s = self._slots[j]
@@ -341,15 +504,32 @@ cdef class TimerTable:
             if (i <= j and (home <= i or home > j)) or (i > j and home <= i and home > j):
                 self._slots[i] = s
                 self._heap[s.pos].slot = <uint32_t>i
+                if self._spans != NULL:
+                    self._spans[i] = self._spans[j]
+                if self._touches != NULL:
+                    self._touches[i] = self._touches[j]
                 i = j
         self._slots[i].pos = 0
         self._slots[i].tag = 0
+        if self._touches != NULL:
+            self._touches[i].touched = 0
 
     @cython.final
     cdef int _build_slots(self, size_t count) except -1:
         """Index every timer in a new array of ``count`` slots, and free the old one."""
         cdef Slot* slots = <Slot*>PyMem_Malloc(count * sizeof(Slot))
+        cdef double* spans = NULL
+        cdef Touch* touches = NULL
         if slots == NULL:
+            raise MemoryError()
+        if self._spans != NULL:
+            spans = <double*>PyMem_Malloc(count * sizeof(double))
+        if self._touches != NULL:
+            touches = <Touch*>PyMem_Calloc(count, sizeof(Touch))
+        if (self._spans != NULL and spans == NULL) or (self._touches != NULL and touches == NULL):
+            PyMem_Free(slots)
+            PyMem_Free(spans)
+            PyMem_Free(touches)
             raise MemoryError()
         memset(slots, 0, count * sizeof(Slot))
         cdef size_t mask = count - 1
@@ -365,9 +545,17 @@ cdef class TimerTable:
                 i = (i + 1) & mask
             slots[i].pos = <uint32_t>(HEAP0 + k)
             slots[i].tag = tag
+            if spans != NULL:
+                spans[i] = self._spans[entry.slot]
+            if touches != NULL:
+                touches[i] = self._touches[entry.slot]
             entry.slot = <uint32_t>i
         PyMem_Free(self._slots)
+        PyMem_Free(self._spans)
+        PyMem_Free(self._touches)
         self._slots = slots
+        self._spans = spans
+        self._touches = touches
         self._mask = mask
         return 0
 
@@ -468,8 +656,23 @@ cdef class TimerTable:
     cdef int _renumber(self) except -1:
         """Give the live timers sequences 0, 1, ... in ``(deadline, sequence)`` order.
 
-        Every comparison between live timers comes out as before, so the heap stays valid.
+        Every comparison between live timers comes out as before, so the heap stays valid. Touched
+        timers are put back at their latest keys first, so that those keys are renumbered too.
         """
+        cdef size_t i
+        cdef HeapEntry entry
+        cdef uint32_t pos
+        if self._touched:
+            for i in range(self._mask + 1):
+                if self._slots[i].pos and self._touches[i].touched:
+                    pos = self._slots[i].pos
+                    entry = self._heap[pos]
+                    entry.deadline = self._touches[i].latest
+                    entry.sequence = self._touches[i].sequence
+                    self._touches[i].touched = 0
+                    self._touched -= 1
+                    self.reinserted += 1
+                    self._sift_down(pos, entry, self._names[pos])  # a touch's key is never earlier
         cdef Py_ssize_t live = self._live
         cdef uint32_t* order = <uint32_t*>PyMem_Malloc((live + 1) * sizeof(uint32_t))
         if order == NULL:
@@ -527,7 +730,12 @@ cdef class TimerTable:
     cdef inline size_t _array_bytes(self) noexcept:
         """Bytes held by the heap, the names and the slots (what a shrink or a release frees)."""
         cdef size_t per_timer = sizeof(HeapEntry) + sizeof(PyObject*)
-        return <size_t>self._capacity * per_timer + (self._mask + 1) * sizeof(Slot)
+        cdef size_t per_slot = sizeof(Slot)
+        if self._spans != NULL:
+            per_slot += sizeof(double)
+        if self._touches != NULL:
+            per_slot += sizeof(Touch)
+        return <size_t>self._capacity * per_timer + (self._mask + 1) * per_slot
 
     @cython.final
     cdef int _compact_if_sparse(self) noexcept:
@@ -596,6 +804,10 @@ cdef class TimerTable:
         self._live, other._live = other._live, self._live
         self._capacity, other._capacity = other._capacity, self._capacity
         self._next_sequence, other._next_sequence = other._next_sequence, self._next_sequence
+        self._span, other._span = other._span, self._span
+        self._spans, other._spans = other._spans, self._spans
+        self._touches, other._touches = other._touches, self._touches
+        self._touched, other._touched = other._touched, self._touched
 
     @cython.final
     cdef void _release(self) noexcept:
@@ -606,6 +818,11 @@ cdef class TimerTable:
         cdef size_t freed = self._array_bytes()
         PyMem_Free(self._heap_block)
         PyMem_Free(self._slots)
+        PyMem_Free(self._spans)
+        PyMem_Free(self._touches)
+        self._spans = NULL
+        self._touches = NULL
+        self._touched = 0
         self._heap = NULL
         self._heap_block = NULL
         self._names = NULL

@@ -9,7 +9,18 @@ from datetime import datetime
 from typing import Any
 
 from . import _runner
-from ._protocol import CANCEL, CANCEL_ALL, FLUSH, QUEUE_FULL, QUEUED_FIRST, SET, SET_INTERVAL, Command, Interval
+from ._protocol import (
+    CANCEL,
+    CANCEL_ALL,
+    FLUSH,
+    QUEUE_FULL,
+    QUEUED_FIRST,
+    SET,
+    SET_INTERVAL,
+    TOUCH,
+    Command,
+    Interval,
+)
 from ._runner import Runner
 from ._validate import Duration, check_name, check_size, seconds
 from .errors import ManagerClosed, QueueEmpty, QueueFull
@@ -38,11 +49,12 @@ class TimerHandle:
     Call it from the loop's thread; from other threads use :meth:`threadsafe`.
     """
 
-    __slots__ = ("_handed_over", "_runner", "_take")
+    __slots__ = ("_handed_over", "_runner", "_take", "_touch_now")
 
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
         self._take = runner.engine.take
+        self._touch_now = runner.engine.touch_now
         self._handed_over = runner.inbox.commands  # non-empty while other threads' commands wait for the loop
 
     def __repr__(self) -> str:
@@ -76,7 +88,7 @@ class TimerHandle:
             data = runner.encode(data)
         # Anyone waiting for room, or commands other threads handed over that do not fit, go first.
         if not runner.senders and (not self._handed_over or runner.take_inbox()):
-            pushed = runner.engine.push_set(name, runner.clock() + duration, data)
+            pushed = runner.engine.push_set(name, runner.clock() + duration, duration, data)
             if pushed == QUEUED_FIRST:
                 runner.schedule_service()
             if pushed != QUEUE_FULL:
@@ -131,6 +143,64 @@ class TimerHandle:
     def try_set_timers(self, items: Iterable[tuple[str, Duration] | tuple[str, Duration, Any]]) -> None:
         """Like :meth:`set_timers`, but all or nothing: raise :class:`QueueFull` unless all fit now."""
         self._try_send(self._set_commands(items))
+
+    # ------------------------------------------------------------------ touching
+
+    def touch(self, name: str) -> bool:
+        """Make pending timer ``name`` due at now + the duration it was last set with; return whether it
+        was pending (nothing happens if it was not).
+
+        The cheap way to keep an idle timeout from firing while there is activity: the timer keeps its
+        place in the manager's heap and only its latest deadline is written, with no command queued
+        (it is put back at that deadline when its earlier one comes round: about once per period).
+        Otherwise it behaves exactly as ``set_timer(name, duration)`` made now would, payload kept: same
+        order among equal deadlines, never early, and an event that fell due and was not received yet
+        is retracted and the timer armed again. A timer set with :meth:`set_timer_at` took ``when`` -
+        now as its duration; a repeating timer's next tick moves to now + its period, and its grid with
+        it. Commands sent before (from this thread, or from threads whose call returned) are applied
+        first, so a touch never acts on a timer state they replace.
+
+        On a remote backend (Redis) a touch is a command, applied on the server in order with the
+        others: it returns True once queued (only the server knows whether the timer was pending), and
+        raises :class:`QueueFull` if the command queue has no room.
+        """
+        # The hot path: the usual case (bound, open, nothing queued) in a few attribute reads and one
+        # call into the engine, which reads the clock and answers -1 if commands are queued.
+        runner = self._runner
+        if type(name) is str and not (runner.loop is None or runner.debug or runner.closing or self._handed_over):
+            touched = self._touch_now(name)
+            if touched >= 0:
+                return touched == 1
+        return self._touch_in_order(check_name(name))
+
+    def _touch_in_order(self, name: str) -> bool:
+        runner = self._runner
+        runner.bound_loop()
+        runner.check_open()
+        if runner.remote:  # applied on the server, in order with the other commands
+            self._try_send([(TOUCH, name, runner.clock(), None)])
+            return True
+        if (self._handed_over or runner.engine.queued()) and not runner.apply_queued():
+            # Inside the engine's own pass (a DEBUG log handler): queue it behind what is queued.
+            runner.enqueue_all([(TOUCH, name, runner.clock(), None)])
+            return bool(runner.engine.is_live(name))
+        return bool(runner.engine.touch(name, runner.clock()))
+
+    def touch_many(self, names: Iterable[str]) -> int:
+        """:meth:`touch` each of ``names``, in order, all at one now; return how many were pending. All
+        names are checked before any is touched."""
+        checked = self._names(names)
+        runner = self._runner
+        runner.check_open()
+        now = runner.clock()
+        if runner.remote:
+            self._try_send([(TOUCH, name, now, None) for name in checked])
+            return len(checked)
+        if (self._handed_over or runner.engine.queued()) and not runner.apply_queued():
+            runner.enqueue_all([(TOUCH, name, now, None) for name in checked])
+            return sum(1 for name in checked if runner.engine.is_live(name))
+        touch = runner.engine.touch
+        return sum(1 for name in checked if touch(name, now))
 
     # ------------------------------------------------------------------ cancelling
 
@@ -268,7 +338,9 @@ class TimerHandle:
         """The earliest deadline still to fall due (loop time), or None; events already ready are not counted.
         On a remote backend: ``TypeError`` (use :meth:`get_next_deadline`)."""
         self._local_only("get_next_deadline()")
-        deadline: float | None = self._runner.table.next_deadline()
+        table = self._runner.table
+        table.settle(_INF)  # touched timers at the top go back to their latest deadlines first
+        deadline: float | None = table.next_deadline()
         return deadline
 
     def __contains__(self, name: object) -> bool:
@@ -335,7 +407,7 @@ class TimerHandle:
             data = runner.encode(data)
         if runner.closing or runner.admission is not None:
             runner.admit([name])
-        return (SET, name, runner.clock() + duration, data)
+        return (SET, name, (runner.clock() + duration, duration), data)
 
     def _set_at_command(self, name: object, when: object, data: Any) -> Command:
         name = check_name(name)
@@ -345,7 +417,9 @@ class TimerHandle:
         if data is not None and runner.encode is not None:
             data = runner.encode(data)
         runner.admit([name])
-        return (SET, name, deadline, data)
+        if type(deadline) is float:  # a loop time: its duration is the time left now
+            return (SET, name, (deadline, max(0.0, deadline - runner.clock())), data)
+        return (SET, name, deadline, data)  # the backend's own form, which carries its duration
 
     def _interval_command(self, name: object, period: object, first: object, missed: str, data: Any) -> Command:
         name = check_name(name)
@@ -375,10 +449,11 @@ class TimerHandle:
             if not isinstance(item, tuple) or len(item) not in (2, 3):
                 raise TypeError(f"each item must be a (name, duration) or (name, duration, data) tuple, got {item!r}")
             name = check_name(item[0])
+            duration = seconds(item[1])
             data = item[2] if len(item) == 3 else None
             if data is not None and runner.encode is not None:
                 data = runner.encode(data)
-            commands.append((SET, name, now + seconds(item[1]), data))
+            commands.append((SET, name, (now + duration, duration), data))
         runner.admit([command[1] for command in commands])  # type: ignore[misc]
         return commands
 

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._protocol import CANCEL, SET, Command
+from ._protocol import CANCEL, SET, TOUCH, Command
 from ._validate import Duration, check_name, seconds
 
 if TYPE_CHECKING:
@@ -73,6 +73,26 @@ class ThreadsafeHandle:
         """Cancel several timers if all fit now, else raise :class:`QueueFull` and cancel none."""
         self._put(self._cancels(names), None, block=False)
 
+    def touch(self, name: str, timeout: float | None = None) -> None:
+        """Touch timer ``name`` (:meth:`TimerHandle.touch`; now: this call), blocking until the command is
+        queued. It is applied in order with this thread's other commands; it does nothing if the timer
+        is not pending then."""
+        limit = self._timeout(timeout)
+        self._put(self._touches([name]), limit, block=True)
+
+    def try_touch(self, name: str) -> None:
+        """Touch timer ``name`` if there is room now; never blocks."""
+        self._put(self._touches([name]), None, block=False)
+
+    def touch_many(self, names: Iterable[str], *, timeout: float | None = None) -> None:
+        """Touch several timers, all at one now, in order, blocking until the commands are queued."""
+        limit = self._timeout(timeout)
+        self._put(self._touches(names), limit, block=True)
+
+    def try_touch_many(self, names: Iterable[str]) -> None:
+        """Touch several timers if all fit now, else raise :class:`QueueFull` and touch none."""
+        self._put(self._touches(names), None, block=False)
+
     # ------------------------------------------------------------------ building and handing over
 
     def _sets(self, items: Iterable[tuple[str, Duration] | tuple[str, Duration, Any]]) -> list[Command]:
@@ -86,7 +106,15 @@ class ThreadsafeHandle:
                 data = self._runner.encode(data)
             checked.append((check_name(item[0]), seconds(item[1]), data))
         now = self._runner.clock()
-        return [(SET, name, now + duration, data) for name, duration, data in checked]
+        return [(SET, name, (now + duration, duration), data) for name, duration, data in checked]
+
+    def _touches(self, names: Iterable[str]) -> list[Command]:
+        self._check_thread()
+        if isinstance(names, str):
+            raise TypeError("names must be an iterable of str, not a single str")
+        checked = [check_name(name) for name in names]
+        now = self._runner.clock()
+        return [(TOUCH, name, now, None) for name in checked]
 
     def _cancels(self, names: Iterable[str]) -> list[Command]:
         self._check_thread()

@@ -29,6 +29,7 @@ from .._protocol import (
     QUEUED_FIRST,
     SET,
     SHUTDOWN,
+    TOUCH,
     Command,
 )
 from ._event import RedisTimerExpired
@@ -144,9 +145,17 @@ class RedisEngine:
             self.command_high_water = used + 1
         return QUEUED_FIRST if len(commands) == 1 else QUEUED
 
-    def push_set(self, name: str, deadline: float, data: Any) -> int:
-        """``push(SET, name, deadline, data)``."""
-        return self.push(SET, name, deadline, data)
+    def push_set(self, name: str, deadline: float, span: float, data: Any) -> int:
+        """``push(SET, name, (deadline, span), data)``."""
+        return self.push(SET, name, (deadline, span), data)
+
+    def touch_now(self, name: str) -> int:
+        """-1: a touch is a command here, sent to the server in order with the others."""
+        return -1
+
+    def touch(self, name: str, now: float) -> bool:
+        """Not applied here: the handle queues a ``TOUCH`` command instead (see ``touch_now``)."""
+        raise TypeError("a Redis-backed manager applies touches on the server, as queued commands")
 
     def push_all(self, commands: list[Command]) -> int:
         """Queue ``commands`` whatever the room; answers as ``push``."""
@@ -173,7 +182,7 @@ class RedisEngine:
             commands.popleft()
             if log is not None:
                 log(op, name, command[2])
-            if op <= CANCEL:
+            if op <= CANCEL or op == TOUCH:  # a touch is a set there, with the duration last set
                 assert name is not None
                 self._retract(name)
                 unconfirmed = self._unconfirmed
@@ -204,7 +213,7 @@ class RedisEngine:
         unconfirmed = self._unconfirmed
         for command in commands:
             op, name = command[0], command[1]
-            if op <= CANCEL:
+            if op <= CANCEL or op == TOUCH:
                 left = unconfirmed[name] - 1  # type: ignore[index]
                 if left:
                     unconfirmed[name] = left  # type: ignore[index]

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis.asyncio
 from redis import exceptions as redis_errors
 
-from .._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, Interval
+from .._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, TOUCH, Interval
 from ..errors import BackendUnavailable
 from ._event import RedisTimerExpired, make_event
 from ._scripts import APPLY, CLAIM, KEY_NAMES, PROMOTE, QUERY
@@ -256,7 +256,10 @@ class Link:
         now = time.monotonic()
         for op, name, value, data in commands:
             if op == SET:
-                if isinstance(value, float):
+                if type(value) is tuple:  # (monotonic deadline, duration): the duration is what a touch adds
+                    delay = (value[0] - now) * 1e6
+                    add(b"s" + _field(name) + _field(repr(delay)) + _field(repr(value[1] * 1e6)))
+                elif isinstance(value, float):
                     delay = (value - now) * 1e6
                     add(b"s" + _field(name) + _field(repr(delay)) + _field(repr(max(0.0, delay))))
                 else:
@@ -267,6 +270,8 @@ class Link:
                 period_ms = max(1, round(interval.period * 1000))
                 first = repr((interval.origin - now) * 1e6)
                 add(b"i" + _field(name) + _field(first) + _field(f"{period_ms}|{interval.missed}") + _payload(data))
+            elif op == TOUCH:  # due now (the server's) + the duration last set, as a set would be
+                add(b"t" + _field(name) + _EMPTY_FIELDS)
             elif op == CANCEL:
                 add(b"c" + _field(name) + _EMPTY_FIELDS)
             elif op == CANCEL_ALL:

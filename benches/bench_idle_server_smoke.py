@@ -1,0 +1,42 @@
+"""Smoke runs of ``idle_server.py`` and ``touch_ratios.py`` in the normal test run, so that they cannot rot.
+
+The idle server runs every variant on every loop at a tiny size (100 connections, 0.3 s idle, a 0.8 s
+window: about 25 s in all); the assertions are on behaviour only (every idle connection closed, none
+early on the stock loop, no active one closed), never on speed or on how late a closing was. The touch ratios run at
+2,000 timers, one round; only that they run and print is checked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import idle_server
+import pytest
+import touch_ratios
+
+
+def test_every_variant_closes_the_idle_connections_and_only_those(tmp_path: Path) -> None:
+    out = tmp_path / "idle.json"
+    argv = ["--sizes", "100", "--rounds", "1", "--idle", "0.3", "--window", "0.8", "--rate", "2000"]
+    idle_server.main([*argv, "--json", str(out)])
+    records = json.loads(out.read_text())["records"]
+    cells = {(r["variant"], r["loop"]) for r in records}
+    loops = {r["loop"] for r in records}
+    assert cells == {(v, loop) for v in (*idle_server.VARIANTS, idle_server.FLOOR) for loop in loops}
+    for r in records:
+        assert r["messages_per_second"] > 0, r
+        if r["variant"] == idle_server.FLOOR:
+            continue
+        assert r["closed_active"] == 0, r
+        assert r["quiet_left_open"] == 0, r
+        if r["loop"] == "asyncio":  # uvloop's time() is read once per loop iteration: its timers can end early
+            assert r["early"] == 0, r
+        assert r["closed"] == r["quiet"] == 20, r
+
+
+def test_touch_ratios_run(capsys: pytest.CaptureFixture[str]) -> None:
+    touch_ratios.main(["--sizes", "2000", "--rounds", "1"])
+    printed = capsys.readouterr().out
+    assert "| c |" in printed or "| py |" in printed
+    assert "re-insert" in printed
