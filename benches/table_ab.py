@@ -97,12 +97,25 @@ def one_round(module: Any, n: int, data: dict[str, Any], with_spans: bool) -> di
         while pop_due(inf, BATCH):
             pass
 
+    return _measure(table, n, lambda: set_all(first), lambda: set_all(second), cancel_all, expire_all)
+
+
+def _measure(
+    table: Any,
+    n: int,
+    set_first: Callable[[], None],
+    set_second: Callable[[], None],
+    cancel_all: Callable[[], None],
+    expire_all: Callable[[], None],
+) -> dict[str, float]:
+    """ns per timer of a round's four steps: set every timer, reset every one, cancel every one; then set
+    and reset them all again, untimed, and expire them all."""
     gc.collect()
-    out = {"set": _timed(lambda: set_all(first), n)}
-    out["reset"] = _timed(lambda: set_all(second), n)
+    out = {"set": _timed(set_first, n)}
+    out["reset"] = _timed(set_second, n)
     out["cancel"] = _timed(cancel_all, n)
-    set_all(first)
-    set_all(second)
+    set_first()
+    set_second()
     out["expire"] = _timed(expire_all, n)
     assert len(table) == 0
     return out
@@ -143,15 +156,7 @@ def engine_round(module: Any, n: int, data: dict[str, Any], with_spans: bool) ->
         while engine.fire(inf, inf):
             engine.take_many(n)
 
-    gc.collect()
-    out = {"set": _timed(lambda: set_all(first), n)}
-    out["reset"] = _timed(lambda: set_all(second), n)
-    out["cancel"] = _timed(cancel_all, n)
-    set_all(first)
-    set_all(second)
-    out["expire"] = _timed(expire_all, n)
-    assert len(table) == 0
-    return out
+    return _measure(table, n, lambda: set_all(first), lambda: set_all(second), cancel_all, expire_all)
 
 
 def memory(baseline: Any, n: int, seed: int) -> None:

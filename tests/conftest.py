@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
@@ -202,3 +203,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def namespace(request: pytest.FixtureRequest) -> str:
     """A namespace no other test uses."""
     return f"{request.node.name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def switch_interval(request: pytest.FixtureRequest) -> Iterator[float]:
+    """Threads switch every ``request.param`` seconds during the test (parametrize it with
+    ``indirect=True``); tiny intervals widen the races between threads."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(request.param)
+    try:
+        yield request.param
+    finally:
+        sys.setswitchinterval(old)

@@ -23,6 +23,10 @@ from timer_manager._backend import LocalBackend
 pytestmark = pytest.mark.usefixtures("default_core")
 
 LIMIT = 30.0
+# How much later than the call plus its duration a deadline may be. Locally it is taken at the call. On
+# Redis the server adds the time left to its clock when it applies the command, so a client paused (a
+# loaded machine) between sending and the server's apply moves the deadline by that pause.
+LATER_AT_MOST = {"local": 0.05, "redis": 0.5}
 SLACK = 0.0015  # Redis deadlines are whole milliseconds, rounded up
 
 
@@ -77,7 +81,7 @@ async def test_never_early_and_due_at_the_call_plus_its_duration(backend: Backen
             event = await recv(handle)
             assert backend.clock() >= event.deadline - 0.0005  # never early
             called, duration = calls[event.name]
-            assert called + duration - 0.0005 <= event.deadline <= called + duration + 0.05
+            assert called + duration - 0.0005 <= event.deadline <= called + duration + LATER_AT_MOST[backend.kind]
 
 
 async def test_a_reset_takes_its_deadline_from_its_own_call(backend: Backend) -> None:
@@ -87,7 +91,7 @@ async def test_a_reset_takes_its_deadline_from_its_own_call(backend: Backend) ->
         called = backend.clock()
         await handle.set_timer("x", 0.1)
         event = await recv(handle)
-        assert called + 0.1 - 0.0005 <= event.deadline <= called + 0.1 + 0.05
+        assert called + 0.1 - 0.0005 <= event.deadline <= called + 0.1 + LATER_AT_MOST[backend.kind]
         await asyncio.sleep(0.1)
         with pytest.raises(Exception, match="no event is ready"):
             handle.try_recv_event()  # one event: the first deadline never fired

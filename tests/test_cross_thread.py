@@ -13,9 +13,7 @@ loop hangs.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -32,17 +30,6 @@ def recording(table_class: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     table = recording_table(table_class)
     monkeypatch.setattr(_backend, "TimerTable", table)
     return table
-
-
-@pytest.fixture
-def switch_interval(request: pytest.FixtureRequest) -> Iterator[float]:
-    """Threads switch every ``request.param`` seconds (default 0.005) during the test."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(request.param)
-    try:
-        yield request.param
-    finally:
-        sys.setswitchinterval(old)
 
 
 async def _stress(recording: Any, *, stop_by: str, max_timers: int | None, seconds: float = 0.6, seed: int = 0) -> None:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import sys
 import threading
 import tracemalloc
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -431,17 +429,8 @@ async def test_touch_after_shutdown_raises_manager_closed() -> None:
 # ---------------------------------------------------------------------- threads
 
 
-@pytest.fixture(params=[1e-5, 1e-3], ids=["switch-1e-5", "switch-1e-3"])
-def fast_switching(request: pytest.FixtureRequest) -> Iterator[float]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(request.param)
-    try:
-        yield request.param
-    finally:
-        sys.setswitchinterval(old)
-
-
-async def test_threads_keep_timers_alive_and_their_touches_apply_in_order(fast_switching: float) -> None:
+@pytest.mark.parametrize("switch_interval", [1e-5, 1e-3], indirect=True)
+async def test_threads_keep_timers_alive_and_their_touches_apply_in_order(switch_interval: float) -> None:
     """Threads touch their own timers over and over, in order with their sets and cancels, while the loop
     touches too. None fires while touched; a thread's cancel after its touches leaves the timer
     cancelled (never revived by a touch queued before it); untouched timers fire. Catches: a thread's
