@@ -369,15 +369,11 @@ cdef class Engine:
     @cython.final
     cdef int _touch(self, name, double now) except -1:
         cdef double span
-        if not PyDict_Size(self.intervals) and not (PyDict_Size(self._ready) and PyDict_Contains(self._ready, name)):
-            if self._table is not None:  # the usual case: one write beside the timer's heap entry
-                return self._table._touch(name, now)
-            return 1 if self.table.touch(name, now) else 0
         interval = self.intervals.get(name) if PyDict_Size(self.intervals) else None
         if interval is not None:  # a repeating timer: its grid restarts one period from now
             interval.origin = now + interval.period
         if not (PyDict_Size(self._ready) and PyDict_Contains(self._ready, name)):
-            if self._table is not None:
+            if self._table is not None:  # the usual case: one write beside the timer's heap entry
                 return self._table._touch(name, now)
             return 1 if self.table.touch(name, now) else 0
         event = self._ready[name]
