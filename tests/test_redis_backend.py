@@ -190,7 +190,9 @@ async def test_a_reset_retracts_a_promoted_event_no_consumer_has_read(
         entry = cast("bytes", old).split(b"|")[0]
         await handle.set_timer("second", 0.3, data="new")
         await handle.flush()
-        assert await client.xrange(key(namespace, "ev"), entry, entry) == []
+        # its record is gone and its entry marked, so the consumer that reads it checks it on the server
+        assert await client.hget(key(namespace, "gone"), entry) == b"1"
+        assert await client.hget(key(namespace, "fired"), "second") != entry
         events = await receive(handle, 2)
     assert [(event.name, event.data) for event in events] == [("first", None), ("second", "new")]
 
@@ -222,6 +224,59 @@ async def test_a_cancel_from_another_manager_retracts_the_event_of_this_one(
                     break
     assert "b" not in got or "c" not in got  # at most the events already read before the cancel
     assert {"a", "d"} <= set(got)
+
+
+async def test_a_retracted_event_in_a_shared_stream_entry_is_dropped_and_the_others_delivered(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    # Ten events promoted into one stream entry, none read; then "n3" is reset and "n6" cancelled on the server.
+    # The entry cannot be deleted (it holds live events too): it is marked, and the consumer that reads it checks
+    # its events there, so it hands over the eight current ones and, later, the reset one, never the stale two.
+    async with client_of(redis_server) as client:
+        await client.xgroup_create(key(namespace, "ev"), "timers", id="0", mkstream=True)
+        now_ms = int(await server_time(client) * 1000)
+        await _apply_at(client, namespace, [(f"n{index}", now_ms - 10) for index in range(10)])
+        result = await client.register_script(PROMOTE)(keys=namespace_keys(namespace), args=[1000, 0, 64])
+        assert int(result[0]) == 10
+        assert await client.xlen(key(namespace, "ev")) == 1
+        command = b"a" + _field("n3") + _field(str(now_ms + 300)) + _field("0") + _payload(b"snew")
+        command += b"c" + _field("n6") + _field("") + _field("") + _field("")
+        await client.register_script(APPLY)(keys=namespace_keys(namespace), args=[0, "timers", command, b"", b""])
+        async with opened(redis_server.url, namespace) as handle:
+            events = await receive(handle, 9)
+            await asyncio.sleep(0.2)
+            with pytest.raises(Exception, match="no event is ready"):
+                handle.try_recv_event()
+            await handle.flush()
+    names = [event.name for event in events]
+    assert names == ["n0", "n1", "n2", "n4", "n5", "n7", "n8", "n9", "n3"]
+    assert events[-1].data == "new" and events[-1].deadline >= (now_ms + 300) / 1000
+
+
+async def test_a_stream_entry_is_acknowledged_with_the_last_of_its_events(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    # Two events share an entry: acknowledging one leaves the entry pending; a consumer that dies holding the
+    # other hands over that one alone (delivered again, attempt 2), not the one acknowledged.
+    async with client_of(redis_server) as client:
+        async with opened(redis_server.url, namespace, ack="manual", claim_after=0.3) as handle:
+            now = await server_time(client)
+            await handle.set_timers([("a", 0.05), ("b", 0.05)])
+            events = await receive(handle, 2)
+            assert events[0].entry == events[1].entry  # promoted together
+            await handle.ack(events[0])
+            await handle.flush()
+            assert await pending(client, namespace) == 1
+        # stopped with "b" received and not acknowledged: it stays pending, and is taken over after claim_after
+        async with opened(redis_server.url, namespace, claim_after=0.3) as other:
+            again = await receive(other, 1)
+            await asyncio.sleep(0.5)
+            with pytest.raises(Exception, match="no event is ready"):
+                other.try_recv_event()
+            await other.flush()
+        assert [(event.name, event.attempt) for event in again] == [("b", 2)]
+        assert again[0].deadline >= now
+        assert await pending(client, namespace) == 0
 
 
 # ---------------------------------------------------------------------- acknowledgement
@@ -550,7 +605,7 @@ def test_a_namespaces_keys_share_one_cluster_slot() -> None:
     # One hash tag: a namespace lives in one Redis Cluster slot, where multi-key scripts may run.
     for namespace in ("sessions", "a:b{c}", "ünï"):
         keys = namespace_keys(namespace)
-        assert len(keys) == 6
+        assert len(keys) == 7
         assert len({key_slot(name.encode()) for name in keys}) == 1
 
 
@@ -567,6 +622,38 @@ def test_make_event_makes_the_same_event_as_the_dataclass() -> None:
         made.name = "other"  # type: ignore[misc]  # still frozen
 
 
+def test_events_read_behind_one_being_checked_wait_for_it_without_a_check_of_their_own() -> None:
+    # A name with a command of this manager in flight makes its event go through the check on the server; the
+    # events read after it need none (an unmarked entry read as new is current) but must not overtake it.
+    from timer_manager._protocol import SET
+    from timer_manager.redis._engine import RedisEngine
+
+    engine = RedisEngine(64, 64, "receive")
+    freed: list[int] = []
+    engine.room_freed = lambda: freed.append(1)
+
+    def event(name: str, entry: str) -> RedisTimerExpired:
+        return make_event(name, 1.0, None, 1, 1, entry, False)
+
+    engine.push(SET, "a", 5.0, None)
+    engine.apply()  # "a" is sent to the server and not yet confirmed
+    engine.begin_read()
+    first = [event("a", "1-0"), event("b", "1-0")]
+    engine.read_unread(first)
+    assert engine.to_check == [first[0]]  # "b" waits, unchecked
+    engine.begin_read()
+    later = [event("c", "2-0")]
+    engine.read_unread(later)
+    assert engine.to_check == [first[0]]  # "c" too: behind "a"
+    assert engine.fire(0.0, 0.0) == 0 and engine.pending_events() == 3
+    checks, engine.to_check = engine.to_check, []
+    engine.checked(checks, [0])  # "a" was stale: dropped (and counted off its entry), the others go on in order
+    assert engine.fire(0.0, 0.0) == 2
+    assert [taken.name for taken in engine.take_many(10)] == ["b", "c"]
+    assert freed  # the dropped event made room for the reader
+    assert sorted(engine.finished(engine.acks)) == ["1-0", "2-0"]  # every event of both entries acknowledged
+
+
 async def _apply_at(client: redis.asyncio.Redis, namespace: str, items: list[tuple[str, int]]) -> None:
     """Set timers due at absolute Unix milliseconds, in order, with APPLY's ``a`` command."""
     command = b"".join(b"a" + _field(name) + _field(str(due)) + _field("0") + _payload(None) for name, due in items)
@@ -578,8 +665,9 @@ async def _stream(client: redis.asyncio.Redis, namespace: str) -> list[tuple[str
     entries: Any = await client.xrange(key(namespace, "ev"))
     events = []
     for _, fields in entries:
-        due, gen = fields[b"v"].split(b"|")[:2]
-        events.append((fields[b"n"].decode(), int(due), int(gen)))
+        for name, value in fields.items():  # one field per event, in order
+            due, gen = value.split(b"|")[:2]
+            events.append((name.decode(), int(due), int(gen)))
     return events
 
 
@@ -595,6 +683,29 @@ async def test_a_promotion_takes_the_rest_of_its_last_millisecond(redis_server: 
         result = await client.register_script(PROMOTE)(keys=namespace_keys(namespace), args=[1000, 0])
         assert int(result[0]) == 1500
         assert [name for name, _, _ in await _stream(client, namespace)] == [name for name, _ in items]
+
+
+async def test_a_promotion_packs_consecutive_events_into_stream_entries(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    # 150 due events with pack 64: three entries (64, 64, 22), the order kept across them; each event's record in
+    # "fired" names its entry.
+    async with client_of(redis_server) as client:
+        await client.xgroup_create(key(namespace, "ev"), "timers", id="0", mkstream=True)
+        now_ms = int(await server_time(client) * 1000)
+        items = [(f"e{index:03}", now_ms - 200 + index) for index in range(150)]
+        await _apply_at(client, namespace, items)
+        result = await client.register_script(PROMOTE)(keys=namespace_keys(namespace), args=[1000, 0, 64])
+        assert int(result[0]) == 150
+        entries: Any = await client.xrange(key(namespace, "ev"))
+        assert [len(fields) for _, fields in entries] == [64, 64, 22]
+        assert [name for name, _, _ in await _stream(client, namespace)] == [name for name, _ in items]
+        fired = await client.hgetall(key(namespace, "fired"))
+        for entry, fields in entries:
+            assert all(fired[name] == entry for name in fields)
+        # the lateness of the batch comes as (ms late, count) runs, one per deadline here
+        runs = [int(value) for value in result[6:]]
+        assert sum(runs[1::2]) == 150 and set(runs[1::2]) == {1}
 
 
 async def test_ties_go_by_generation_beyond_the_exact_range_of_a_double(

@@ -5,7 +5,9 @@ and the runner work unchanged; the difference is where commands go and where eve
 Applying a command moves it to the *outbox*, which the link (``_link.py``) ships to the server in
 batches; a command keeps its place in the bounded command queue until the server has applied it, so
 back-pressure and ``flush()`` mean what they mean locally. Events come from the link: read from the
-server's stream, checked there to be current, then put into the bounded event queue.
+server's stream, checked there to be current where that is needed, then put into the bounded event queue.
+Several events share a stream entry, so the engine counts, per entry, the events it holds and has not
+acknowledged: the entry itself is acknowledged on the server with the last of them.
 
 A set or cancel applied here retracts the name's event wherever it waits locally (ready, or read and
 not yet checked), since the server may have checked that event before the command reached it.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import nullcontext
 from typing import Any
 
@@ -96,9 +98,16 @@ class RedisEngine:
         self.acks: list[RedisTimerExpired] = []  # events to acknowledge with the next batch
         self.rearms: list[RedisTimerExpired] = []  # received events of repeating timers, to re-arm
         self.to_check: list[RedisTimerExpired] = []  # read from the stream, to be checked with the next batch
-        self._unchecked: dict[str, list[RedisTimerExpired]] = {}  # read and not yet checked, by name
+        # Read and not yet in the event queue, in the order read: events being checked on the server, and the
+        # events read after them, which need no check but wait for them (the order of the stream).
+        self._checking: deque[RedisTimerExpired] = deque()
+        self._awaiting: set[int] = set()  # ids of the events in _checking whose check has not come back
+        self._stale: set[int] = set()  # ids of the events in _checking that their check found superseded
+        self._unchecked: dict[str, list[RedisTimerExpired]] = {}  # the events in _checking, by name
         self._dead: set[int] = set()  # ids of unchecked events that a command applied here has retracted
         self._unchecked_count = 0
+        # Per stream entry read, the names of its events held here and not yet acknowledged.
+        self._outstanding: dict[str, set[str]] = {}
         # Names with a command sent to the server and not yet confirmed (CANCEL_ALL counted apart), and the
         # names whose events read from the stream now must be checked on the server (see read_unread).
         self._unconfirmed: dict[str, int] = {}
@@ -107,7 +116,6 @@ class RedisEngine:
         self._suspect_all = False
         self._reading = False
         self._handed: list[RedisTimerExpired] = []  # received, acknowledged at the next receive (ack="next")
-        self._unacked: dict[str, RedisTimerExpired] = {}  # received and not yet acknowledged (ack="manual")
         self._incoming: deque[RedisTimerExpired] = deque()  # checked, waiting for room in the event queue
         self._incoming_names: dict[str, int] = {}
         self._events: deque[RedisTimerExpired] = deque()
@@ -240,13 +248,17 @@ class RedisEngine:
         """Events read from the server that the application never received (at stop, to hand back)."""
         events = [event for event in self._events if self._ready.get(event.name) is event]
         events += self._incoming
-        events += [event for same in self._unchecked.values() for event in same]
+        events += self._checking
         self._events.clear()
         self._ready.clear()
         self._incoming.clear()
         self._incoming_names.clear()
         self.to_check = []
+        self._checking.clear()
+        self._awaiting.clear()
+        self._stale.clear()
         self._unchecked.clear()
+        self._dead.clear()
         self._unchecked_count = 0
         return events
 
@@ -273,19 +285,28 @@ class RedisEngine:
         self._suspect_all = self._unconfirmed_all > 0
         self._reading = True
 
-    def read_unread(self, events: list[RedisTimerExpired]) -> None:
-        """The link read ``events`` from the stream as new (never delivered before). An entry no consumer has
-        read is its name's current event at that moment (a set or cancel on the server deletes the one it
-        supersedes), so it needs no check on the server, unless a command of this manager may have changed
-        its name on the server after the read: those go through the check with the next batch, and so do
-        all of them while earlier ones are being checked, to keep their order."""
+    def read_unread(self, events: list[RedisTimerExpired], marked: Collection[str] = ()) -> None:
+        """The link read ``events`` from the stream as new (never delivered before); ``marked``: the entries
+        among them that hold an event retracted on the server (a set or cancel of its name after its
+        promotion), as the server said right after the read. An event of an unmarked entry is its name's
+        current event at that moment, so it needs no check on the server, unless a command of this manager may
+        have changed its name on the server after the read: those, and the events of marked entries, go
+        through the check with the next batch; the events read after them wait for them (their order)."""
         self._reading = False
         suspects = self._suspects
         self._suspects = set()
         if not events:
             return
-        if self._suspect_all or self._unchecked_count or any(event.name in suspects for event in events):
-            self.read(events)
+        self._hold(events)
+        if self._suspect_all:
+            self._enqueue(events, events)
+            return
+        if marked or suspects:
+            verify = [event for event in events if event.entry in marked or event.name in suspects]
+        else:
+            verify = []
+        if verify or self._checking:
+            self._enqueue(events, verify)
             return
         incoming, names = self._incoming, self._incoming_names
         for event in events:
@@ -301,7 +322,22 @@ class RedisEngine:
             suspects.add(name)
 
     def read(self, events: list[RedisTimerExpired]) -> None:
-        """The link read ``events`` from the stream; they are checked with the next batch."""
+        """The link read ``events`` from the stream (taken over from another consumer); they are checked with
+        the next batch."""
+        self._hold(events)
+        self._enqueue(events, events)
+
+    def _hold(self, events: list[RedisTimerExpired]) -> None:
+        outstanding = self._outstanding
+        for event in events:
+            names = outstanding.get(event.entry)
+            if names is None:
+                outstanding[event.entry] = {event.name}
+            else:
+                names.add(event.name)
+
+    def _enqueue(self, events: list[RedisTimerExpired], verify: list[RedisTimerExpired]) -> None:
+        """Queue ``events`` behind those being checked; ``verify`` (some of them) are checked with the next batch."""
         unchecked = self._unchecked
         for event in events:
             same = unchecked.get(event.name)
@@ -309,22 +345,40 @@ class RedisEngine:
                 unchecked[event.name] = [event]
             else:
                 same.append(event)
-        self.to_check.extend(events)
+        self._checking.extend(events)
         self._unchecked_count += len(events)
-        self.kick()
+        if verify:
+            self.to_check.extend(verify)
+            self._awaiting.update(map(id, verify))
+            self.kick()
+        else:
+            self._release()
 
     def checked(self, events: list[RedisTimerExpired], flags: list[int]) -> None:
-        """The server checked ``events`` (read from the stream, in order): the current ones that no command
-        applied here has retracted since go on to the event queue; the others are acknowledged."""
-        self._unchecked_count -= len(events)
-        dead, unchecked = self._dead, self._unchecked
-        incoming, names = self._incoming, self._incoming_names
+        """The server checked ``events`` (read from the stream, in order): the current ones, and those read
+        after them, go on to the event queue in order, unless a command applied here has retracted them since;
+        the others are acknowledged (in their entry's count: the server has nothing of theirs to delete)."""
+        awaiting, stale = self._awaiting, self._stale
         for event, flag in zip(events, flags, strict=True):
-            if id(event) in dead:
-                dead.discard(id(event))
-                if flag:
-                    self.acks.append(event)
-                    self.kick()
+            awaiting.discard(id(event))
+            if not flag:
+                stale.add(id(event))
+        self._release()
+
+    def _release(self) -> None:
+        """Move the events at the head of ``_checking`` that wait for no check on to the event queue."""
+        checking, awaiting, stale, dead = self._checking, self._awaiting, self._stale, self._dead
+        unchecked, incoming, names = self._unchecked, self._incoming, self._incoming_names
+        acked = False
+        while checking and id(checking[0]) not in awaiting:
+            event = checking.popleft()
+            self._unchecked_count -= 1
+            key = id(event)
+            if key in dead:
+                dead.discard(key)
+                stale.discard(key)
+                self.acks.append(event)
+                acked = True
                 continue
             same = unchecked.get(event.name)
             if same is not None:
@@ -334,10 +388,17 @@ class RedisEngine:
                         break
                 if not same:
                     del unchecked[event.name]
-            if flag:
+            if key in stale:
+                stale.discard(key)
+                self.acks.append(event)
+                acked = True
+            else:
                 incoming.append(event)
                 names[event.name] = names.get(event.name, 0) + 1
-        if self._incoming:
+        if acked:
+            self.kick()
+            self.room_freed()  # dropped: room for as many more
+        if incoming:
             self.wake()
 
     def ready_count(self) -> int:
@@ -365,7 +426,12 @@ class RedisEngine:
 
     def note_lateness(self, samples: list[float]) -> None:
         """Record promotion lateness samples (seconds, by the server's clock)."""
+        self.count_fired += len(samples)
         lateness = self._lateness
+        if len(samples) >= LATENESS_WINDOW:  # the window holds the last ones only
+            lateness[:] = samples[-LATENESS_WINDOW:]
+            self._lateness_next = 0
+            return
         position = self._lateness_next
         for sample in samples:
             if len(lateness) < LATENESS_WINDOW:
@@ -374,7 +440,6 @@ class RedisEngine:
                 lateness[position] = sample
                 position = (position + 1) & (LATENESS_WINDOW - 1)
         self._lateness_next = position
-        self.count_fired += len(samples)
 
     def take(self) -> RedisTimerExpired | None:
         """Remove and return the next receivable event, or None (acknowledging as ``ack`` says)."""
@@ -400,9 +465,7 @@ class RedisEngine:
         if self.ack_mode == "next":
             self._handed += taken
         elif self.ack_mode == "manual":
-            unacked = self._unacked
-            for event in taken:
-                unacked[event.entry] = event
+            pass  # held (in _outstanding) until the application acknowledges them
         else:  # "receive"
             self.acks += taken
         if rearms:
@@ -416,19 +479,29 @@ class RedisEngine:
 
     def acknowledge(self, events: list[RedisTimerExpired]) -> None:
         """Acknowledge received events (``ack="manual"``)."""
-        for event in events:
-            self._unacked.pop(event.entry, None)
         self.acks.extend(events)
         self.kick()
 
     def held(self) -> list[str]:
-        """The stream entries this consumer holds and has not acknowledged: read and not yet received, or
-        received and not yet acknowledged (the link keeps them from looking abandoned)."""
-        entries = [event.entry for event in self._ready.values()]
-        entries += [event.entry for event in self._incoming]
-        entries += [event.entry for event in self._handed]
-        entries += self._unacked
-        return entries
+        """The stream entries this consumer holds and has not acknowledged: with an event read and not yet
+        received, or received and not yet acknowledged (the link keeps them from looking abandoned)."""
+        return list(self._outstanding)
+
+    def finished(self, acks: list[RedisTimerExpired]) -> list[str]:
+        """Count ``acks`` (about to be sent) off their entries; the entries with nothing left held, to XACK.
+        Only the first acknowledgement of an event counts: a second one (twice acknowledged, or a copy
+        delivered again) changes nothing."""
+        outstanding = self._outstanding
+        done: list[str] = []
+        for event in acks:
+            entry = event.entry
+            names = outstanding.get(entry)
+            if names is not None:
+                names.discard(event.name)
+                if not names:
+                    del outstanding[entry]
+                    done.append(entry)
+        return done
 
     def take_handed(self) -> list[RedisTimerExpired]:
         """The received events not yet acknowledged under ``ack="next"`` (at stop, to acknowledge)."""
@@ -450,6 +523,7 @@ class RedisEngine:
         if event is not None:
             self.acks.append(event)
             self.count_retracted += 1
+            self.room_freed()
             if len(self._events) > 2 * len(self._ready) + 64:
                 ready = self._ready
                 self._events = deque(event for event in self._events if ready.get(event.name) is event)
@@ -457,6 +531,7 @@ class RedisEngine:
             del self._incoming_names[name]
             self.acks.extend(event for event in self._incoming if event.name == name)
             self._incoming = deque(event for event in self._incoming if event.name != name)
+            self.room_freed()
         same = self._unchecked.pop(name, None)
         if same is not None:
             self._dead.update(map(id, same))

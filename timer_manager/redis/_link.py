@@ -8,7 +8,8 @@ Five tasks share one ``redis.asyncio`` client (each blocking call holds its own 
   the next deadline, or until the watcher says another process set an earlier one;
 * the watcher blocks on the namespace's marker key (``BZPOPMIN``), which a set of a new earliest
   timer moves, so an idle manager costs nothing and still wakes at once;
-* the reader blocks on the stream (``XREADGROUP``) for as many events as the event queue has room for;
+* the reader blocks on the stream (``XREADGROUP``) for as many events as the event queue has room for, and
+  asks in the same round trip which of the entries it read hold a retracted event (``MARKS``);
 * the claimer takes over, every ``claim_after / 2``, events that a consumer read and did not
   acknowledge for ``claim_after`` (``XAUTOCLAIM``).
 
@@ -34,7 +35,7 @@ from redis import exceptions as redis_errors
 from .._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, TOUCH, Interval
 from ..errors import BackendUnavailable
 from ._event import RedisTimerExpired, make_event
-from ._scripts import APPLY, CLAIM, KEY_NAMES, PROMOTE, QUERY
+from ._scripts import APPLY, CLAIM, KEY_NAMES, MARKS, PROMOTE, QUERY
 
 if TYPE_CHECKING:
     from .._runner import Runner
@@ -48,6 +49,7 @@ logger = logging.getLogger("timer_manager")
 GROUP = "timers"  # the consumer group every manager of a namespace reads in
 BATCH = 1000  # commands per APPLY call
 PROMOTE_LIMIT = 1000  # events per PROMOTE call
+PACK = 64  # events per stream entry at most (one XADD, pending entry and XACK for them all)
 BLOCK_SECONDS = 10.0  # longest blocking read; a stalled connection is noticed within this plus the timeout
 _RETRIED = (redis_errors.ConnectionError, redis_errors.TimeoutError, asyncio.TimeoutError, OSError)
 
@@ -113,6 +115,8 @@ class Link:
         self.max_timers = max_timers or 0
         heartbeat = runner.heartbeat
         self.heartbeat_ms = 0 if heartbeat == 0.0 else max(1, round(heartbeat * 1000))
+        # Events per stream entry: a reader takes whole entries, so a small event queue gets small ones.
+        self.pack = max(1, min(PACK, engine.event_capacity // 16))
         self._apply = client.register_script(APPLY)
         self._promote = client.register_script(PROMOTE)
         self._claim = client.register_script(CLAIM)
@@ -121,6 +125,7 @@ class Link:
         # dictionaries costs more than making the events.
         self._reader = redis.asyncio.Redis(connection_pool=client.connection_pool)
         self._reader.response_callbacks.pop("XREADGROUP", None)
+        self._last_read = "0-0"  # the last stream entry this consumer read as new
         self._work = asyncio.Event()  # the engine has something to ship
         self._room = asyncio.Event()  # the event queue has room again
         self._marker = asyncio.Event()  # another process set an earlier timer
@@ -182,19 +187,21 @@ class Link:
         engine = self.engine
         unreceived = engine.unreceived()
         engine.acks.extend(engine.take_handed())
+        done = engine.finished(engine.acks)
 
         async def settle() -> None:
             if engine.acks or engine.rearms:
-                await self._apply(keys=self.keys, args=self._batch_args([], engine.rearms, engine.acks, []))
+                await self._apply(keys=self.keys, args=self._batch_args([], engine.rearms, engine.acks, [], done))
                 engine.acks, engine.rearms = [], []
             if unreceived:
-                # Their idle time set past claim_after: the next XAUTOCLAIM of any consumer takes them.
+                # Their idle time set past claim_after: the next XAUTOCLAIM of any consumer takes them (the events
+                # of an entry that this consumer acknowledged are not taken again: their records are gone).
                 await self.client.xclaim(
                     self.keys[5],
                     GROUP,
                     self.consumer,
                     0,
-                    [event.entry for event in unreceived],
+                    list(dict.fromkeys(event.entry for event in unreceived)),
                     idle=int(self.claim_after * 1000),
                     justid=True,
                 )
@@ -215,8 +222,9 @@ class Link:
                 commands = [engine.outbox.popleft() for _ in range(min(BATCH, len(engine.outbox)))]
                 rearms, engine.rearms = engine.rearms, []
                 acks, engine.acks = engine.acks, []
+                done = engine.finished(acks)
                 checks, engine.to_check = engine.to_check, []
-                result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks))
+                result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done))
                 engine.applied(commands, result)
                 if result[4]:
                     logger.warning(
@@ -238,9 +246,10 @@ class Link:
         rearms: list[RedisTimerExpired],
         acks: list[RedisTimerExpired],
         checks: list[RedisTimerExpired],
+        done: list[str],
     ) -> list[int]:
         """One APPLY call (its arguments made afresh at each try, so a retry takes the wait off too)."""
-        result = await self._apply(keys=self.keys, args=self._batch_args(commands, rearms, acks, checks))
+        result = await self._apply(keys=self.keys, args=self._batch_args(commands, rearms, acks, checks, done))
         return [int(value) for value in result]
 
     def _batch_args(
@@ -249,8 +258,10 @@ class Link:
         rearms: list[RedisTimerExpired],
         acks: list[RedisTimerExpired],
         checks: list[RedisTimerExpired],
+        done: list[str],
     ) -> list[Any]:
-        """The APPLY arguments; relative deadlines become the time left now (the wait so far is taken off)."""
+        """The APPLY arguments; relative deadlines become the time left now (the wait so far is taken off).
+        ``done``: the stream entries whose every event this consumer has acknowledged."""
         parts: list[bytes] = []
         add = parts.append
         now = time.monotonic()
@@ -279,7 +290,7 @@ class Link:
         for event in rearms:
             add(b"r" + _field(event.name) + _field(str(event.generation)) + _field(repr(event.deadline * 1000.0)))
             add(_EMPTY)
-        return [self.max_timers, GROUP, b"".join(parts), _entries(acks), _entries(checks)]
+        return [self.max_timers, GROUP, b"".join(parts), _entries(acks), _entries(checks), " ".join(done)]
 
     async def _promote_loop(self) -> None:
         engine = self.engine
@@ -287,10 +298,13 @@ class Link:
         while not self._stopping:
             self._marker.clear()
             sent = time.monotonic()
-            result = await self._call(lambda: self._promote(keys=self.keys, args=[PROMOTE_LIMIT, heartbeat]))
+            result = await self._call(lambda: self._promote(keys=self.keys, args=[PROMOTE_LIMIT, heartbeat, self.pack]))
             promoted, next_due, now_us, engine.live, engine.overdue, engine.unacknowledged = map(int, result[:6])
             if promoted:
-                engine.note_lateness([int(late) / 1000.0 for late in result[6:]])
+                samples: list[float] = []
+                for index in range(6, len(result), 2):  # (ms late, how many) runs
+                    samples += [int(result[index]) / 1000.0] * int(result[index + 1])
+                engine.note_lateness(samples)
             if promoted >= PROMOTE_LIMIT:
                 continue
             if next_due < 0:
@@ -330,27 +344,43 @@ class Link:
                 if engine.event_capacity - engine.pending_events() <= 0:
                     await self._room.wait()
                 continue
-            reply: Any = await self._call(functools.partial(self._read_new, stream, room), blocking=True)
-            # the raw reply: [[stream, [[entry id, [b"n", name, b"v", value]], ...]]] (RESP3: a map), or None
+            # whole entries: as many as fit the room when every entry is full, and at least one
+            reply, marked = await self._call(
+                functools.partial(self._read_new, stream, max(1, room // self.pack)), blocking=True
+            )
+            # the raw reply: [[stream, [[entry id, [name, value, name, value...]], ...]]] (RESP3: a map), or None
             entries = (next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]) if reply else []
             event = self._event
-            engine.read_unread([event(entry, fields[1], fields[3], 1) for entry, fields in entries if fields])
+            events = []
+            for raw_entry, fields in entries:
+                entry = raw_entry.decode("ascii")
+                events += [event(entry, fields[index], fields[index + 1], 1) for index in range(0, len(fields), 2)]
+            if entries:
+                self._last_read = entries[-1][0].decode("ascii")
+            engine.read_unread(events, {mark.decode("ascii") for mark in marked} if marked else ())
 
-    async def _read_new(self, stream: str, room: int) -> Any:
+    async def _read_new(self, stream: str, count: int) -> tuple[Any, list[bytes]]:
+        """XREADGROUP for new entries, then (in the same round trip, run right after it) MARKS: which of the
+        entries this consumer now holds past the last one it read hold a retracted event."""
         self.engine.begin_read()
-        return await self._reader.execute_command(  # type: ignore[no-untyped-call]
+        pipe = self._reader.pipeline(transaction=False)
+        pipe.execute_command(
             "XREADGROUP",
             "GROUP",
             GROUP,
             self.consumer,
             "COUNT",
-            room,
+            count,
             "BLOCK",
             int(BLOCK_SECONDS * 1000),
             "STREAMS",
             stream,
             ">",
         )
+        # EVAL with the script's text: nothing to reload after a server restart (NOSCRIPT) in a pipeline
+        pipe.execute_command("EVAL", MARKS, len(self.keys), *self.keys, GROUP, self.consumer, self._last_read)
+        reply, marked = await pipe.execute()
+        return reply, marked
 
     async def _claim_loop(self) -> None:
         engine = self.engine
@@ -366,12 +396,13 @@ class Link:
             room = engine.event_capacity - engine.pending_events()
             if room <= 0:
                 continue
+            entries = max(1, room // self.pack)
             claim = functools.partial(
-                self._claim, keys=self.keys, args=[GROUP, self.consumer, int(self.claim_after * 1000), room]
+                self._claim, keys=self.keys, args=[GROUP, self.consumer, int(self.claim_after * 1000), entries]
             )
             result: Any = await self._call(claim)
             events = [
-                self._event(result[index], result[index + 1], result[index + 2], int(result[index + 3]))
+                self._event(result[index].decode("ascii"), result[index + 1], result[index + 2], int(result[index + 3]))
                 for index in range(0, len(result), 4)
             ]
             if events:
@@ -380,9 +411,9 @@ class Link:
 
     # ------------------------------------------------------------------ helpers
 
-    def _event(self, entry: bytes, name: bytes, value: bytes, attempt: int) -> RedisTimerExpired:
-        """The event of stream entry ``entry``: its fields ``n`` (``name``) and ``v`` (``value``: the due time in
-        ms, then the timer's record as the scripts describe it, its payload last)."""
+    def _event(self, entry: str, name: bytes, value: bytes, attempt: int) -> RedisTimerExpired:
+        """The event ``name`` of stream entry ``entry``: ``value`` is the due time in ms, then the timer's record as
+        the scripts describe it, its payload last."""
         due, gen, _, period, _, _, payload = value.split(b"|", 6)
         try:
             data = self.codec.decode(payload)
@@ -395,7 +426,7 @@ class Link:
             data,
             attempt,
             int(gen),
-            entry.decode("ascii"),
+            entry,
             period != b"",
         )
 

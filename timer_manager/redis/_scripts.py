@@ -7,13 +7,21 @@ Cluster slot and every script may touch all of its keys:
 ``due``     ZSET    pending timers not yet promoted: member = name, score = due time (Unix ms)
 ``data``    HASH    every pending timer: name -> ``gen|duration|period|missed|origin|payload`` (see
                     ``unpack_timer``; a repeating timer stays here while its event is out)
-``fired``   HASH    promoted events not yet acknowledged: name -> ``entry id|gen|due|duration``
+``fired``   HASH    promoted events not yet acknowledged: name -> the id of the stream entry holding it
 ``seq``     STRING  the generation counter (``INCR``): unique per set, and the order of sets
 ``wake``    ZSET    one member whose score is the earliest due time, moved earlier by a set: the marker
                     that an idle manager blocks on (``BZPOPMIN``)
-``ev``      STREAM  promoted events, fields ``n`` name and ``v`` = ``due ms|record`` (the timer's record
-                    in ``data`` when it was promoted, payload last); consumer group ``timers``
+``ev``      STREAM  promoted events, up to ``pack`` per entry (consecutive in promotion order): one field per
+                    event, its name, whose value is ``due ms|record`` (the timer's record in ``data`` when it
+                    was promoted, payload last); consumer group ``timers``
+``gone``    HASH    entry id -> 1 for a stream entry holding an event that was retracted after promotion
+                    (by a set, touch or cancel of its name): a consumer checks that entry's events on the
+                    server before it hands them over; deleted with the entry's acknowledgement
 ==========  ======  ==================================================================================
+
+An entry is acknowledged (``XACK``) once every event in it is: the consumer that read it keeps the count,
+and an event's own acknowledgement deletes its record in ``fired``. A consumer that takes an entry over
+(``XAUTOCLAIM``) keeps the events whose ``fired`` record still names that entry.
 
 Every script reads the server's clock (``TIME``), so managers' clocks never matter. Scores are Unix
 milliseconds (exact doubles for 285,000 years); ties within a millisecond are ordered by generation
@@ -22,14 +30,16 @@ when promoted, so order is exact however many timers share a millisecond.
 
 from __future__ import annotations
 
-__all__ = ("APPLY", "CLAIM", "KEY_NAMES", "PROMOTE", "QUERY")
+__all__ = ("APPLY", "CLAIM", "KEY_NAMES", "MARKS", "PROMOTE", "QUERY")
 
-KEY_NAMES = ("due", "data", "fired", "seq", "wake", "ev")
+KEY_NAMES = ("due", "data", "fired", "seq", "wake", "ev", "gone")
 
 # Shared by the scripts: the server's time in microseconds and in whole milliseconds; and the retraction of a
-# name's promoted, unacknowledged event (its stream entry is deleted, so no consumer reads it any more).
+# name's promoted, unacknowledged event: its record in ``fired`` is deleted, and its stream entry (which other
+# events share) marked in ``gone``, so that a consumer checks the entry's events before handing them over.
 _PRELUDE = """
-local due_key, data_key, fired_key, seq_key, wake_key, ev_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local due_key, data_key, fired_key, seq_key, wake_key, ev_key, gone_key =
+    KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local clock = redis.call('TIME')
 local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local now_ms = math.floor(now_us / 1000)
@@ -37,7 +47,7 @@ local now_ms = math.floor(now_us / 1000)
 local function retract(name)
     local fired = redis.call('HGET', fired_key, name)
     if fired then
-        redis.call('XDEL', ev_key, string.match(fired, '^[^|]+'))
+        redis.call('HSET', gone_key, fired, 1)
         redis.call('HDEL', fired_key, name)
         return 1
     end
@@ -47,8 +57,8 @@ end
 -- A pending timer's record: its generation, the duration it was last set with (microseconds, for a
 -- touch), and for a repeating timer its period (ms), missed-tick policy and grid origin (ms); then the payload.
 local RECORD = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$'
-local RECORD_HEAD = '^([^|]*)|([^|]*)|([^|]*)|'  -- generation, duration, period
-local EVENT_PAYLOAD = '^[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|(.*)$'  -- of a stream entry's ``v``: due|record
+-- of an event in a stream entry (due|record): due, duration and payload
+local EVENT_FIELDS = '^([^|]*)|[^|]*|([^|]*)|[^|]*|[^|]*|[^|]*|(.*)$'
 local function unpack_timer(value)
     return {string.match(value, RECORD)}
 end
@@ -89,7 +99,18 @@ end
 
 -- Is ``fired`` (a name's value in the fired hash, or false) the record of stream entry ``entry``?
 local function is_entry(fired, entry)
-    return fired and string.byte(fired, #entry + 1) == 124 and string.sub(fired, 1, #entry) == entry  -- 124: '|'
+    return fired == entry
+end
+
+-- The due|record of the promoted event of ``name`` in stream entry ``id`` (nil if that entry is gone).
+local function event_value(id, name)
+    local entry = redis.call('XRANGE', ev_key, id, id)
+    if not entry[1] then return nil end
+    local fields = entry[1][2]
+    for j = 1, #fields, 2 do
+        if fields[j] == name then return fields[j + 1] end
+    end
+    return nil
 end
 
 local function pack_timer(gen, duration, period, missed, origin, payload)
@@ -103,10 +124,11 @@ local function earliest()
 end
 """
 
-# APPLY(max_timers, group, commands, acks, checks) -> counts. ``commands`` is one string: per command an op byte,
-# then four fields (name, a, b, c), each a 4-byte big-endian length and its bytes (one argument for a whole
+# APPLY(max_timers, group, commands, acks, checks, done) -> counts. ``commands`` is one string: per command an op
+# byte, then four fields (name, a, b, c), each a 4-byte big-endian length and its bytes (one argument for a whole
 # batch: redis-py's packing of arguments costs more per argument than the script's unpacking). ``acks`` and
-# ``checks`` are strings of (name, entry id) pairs, each field length-prefixed the same way. The commands:
+# ``checks`` are strings of (name, entry id) pairs, each field length-prefixed the same way; ``done`` is the
+# stream entries whose every event is now acknowledged (space-separated ids), to XACK. The commands:
 #   s name delay_us duration_us payload    set, due now + delay (the client took off the time it waited)
 #   a name unix_ms  duration_us payload    set, due at an absolute Unix time
 #   i name delay_us period_ms|missed payload   repeating timer, first due now + delay
@@ -114,10 +136,11 @@ end
 #   r name gen      received_ms -         re-arm a repeating timer whose event ``gen`` was received
 #   c name -        -    -                cancel
 #   C -    -        -    -                cancel all
-# Acknowledgements (XACK), the lookups of their names and of the checked names, and the deletions go to the
-# server in calls of up to 1000 values, not one call each. An acknowledgement leaves the entry in the stream:
-# the acknowledged head of the stream is trimmed whole listpack nodes at a time (XTRIM MINID ~), which costs
-# far less than an XDEL per entry. A check asks whether a read event is still current (a flag in the result).
+# An acknowledgement deletes its event's record in ``fired`` (if it is still that event's); the entries in
+# ``done`` are acknowledged (XACK) and their marks in ``gone`` deleted. Lookups, deletions and XACK go to the
+# server in calls of up to 1000 values, not one call each. An acknowledged entry is left in the stream: the
+# acknowledged head of the stream is trimmed whole listpack nodes at a time (XTRIM MINID ~), which costs far less
+# than an XDEL per entry. A check asks whether a read event is still current (a flag in the result).
 # Returns {set, reset, cancelled, retracted, refused, live, a flag per check...}. Acknowledgements and checks
 # come after the commands, so that a command the manager applied before a check is applied before it on the
 # server too.
@@ -170,15 +193,10 @@ local function touch(name)
     else
         local fired = redis.call('HGET', fired_key, name)  -- a one-shot timer whose event is out
         if not fired then return end
-        local id = string.match(fired, '^[^|]+')
-        local entry = redis.call('XRANGE', ev_key, id, id)
-        if not entry[1] then return end
-        local entry_fields = entry[1][2]
-        local payload = ''
-        for j = 1, #entry_fields, 2 do
-            if entry_fields[j] == 'v' then payload = string.match(entry_fields[j + 1], EVENT_PAYLOAD) end
-        end
-        fields = {'', string.match(fired, '([^|]*)$'), '', '', '', payload}
+        local event = event_value(fired, name)
+        if not event then return end
+        local _, duration, payload = string.match(event, EVENT_FIELDS)
+        fields = {'', duration, '', '', '', payload}
     end
     local duration = tonumber(fields[2])
     local origin = fields[5]
@@ -219,8 +237,13 @@ while position <= #commands do
         redis.call('HDEL', data_key, name)
     elseif op == 'C' then
         local fired = redis.call('HGETALL', fired_key)
+        local marked = {}
         for j = 2, #fired, 2 do
-            redis.call('XDEL', ev_key, string.match(fired[j], '^[^|]+'))
+            local id = fired[j]
+            if not marked[id] then
+                marked[id] = true
+                redis.call('HSET', gone_key, id, 1)
+            end
         end
         retracted = retracted + #fired / 2
         cancelled = cancelled + redis.call('HLEN', data_key)
@@ -230,13 +253,18 @@ end
 
 local ack_names, ack_entries = pairs_of(ARGV[4])
 if #ack_entries > 0 then
-    chunked('XACK', ev_key, ack_entries, group)
     local fired = chunked('HMGET', fired_key, ack_names)
-    local done = {}
+    local settled = {}
     for j = 1, #ack_names do
-        if is_entry(fired[j], ack_entries[j]) then done[#done + 1] = ack_names[j] end
+        if is_entry(fired[j], ack_entries[j]) then settled[#settled + 1] = ack_names[j] end
     end
-    if #done > 0 then chunked('HDEL', fired_key, done) end
+    if #settled > 0 then chunked('HDEL', fired_key, settled) end
+end
+local done = {}
+for id in string.gmatch(ARGV[6] or '', '%S+') do done[#done + 1] = id end
+if #done > 0 then
+    chunked('XACK', ev_key, done, group)
+    if redis.call('HLEN', gone_key) > 0 then chunked('HDEL', gone_key, done) end
     if redis.call('EXISTS', ev_key) == 1 then
         -- keep every entry from the oldest one read and not acknowledged, or else from the first not yet read
         local floor = redis.call('XPENDING', ev_key, group)[2]
@@ -254,23 +282,13 @@ if #ack_entries > 0 then
     end
 end
 
--- A consumer read entry ``entry`` of ``name``: is it still the name's current event? A stale one is
--- acknowledged and deleted, and never handed to the application.
+-- A consumer read the event of ``name`` in entry ``entry``: is it still the name's current event? A stale one is
+-- never handed to the application; the consumer counts it as acknowledged in its entry.
 local check_names, check_entries = pairs_of(ARGV[5])
 if #check_entries > 0 then
     local fired = chunked('HMGET', fired_key, check_names)
-    local stale = {}
     for j = 1, #check_names do
-        if is_entry(fired[j], check_entries[j]) then
-            valid[j] = 1
-        else
-            valid[j] = 0
-            stale[#stale + 1] = check_entries[j]
-        end
-    end
-    if #stale > 0 then
-        chunked('XACK', ev_key, stale, group)
-        chunked('XDEL', ev_key, stale)
+        if is_entry(fired[j], check_entries[j]) then valid[j] = 1 else valid[j] = 0 end
     end
 end
 
@@ -285,11 +303,12 @@ return result
 """
 )
 
-# PROMOTE(limit, heartbeat_ms) -> {promoted, next due ms or -1, now us, live, overdue, unacknowledged, lateness ms of
-# each promoted...}
+# PROMOTE(limit, heartbeat_ms, pack) -> {promoted, next due ms or -1, now us, live, overdue, unacknowledged, then
+# the promoted events' lateness as pairs (ms late, how many events)...}
 # Promotes the timers due at the latest heartbeat tick (Unix-aligned; at ``now`` without a heartbeat) into the
 # stream, in (due, generation) order: ``limit`` of them, and the rest of the last one's millisecond, so that a
 # batch ends at a millisecond boundary and the next batch cannot hold an earlier set of the same millisecond.
+# Consecutive events share a stream entry, ``pack`` at most: one XADD, one pending entry and one XACK for them all.
 PROMOTE = (
     _PRELUDE
     + """
@@ -329,6 +348,7 @@ end
 
 local limit = tonumber(ARGV[1])
 local heartbeat = tonumber(ARGV[2])
+local pack = math.min(1000, math.max(1, tonumber(ARGV[3]) or 1))  -- unpack takes a few thousand values
 local bound = now_ms
 if heartbeat > 0 then bound = now_ms - (now_ms % heartbeat) end
 local found = redis.call('ZRANGE', due_key, '-inf', bound, 'BYSCORE', 'LIMIT', 0, limit, 'WITHSCORES')
@@ -345,44 +365,70 @@ end
 local late = {}
 if count > 0 then
     -- parallel lists (a table per timer costs more): name, due (the score as Redis wrote it, and as a number),
-    -- and of the record: generation (as written, and as a number), duration, repeating, payload
+    -- and of the record: generation, repeating (found with plain string.find: a pattern costs several times more)
     local names, due_texts, dues = {}, {}, {}
     for j = 1, count do
         names[j], due_texts[j] = found[2 * j - 1], found[2 * j]
         dues[j] = tonumber(found[2 * j])
     end
     local records = chunked('HMGET', data_key, names)
-    local gen_texts, gens, durations, repeating = {}, {}, {}, {}
+    local find, sub, byte = string.find, string.sub, string.byte
+    local gens, repeating = {}, {}
     for j = 1, count do
-        local gen, duration, period = string.match(records[j], RECORD_HEAD)
-        gen_texts[j], gens[j], durations[j], repeating[j] = gen, tonumber(gen), duration, period ~= ''
+        local record = records[j]
+        local bar = find(record, '|', 1, true)
+        local bar2 = find(record, '|', bar + 1, true)
+        gens[j] = tonumber(sub(record, 1, bar - 1))
+        repeating[j] = byte(record, bar2 + 1) ~= 124  -- the period (the third field) is not empty
     end
     local order = promotion_order(dues, gens)
     chunked('ZREM', due_key, names)
     local once, fired = {}, {}
+    for first = 1, count, pack do
+        local last = math.min(first + pack - 1, count)
+        local fields = {}
+        for k = first, last do
+            local j = order[k]
+            fields[2 * (k - first) + 1] = names[j]
+            fields[2 * (k - first) + 2] = due_texts[j] .. '|' .. records[j]
+        end
+        local id = redis.call('XADD', ev_key, '*', unpack(fields))
+        for k = first, last do
+            local j = order[k]
+            local name = names[j]
+            if not repeating[j] then once[#once + 1] = name end
+            fired[2 * k - 1] = name
+            fired[2 * k] = id
+        end
+    end
+    -- lateness as (ms late, how many) runs: the batch is in due order
+    local previous = nil
     for k = 1, count do
-        local j = order[k]
-        local name, due, gen = names[j], due_texts[j], gen_texts[j]
-        if not repeating[j] then once[#once + 1] = name end
-        local id = redis.call('XADD', ev_key, '*', 'n', name, 'v', due .. '|' .. records[j])
-        fired[2 * k - 1] = name
-        fired[2 * k] = id .. '|' .. gen .. '|' .. due .. '|' .. durations[j]
-        late[k] = now_ms - dues[j]
+        local due = dues[order[k]]
+        if due == previous then
+            late[#late] = late[#late] + 1
+        else
+            late[#late + 1] = now_ms - due
+            late[#late + 1] = 1
+            previous = due
+        end
     end
     if #once > 0 then chunked('HDEL', data_key, once) end
     chunked('HSET', fired_key, fired)
 end
 local nxt = earliest()
 local result = {count, nxt or -1, now_us, redis.call('HLEN', data_key), redis.call('ZCOUNT', due_key, '-inf', now_ms),
-    redis.call('XLEN', ev_key)}
+    redis.call('HLEN', fired_key)}
 for j = 1, #late do result[#result + 1] = late[j] end
 return result
 """
 )
 
-# CLAIM(group, consumer, min_idle_ms, count) -> {entry id, name, v (due|record), deliveries}...
-# Takes over events that another consumer read and did not acknowledge for min_idle_ms (XAUTOCLAIM), dropping
-# stale ones; the rest are checked again with the commands, as read ones are.
+# CLAIM(group, consumer, min_idle_ms, count) -> {entry id, name, due|record, deliveries}...
+# Takes over stream entries (``count`` at most) that another consumer read and did not acknowledge for
+# min_idle_ms (XAUTOCLAIM), keeping the events whose ``fired`` record still names the entry (not acknowledged,
+# not retracted); an entry with none left is acknowledged. The events kept are checked again with the commands,
+# as read ones are.
 CLAIM = (
     _PRELUDE
     + """
@@ -391,23 +437,49 @@ local claimed = redis.call('XAUTOCLAIM', ev_key, group, consumer, min_idle, '0-0
 local result = {}
 for _, entry in ipairs(claimed[2]) do
     local id, fields = entry[1], entry[2]
-    local values = {}
-    for j = 1, #fields, 2 do values[fields[j]] = fields[j + 1] end
-    local fired = values.n and values.v and redis.call('HGET', fired_key, values.n)
-    if fired and string.sub(fired, 1, #id + 1) == id .. '|' then
-        local pending = redis.call('XPENDING', ev_key, group, id, id, 1)
-        local deliveries = pending[1] and pending[1][4] or 1
-        for _, value in ipairs({id, values.n, values.v, deliveries}) do
-            result[#result + 1] = value
+    local names = {}
+    for j = 1, #fields, 2 do names[#names + 1] = fields[j] end
+    local fired = #names > 0 and redis.call('HMGET', fired_key, unpack(names)) or {}
+    local deliveries = nil
+    for j = 1, #names do
+        if is_entry(fired[j], id) then
+            if not deliveries then
+                local pending = redis.call('XPENDING', ev_key, group, id, id, 1)
+                deliveries = pending[1] and pending[1][4] or 1
+            end
+            for _, value in ipairs({id, names[j], fields[2 * j], deliveries}) do
+                result[#result + 1] = value
+            end
         end
-    else
+    end
+    if not deliveries then
         redis.call('XACK', ev_key, group, id)
-        redis.call('XDEL', ev_key, id)
+        redis.call('HDEL', gone_key, id)
     end
 end
 return result
 """
 )
+
+# MARKS(group, consumer, after) -> the entries this consumer holds after entry ``after`` that are marked in
+# ``gone``. The reader sends it in one round trip behind its XREADGROUP, which it follows on the server: the
+# entries just read whose events must be checked before they are handed over.
+MARKS = """
+local ev_key, gone_key = KEYS[6], KEYS[7]
+if redis.call('HLEN', gone_key) == 0 then return {} end
+local held = redis.call('XPENDING', ev_key, ARGV[1], '(' .. ARGV[3], '+', 1000000, ARGV[2])
+local ids = {}
+for j = 1, #held do ids[j] = held[j][1] end
+local result = {}
+for first = 1, #ids, 1000 do
+    local last = math.min(first + 999, #ids)
+    local marks = redis.call('HMGET', gone_key, unpack(ids, first, last))
+    for j = first, last do
+        if marks[j - first + 1] then result[#result + 1] = ids[j] end
+    end
+end
+return result
+"""
 
 # QUERY(what, name) -> a deadline (ms), a count, or the earliest due time; -1 for none.
 QUERY = (
@@ -419,7 +491,8 @@ if what == 'deadline' then
     if score then return tonumber(score) end
     if redis.call('HEXISTS', data_key, ARGV[2]) == 1 then
         local fired = redis.call('HGET', fired_key, ARGV[2])
-        if fired then return tonumber(string.match(fired, '^[^|]*|[^|]*|([^|]*)')) end
+        local event = fired and event_value(fired, ARGV[2])
+        if event then return tonumber(string.match(event, '^[^|]*')) end
     end
     return -1
 elseif what == 'count' then
