@@ -431,7 +431,8 @@ class Runner:
 
     def _log_command(self, op: int, name: str | None, value: Any) -> None:
         if op == SET:
-            detail = f", due in {value - self.clock():.6g} s"
+            # A deadline on the runner's clock, or a backend's own form of one (Redis: Unix time).
+            detail = f", due in {value - self.clock():.6g} s" if isinstance(value, float) else f", due {value!r}"
         elif op == SET_INTERVAL:
             detail = f", {value!r}"
         else:
