@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import struct
@@ -91,7 +92,7 @@ class Link:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: redis.asyncio.Redis | redis.asyncio.RedisCluster,
         runner: Runner,
         engine: RedisEngine,
         codec: Codec,
@@ -118,9 +119,12 @@ class Link:
         self._claim = client.register_script(CLAIM)
         self._query = client.register_script(QUERY)
         # The reader's replies are taken raw (on the same connections): redis-py's parsing of XREADGROUP into
-        # dictionaries costs more than making the events.
-        self._reader = redis.asyncio.Redis(connection_pool=client.connection_pool)
-        self._reader.response_callbacks.pop("XREADGROUP", None)
+        # dictionaries costs more than making the events. A cluster client has no single pool to share: its
+        # replies come parsed and are put back in the raw shape.
+        self._reader: redis.asyncio.Redis | None = None
+        if not isinstance(client, redis.asyncio.RedisCluster):
+            self._reader = redis.asyncio.Redis(connection_pool=client.connection_pool)
+            self._reader.response_callbacks.pop("XREADGROUP", None)
         self._work = asyncio.Event()  # the engine has something to ship
         self._room = asyncio.Event()  # the event queue has room again
         self._marker = asyncio.Event()  # another process set an earlier timer
@@ -338,6 +342,8 @@ class Link:
 
     async def _read_new(self, stream: str, room: int) -> Any:
         self.engine.begin_read()
+        if self._reader is None:
+            return await self._read_new_parsed(stream, room)
         return await self._reader.execute_command(  # type: ignore[no-untyped-call]
             "XREADGROUP",
             "GROUP",
@@ -351,6 +357,18 @@ class Link:
             stream,
             ">",
         )
+
+    async def _read_new_parsed(self, stream: str, room: int) -> Any:
+        """XREADGROUP through a client that parses the reply (a cluster client), in the raw reply's shape."""
+        reply: Any = await self.client.xreadgroup(
+            GROUP, self.consumer, {stream: ">"}, count=room, block=int(BLOCK_SECONDS * 1000)
+        )
+        if not reply:
+            return None
+        # parsed: [[stream, [(entry id, {field: value}), ...]]] (RESP3: {stream: [[(entry id, {...}), ...]]})
+        entries = next(iter(reply.values()))[0] if isinstance(reply, dict) else reply[0][1]
+        flat = [(entry, [*itertools.chain(*fields.items())] if fields else None) for entry, fields in entries]
+        return [[stream, flat]]
 
     async def _claim_loop(self) -> None:
         engine = self.engine
