@@ -32,7 +32,7 @@ from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, settings
-from redis_server import REDIS_SERVER, RedisServer
+from redis_server import REDIS_SERVER, RedisCluster, RedisServer
 from support import LOOP_FACTORIES, LOOPTIME, Core, load_core
 
 import timer_manager
@@ -187,16 +187,32 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     Without ``redis-server`` on PATH the Redis tests are skipped, with how to get it; under ``CI=true`` they
     fail instead (``.ci/run`` installs it).
     """
-    if REDIS_SERVER is None:
-        message = "redis-server is not on PATH: apt-get install redis-server (Debian), brew install redis (macOS)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    _require_redis_server()
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real Redis Cluster of the session's own: three redis-server primaries on free loopback ports, the
+    hash slots split between them, each stopped by pid at the end (skipped or failed as ``redis_server``)."""
+    _require_redis_server()
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _require_redis_server() -> None:
+    if REDIS_SERVER is None:
+        message = "redis-server is not on PATH: apt-get install redis-server (Debian), brew install redis (macOS)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio
 
-__all__ = ("REDIS_SERVER", "RedisServer", "client_of", "free_port")
+__all__ = ("REDIS_SERVER", "RedisCluster", "RedisServer", "client_of", "free_port")
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -30,10 +31,12 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; ``restart()`` keeps its port and folder (and so its AOF)."""
 
-    def __init__(self, folder: Path, *, appendonly: bool = False) -> None:
+    def __init__(self, folder: Path, *, appendonly: bool = False, cluster: bool = False) -> None:
         self.folder = folder
         self.port = free_port()
         self.appendonly = appendonly
+        # A cluster node's bus port is chosen here too (by default Redis takes port + 10000, which may be taken).
+        self.cluster_port = free_port() if cluster else 0
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -53,6 +56,9 @@ class RedisServer:
         assert REDIS_SERVER is not None
         self.folder.mkdir(parents=True, exist_ok=True)
         options = ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]
+        if self.cluster_port:
+            options += ["--cluster-enabled", "yes", "--cluster-port", str(self.cluster_port)]
+            options += ["--cluster-config-file", str(self.folder / "nodes.conf")]
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER,
@@ -120,6 +126,63 @@ class RedisServer:
     def _signal(self, number: int) -> None:
         if self.process is not None and self.process.poll() is None:
             os.kill(self.process.pid, number)
+
+
+class RedisCluster:
+    """A Redis Cluster of ``size`` primaries (no replicas), each a :class:`RedisServer` in a folder of its own,
+    the 16384 hash slots split evenly between them; ``stop()`` stops every node by its pid."""
+
+    SLOTS = 16384
+
+    def __init__(self, folder: Path, size: int = 3) -> None:
+        self.nodes: list[RedisServer] = []
+        try:
+            for index in range(size):
+                self.nodes.append(RedisServer(folder / f"node{index}", cluster=True))
+            self._form()
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        """Every node's (host, port)."""
+        return [("127.0.0.1", node.port) for node in self.nodes]
+
+    def node_of(self, slot: int) -> RedisServer:
+        """The node that serves hash slot ``slot``."""
+        return self.nodes[slot * len(self.nodes) // self.SLOTS]
+
+    def _form(self) -> None:
+        import redis
+
+        clients = [redis.Redis(port=node.port) for node in self.nodes]
+        try:
+            size = len(self.nodes)
+            for index, client in enumerate(clients):
+                first, last = index * self.SLOTS // size, (index + 1) * self.SLOTS // size - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)  # type: ignore[no-untyped-call]
+            for node in self.nodes[1:]:
+                clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, node.cluster_port)  # type: ignore[no-untyped-call]
+            deadline = time.monotonic() + 30.0
+            while not all(self._formed(client) for client in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Redis Cluster did not form within 30 s")
+                time.sleep(0.05)
+        finally:
+            for client in clients:
+                client.close()
+
+    def _formed(self, client: Any) -> bool:
+        info = client.execute_command("CLUSTER", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+        return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == str(len(self.nodes))
+
+    def stop(self) -> None:
+        """Stop every node by its pid."""
+        for node in self.nodes:
+            node.stop()
 
 
 @asynccontextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 import time
 import uuid
@@ -150,6 +151,27 @@ async def test_a_repeating_timer_keeps_its_grid_until_cancelled(backend: Backend
     for earlier, later in itertools.pairwise(deadlines):
         assert later - earlier == pytest.approx(0.04, abs=SLACK) or later - earlier > 0.04
     assert deadlines[0] >= started_at + 0.04 - 0.0005
+
+
+async def test_with_debug_logging_every_command_is_logged_and_the_manager_runs_on(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The Redis manager stopped at its first set with DEBUG on: the log line took a deadline where a set
+    # carries (deadline, duration), or Unix time.
+    caplog.set_level(logging.DEBUG, logger="timer_manager")
+    async with started(backend) as (_, handle, _task):
+        await handle.set_timer("in", 0.02)
+        await handle.set_timer_at("at", backend.clock() + 0.3)
+        await handle.set_interval("tick", 0.5)
+        handle.touch("in")
+        await handle.cancel_timer("tick")
+        await handle.flush()
+        assert [(await recv(handle)).name for _ in range(2)] == ["in", "at"]
+    debugs = [r.getMessage() for r in caplog.records if r.name == "timer_manager" and r.levelno == logging.DEBUG]
+    sets = [message for message in debugs if ": set " in message]
+    assert len(sets) == 2 and "'in', due in 0.0" in sets[0], sets
+    assert ("'at', due at Unix time 1" if backend.kind == "redis" else "'at', due in 0.") in sets[1], sets
+    assert any(": cancel 'tick'" in message for message in debugs), debugs
 
 
 async def test_flush_then_introspection_sees_every_command_sent_before(backend: Backend) -> None:

@@ -524,6 +524,37 @@ async def test_an_engine_step_that_raises_releases_every_waiter_and_run_reraises
 
 
 @pytest.mark.usefixtures("core")
+async def test_a_backend_that_fails_to_start_releases_every_waiter_and_run_reraises() -> None:
+    """A backend whose start raises (a Redis client of a kind it cannot use, say): run() raises that
+    error and every caller already waiting is released. The manager was left running with nothing
+    behind it: receivers and senders that came before the run waited for ever."""
+
+    class FailingStore(_backend.LocalStore):
+        def start(self, runner: Any) -> None:
+            raise AttributeError("no connection_pool")
+
+    class FailingBackend(_backend.LocalBackend):
+        def store(self, name: str, command_capacity: int, event_capacity: int, max_timers: int | None) -> Any:
+            return FailingStore(command_capacity, event_capacity)
+
+    manager, handle = TimerManager.new("fails to start", 0, 1, 1, backend=FailingBackend())
+    handle.try_set_timer("first", 1)
+    receiver = asyncio.ensure_future(handle.recv_event())
+    sender = asyncio.ensure_future(handle.set_timer("waits for room", 1))
+    await asyncio.sleep(0)
+    with pytest.raises(AttributeError, match="no connection_pool"):
+        await asyncio.wait_for(manager.run(), HANG)
+    assert await asyncio.wait_for(receiver, HANG) is None
+    with pytest.raises(ManagerClosed):
+        await asyncio.wait_for(sender, HANG)
+    with pytest.raises(ManagerClosed, match="could not start: AttributeError"):
+        handle.try_set_timer("after", 1)
+    with pytest.raises(AttributeError, match="no connection_pool"):
+        async with TimerManager.open("fails to start too", 0, backend=FailingBackend()) as opened:
+            assert await asyncio.wait_for(opened.recv_event(), HANG) is None
+
+
+@pytest.mark.usefixtures("core")
 async def test_a_call_from_a_thread_is_applied_before_a_later_call_on_the_loop() -> None:
     """Causal order across threads: a thread's call that returned before the loop's call is applied
     before it, even when the loop has not yet looked at what threads handed over (here the loop is

@@ -159,7 +159,7 @@ class Runner:
     def check_open(self) -> None:
         """Raise :class:`ManagerClosed` once the manager takes no more commands."""
         if self.closing:
-            state = "stopped" if self.state == STOPPED else "shutting down"
+            state = f"stopped ({self.stop_reason})" if self.state == STOPPED else "shutting down"
             raise ManagerClosed(f"timer manager {self.name!r} is {state}")
 
     def admit(self, names: list[str]) -> None:
@@ -377,9 +377,15 @@ class Runner:
         # Precision is worth a timerfd only where the slack asks for finer than the loop's own timer, or
         # where the heartbeat, not the slack, spaces the wake-ups (they are rare then).
         precise = self.slack < max(self.heartbeat, LOOP_RESOLUTION)
-        self.wakeup = create_wakeup(loop, self.clock, self._on_wakeup, precise)
-        self.background = self.store.start(self)
-        self.schedule_service()
+        try:
+            self.wakeup = create_wakeup(loop, self.clock, self._on_wakeup, precise)
+            self.background = self.store.start(self)
+            self.schedule_service()
+        except BaseException as exc:
+            # Callers may already wait (a receiver, a flush): release them, as any stop does, then let
+            # run() raise what went wrong.
+            self.stop(f"it could not start: {exc!r}")
+            raise
         logger.info(
             "timer manager %r started (heartbeat %gs, command queue %d, event queue %d)",
             self.name,
@@ -425,7 +431,8 @@ class Runner:
 
     def _log_command(self, op: int, name: str | None, value: Any) -> None:
         if op == SET:
-            detail = f", due in {value - self.clock():.6g} s"
+            # A deadline on the runner's clock, or a backend's own form of one (Redis: Unix time).
+            detail = f", due in {value - self.clock():.6g} s" if isinstance(value, float) else f", due {value!r}"
         elif op == SET_INTERVAL:
             detail = f", {value!r}"
         else:

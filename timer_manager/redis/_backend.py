@@ -28,8 +28,9 @@ __all__ = ("RedisBackend",)
 class RedisBackend:
     """Keep timers on a Redis server (7.0 or later), shared by every manager that uses the same namespace.
 
-    ``url`` (``redis://host:port/db``) or ``client`` (a ``redis.asyncio.Redis`` made with
-    ``decode_responses=False``) says which server. ``namespace`` (default: the manager's name) names
+    ``url`` (``redis://host:port/db``) or ``client`` (a ``redis.asyncio.Redis``, or a
+    ``redis.asyncio.RedisCluster`` for a Redis Cluster, made with ``decode_responses=False``) says which
+    server. ``namespace`` (default: the manager's name) names
     the set of timers; any number of managers, in any processes, may share one, and each event goes
     to one of them. ``consumer`` names this manager among them (default: host, pid and a random part).
     ``ack``: ``"next"`` acknowledges an event when the same consumer asks for the next one (or at
@@ -45,7 +46,7 @@ class RedisBackend:
         self,
         url: str | None = None,
         *,
-        client: redis.asyncio.Redis | None = None,
+        client: redis.asyncio.Redis | redis.asyncio.RedisCluster | None = None,
         namespace: str | None = None,
         consumer: str | None = None,
         claim_after: float = 30.0,
@@ -57,7 +58,7 @@ class RedisBackend:
             raise TypeError("pass either a url or a client")
         if url is not None and not isinstance(url, str):
             raise TypeError(f"url must be a str, got {type(url).__name__}: {shown(url)}")
-        if client is not None and getattr(client.get_encoder(), "decode_responses", False):  # type: ignore[no-untyped-call]
+        if client is not None and getattr(client.get_encoder(), "decode_responses", False):
             raise ValueError("the client must be made with decode_responses=False (payloads are bytes)")
         for what, value in (("namespace", namespace), ("consumer", consumer)):
             if value is not None and (not isinstance(value, str) or not value):

@@ -189,7 +189,8 @@ class RedisEngine:
                 return True
             commands.popleft()
             if log is not None:
-                log(op, name, command[2])
+                value = command[2]
+                log(op, name, value[0] if op == SET and type(value) is tuple else value)
             if op <= CANCEL or op == TOUCH:  # a touch is a set there, with the duration last set
                 assert name is not None
                 self._retract(name)

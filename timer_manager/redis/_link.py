@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import struct
@@ -93,7 +94,7 @@ class Link:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: redis.asyncio.Redis | redis.asyncio.RedisCluster,
         runner: Runner,
         engine: RedisEngine,
         codec: Codec,
@@ -122,9 +123,12 @@ class Link:
         self._claim = client.register_script(CLAIM)
         self._query = client.register_script(QUERY)
         # The reader's replies are taken raw (on the same connections): redis-py's parsing of XREADGROUP into
-        # dictionaries costs more than making the events.
-        self._reader = redis.asyncio.Redis(connection_pool=client.connection_pool)
-        self._reader.response_callbacks.pop("XREADGROUP", None)
+        # dictionaries costs more than making the events. A cluster client has no single pool to share: its
+        # replies come parsed and are put back in the raw shape.
+        self._reader: redis.asyncio.Redis | None = None
+        if not isinstance(client, redis.asyncio.RedisCluster):
+            self._reader = redis.asyncio.Redis(connection_pool=client.connection_pool)
+            self._reader.response_callbacks.pop("XREADGROUP", None)
         self._last_read = "0-0"  # the last stream entry this consumer read as new
         self._work = asyncio.Event()  # the engine has something to ship
         self._room = asyncio.Event()  # the event queue has room again
@@ -353,6 +357,8 @@ class Link:
             event = self._event
             events = []
             for raw_entry, fields in entries:
+                if not fields:
+                    continue
                 entry = raw_entry.decode("ascii")
                 events += [event(entry, fields[index], fields[index + 1], 1) for index in range(0, len(fields), 2)]
             if entries:
@@ -363,6 +369,10 @@ class Link:
         """XREADGROUP for new entries, then (in the same round trip, run right after it) MARKS: which of the
         entries this consumer now holds past the last one it read hold a retracted event."""
         self.engine.begin_read()
+        marks: list[Any] = ["EVAL", MARKS, len(self.keys), *self.keys, GROUP, self.consumer, self._last_read]
+        if self._reader is None:  # a cluster client: MARKS in a call of its own, still after the read
+            reply = await self._read_new_parsed(stream, count)
+            return reply, await self.client.execute_command(*marks)
         pipe = self._reader.pipeline(transaction=False)
         pipe.execute_command(
             "XREADGROUP",
@@ -378,9 +388,21 @@ class Link:
             ">",
         )
         # EVAL with the script's text: nothing to reload after a server restart (NOSCRIPT) in a pipeline
-        pipe.execute_command("EVAL", MARKS, len(self.keys), *self.keys, GROUP, self.consumer, self._last_read)
+        pipe.execute_command(*marks)
         reply, marked = await pipe.execute()
         return reply, marked
+
+    async def _read_new_parsed(self, stream: str, count: int) -> Any:
+        """XREADGROUP through a client that parses the reply (a cluster client), in the raw reply's shape."""
+        reply: Any = await self.client.xreadgroup(
+            GROUP, self.consumer, {stream: ">"}, count=count, block=int(BLOCK_SECONDS * 1000)
+        )
+        if not reply:
+            return None
+        # parsed: [[stream, [(entry id, {field: value}), ...]]] (RESP3: {stream: [[(entry id, {...}), ...]]})
+        entries = next(iter(reply.values()))[0] if isinstance(reply, dict) else reply[0][1]
+        flat = [(entry, [*itertools.chain(*fields.items())] if fields else None) for entry, fields in entries]
+        return [[stream, flat]]
 
     async def _claim_loop(self) -> None:
         engine = self.engine

@@ -1,0 +1,122 @@
+"""The Redis backend on a real Redis Cluster (``redis_cluster`` in conftest.py: three primaries), through a
+``redis.asyncio.RedisCluster`` client. A namespace's keys share one hash tag, so each namespace lives on
+the one node that serves its slot, and every script runs there as it does on a single server."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+from redis.asyncio.cluster import ClusterNode
+from redis.crc import key_slot
+from redis_server import RedisCluster
+
+from timer_manager import TimerHandle, TimerManager
+from timer_manager.redis import RedisBackend, RedisTimerExpired
+from timer_manager.redis._link import namespace_keys
+
+pytestmark = pytest.mark.usefixtures("default_core")
+
+LIMIT = 30.0  # seconds any one wait may take before it counts as a hang
+
+
+def namespaces_on_each_node(cluster: RedisCluster, prefix: str) -> list[str]:
+    """One namespace per node of ``cluster``, in node order: its keys' slot is served by that node."""
+    found: dict[int, str] = {}
+    for index in itertools.count():
+        namespace = f"{prefix}-{index}"
+        node = cluster.nodes.index(cluster.node_of(key_slot(namespace_keys(namespace)[0].encode())))
+        found.setdefault(node, namespace)
+        if len(found) == len(cluster.nodes):
+            return [found[node] for node in range(len(cluster.nodes))]
+    raise AssertionError("unreachable")
+
+
+@asynccontextmanager
+async def cluster_client(cluster: RedisCluster) -> AsyncIterator[redis.asyncio.RedisCluster]:
+    client = redis.asyncio.RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in cluster.startup_nodes])
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def receive(handle: TimerHandle, count: int) -> list[RedisTimerExpired]:
+    events: list[RedisTimerExpired] = []
+    while len(events) < count:
+        event = await asyncio.wait_for(handle.recv_event(), LIMIT)
+        assert isinstance(event, RedisTimerExpired)
+        events.append(event)
+    return events
+
+
+async def test_a_namespace_on_each_node_keeps_order_payloads_and_introspection(redis_cluster: RedisCluster) -> None:
+    async with cluster_client(redis_cluster) as client:
+        for node, namespace in enumerate(namespaces_on_each_node(redis_cluster, "contract")):
+            backend = RedisBackend(client=client, namespace=namespace)
+            async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend) as handle:
+                items = [(f"n{index:02}", 0.1 + 0.01 * (index % 3)) for index in range(30)]
+                await handle.set_timers(items)
+                await handle.cancel_timer("n04")
+                await handle.set_timer("n05", 0.3, data={"node": node})
+                assert handle.touch("n06")
+                await handle.set_timer("later", 60.0)
+                await handle.flush()
+                assert await handle.get_pending_count() == 30
+                assert await handle.get_deadline("n04") is None
+                received = await receive(handle, 29)
+                assert await handle.get_pending_count() == 1
+                assert await handle.get_next_deadline() == await handle.get_deadline("later")
+            names = [event.name for event in received]
+            assert sorted(names) == sorted(name for name, _ in items if name != "n04")
+            # n05 moved to 0.3 s, with its payload; the others in (deadline, set order); n06, touched after every
+            # set, after the rest of its group (0.1 s), as a set made then.
+            assert names[-1] == "n05" and received[-1].data == {"node": node}
+            moved = ("n04", "n05", "n06")
+            expected = [name for name, _ in sorted(items, key=lambda item: item[1]) if name not in moved]
+            assert [name for name in names[:-1] if name != "n06"] == expected
+            assert names.index("n06") > names.index("n27")
+            # The namespace's keys are on that node and nowhere else.
+            stream = namespace_keys(namespace)[5]
+            for index, server in enumerate(redis_cluster.nodes):
+                plain = redis.Redis(port=server.port)
+                try:
+                    if index == node:
+                        assert plain.exists(stream) == 1
+                    else:
+                        owner = redis_cluster.nodes[node].port
+                        with pytest.raises(redis.exceptions.MovedError, match=f"127.0.0.1:{owner}$"):
+                            plain.exists(stream)
+                finally:
+                    plain.close()
+
+
+async def test_managers_sharing_a_namespace_split_its_events_and_take_over_a_stopped_ones(
+    redis_cluster: RedisCluster,
+) -> None:
+    namespace = namespaces_on_each_node(redis_cluster, "shared")[1]
+    names = [f"t{index:03}" for index in range(200)]
+
+    def open_manager(client: Any, consumer: str, events: int) -> Any:
+        backend = RedisBackend(client=client, namespace=namespace, consumer=consumer, claim_after=0.2)
+        return TimerManager.open(namespace, heartbeat_interval=0, event_buffer_size=events, backend=backend)
+
+    async with cluster_client(redis_cluster) as first_client, cluster_client(redis_cluster) as second_client:
+        async with open_manager(first_client, "first", 8) as first:
+            await first.set_timers([(name, 0.05) for name in names])
+            await first.flush()
+            await asyncio.sleep(0.3)  # all due; the first manager holds up to 8 it has read and not received
+            taken = [event.name for event in await receive(first, 50)]
+        # Stopped with events read and not received: they go back to the group for the second manager.
+        async with open_manager(second_client, "second", 256) as second:
+            rest = [event.name for event in await receive(second, len(names) - len(taken))]
+            await asyncio.sleep(0.3)
+            extra = second.try_recv_events(1000)
+    assert sorted(taken + rest) == names, (taken, rest)
+    assert extra == [], (extra, taken)
