@@ -23,7 +23,7 @@ from redis_server import RedisServer, client_of
 
 from timer_manager import CancellationToken, ManagerClosed, QueueFull, TimerHandle, TimerManager
 from timer_manager.redis import RedisBackend, RedisTimerExpired
-from timer_manager.redis._event import make_event
+from timer_manager.redis._event import entry_events, make_event
 from timer_manager.redis._link import _field, _payload, namespace_keys
 from timer_manager.redis._scripts import APPLY, PROMOTE
 
@@ -652,6 +652,24 @@ def test_events_read_behind_one_being_checked_wait_for_it_without_a_check_of_the
     assert [taken.name for taken in engine.take_many(10)] == ["b", "c"]
     assert freed  # the dropped event made room for the reader
     assert sorted(engine.finished(engine.acks)) == ["1-0", "2-0"]  # every event of both entries acknowledged
+
+
+def test_entry_events_make_the_events_make_event_makes() -> None:
+    # The reader makes an entry's events in one call; each must be what make_event makes from the same fields.
+    decoded: list[tuple[bytes, bytes]] = []
+
+    def decode(name: bytes, payload: bytes) -> object:
+        decoded.append((name, payload))
+        return payload[1:].decode()
+
+    fields = [b"a", b"1500|7|0||||n", "ü".encode(), b"2500|8|1000|1000|skip|2000|sdata|with|bars"]
+    events = entry_events("5-0", fields, 2, decode)
+    assert events == [
+        make_event("a", 1.5, None, 2, 7, "5-0", False),
+        make_event("ü", 2.5, "data|with|bars", 2, 8, "5-0", True),
+    ]
+    assert [(event.entry, event.repeating) for event in events] == [("5-0", False), ("5-0", True)]
+    assert decoded == [("ü".encode(), b"sdata|with|bars")]  # not called for a set without data
 
 
 async def _apply_at(client: redis.asyncio.Redis, namespace: str, items: list[tuple[str, int]]) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from .._validate import shown
 
-__all__ = ("Codec", "Serializer")
+__all__ = ("NO_DATA", "Codec", "Serializer")
 
 
 class Serializer(Protocol):
@@ -26,6 +26,7 @@ class Serializer(Protocol):
 
 
 _NONE, _BYTES, _STR, _JSON, _CUSTOM = b"n", b"b", b"s", b"j", b"x"
+NO_DATA = _NONE  # the encoded payload of a set without data
 
 
 class Codec:

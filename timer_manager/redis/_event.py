@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..events import TimerExpired
+from ._codec import NO_DATA
 
-__all__ = ("RedisTimerExpired", "make_event")
+__all__ = ("RedisTimerExpired", "entry_events", "make_event")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +49,27 @@ def make_event(
     _set_entry(event, entry)
     _set_repeating(event, repeating)
     return event
+
+
+def entry_events(
+    entry: str, fields: list[bytes], attempt: int, decode: Callable[[bytes, bytes], object]
+) -> list[RedisTimerExpired]:
+    """The events of stream entry ``entry``, as ``make_event`` makes them: ``fields`` is name, value, name,
+    value... (``value``: the due time in ms, then the timer's record as the scripts write it, its payload last);
+    ``decode(name, payload)`` gives an event's data (not called for a set without data). One call per entry
+    rather than two per event: the link reads up to 64 events per entry."""
+    events: list[RedisTimerExpired] = []
+    append = events.append
+    for index in range(0, len(fields), 2):
+        name = fields[index]
+        due, gen, _, period, _, _, payload = fields[index + 1].split(b"|", 6)
+        event = _new(RedisTimerExpired)
+        _set_name(event, name.decode("utf-8", "surrogatepass"))
+        _set_deadline(event, int(due) / 1000.0)
+        _set_data(event, None if payload == NO_DATA else decode(name, payload))
+        _set_attempt(event, attempt)
+        _set_generation(event, int(gen))
+        _set_entry(event, entry)
+        _set_repeating(event, period != b"")
+        append(event)
+    return events

@@ -35,7 +35,7 @@ from redis import exceptions as redis_errors
 
 from .._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, TOUCH, Interval
 from ..errors import BackendUnavailable
-from ._event import RedisTimerExpired, make_event
+from ._event import RedisTimerExpired, entry_events
 from ._scripts import APPLY, CLAIM, KEY_NAMES, MARKS, PROMOTE, QUERY
 
 if TYPE_CHECKING:
@@ -75,12 +75,16 @@ def _payload(data: bytes | None) -> bytes:
 
 
 def _entries(events: list[RedisTimerExpired]) -> bytes:
-    """APPLY's acknowledgements or checks string: the name and stream entry id of each event, as fields."""
+    """APPLY's acknowledgements or checks string: the name and stream entry id of each event, as fields (an
+    entry's field made once: its events come together)."""
     parts: list[bytes] = []
+    made: dict[str, bytes] = {}
     for event in events:
         name = event.name.encode("utf-8", "surrogatepass")
-        entry = event.entry.encode("ascii")
-        parts += (_length(len(name)), name, _length(len(entry)), entry)
+        entry = made.get(event.entry)
+        if entry is None:
+            entry = made[event.entry] = _field(event.entry)
+        parts += (_length(len(name)), name, entry)
     return b"".join(parts)
 
 
@@ -354,13 +358,10 @@ class Link:
             )
             # the raw reply: [[stream, [[entry id, [name, value, name, value...]], ...]]] (RESP3: a map), or None
             entries = (next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]) if reply else []
-            event = self._event
-            events = []
+            events: list[RedisTimerExpired] = []
             for raw_entry, fields in entries:
-                if not fields:
-                    continue
-                entry = raw_entry.decode("ascii")
-                events += [event(entry, fields[index], fields[index + 1], 1) for index in range(0, len(fields), 2)]
+                if fields:
+                    events += entry_events(raw_entry.decode("ascii"), fields, 1, self._decode)
             if entries:
                 self._last_read = entries[-1][0].decode("ascii")
             engine.read_unread(events, {mark.decode("ascii") for mark in marked} if marked else ())
@@ -424,8 +425,11 @@ class Link:
             )
             result: Any = await self._call(claim)
             events = [
-                self._event(result[index].decode("ascii"), result[index + 1], result[index + 2], int(result[index + 3]))
+                event
                 for index in range(0, len(result), 4)
+                for event in entry_events(
+                    result[index].decode("ascii"), result[index + 1 : index + 3], int(result[index + 3]), self._decode
+                )
             ]
             if events:
                 logger.info("timer manager %r: took over %d unacknowledged events", self.runner.name, len(events))
@@ -433,24 +437,13 @@ class Link:
 
     # ------------------------------------------------------------------ helpers
 
-    def _event(self, entry: str, name: bytes, value: bytes, attempt: int) -> RedisTimerExpired:
-        """The event ``name`` of stream entry ``entry``: ``value`` is the due time in ms, then the timer's record as
-        the scripts describe it, its payload last."""
-        due, gen, _, period, _, _, payload = value.split(b"|", 6)
+    def _decode(self, name: bytes, payload: bytes) -> object:
+        """An event's data from its payload, or the payload itself if this backend cannot decode it."""
         try:
-            data = self.codec.decode(payload)
+            return self.codec.decode(payload)
         except Exception as exc:  # a payload from a manager with another serializer: deliver it raw
             logger.error("timer manager %r: cannot decode the payload of %r: %r", self.runner.name, name, exc)
-            data = payload
-        return make_event(
-            name.decode("utf-8", "surrogatepass"),
-            int(due) / 1000.0,
-            data,
-            attempt,
-            int(gen),
-            entry,
-            period != b"",
-        )
+            return payload
 
     async def query(self, what: str, name: str = "") -> int:
         """One of QUERY's answers (a deadline in ms, a count, or the earliest due time; -1 for none)."""
