@@ -322,6 +322,58 @@ async def test_ack_manual_and_ack_receive(redis_server: RedisServer, namespace: 
             assert summary["pending"] == 0
 
 
+async def test_a_consumer_whose_loop_stalls_longer_than_claim_after_gets_each_event_once(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    # Its own claim took entries it held (received, their acknowledgement on its way; or read, the reply not
+    # yet handled): before, one run in two handed the application an event a second time (attempt 2).
+    names = [f"n{index:04}" for index in range(1000)]  # one batch: one clock reading for all their deadlines
+    got: list[RedisTimerExpired] = []
+    async with opened(redis_server.url, namespace, claim_after=0.05, event_buffer_size=64) as handle:
+        await handle.set_timers([(name, 0.01 + index * 0.0005) for index, name in enumerate(names)])
+        while len(got) < len(names):
+            got += await receive(handle, 1)
+            if len(got) % 40 == 0:
+                time.sleep(0.12)  # the loop stalls: everything this consumer holds looks abandoned
+        await asyncio.sleep(0.5)
+        got += cast(list[RedisTimerExpired], handle.try_recv_events(10_000))
+    received = [event.name for event in got]
+    assert sorted(received) == names, [(event.name, event.attempt) for event in got if received.count(event.name) > 1]
+    assert received == names
+
+
+async def test_a_stop_during_a_batch_still_acknowledges_what_was_received(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    # The stop cancels the batch in flight; its acknowledgements were lost with it, so the received events
+    # stayed pending and another consumer got them again after claim_after.
+    async with client_of(redis_server) as client:
+        manager, handle = TimerManager.new(
+            namespace, 0, 64, 64, backend=RedisBackend(redis_server.url, namespace=namespace, ack="receive")
+        )
+        task = asyncio.ensure_future(manager.run())
+        await handle.set_timers([(f"n{index}", 0.01) for index in range(5)])
+        await handle.flush()
+        link = manager._runner.store.link  # type: ignore[attr-defined]
+        send = link._send_batch
+        answered = asyncio.Event()
+
+        async def unanswered(commands: Any, rearms: Any, acks: Any, checks: Any, done: Any) -> Any:
+            if acks:
+                await answered.wait()  # the server never answers this batch
+            return await send(commands, rearms, acks, checks, done)
+
+        link._send_batch = unanswered
+        await asyncio.sleep(0.3)  # all five read
+        assert len(handle.try_recv_events(10)) == 5  # received at once: their acknowledgements go in one batch
+        await asyncio.sleep(0.1)  # that batch is on its way
+        assert await pending(client, namespace) >= 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, LIMIT)
+        assert await pending(client, namespace) == 0
+
+
 async def test_events_not_received_at_shutdown_go_to_another_manager_at_once(
     redis_server: RedisServer, namespace: str
 ) -> None:

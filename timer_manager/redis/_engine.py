@@ -106,8 +106,11 @@ class RedisEngine:
         self._unchecked: dict[str, list[RedisTimerExpired]] = {}  # the events in _checking, by name
         self._dead: set[int] = set()  # ids of unchecked events that a command applied here has retracted
         self._unchecked_count = 0
-        # Per stream entry read, the names of its events held here and not yet acknowledged.
+        # Per stream entry read, the names of its events held here and not yet acknowledged; and the entries
+        # whose acknowledgement is on its way to the server.
         self._outstanding: dict[str, set[str]] = {}
+        self._acking: set[str] = set()
+        self.count_duplicates = 0  # entries read or claimed again while held here, dropped
         # Names with a command sent to the server and not yet confirmed (CANCEL_ALL counted apart), and the
         # names whose events read from the stream now must be checked on the server (see read_unread).
         self._unconfirmed: dict[str, int] = {}
@@ -296,9 +299,9 @@ class RedisEngine:
         self._reading = False
         suspects = self._suspects
         self._suspects = set()
+        events = self._hold(events)
         if not events:
             return
-        self._hold(events)
         if self._suspect_all:
             self._enqueue(events, events)
             return
@@ -325,17 +328,29 @@ class RedisEngine:
     def read(self, events: list[RedisTimerExpired]) -> None:
         """The link read ``events`` from the stream (taken over from another consumer); they are checked with
         the next batch."""
-        self._hold(events)
-        self._enqueue(events, events)
+        events = self._hold(events)
+        if events:
+            self._enqueue(events, events)
 
-    def _hold(self, events: list[RedisTimerExpired]) -> None:
-        outstanding = self._outstanding
+    def _hold(self, events: list[RedisTimerExpired]) -> list[RedisTimerExpired]:
+        """Count ``events`` as held; return them, less those of entries this consumer already holds or is
+        acknowledging. An entry comes twice when this consumer's own claim took it (its loop stalled longer
+        than ``claim_after``, so the entry looked abandoned): a read or a claim that overlaps one still held,
+        or an acknowledgement on its way, would hand the application the same event twice."""
+        outstanding, acking = self._outstanding, self._acking
+        if outstanding or acking:
+            entries = {event.entry for event in events}
+            known = {entry for entry in entries if entry in outstanding or entry in acking}
+            if known:
+                events = [event for event in events if event.entry not in known]
+                self.count_duplicates += len(known)
         for event in events:
             names = outstanding.get(event.entry)
             if names is None:
                 outstanding[event.entry] = {event.name}
             else:
                 names.add(event.name)
+        return events
 
     def _enqueue(self, events: list[RedisTimerExpired], verify: list[RedisTimerExpired]) -> None:
         """Queue ``events`` behind those being checked; ``verify`` (some of them) are checked with the next batch."""
@@ -502,7 +517,12 @@ class RedisEngine:
                 if not names:
                     del outstanding[entry]
                     done.append(entry)
+        self._acking.update(done)
         return done
+
+    def acknowledged(self, done: list[str]) -> None:
+        """The server has acknowledged the entries ``done`` (from :meth:`finished`): no claim returns them now."""
+        self._acking.difference_update(done)
 
     def take_handed(self) -> list[RedisTimerExpired]:
         """The received events not yet acknowledged under ``ack="next"`` (at stop, to acknowledge)."""

@@ -134,6 +134,7 @@ class Link:
             self._reader = redis.asyncio.Redis(connection_pool=client.connection_pool)
             self._reader.response_callbacks.pop("XREADGROUP", None)
         self._last_read = "0-0"  # the last stream entry this consumer read as new
+        self._unconfirmed: tuple[list[RedisTimerExpired], list[RedisTimerExpired], list[str]] | None = None
         self._work = asyncio.Event()  # the engine has something to ship
         self._room = asyncio.Event()  # the event queue has room again
         self._marker = asyncio.Event()  # another process set an earlier timer
@@ -196,6 +197,12 @@ class Link:
         unreceived = engine.unreceived()
         engine.acks.extend(engine.take_handed())
         done = engine.finished(engine.acks)
+        if self._unconfirmed is not None:
+            # The stop cut a batch short: the server may not have its acknowledgements and re-arms (sending them
+            # twice does no harm). Lost, the entries would stay pending here and go to another consumer after
+            # claim_after, though this one received them.
+            rearms, acks, sent = self._unconfirmed
+            engine.rearms[:0], engine.acks[:0], done[:0] = rearms, acks, sent
 
         async def settle() -> None:
             if engine.acks or engine.rearms:
@@ -232,7 +239,11 @@ class Link:
                 acks, engine.acks = engine.acks, []
                 done = engine.finished(acks)
                 checks, engine.to_check = engine.to_check, []
+                # Until the server answers, a stop (which cancels this call) must send these again at the finish.
+                self._unconfirmed = (rearms, acks, done)
                 result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done))
+                self._unconfirmed = None
+                engine.acknowledged(done)
                 engine.applied(commands, result)
                 if result[4]:
                     logger.warning(
