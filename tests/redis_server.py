@@ -1,8 +1,10 @@
 """A real redis-server for the tests: started on a free loopback port in a folder of its own, owned by
-pid, and stopped by pid (never a daemon, never a fake)."""
+pid, and stopped by pid (never a daemon, never a fake); a Redis Cluster made of such servers; and the
+helpers the Redis tests share."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -16,9 +18,13 @@ from typing import Any
 
 import redis.asyncio
 
-__all__ = ("REDIS_SERVER", "RedisCluster", "RedisServer", "client_of", "free_port")
+from timer_manager import TimerHandle
+from timer_manager.redis import RedisTimerExpired
+
+__all__ = ("LIMIT", "REDIS_SERVER", "RedisCluster", "RedisServer", "client_of", "free_port", "receive")
 
 REDIS_SERVER = shutil.which("redis-server")
+LIMIT = 30.0  # seconds any one wait in the Redis tests may take before it counts as a hang
 
 
 def free_port() -> int:
@@ -193,3 +199,13 @@ async def client_of(server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+async def receive(handle: TimerHandle, count: int) -> list[RedisTimerExpired]:
+    """``count`` events of a Redis-backed manager, failing the test rather than hanging."""
+    events: list[RedisTimerExpired] = []
+    while len(events) < count:
+        event = await asyncio.wait_for(handle.recv_event(), LIMIT)
+        assert isinstance(event, RedisTimerExpired)
+        events.append(event)
+    return events

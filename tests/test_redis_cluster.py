@@ -15,15 +15,13 @@ import redis
 import redis.asyncio
 from redis.asyncio.cluster import ClusterNode
 from redis.crc import key_slot
-from redis_server import RedisCluster
+from redis_server import RedisCluster, receive
 
-from timer_manager import TimerHandle, TimerManager
-from timer_manager.redis import RedisBackend, RedisTimerExpired
+from timer_manager import TimerManager
+from timer_manager.redis import RedisBackend
 from timer_manager.redis._link import namespace_keys
 
 pytestmark = pytest.mark.usefixtures("default_core")
-
-LIMIT = 30.0  # seconds any one wait may take before it counts as a hang
 
 
 def namespaces_on_each_node(cluster: RedisCluster, prefix: str) -> list[str]:
@@ -45,15 +43,6 @@ async def cluster_client(cluster: RedisCluster) -> AsyncIterator[redis.asyncio.R
         yield client
     finally:
         await client.aclose()
-
-
-async def receive(handle: TimerHandle, count: int) -> list[RedisTimerExpired]:
-    events: list[RedisTimerExpired] = []
-    while len(events) < count:
-        event = await asyncio.wait_for(handle.recv_event(), LIMIT)
-        assert isinstance(event, RedisTimerExpired)
-        events.append(event)
-    return events
 
 
 async def test_a_namespace_on_each_node_keeps_order_payloads_and_introspection(redis_cluster: RedisCluster) -> None:

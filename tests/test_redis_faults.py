@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_server import REDIS_SERVER, RedisServer, client_of
+from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, receive
 
-from timer_manager import ManagerClosed, TimerHandle, TimerManager
-from timer_manager.redis import BackendUnavailable, RedisBackend, RedisTimerExpired
+from timer_manager import ManagerClosed, TimerManager
+from timer_manager.redis import BackendUnavailable, RedisBackend
 
 pytestmark = pytest.mark.usefixtures("default_core", "redis_server")  # redis_server: skip or fail without it
-
-LIMIT = 30.0
 
 
 @pytest.fixture
@@ -35,15 +33,6 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 def backend(server: RedisServer, namespace: str, **options: Any) -> RedisBackend:
     return RedisBackend(server.url, namespace=namespace, **options)
-
-
-async def receive(handle: TimerHandle, count: int) -> list[RedisTimerExpired]:
-    events = []
-    for _ in range(count):
-        event = await asyncio.wait_for(handle.recv_event(), LIMIT)
-        assert isinstance(event, RedisTimerExpired)
-        events.append(event)
-    return events
 
 
 async def test_a_flushed_set_survives_kill_9_and_the_manager_goes_on_after_the_restart(

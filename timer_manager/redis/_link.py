@@ -468,7 +468,11 @@ class Link:
         while not self._stopping:
             started = time.monotonic()
             try:
-                return await asyncio.wait_for(make(), limit)
+                call = asyncio.ensure_future(make())
+                # A call cut short by the stop may still end in an error (its connection closed under it): that
+                # error is taken here, not reported by asyncio as never retrieved.
+                call.add_done_callback(_take_error)
+                return await asyncio.wait_for(call, limit)
             except _RETRIED as exc:
                 if not first_failure:
                     first_failure = started  # the trouble began when the failed call was made
@@ -482,3 +486,9 @@ class Link:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.5)
         raise asyncio.CancelledError  # stopping
+
+
+def _take_error(call: asyncio.Future[Any]) -> None:
+    if not call.cancelled():
+        call.exception()
+
