@@ -297,6 +297,79 @@ async def test_touch_needs_no_command_and_keeps_the_timer_alive() -> None:
         assert manager.stats().fired == 1
 
 
+def test_the_engines_touch_at_the_call_only_when_nothing_may_come_first(core: Any) -> None:
+    """``touch_now`` is the handle's whole hot path: it touches at the call only while the runner allows it
+    (``direct_touch``), no command is queued or handed over by another thread, and the name is an exact str;
+    otherwise it answers None and changes nothing. Catches: a touch that overtakes a queued or handed-over
+    command, one applied while the runner forbids it (closing, unbound, debug), or a str subclass taken
+    unchecked."""
+    engine = core.Engine(core.TimerTable(), 8, 8)
+    engine.clock = lambda: 10.0
+    engine.push_set("a", 11.0, 1.0, None)
+    engine.apply()
+    assert engine.touch_now("a") is None  # direct_touch starts False: the runner allows it once bound
+    engine.direct_touch = True
+    assert engine.touch_now("a") is True
+    assert engine.touch_now("missing") is False
+    assert engine.pending_deadline("a") == 11.0
+
+    class Name(str):
+        pass
+
+    engine.clock = lambda: 20.0
+    assert engine.touch_now(Name("a")) is None
+    engine.handed_over = [("a command", "from a thread")]
+    assert engine.touch_now("a") is None
+    engine.handed_over = []
+    engine.push_set("b", 30.0, 1.0, None)
+    assert engine.touch_now("a") is None
+    engine.direct_touch = False
+    engine.apply()
+    assert engine.touch_now("a") is None
+    assert engine.pending_deadline("a") == 11.0  # none of those touched it
+    engine.direct_touch = True
+    assert engine.touch_now("a") is True
+    assert engine.pending_deadline("a") == 21.0
+
+
+async def test_the_runner_allows_a_touch_at_the_call_only_while_bound_open_and_not_in_debug_mode(core: Any) -> None:
+    """Catches: ``direct_touch`` left set once the manager closes (a touch after shutdown would act instead of
+    raising ManagerClosed), not set again when a shutdown is cancelled before it was queued, or set on a
+    debug loop (where every call checks its thread)."""
+    from timer_manager import TimerManager
+
+    manager, handle = TimerManager.new("gate", 0.0, 1, 8)
+    engine = manager._runner.engine
+    assert engine.direct_touch is False  # not bound yet
+    handle.try_set_timer("a", 10.0)
+    assert engine.direct_touch is True
+    assert engine.handed_over is manager._runner.inbox.commands
+    shutdown = asyncio.ensure_future(handle.shutdown())  # no room: it waits, and the manager is closing
+    await asyncio.sleep(0)
+    assert engine.direct_touch is False
+    with pytest.raises(ManagerClosed):
+        handle.touch("a")
+    shutdown.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await shutdown
+    assert engine.direct_touch is True
+    assert handle.touch("a") is True
+    task = asyncio.create_task(manager.run())
+    await handle.shutdown()
+    await task
+    assert engine.direct_touch is False
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    try:
+        debug_manager, debug_handle = TimerManager.new("debug", 0.0, 8, 8)
+        debug_handle.try_set_timer("a", 10.0)
+        assert debug_manager._runner.engine.direct_touch is False
+        assert debug_handle.touch("a") is True  # the ordered path, with its thread check
+        debug_handle.try_shutdown()
+    finally:
+        loop.set_debug(False)
+
+
 def test_settle_ahead_puts_back_touched_timers_due_within_a_share_of_their_span(table_class: Any) -> None:
     """Catches: ``ahead`` ignored (the manager woken for a touched timer at each of their old deadlines),
     or applied to a timer nobody touched."""

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -46,6 +46,8 @@ class Engine:
     clock: Callable[[], float]
     wake: Callable[[], None]
     waiting_for_room: bool
+    direct_touch: bool
+    handed_over: Sized
     data: dict[str, Any]
     intervals: dict[str, Any]
     reserved: dict[str, int]
@@ -67,7 +69,7 @@ class Engine:
     def push_all(self, commands: list[Command], /) -> int: ...
     def apply(self, log: Callable[[int, str | None, Any], None] | None = None, /) -> bool: ...
     def touch(self, name: str, now: float, /) -> bool: ...
-    def touch_now(self, name: str, /) -> int: ...
+    def touch_now(self, name: str, /) -> bool | None: ...
     def discard(self) -> tuple[int, list[Any]]: ...
     def live_count(self) -> int: ...
     def is_live(self, name: str, /) -> bool: ...

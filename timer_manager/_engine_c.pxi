@@ -108,6 +108,8 @@ cdef class Engine:
     cdef public object release      # called with a name once a reserved set of it is applied
     cdef public object lock         # held while a reserved set is applied (max_timers admission reads from threads)
     cdef public Py_ssize_t parked   # repeating timers whose event is ready: out of the table, still pending
+    cdef public bint direct_touch   # kept by the runner: bound to its loop, open, not in debug mode
+    cdef public object handed_over  # the runner's inbox (commands other threads handed over): a Sized
 
     cdef CommandSlot* _ring
     cdef Py_ssize_t _ring_size      # a power of two
@@ -150,6 +152,7 @@ cdef class Engine:
         self.reserved = {}
         self.release = _nothing
         self.lock = nullcontext()
+        self.handed_over = ()
         self._events = []
         self._ready = {}
         self._spans = {}
@@ -360,11 +363,11 @@ cdef class Engine:
         return self._touch(name, now) == 1
 
     def touch_now(self, name):
-        """``touch(name, clock())`` unless commands are queued: 1 if it was pending, 0 if not, or -1 (and
-        nothing done) if commands are queued, which must be applied first."""
-        if self._count:
-            return -1
-        return self._touch(name, self.clock())
+        """``touch(name, clock())`` at the call, if nothing may have to come first: ``direct_touch`` is set, no
+        command is queued or handed over, and ``name`` is a str. Otherwise None, with nothing done."""
+        if not self.direct_touch or self._count or not PyUnicode_CheckExact(name) or len(self.handed_over):
+            return None
+        return self._touch(name, self.clock()) == 1
 
     @cython.final
     cdef int _touch(self, name, double now) except -1:

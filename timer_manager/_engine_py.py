@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -54,6 +54,9 @@ class Engine:
         self.clock: Callable[[], float] = _nothing  # type: ignore[assignment]  # the loop's time(), set at bind
         self.wake: Callable[[], None] = _nothing  # asks the manager to run again soon
         self.waiting_for_room = False  # due timers wait for room in the event queue
+        # Kept by the runner: a touch may be applied at the call (bound to its loop, open, not in debug mode).
+        self.direct_touch = False
+        self.handed_over: Sized = ()  # the runner's inbox: commands other threads handed over
 
         self.data: dict[str, Any] = {}
         self.intervals: dict[str, Interval] = {}
@@ -198,12 +201,12 @@ class Engine:
         self.data.clear()
         return pending, flushes
 
-    def touch_now(self, name: str) -> int:
-        """``touch(name, clock())`` unless commands are queued: 1 if it was pending, 0 if not, or -1 (and
-        nothing done) if commands are queued, which must be applied first."""
-        if self._commands:
-            return -1
-        return 1 if self.touch(name, self.clock()) else 0
+    def touch_now(self, name: str) -> bool | None:
+        """``touch(name, clock())`` at the call, if nothing may have to come first: ``direct_touch`` is set, no
+        command is queued or handed over, and ``name`` is a str. Otherwise None, with nothing done."""
+        if not self.direct_touch or self._commands or type(name) is not str or self.handed_over:
+            return None
+        return self.touch(name, self.clock())
 
     def touch(self, name: str, now: float) -> bool:
         """Make pending timer ``name`` due at ``now`` + the duration it was last set with, as a set made at

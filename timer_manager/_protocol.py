@@ -7,7 +7,7 @@ renumbering cannot make them disagree.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -103,6 +103,8 @@ class EngineInterface(Protocol):
     clock: Callable[[], float]  # the loop's clock, set by the runner
     wake: Callable[[], None]  # asks the runner for a pass soon (a repeating timer re-armed, room freed)
     waiting_for_room: bool  # due timers wait for room in the event queue (the runner decides and sets it)
+    direct_touch: bool  # a touch may be applied at the call: bound to its loop, open, local, not in debug mode
+    handed_over: Sized  # the runner's inbox: commands other threads handed over, which a touch waits behind
     reserved: dict[str, int]  # queued sets per name, under max_timers (shared with the admission)
     release: Callable[[str], None]  # called once a set of a reserved name is applied
     lock: AbstractContextManager[Any]  # held while a reserved set is applied
@@ -130,8 +132,8 @@ class EngineInterface(Protocol):
     def apply(self, log: Callable[[int, str | None, Any], None] | None = None, /) -> bool:
         """Apply the queued commands in order; True if a SHUTDOWN was reached."""
 
-    def touch_now(self, name: str, /) -> int:
-        """``touch(name, clock())`` unless commands are queued: 1 pending, 0 not, -1 queued (nothing done)."""
+    def touch_now(self, name: str, /) -> bool | None:
+        """``touch(name, clock())`` if ``direct_touch`` and nothing is queued or handed over; else None (no touch)."""
 
     def touch(self, name: str, now: float, /) -> bool:
         """Make pending ``name`` due at ``now`` + its span, as a set made at ``now`` would; whether it was pending."""

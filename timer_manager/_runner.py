@@ -83,6 +83,7 @@ class Runner:
             Admission(name, max_timers, self.engine) if max_timers is not None and not self.remote else None
         )
         self.inbox = Inbox(name, command_capacity, self.schedule_service)
+        self.engine.handed_over = self.inbox.commands  # a touch at the call waits behind these
 
         self.loop: asyncio.AbstractEventLoop | None = None
         self.clock: Callable[[], float] = time.monotonic
@@ -123,6 +124,13 @@ class Runner:
         self.debug = loop.get_debug()
         with self.inbox.lock:
             self.inbox.loop = loop
+        self.update_direct_touch()
+
+    def update_direct_touch(self) -> None:
+        """Tell the engine whether a touch may be applied at the call, as ``TimerHandle.touch`` does when
+        nothing is queued: once bound to its loop, while open, on a local table, and not in debug mode (where
+        every call checks its thread). Called wherever one of those changes."""
+        self.engine.direct_touch = self.loop is not None and not (self.debug or self.closing or self.remote)
 
     def bound_loop(self) -> asyncio.AbstractEventLoop:
         """The manager's loop, binding the running one on first use."""
@@ -279,6 +287,7 @@ class Runner:
     def close(self) -> None:
         """Take no more commands from anyone; what other threads handed over before goes ahead of the SHUTDOWN."""
         self.closing = True
+        self.update_direct_touch()
         commands = self.inbox.close("shutting down")
         if commands:
             self.enqueue_all(commands)
@@ -287,6 +296,7 @@ class Runner:
         """Undo :meth:`close`: the shutdown it was for was cancelled before it was queued."""
         if self.state != STOPPED and not self.shutdown_queued:
             self.closing = False
+            self.update_direct_touch()
             self.inbox.reopen()
 
     def try_shutdown(self) -> bool:
@@ -541,6 +551,7 @@ class Runner:
             return
         self.state = STOPPED
         self.closing = True
+        self.update_direct_touch()
         self.stop_reason = reason
         if self.wakeup is not None:
             self.wakeup.close()

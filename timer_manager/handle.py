@@ -49,12 +49,12 @@ class TimerHandle:
     Call it from the loop's thread; from other threads use :meth:`threadsafe`.
     """
 
-    __slots__ = ("_handed_over", "_runner", "_take", "_touch_now")
+    __slots__ = ("_engine", "_handed_over", "_runner", "_take")
 
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
+        self._engine = runner.engine
         self._take = runner.engine.take
-        self._touch_now = runner.engine.touch_now
         self._handed_over = runner.inbox.commands  # non-empty while other threads' commands wait for the loop
 
     def __repr__(self) -> str:
@@ -164,14 +164,13 @@ class TimerHandle:
         others: it returns True once queued (only the server knows whether the timer was pending), and
         raises :class:`QueueFull` if the command queue has no room.
         """
-        # The hot path: the usual case (bound, open, nothing queued) in a few attribute reads and one
-        # call into the engine, which reads the clock and answers -1 if commands are queued.
-        runner = self._runner
-        if type(name) is str and not (runner.loop is None or runner.debug or runner.closing or self._handed_over):
-            touched = self._touch_now(name)
-            if touched >= 0:
-                return touched == 1
-        return self._touch_in_order(check_name(name))
+        # The hot path is one call into the engine, which checks in C what the runner keeps for it (bound,
+        # open, local, not in debug mode), that nothing is queued or handed over, and that the name is a
+        # str; then reads the clock and touches. Anything else answers None, and takes the ordered path.
+        touched = self._engine.touch_now(name)
+        if touched is None:
+            return self._touch_in_order(check_name(name))
+        return touched
 
     def _touch_in_order(self, name: str) -> bool:
         runner = self._runner

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sized
 from contextlib import nullcontext
 from typing import Any
 
@@ -87,6 +87,8 @@ class RedisEngine:
         self.kick: Callable[[], None] = _nothing  # asks the link to ship the outbox
         self.room_freed: Callable[[], None] = _nothing  # tells the link's reader it may read more
         self.waiting_for_room = False
+        self.direct_touch = False  # never: a touch is a command here
+        self.handed_over: Sized = ()
         self.reserved: dict[str, int] = {}
         self.release: Callable[[str], None] = _nothing
         self.lock = nullcontext()
@@ -160,9 +162,9 @@ class RedisEngine:
         """``push(SET, name, (deadline, span), data)``."""
         return self.push(SET, name, (deadline, span), data)
 
-    def touch_now(self, name: str) -> int:
-        """-1: a touch is a command here, sent to the server in order with the others."""
-        return -1
+    def touch_now(self, name: str) -> bool | None:
+        """None: a touch is a command here, sent to the server in order with the others."""
+        return None
 
     def touch(self, name: str, now: float) -> bool:
         """Not applied here: the handle queues a ``TOUCH`` command instead (see ``touch_now``)."""
