@@ -54,9 +54,14 @@ class LoopTimerWakeup:
     """A wake-up through ``loop.call_at``.
 
     A loop whose clock moves in coarse steps (uvloop: milliseconds) runs a timer once its rounded
-    delay has passed, which can be just before the instant asked for. Asking again for the same
-    instant would spin until the clock steps over it, so consecutive early wake-ups for one instant
-    back off: the next is asked for twice as far past the early moment, then four times, and so on.
+    delay has passed, which can be just before the instant asked for: by up to half a step, or by a
+    rounding error when the instant is a step plus a float's last bit (a heartbeat tick computed from
+    the grid's origin often is). Such a wake-up does not call back (nothing can be due at the instant
+    yet: a pass of the manager would only ask for it again) and asks again no sooner than the loop's
+    clock can next step (its ``_clock_resolution``, or ``LOOP_RESOLUTION`` for a loop without one, such
+    as uvloop); consecutive early wake-ups for one instant back off: the next is asked for twice as far
+    past the early moment, then four times, and so on. Asking again for the same instant would spin
+    until the clock steps over it, a pass at each iteration of the loop.
     """
 
     def __init__(
@@ -68,6 +73,8 @@ class LoopTimerWakeup:
         self.when: float | None = None
         self.handle: asyncio.TimerHandle | None = None
         self.early_wakes = 0  # consecutive wake-ups before the instant they were for
+        resolution = getattr(loop, "_clock_resolution", LOOP_RESOLUTION)  # asyncio's loops have one
+        self.step = resolution if isinstance(resolution, float) and 0.0 < resolution <= 1.0 else LOOP_RESOLUTION
 
     def arm(self, when: float) -> None:
         """Wake at ``when`` (replacing any earlier arming)."""
@@ -86,23 +93,20 @@ class LoopTimerWakeup:
     close = disarm
 
     def fire(self) -> None:
-        """The loop timer ran: call back, then back off if it ran before its instant."""
+        """The loop timer ran: call back, unless it ran before its instant (then ask again, backing off)."""
         wanted = self.when
+        if wanted is not None:
+            now = self.clock()
+            early = wanted - now
+            if early > 0.0:
+                self.early_wakes += 1
+                delay = max(early * 2.0 ** min(self.early_wakes, 30), self.step)
+                self.handle = self.loop.call_at(now + delay, self.fire)
+                return
+        self.early_wakes = 0
         self.handle = None
         self.when = None
         self.callback()
-        if wanted is None or self.when != wanted:
-            self.early_wakes = 0
-            return
-        now = self.clock()
-        early = wanted - now
-        if early > 0.0:  # the callback asked for the very instant again: it came too early
-            self.early_wakes += 1
-            assert self.handle is not None
-            self.handle.cancel()
-            self.handle = self.loop.call_at(now + early * 2.0 ** min(self.early_wakes, 30), self.fire)
-        else:
-            self.early_wakes = 0
 
 
 # -- timerfd -----------------------------------------------------------------------------------------
