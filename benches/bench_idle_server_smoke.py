@@ -35,6 +35,19 @@ def test_every_variant_closes_the_idle_connections_and_only_those(tmp_path: Path
         assert r["closed"] == r["quiet"] == 20, r
 
 
+def test_every_server_starts_with_the_same_malloc_thresholds() -> None:
+    """Catches: a server left to glibc's dynamic mmap threshold, under which the stock loop's 256 KiB read
+    buffers were mapped afresh at each read in some runs and not in others (about 31 against 12 µs per message);
+    or a GLIBC_TUNABLES of the caller's dropped."""
+    assert idle_server.server_environment({"PATH": "/bin"}) == {
+        "PATH": "/bin",
+        "GLIBC_TUNABLES": idle_server.MALLOC_TUNABLES,
+    }
+    mine = idle_server.server_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})["GLIBC_TUNABLES"]
+    assert mine == "glibc.malloc.arena_max=2:" + idle_server.MALLOC_TUNABLES
+    assert "glibc.malloc.mmap_threshold=" in mine
+
+
 def test_touch_ratios_run(capsys: pytest.CaptureFixture[str]) -> None:
     touch_ratios.main(["--sizes", "2000", "--rounds", "1"])
     printed = capsys.readouterr().out

@@ -19,6 +19,10 @@ starts once every connection is open, its RSS before and after the connections w
 it closed each connection and why. Cells (variant x loop x size) run in interleaved rounds, so that
 ratios are taken between runs seconds apart; the verdict is on the median of the rounds' ratios.
 
+Every server process starts with glibc's malloc thresholds set (``MALLOC_TUNABLES``): on the stock loop each
+read allocates 256 KiB, and whether glibc mapped that afresh at each read (about 20 µs more per message) or
+not depended on unrelated allocations, from run to run and variant to variant.
+
 Checks in every run: each connection the client let go idle was closed by the server no earlier than
 ``idle`` after its last message and no later than ``idle + heartbeat + 50 ms``; no active connection was
 ever closed. Loopback only; every run is bounded in time, and every process it starts is stopped by
@@ -54,10 +58,25 @@ HOST = "127.0.0.1"
 MESSAGE = b"ping....\n"  # 9 bytes; the server counts messages by bytes
 HEARTBEAT = 0.01  # the library's heartbeat in this workload
 LATE_SLACK = 0.05  # the closing may be this much later than idle + heartbeat (scheduling, a busy machine)
+# glibc's malloc, set alike in every server process. On the stock loop each read allocates a bytes object of the
+# transport's max_size (256 KiB) and shrinks it to the few bytes read. glibc maps such a block afresh (mmap, page
+# faults, mremap, munmap) until the process frees a large mapped block, which raises its mmap threshold for good;
+# whether that happened before the window depended on what else the process had allocated and freed, so the
+# same server measured about 12 or about 31 µs per message at 1,000 connections, and one variant could sit in
+# the slow state round after round while the others did not (recheck 30.6-35.2 against touch 12.7-13.4, four
+# rounds). Set here: the state a long-running server reaches, for all: large blocks from the heap, kept.
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=8388608"
 # uvloop's time() counts whole milliseconds, read at the start of each loop iteration: a timer armed from it
 # (a call_later, or a deadline from the manager's clock) may end up to a millisecond or two early in
 # CLOCK_MONOTONIC, which the client times the closings with.
 EARLY_SLACK = {"asyncio": 0.0, "uvloop": 0.002}
+
+
+def server_environment(environment: dict[str, str]) -> dict[str, str]:
+    """``environment`` with :data:`MALLOC_TUNABLES` added to any ``GLIBC_TUNABLES`` already set (ignored
+    where the C library is not glibc)."""
+    tunables = [part for part in environment.get("GLIBC_TUNABLES", "").split(":") if part]
+    return {**environment, "GLIBC_TUNABLES": ":".join([*tunables, MALLOC_TUNABLES])}
 
 
 def _rss_bytes() -> int:
@@ -175,10 +194,10 @@ class Connection(asyncio.Protocol):
 
 async def serve(args: argparse.Namespace) -> dict[str, Any]:
     server = Server(args.variant, args.idle, args.connections, args.window)
-    # Every variant's server runs a manager and its consumer task, used or not: on the stock loop, a server
-    # with one measured less than half the CPU per message of the same server without (10 against 25 µs
-    # at 8,000 messages/s), with no timer set at all. The cause is in how the loop runs, not in timer work,
-    # so the variants must share it to be compared.
+    # Every variant's server runs a manager and its consumer task, used or not, so that they share its loop
+    # callbacks. (On the stock loop a server with one once measured less than half the CPU per message of the
+    # same server without, 10 against 25 µs at 8,000 messages/s, with no timer set at all: that was glibc's
+    # mmap threshold, raised by the manager's allocations or not; see MALLOC_TUNABLES.)
     from timer_manager import CORE, TimerManager
 
     assert CORE == "cython", "the idle-server benchmark measures the compiled core"
@@ -350,6 +369,7 @@ def run_cell(variant: str, loop: str, size: int, args: argparse.Namespace, seed:
         [sys.executable, here, "--serve", "--variant", variant, "--loop", loop, *common],
         stdout=subprocess.PIPE,
         text=True,
+        env=server_environment(dict(os.environ)),
     )
     client = None
     try:
