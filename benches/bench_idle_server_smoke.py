@@ -15,7 +15,13 @@ import idle_server
 import pytest
 import touch_ratios
 
+from timer_manager import _env
 
+
+@pytest.mark.skipif(
+    _env.no_extensions(),
+    reason=f"{_env.NO_EXTENSIONS_VARIABLE} is set: the idle-server benchmark's servers measure the compiled core only",
+)
 def test_every_variant_closes_the_idle_connections_and_only_those(tmp_path: Path) -> None:
     out = tmp_path / "idle.json"
     argv = ["--sizes", "100", "--rounds", "1", "--idle", "0.3", "--window", "0.8", "--rate", "2000"]
