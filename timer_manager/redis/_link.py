@@ -491,4 +491,3 @@ class Link:
 def _take_error(call: asyncio.Future[Any]) -> None:
     if not call.cancelled():
         call.exception()
-
