@@ -52,6 +52,7 @@ nitpick_ignore = [
     ("py:class", "datetime.datetime"),
     ("py:class", "datetime.timedelta"),
     ("py:class", "redis.asyncio.Redis"),
+    ("py:class", "redis.asyncio.RedisCluster"),
     # The backend seam's protocol (timer_manager/_backend.py): LocalBackend or timer_manager.redis.RedisBackend.
     ("py:class", "timer_manager._backend.Backend"),
 ]
