@@ -223,10 +223,9 @@ async def test_a_retracted_event_in_a_shared_stream_entry_is_dropped_and_the_oth
     # The entry cannot be deleted (it holds live events too): it is marked, and the consumer that reads it checks
     # its events there, so it hands over the eight current ones and, later, the reset one, never the stale two.
     async with client_of(redis_server) as client:
-        await client.xgroup_create(key(namespace, "ev"), "timers", id="0", mkstream=True)
-        now_ms = int(await server_time(client) * 1000)
+        now_ms = await _group_and_now(client, namespace)
         await _apply_at(client, namespace, [(f"n{index}", now_ms - 10) for index in range(10)])
-        result = await client.register_script(PROMOTE)(keys=namespace_keys(namespace), args=[1000, 0, 64])
+        result = await _promote(client, namespace, pack=64)
         assert int(result[0]) == 10
         assert await client.xlen(key(namespace, "ev")) == 1
         command = b"a" + _field("n3") + _field(str(now_ms + 300)) + _field("0") + _payload(b"snew")
@@ -720,6 +719,18 @@ async def _apply_at(client: redis.asyncio.Redis, namespace: str, items: list[tup
     await client.register_script(APPLY)(keys=namespace_keys(namespace), args=[0, "timers", command, b"", b""])
 
 
+async def _group_and_now(client: redis.asyncio.Redis, namespace: str) -> int:
+    """Make the namespace's stream and consumer group; return the server's time in ms."""
+    await client.xgroup_create(key(namespace, "ev"), "timers", id="0", mkstream=True)
+    return int(await server_time(client) * 1000)
+
+
+async def _promote(client: redis.asyncio.Redis, namespace: str, *, pack: int | None = None) -> Any:
+    """One PROMOTE of up to 1000 due events, heartbeat 0 (``pack``: events per stream entry, if given)."""
+    args = [1000, 0] if pack is None else [1000, 0, pack]
+    return await client.register_script(PROMOTE)(keys=namespace_keys(namespace), args=args)
+
+
 async def _stream(client: redis.asyncio.Redis, namespace: str) -> list[tuple[str, int, int]]:
     """The stream's events in order: (name, due ms, generation)."""
     entries: Any = await client.xrange(key(namespace, "ev"))
@@ -735,12 +746,11 @@ async def test_a_promotion_takes_the_rest_of_its_last_millisecond(redis_server: 
     # 600 timers in one millisecond, 900 in the next, all due: a PROMOTE of limit 1000 takes all 1500 at once (it
     # would otherwise stop before the second millisecond and read its first 400 for nothing), in set order.
     async with client_of(redis_server) as client:
-        await client.xgroup_create(key(namespace, "ev"), "timers", id="0", mkstream=True)
-        now_ms = int(await server_time(client) * 1000)
+        now_ms = await _group_and_now(client, namespace)
         items = [(f"z{index:04}", now_ms - 50) for index in range(600)]
         items += [(f"y{index:04}", now_ms - 49) for index in range(900)]
         await _apply_at(client, namespace, items)
-        result = await client.register_script(PROMOTE)(keys=namespace_keys(namespace), args=[1000, 0])
+        result = await _promote(client, namespace)
         assert int(result[0]) == 1500
         assert [name for name, _, _ in await _stream(client, namespace)] == [name for name, _ in items]
 
@@ -751,11 +761,10 @@ async def test_a_promotion_packs_consecutive_events_into_stream_entries(
     # 150 due events with pack 64: three entries (64, 64, 22), the order kept across them; each event's record in
     # "fired" names its entry.
     async with client_of(redis_server) as client:
-        await client.xgroup_create(key(namespace, "ev"), "timers", id="0", mkstream=True)
-        now_ms = int(await server_time(client) * 1000)
+        now_ms = await _group_and_now(client, namespace)
         items = [(f"e{index:03}", now_ms - 200 + index) for index in range(150)]
         await _apply_at(client, namespace, items)
-        result = await client.register_script(PROMOTE)(keys=namespace_keys(namespace), args=[1000, 0, 64])
+        result = await _promote(client, namespace, pack=64)
         assert int(result[0]) == 150
         entries: Any = await client.xrange(key(namespace, "ev"))
         assert [len(fields) for _, fields in entries] == [64, 64, 22]
@@ -774,14 +783,13 @@ async def test_ties_go_by_generation_beyond_the_exact_range_of_a_double(
     # PROMOTE orders a batch by (due, generation) as single numbers when they fit a double exactly; with
     # generations near 10^14 and deadlines 200 ms apart they do not, and the order must still be exact.
     async with client_of(redis_server) as client:
-        await client.xgroup_create(key(namespace, "ev"), "timers", id="0", mkstream=True)
-        now_ms = int(await server_time(client) * 1000)
+        now_ms = await _group_and_now(client, namespace)
         await _apply_at(client, namespace, [("b", now_ms - 300)])  # generation 1
         await client.set(key(namespace, "seq"), 9 * 10**13)
         # In name order within a millisecond (as ZRANGE gives them) these are out of set order.
         later = [("a", now_ms - 300), ("r", now_ms - 100), ("q", now_ms - 100), ("p", now_ms - 100)]
         await _apply_at(client, namespace, later)
-        result = await client.register_script(PROMOTE)(keys=namespace_keys(namespace), args=[1000, 0])
+        result = await _promote(client, namespace)
         assert int(result[0]) == 5
         events = await _stream(client, namespace)
         assert [name for name, _, _ in events] == ["b", "a", "r", "q", "p"]
