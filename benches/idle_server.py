@@ -56,6 +56,7 @@ VARIANTS = ("naive", "recheck", "try_set", "touch")
 FLOOR = "none"  # no idle timeout at all: the server's cost per message without any timer (not checked)
 HOST = "127.0.0.1"
 MESSAGE = b"ping....\n"  # 9 bytes; the server counts messages by bytes
+GREETING = b"+"  # the server's first write on each connection: the client starts once every one has it
 HEARTBEAT = 0.01  # the library's heartbeat in this workload
 LATE_SLACK = 0.05  # the closing may be this much later than idle + heartbeat (scheduling, a busy machine)
 # glibc's malloc, set alike in every server process. On the stock loop each read allocates a bytes object of the
@@ -153,6 +154,7 @@ class Connection(asyncio.Protocol):
         server = self.server
         self.name = server.opened(self)
         self.last = self.loop.time()
+        self.transport.write(GREETING)
         if self.variant == "naive":
             self.timer = self.loop.call_later(self.idle, server.close_idle, self.name)
         elif self.variant == "recheck":
@@ -250,6 +252,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed_at: float | None = None
         self.connected_at = 0.0
         self.transport: asyncio.Transport | None = None
+        self.greeted = False  # the server has accepted the connection and started timing it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A first message at once: the server's timeout restarts at its arrival, after this moment (its
@@ -259,7 +262,7 @@ class ClientConnection(asyncio.Protocol):
         transport.write(MESSAGE)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
-        pass
+        self.greeted = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed_at = time.monotonic()
@@ -279,18 +282,30 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
         connections.extend(protocol for _, protocol in batch)
+    # The kernel completes a connect before the server accepts it: wait until the server has accepted every
+    # connection, or the first messages of the window would wait in the accept backlog (up to 0.25 s at 4,000
+    # connections on the stock loop) and the server's idle clock would start that much after the client's.
+    waited_until = time.monotonic() + args.connect_timeout
+    while not all(connection.greeted for connection in connections):
+        if time.monotonic() > waited_until:
+            raise TimeoutError("the server did not accept every connection")
+        await asyncio.sleep(0.01)
     began = time.monotonic()
     idle_count = int(args.connections * args.idle_fraction)
     order = list(range(args.connections))
     rng.shuffle(order)
     quiet = set(order[:idle_count])
-    # Each quiet connection stops at a random moment that leaves it time to be closed in the window.
-    stop_at = {i: began + rng.uniform(0.0, max(0.0, args.window - args.idle - 0.4)) for i in quiet}
-    last_sent = [connection.connected_at for connection in connections]
     # Each connection sends once per period (connections / rate), spread evenly: a tick every 2 ms writes
-    # to its share.
+    # to its share, connection i first at tick i // per_tick.
     tick = 0.002
     per_tick = max(1, round(args.rate * tick))
+    # Each quiet connection stops at a random moment after its first message of the window (even if the client
+    # falls behind), which leaves it time to be closed in the window. One that never sent would be timed from its
+    # connect, which the server saw later (it starts its idle clock at its accept).
+    cycle = args.connections / per_tick * tick
+    spread = max(0.0, args.window - args.idle - 0.4 - cycle)
+    stop_at = {i: began + (i // per_tick + 1) * tick + rng.uniform(0.0, spread) for i in quiet}
+    last_sent = [connection.connected_at for connection in connections]
     position = 0
     end = began + args.window + 0.2
     next_tick = began
@@ -302,7 +317,7 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
             i = position
             position = (position + 1) % args.connections
             connection = connections[i]
-            if i in quiet and now >= stop_at[i]:
+            if i in quiet and now >= stop_at[i] and last_sent[i] >= began:  # quiet, once it has sent
                 continue
             transport = connection.transport
             if transport is not None and connection.closed_at is None:

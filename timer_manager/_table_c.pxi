@@ -275,6 +275,15 @@ cdef class TimerTable:
         return self._touch(name, now) == 1
 
     @cython.final
+    cdef inline void _expect(self, Py_hash_t h) noexcept:
+        """Ask for the lines that a lookup of a name hashing to ``h`` reads first (its home slot and, for a
+        touch, the slot's record), so that their misses overlap the caller's work until the lookup."""
+        cdef size_t i = <size_t>h & self._mask
+        _prefetch(&self._slots[i])
+        if self._touches != NULL:
+            _prefetch(&self._touches[i])
+
+    @cython.final
     cdef int _touch(self, name, double now) except -1:
         cdef Py_hash_t h = _str_hash(name)
         cdef Py_ssize_t slot = self._find(<PyObject*>name, h, TOUCHING)
