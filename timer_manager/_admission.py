@@ -30,6 +30,7 @@ class Admission:
         self.lock = threading.RLock()
         self.reserved: dict[str, int] = engine.reserved  # name -> queued sets of it, shared with the engine
         engine.release = self.release
+        engine.admit_rearm = self.admit_rearm
         engine.lock = self.lock
 
     def reserve(self, names: list[str]) -> None:
@@ -50,6 +51,18 @@ class Admission:
                         )
             for name in names:
                 reserved[name] = reserved.get(name, 0) + 1
+
+    def admit_rearm(self, name: str) -> bool:
+        """Whether a touch may re-arm ``name``, a one-shot timer that fell due (not pending: its event waits):
+        it is queued or reserved already, or one more live timer fits under the limit. The engine calls this
+        holding the lock, and re-arms in the same locked step."""
+        engine = self.engine
+        reserved = self.reserved
+        with self.lock:
+            if name in reserved or engine.is_live(name) or engine.live_count() + len(reserved) < self.limit:
+                return True
+            admitted = engine.live_count() + sum(1 for other in reserved if not engine.is_live(other))
+            return admitted < self.limit
 
     def release(self, name: str) -> None:
         """One reserved set of ``name`` was applied or dropped."""

@@ -52,6 +52,7 @@ class Engine:
     intervals: dict[str, Any]
     reserved: dict[str, int]
     release: Callable[[str], None]
+    admit_rearm: Callable[[str], bool]
     lock: AbstractContextManager[Any]
     parked: int
     count_set: int

@@ -106,6 +106,7 @@ cdef class Engine:
     cdef public dict intervals
     cdef public dict reserved
     cdef public object release      # called with a name once a reserved set of it is applied
+    cdef public object admit_rearm  # max_timers: may a touch re-arm a one-shot that fell due (under lock)?
     cdef public object lock         # held while a reserved set is applied (max_timers admission reads from threads)
     cdef public Py_ssize_t parked   # repeating timers whose event is ready: out of the table, still pending
     cdef public bint direct_touch   # kept by the runner: bound to its loop, open, not in debug mode
@@ -151,6 +152,7 @@ cdef class Engine:
         self.intervals = {}
         self.reserved = {}
         self.release = _nothing
+        self.admit_rearm = _always
         self.lock = nullcontext()
         self.handed_over = ()
         self._events = []
@@ -387,10 +389,14 @@ cdef class Engine:
             return 1 if self.table.touch(name, now) else 0
         event = self._ready[name]
         span = self._spans.get(name, self._span) if interval is None else interval.period
-        was_parked = self._retract(name)
-        if event.data is not None and interval is None:
-            self.data[name] = event.data  # fire moved it into the event; the timer keeps it
         with self.lock:  # parked and table move together for the admission (max_timers)
+            # A one-shot timer that fell due is not pending: re-arming it takes a place, as a set would. At the
+            # max_timers limit the touch does nothing (its event stays) and reports it was not pending.
+            if interval is None and not self.admit_rearm(name):
+                return 0
+            was_parked = self._retract(name)
+            if event.data is not None and interval is None:
+                self.data[name] = event.data  # fire moved it into the event; the timer keeps it
             self._set(name, now + span, span)
             if was_parked:
                 self.parked -= 1
@@ -562,6 +568,10 @@ cdef class Engine:
 
 def _nothing(*args):
     pass
+
+
+def _always(*args):
+    return True
 
 
 cdef inline PyObject* _new_ref(object value) noexcept:

@@ -44,6 +44,10 @@ def _nothing(*_: object) -> None:
     pass
 
 
+def _always(*_: object) -> bool:
+    return True
+
+
 class Engine:
     """The command queue, the timer table and the ready events of one manager."""
 
@@ -63,6 +67,8 @@ class Engine:
         # With max_timers: queued sets per name (shared with the admission), and what to call once one is applied.
         self.reserved: dict[str, int] = {}
         self.release: Callable[[str], None] = _nothing
+        # With max_timers: whether a touch may re-arm a one-shot timer that fell due (it takes a place again).
+        self.admit_rearm: Callable[[str], bool] = _always
         self.parked = 0  # repeating timers whose event is ready: out of the table, still pending
         # Held where a timer moves between the table and ``parked`` (max_timers admission reads both).
         self.lock: AbstractContextManager[Any] = nullcontext()
@@ -220,10 +226,14 @@ class Engine:
             return bool(self.table.touch(name, now))
         event = self._ready[name]
         span = self._spans.get(name, self._span) if interval is None else interval.period
-        was_parked = self._retract(name)
-        if event.data is not None and interval is None:
-            self.data[name] = event.data  # fire moved it into the event; the timer keeps it
         with self.lock:  # parked and table move together for the admission (max_timers)
+            # A one-shot timer that fell due is not pending: re-arming it takes a place, as a set would. At the
+            # max_timers limit the touch does nothing (its event stays) and reports it was not pending.
+            if interval is None and not self.admit_rearm(name):
+                return False
+            was_parked = self._retract(name)
+            if event.data is not None and interval is None:
+                self.data[name] = event.data  # fire moved it into the event; the timer keeps it
             self.table.set_with_span(name, now + span, span)
             if was_parked:
                 self.parked -= 1

@@ -96,6 +96,7 @@ class Inbox:
             self.closed = reason
             taken = list(self.commands)
             self.commands.clear()
+            self.wake_pending = False  # taken: a put after a reopen() must ask the loop again
             self._room.notify_all()
         return taken
 

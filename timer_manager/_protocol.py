@@ -107,6 +107,7 @@ class EngineInterface(Protocol):
     handed_over: Sized  # the runner's inbox: commands other threads handed over, which a touch waits behind
     reserved: dict[str, int]  # queued sets per name, under max_timers (shared with the admission)
     release: Callable[[str], None]  # called once a set of a reserved name is applied
+    admit_rearm: Callable[[str], bool]  # under lock: may a touch re-arm this fired one-shot (max_timers)?
     lock: AbstractContextManager[Any]  # held while a reserved set is applied
     parked: int  # repeating timers whose event is ready
     count_set: int

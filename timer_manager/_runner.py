@@ -447,11 +447,15 @@ class Runner:
             detail = f", {value!r}"
         else:
             detail = ""
+        # The command is not applied yet: a touch from the handler must be queued behind it, never applied at
+        # the call (touch_now would find nothing queued when it is the last one).
         self.logging_command = True
+        self.engine.direct_touch = False
         try:
             logger.debug("timer manager %r: %s %r%s", self.name, OP_NAMES[op], name, detail)
         finally:
             self.logging_command = False
+            self.update_direct_touch()
 
     def apply_queued(self) -> bool:
         """Apply now what is queued, what other threads handed over first, for a loop-side call that must

@@ -179,8 +179,10 @@ class TimerHandle:
         if runner.remote:  # applied on the server, in order with the other commands
             self._try_send([(TOUCH, name, runner.clock(), None)])
             return True
-        if (self._handed_over or runner.engine.queued()) and not runner.apply_queued():
-            # Inside the engine's own pass (a DEBUG log handler): queue it behind what is queued.
+        queued = self._handed_over or runner.engine.queued() or runner.logging_command
+        if queued and not runner.apply_queued():
+            # Inside the engine's own pass (a DEBUG log handler): queue it behind what is queued, and behind the
+            # command being applied (which is no longer counted as queued).
             runner.enqueue_all([(TOUCH, name, runner.clock(), None)])
             return bool(runner.engine.is_live(name))
         return bool(runner.engine.touch(name, runner.clock()))
@@ -195,7 +197,8 @@ class TimerHandle:
         if runner.remote:
             self._try_send([(TOUCH, name, now, None) for name in checked])
             return len(checked)
-        if (self._handed_over or runner.engine.queued()) and not runner.apply_queued():
+        queued = self._handed_over or runner.engine.queued() or runner.logging_command
+        if queued and not runner.apply_queued():
             runner.enqueue_all([(TOUCH, name, now, None) for name in checked])
             return sum(1 for name in checked if runner.engine.is_live(name))
         touch = runner.engine.touch

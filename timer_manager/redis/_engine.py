@@ -96,6 +96,7 @@ class RedisEngine:
 
         self._commands: deque[Command] = deque()
         self.outbox: deque[Command] = deque()  # applied here, not yet sent
+        self.sending: list[Command] = []  # the batch sent and not yet answered (a stop fails its flushes)
         self.in_flight = 0  # commands in the outbox or sent, until the server has applied them
         self.acks: list[RedisTimerExpired] = []  # events to acknowledge with the next batch
         self.rearms: list[RedisTimerExpired] = []  # received events of repeating timers, to re-arm
@@ -247,6 +248,7 @@ class RedisEngine:
         are left to the link to hand back."""
         flushes = [command[2] for command in self._commands if command[0] == FLUSH]
         flushes += [command[2] for command in self.outbox if command[0] == FLUSH]
+        flushes += [command[2] for command in self.sending if command[0] == FLUSH]
         self._commands.clear()
         return 0, flushes
 

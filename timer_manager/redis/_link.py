@@ -241,8 +241,10 @@ class Link:
                 checks, engine.to_check = engine.to_check, []
                 # Until the server answers, a stop (which cancels this call) must send these again at the finish.
                 self._unconfirmed = (rearms, acks, done)
+                engine.sending = commands  # a stop meanwhile fails its flushes, as those still queued
                 result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done))
                 self._unconfirmed = None
+                engine.sending = []
                 engine.acknowledged(done)
                 engine.applied(commands, result)
                 if result[4]:
