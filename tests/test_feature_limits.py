@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from support import recv, running
+from support import recv, running, virtual
 
 from timer_manager import QueueFull, TimerLimitExceeded, TimerManager, TimerManagerError
 
@@ -160,3 +160,37 @@ async def test_max_timers_is_validated() -> None:
         TimerManager.new("x", 0, 1, 1, max_timers="3")
     with pytest.raises(TypeError):
         TimerManager.new("x", 0, 1, 1, max_timers=True)
+
+
+@pytest.mark.usefixtures("core")
+@pytest.mark.parametrize("caller", ["touch", "touch_many", "thread"])
+@virtual
+async def test_a_touch_that_would_rearm_a_fired_timer_past_max_timers_does_nothing(caller: str) -> None:
+    """A one-shot timer fell due and its event waits: it is no longer pending, and ``max_timers`` lets another
+    name take its place. A touch would re-arm it, as ``set_timer(name, same duration)`` would; at the limit that
+    set is refused (TimerLimitExceeded), so the touch must not re-arm it either. Catches: a touch (at the call,
+    or a thread's, applied by the manager) that re-arms it anyway, leaving more live timers than
+    ``max_timers``."""
+    async with running(heartbeat=0, max_timers=1) as (manager, handle, _task):
+        await handle.set_timer("a", 1.0)
+        await asyncio.sleep(1.5)  # "a" fired; its event waits, unreceived
+        assert handle.pending_count() == 0
+        await handle.set_timer("b", 100.0)  # the one place
+        with pytest.raises(TimerLimitExceeded):
+            await handle.set_timer("a", 1.0)
+        if caller == "touch":
+            assert handle.touch("a") is False
+        elif caller == "touch_many":
+            assert handle.touch_many(["a", "b"]) == 1
+        else:
+            await asyncio.to_thread(handle.threadsafe().touch, "a")
+            await handle.flush()
+        assert handle.pending_count() == 1
+        assert "a" not in handle
+        event = await recv(handle, 1.0)
+        assert event.name == "a" and manager.stats().retracted == 0  # its event stayed
+        await handle.cancel_timer("b")
+        await handle.flush()
+        await handle.set_timer("a", 1.0)  # a place again
+        await handle.flush()
+        assert handle.pending_count() == 1

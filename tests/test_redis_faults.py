@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, receive
 
-from timer_manager import ManagerClosed, TimerManager
+from timer_manager import CancellationToken, ManagerClosed, TimerManager
 from timer_manager.redis import BackendUnavailable, RedisBackend
+from timer_manager.redis._engine import RedisEngine
 
 pytestmark = pytest.mark.usefixtures("default_core", "redis_server")  # redis_server: skip or fail without it
 
@@ -197,3 +198,36 @@ async def test_a_deadline_is_taken_at_the_call_however_long_the_command_waits_he
     assert event.name == "x"
     # Due one second after the call, not one second after the server got the command.
     assert called_at + 1.0 - 0.002 <= event.deadline < called_at + 1.0 + 0.3
+
+
+@pytest.mark.parametrize("stop", ["token", "task"])
+async def test_a_flush_whose_batch_is_on_its_way_when_the_manager_stops_is_released(
+    own_redis: RedisServer, namespace: str, stop: str
+) -> None:
+    """flush() queues a FLUSH; the shipper sends it in a batch, which the stalled server holds; the manager
+    stops (its token, or its task cancelled). Every stop fails waiting flushes with ManagerClosed (design.md,
+    "Stopping releases everyone"). Catches: a flush whose FLUSH was taken out of the outbox into the batch in
+    flight, which the stop neither resolves nor fails: flush() hangs for good."""
+    token = CancellationToken()
+    backend = RedisBackend(own_redis.url, namespace=namespace, reconnect_timeout=60.0)
+    manager, handle = TimerManager.new(namespace, 0, 16, 16, token, backend=backend)
+    task = asyncio.ensure_future(manager.run())
+    await handle.set_timer("a", 60.0)
+    await asyncio.wait_for(handle.flush(), LIMIT)
+    own_redis.pause()
+    try:
+        flush = asyncio.ensure_future(handle.flush())
+        await asyncio.sleep(0.2)  # its batch is sent, and held by the stalled server
+        assert not flush.done()
+        engine = manager._runner.engine
+        assert isinstance(engine, RedisEngine)
+        assert engine.queued() == 1 and not engine.outbox  # in flight
+        if stop == "token":
+            token.cancel()
+        else:
+            task.cancel()
+        with pytest.raises(ManagerClosed):
+            await asyncio.wait_for(flush, 3.0)
+    finally:
+        own_redis.resume()
+        await asyncio.gather(task, return_exceptions=True)

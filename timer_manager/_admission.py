@@ -61,7 +61,7 @@ class Admission:
         with self.lock:
             if name in reserved or engine.is_live(name) or engine.live_count() + len(reserved) < self.limit:
                 return True
-            admitted = engine.live_count() + sum(1 for other in reserved if not engine.is_live(other))
+            admitted: int = engine.live_count() + sum(1 for other in reserved if not engine.is_live(other))
             return admitted < self.limit
 
     def release(self, name: str) -> None:

@@ -155,7 +155,8 @@ class TimerHandle:
         (it is put back at that deadline when its earlier one comes round: about once per period).
         Otherwise it behaves exactly as ``set_timer(name, duration)`` made now would, payload kept: same
         order among equal deadlines, never early, and an event that fell due and was not received yet
-        is retracted and the timer armed again. A timer set with :meth:`set_timer_at` took ``when`` -
+        is retracted and the timer armed again (under ``max_timers``, only if a place is free: otherwise the touch
+        does nothing, the event stays, and it returns False). A timer set with :meth:`set_timer_at` took ``when`` -
         now as its duration; a repeating timer's next tick moves to now + its period, and its grid with
         it. Commands sent before (from this thread, or from threads whose call returned) are applied
         first, so a touch never acts on a timer state they replace.
