@@ -19,7 +19,7 @@ from typing import Any, cast
 import pytest
 from stress import Crowd, RecordingTable, applied_by, consume, recording_table
 
-from timer_manager import CancellationToken, TimerManager, _backend
+from timer_manager import CancellationToken, QueueFull, TimerManager, _backend
 
 HANG = 60.0  # seconds after which a wait counts as a hang (generous: a loaded 2-core machine)
 
@@ -116,3 +116,34 @@ async def test_a_shutdown_while_threads_and_tasks_call_applies_everything_accept
     (before or during the shutdown) was applied, in order; the rest got ManagerClosed. Catches: commands
     handed over by threads dropped at the shutdown, a thread blocked for room never released."""
     await _stress(recording, stop_by="shutdown-live", max_timers=None, seed=3)
+
+
+@pytest.mark.usefixtures("core")
+async def test_commands_handed_over_behind_an_oversized_batch_wait_for_room() -> None:
+    """A batch larger than the whole command queue is let in alone, once the queue is empty; what a thread
+    hands over while its room is promised must wait for room, not join it. catches: the room left for the
+    inbox computed as negative (more promised than the capacity) and read as "no limit", so that the inbox
+    was taken whole and the queue held the batch and the thread's commands, beyond both bounds."""
+    import threading
+
+    manager, handle = TimerManager.new("oversized", 0.0, 2, 10, CancellationToken())
+    run = asyncio.ensure_future(manager.run())
+    handle.try_set_timers([("p", 100), ("q", 100)])  # the queue is full
+    batch = asyncio.ensure_future(handle.set_timers([("a", 100), ("b", 100), ("c", 100)]))
+    for _ in range(20):  # the manager applies p and q, and promises the empty queue to the batch
+        await asyncio.sleep(0)
+        if manager._runner.promised:
+            break
+    assert manager._runner.promised == 3 and not batch.done()
+    threadsafe = handle.threadsafe()
+    thread = threading.Thread(target=threadsafe.try_set_timers, args=([("d", 100), ("e", 100)],))
+    thread.start()
+    thread.join()
+    with pytest.raises(QueueFull):  # the batch is ahead of it; the look for room takes the inbox if it fits
+        handle.try_cancel_timer("x")
+    await asyncio.wait_for(batch, HANG)
+    await handle.flush()
+    assert all(name in handle for name in "pqabcde")
+    assert manager.stats().command_queue_high_water <= 3  # the oversized batch, alone
+    await handle.shutdown()
+    await asyncio.wait_for(run, HANG)

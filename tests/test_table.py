@@ -389,6 +389,28 @@ def test_cycles_through_names_are_collected(table_class: Any) -> None:
     assert probe() is None
 
 
+@pytest.mark.parametrize("how", ["reset", "touch"])
+def test_cycles_through_a_name_that_replaced_a_plain_one_are_collected(table_class: Any, how: str) -> None:
+    """A reset (or a touch earlier than the timer's place, which is a reset) keeps the newest name object.
+    When that object is a str subclass replacing a plain str, the collector must be shown it from then on,
+    as when it is first set. catches: the C table still believing it holds only exact str names (set on
+    the insert path alone), so that a cycle through the new name is never collected."""
+    import weakref
+
+    gc.collect()
+    table = table_class()
+    table.set("x", 5.0)
+    name = _ReferencesTable("x", table)
+    if how == "reset":
+        assert table.set(name, 1.0) is True
+    else:
+        assert table.touch(name, 1.0) is True  # span 0: due at 1.0, earlier than 5.0, so a set
+    probe = weakref.ref(name)
+    del table, name
+    gc.collect()
+    assert probe() is None
+
+
 def test_huge_names(table_class: Any) -> None:
     table = table_class()
     big = "x" * 10**6

@@ -144,3 +144,86 @@ def test_tables_agree_when_sequence_numbers_run_out(table_class: Any) -> None:
 
     machine = type("TablesAgreeShortSequences", (TablesAgree,), {"table_class": ShortSequences})
     run_state_machine_as_test(machine, settings=settings())  # the profile conftest loaded
+
+
+class _Sub(str):
+    __slots__ = ()
+
+
+# Equal names as distinct objects, half of them str subclasses; spans few, so that they vary and repeat.
+touch_names = st.tuples(st.sampled_from([f"n{i}" for i in range(20)]), st.booleans()).map(
+    lambda pair: _Sub(pair[0]) if pair[1] else "".join(pair[0])
+)
+halves = st.integers(-4, 16).map(lambda k: k / 2)
+spans = st.one_of(st.integers(0, 6).map(lambda k: k / 2), st.just(float("inf")))
+
+
+class TouchesAgree(RuleBasedStateMachine):
+    """The compiled and the pure table under sets with spans, touches, settles and pops: every answer the
+    same, the lazy state too (``next_deadline``, ``settle``'s counts, ``reinserted``), and the same name
+    objects handed out; what is pending as a model where a touch is a set at now + the timer's span."""
+
+    table_class: Any = PyTable
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables = [self.table_class(), PyTable()]
+        self.model: dict[str, tuple[float, int, float]] = {}  # name -> (deadline, sequence, span)
+        self.sequence = 0
+
+    def _same(self, method: str, *args: Any) -> Any:
+        first, second = (getattr(table, method)(*args) for table in self.tables)
+        assert first == second, (method, args, first, second)
+        if isinstance(first, list):
+            assert all(a is b for (a, _), (b, _) in zip(first, second, strict=True))
+        return first
+
+    @rule(name=touch_names, deadline=halves, span=spans)
+    def set_with_span(self, name: str, deadline: float, span: float) -> None:
+        assert self._same("set_with_span", name, deadline, span) == (name in self.model)
+        self.model[name] = (deadline, self.sequence, span)
+        self.sequence += 1
+
+    @rule(name=touch_names, now=halves)
+    def touch(self, name: str, now: float) -> None:
+        assert self._same("touch", name, now) == (name in self.model)
+        if name in self.model:
+            span = self.model[name][2]
+            self.model[name] = (now + span, self.sequence, span)
+            self.sequence += 1
+
+    @rule(name=touch_names)
+    def cancel(self, name: str) -> None:
+        assert self._same("cancel", name) == (self.model.pop(name, None) is not None)
+
+    @rule(now=halves, limit=st.integers(0, 4))
+    def pop_due(self, now: float, limit: int) -> None:
+        due = sorted((key[:2], name) for name, key in self.model.items() if key[0] <= now)[:limit]
+        for _, name in due:
+            del self.model[name]
+        assert self._same("pop_due", now, limit) == [(name, key[0]) for key, name in due]
+
+    @rule(now=halves, ahead=st.sampled_from([0.0, 0.125, 1.0]))
+    def settle(self, now: float, ahead: float) -> None:
+        self._same("settle", now, ahead)
+
+    @rule(name=touch_names)
+    def query(self, name: str) -> None:
+        assert self._same("deadline", name) == (self.model[name][0] if name in self.model else None)
+        assert self._same("span", name) == (self.model[name][2] if name in self.model else None)
+        assert self._same("__contains__", name) == (name in self.model)
+
+    @invariant()
+    def lazy_state_agrees(self) -> None:
+        assert self._same("__len__") == len(self.model)
+        self._same("next_deadline")
+        assert self.tables[0].reinserted == self.tables[1].reinserted
+
+    def teardown(self) -> None:
+        self._same("settle", float("inf"), 0.0)
+        assert self._same("next_deadline") == min((key[0] for key in self.model.values()), default=None)
+
+
+def test_tables_agree_under_touches(table_class: Any) -> None:
+    machine = type("TouchesAgreeFor", (TouchesAgree,), {"table_class": table_class})
+    run_state_machine_as_test(machine, settings=settings())  # the profile conftest loaded

@@ -198,7 +198,8 @@ class Runner:
         returns False, so a thread's command goes ahead of any the loop's thread sends after it.
         """
         engine = self.engine
-        room = engine.command_capacity - engine.queued() - self.promised
+        # None left (an oversized batch alone, or what a close queued whatever the room) is 0, not -1 (no limit).
+        room = max(engine.command_capacity - engine.queued() - self.promised, 0)
         commands = self.inbox.take(room if engine.queued() or self.promised else -1)  # alone, it always fits
         if commands is None:
             return False

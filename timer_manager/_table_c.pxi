@@ -211,6 +211,8 @@ cdef class TimerTable:
             old_name = self._names[pos]
             if old_name != key:  # an equal string, another object: hold the newest, as before
                 Py_INCREF(key)
+                if not PyUnicode_CheckExact(name):
+                    self._exact_names = False  # the collector must see it from now on, as for a new name
             if self._touched and self._touches[slot].touched:  # the set replaces the touch
                 self._touches[slot].touched = 0
                 self._touched -= 1
