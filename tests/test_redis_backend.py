@@ -866,3 +866,51 @@ async def test_a_call_cut_short_that_ends_in_an_error_is_not_reported_as_never_r
     await asyncio.sleep(0.01)
     loop.set_exception_handler(None)
     assert [context["message"] for context in reported] == []
+
+
+# ---------------------------------------------------------------------- batches longer than one APPLY call
+
+
+async def test_a_touch_behind_a_full_batch_re_arms_a_timer_whose_event_waits_here(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A touch of a one-shot timer whose event waits in the event queue retracts that event here (its
+    acknowledgement queued) and re-arms the timer on the server from the event's record. With more than one
+    APPLY call's worth of commands queued before the touch, the acknowledgement must not reach the server in an
+    earlier call than the touch: it would delete the event's record, and the touch would then find nothing to
+    re-arm. Catches: acknowledgements shipped with the first batch of a split outbox."""
+    async with opened(redis_server.url, namespace, command_buffer_size=4096) as handle:
+        await handle.set_timer("x", 0.02, data="kept")
+        await asyncio.sleep(0.3)  # promoted, read, and waiting in the event queue (not received)
+        for index in range(1500):  # more than one APPLY call (BATCH = 1000) ahead of the touch
+            handle.try_set_timer(f"filler{index}", 600.0)
+        assert handle.touch("x") is True
+        await handle.flush()
+        assert await handle.get_deadline("x") is not None  # re-armed on the server
+        event = (await receive(handle, 1))[0]
+    assert (event.name, event.data) == ("x", "kept")
+
+
+async def test_a_check_behind_a_full_batch_never_passes_an_event_a_later_set_retracts(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A set applied here before an event of its name is read makes that event suspect: it is checked on the
+    server, and the check must come after the set there. With the set queued behind more than one APPLY call's
+    worth of commands, a check sent with an earlier call finds the old event current and hands it over: a stale
+    event, after the application reset the timer. Catches: checks shipped with the first batch of a split
+    outbox."""
+    async with opened(
+        redis_server.url, namespace, event_buffer_size=1, command_buffer_size=16384
+    ) as handle:
+        await handle.set_timer("a", 0.01)
+        await handle.set_timer("x", 0.05)
+        await asyncio.sleep(0.3)  # "a" fills the one-event queue; "x" is promoted and waits in the stream, unread
+        for index in range(8000):  # several APPLY calls ahead of the reset
+            handle.try_set_timer(f"filler{index}", 600.0)
+        handle.try_set_timer("x", 600.0, data="new")
+        assert (await handle.recv_event()).name == "a"  # room: the reader reads the old "x", a suspect
+        with pytest.raises(asyncio.TimeoutError):
+            stale = await asyncio.wait_for(handle.recv_event(), 2.0)
+            pytest.fail(f"a stale event after the reset: {stale!r}")
+        await handle.flush()
+        assert await handle.get_deadline("x") is not None

@@ -234,32 +234,56 @@ class Link:
             await self._work.wait()
             self._work.clear()
             while engine.outbox or engine.acks or engine.rearms or engine.to_check:
-                commands = [engine.outbox.popleft() for _ in range(min(BATCH, len(engine.outbox)))]
-                rearms, engine.rearms = engine.rearms, []
-                acks, engine.acks = engine.acks, []
-                done = engine.finished(acks)
-                checks, engine.to_check = engine.to_check, []
-                # Until the server answers, a stop (which cancels this call) must send these again at the finish.
-                self._unconfirmed = (rearms, acks, done)
-                engine.sending = commands  # a stop meanwhile fails its flushes, as those still queued
-                result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done))
-                self._unconfirmed = None
-                engine.sending = []
-                engine.acknowledged(done)
-                engine.applied(commands, result)
-                if result[4]:
-                    logger.warning(
-                        "timer manager %r: %d sets refused by the server: max_timers=%d reached in the namespace",
-                        self.runner.name,
-                        result[4],
-                        self.max_timers,
-                    )
-                if checks:
-                    engine.checked(checks, result[6:])
-                for command in commands:
-                    if command[0] == FLUSH and not command[2].done():
-                        command[2].set_result(None)
-                engine.wake()
+                # The acknowledgements, re-arms and checks queued so far come after the commands now in the outbox
+                # (a retraction's acknowledgement after the touch that re-arms from the event's record, a check after
+                # a set of its name applied here before the read): they go with the call that carries the last of
+                # those commands, never with an earlier one when the outbox takes several calls. Until then they stay
+                # in the engine, where a stop finds them.
+                ahead = len(engine.outbox)
+                counts = len(engine.rearms), len(engine.acks), len(engine.to_check)
+                while True:
+                    commands = [engine.outbox.popleft() for _ in range(min(BATCH, ahead))]
+                    ahead -= len(commands)
+                    if ahead:
+                        await self._ship(commands, [], [], [])
+                        continue
+                    rearms, engine.rearms = engine.rearms[: counts[0]], engine.rearms[counts[0] :]
+                    acks, engine.acks = engine.acks[: counts[1]], engine.acks[counts[1] :]
+                    checks, engine.to_check = engine.to_check[: counts[2]], engine.to_check[counts[2] :]
+                    await self._ship(commands, rearms, acks, checks)
+                    break
+
+    async def _ship(
+        self,
+        commands: list[Any],
+        rearms: list[RedisTimerExpired],
+        acks: list[RedisTimerExpired],
+        checks: list[RedisTimerExpired],
+    ) -> None:
+        """Send one batch and take in its result."""
+        engine = self.engine
+        done = engine.finished(acks)
+        # Until the server answers, a stop (which cancels this call) must send these again at the finish.
+        self._unconfirmed = (rearms, acks, done)
+        engine.sending = commands  # a stop meanwhile fails its flushes, as those still queued
+        result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done))
+        self._unconfirmed = None
+        engine.sending = []
+        engine.acknowledged(done)
+        engine.applied(commands, result)
+        if result[4]:
+            logger.warning(
+                "timer manager %r: %d sets refused by the server: max_timers=%d reached in the namespace",
+                self.runner.name,
+                result[4],
+                self.max_timers,
+            )
+        if checks:
+            engine.checked(checks, result[6:])
+        for command in commands:
+            if command[0] == FLUSH and not command[2].done():
+                command[2].set_result(None)
+        engine.wake()
 
     async def _send_batch(
         self,
