@@ -5,6 +5,7 @@ has a redis-server of its own (``RedisServer``), stopped by pid at the end."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -230,4 +231,43 @@ async def test_a_flush_whose_batch_is_on_its_way_when_the_manager_stops_is_relea
             await asyncio.wait_for(flush, 3.0)
     finally:
         own_redis.resume()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_batch_applied_before_its_connection_dropped_is_not_applied_again(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    """A's batch (a cancel of "x") reaches the server; B's set of "x" comes after it; A's connection drops
+    before the server's reply gets back (the server still reads and applies the batch), so A sends the batch
+    again on a new connection. Applied a second time, A's cancel cancels B's set, which came after it: a
+    command applied twice, and B's timer lost though no connection of B's dropped. Catches: an APPLY retried
+    without knowing whether the server already applied it."""
+    manager, a = TimerManager.new(namespace, 0, 64, 64, backend=backend(own_redis, namespace))
+    task = asyncio.ensure_future(manager.run())
+    try:
+        async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend(own_redis, namespace)) as b:
+            await a.set_timer("x", 600.0)
+            await a.flush()
+            await b.set_timer("warm", 600.0)
+            await b.flush()
+            await asyncio.sleep(0.3)  # both promoters asleep: each shipper's connection waits in its pool
+            own_redis.pause()
+            try:
+                a.try_cancel_timer("x")
+                await asyncio.sleep(0.2)  # A's batch is sent, and held by the stalled server
+                b.try_set_timer("x", 0.3, data="B")
+                await asyncio.sleep(0.2)  # B's batch too, behind it
+                link = manager._runner.store.link  # type: ignore[attr-defined]
+                for connection in list(link.client.connection_pool._in_use_connections):
+                    fileno = connection._writer.get_extra_info("socket").fileno()
+                    with socket.fromfd(fileno, socket.AF_INET, socket.SOCK_STREAM) as dropped:  # a copy of it
+                        dropped.shutdown(socket.SHUT_RDWR)  # the connection drops
+                await asyncio.sleep(0.2)  # A sends its batch again, on a new connection
+            finally:
+                own_redis.resume()
+            await asyncio.wait_for(b.flush(), LIMIT)
+            await asyncio.wait_for(a.flush(), LIMIT)
+            assert await b.get_deadline("x") is not None  # B's set stands
+    finally:
+        task.cancel()
         await asyncio.gather(task, return_exceptions=True)

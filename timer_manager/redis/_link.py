@@ -25,6 +25,7 @@ import functools
 import itertools
 import logging
 import math
+import secrets
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -114,6 +115,10 @@ class Link:
         self.engine = engine
         self.codec = codec
         self.keys = namespace_keys(namespace)
+        # APPLY's keys: the namespace's, then this manager's record of its last batch applied (see APPLY), so that a
+        # batch sent again after a dropped connection is not applied twice. Batches are numbered from 1.
+        self._apply_keys = [*self.keys, f"{{tm:{namespace}}}:batch:{secrets.token_hex(8)}"]
+        self._batches = 0
         self.consumer = consumer
         self.claim_after = claim_after
         self.reconnect_timeout = reconnect_timeout
@@ -206,7 +211,8 @@ class Link:
 
         async def settle() -> None:
             if engine.acks or engine.rearms:
-                await self._apply(keys=self.keys, args=self._batch_args([], engine.rearms, engine.acks, [], done))
+                self._batches += 1  # a batch of its own (the one the stop cut short may have been applied)
+                await self._apply(keys=self._apply_keys, args=self._batch_args([], engine.rearms, engine.acks, [], done))
                 engine.acks, engine.rearms = [], []
             if unreceived:
                 # Their idle time set past claim_after: the next XAUTOCLAIM of any consumer takes them (the events
@@ -266,6 +272,7 @@ class Link:
         # Until the server answers, a stop (which cancels this call) must send these again at the finish.
         self._unconfirmed = (rearms, acks, done)
         engine.sending = commands  # a stop meanwhile fails its flushes, as those still queued
+        self._batches += 1  # a new batch; the tries of one batch carry the same number
         result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done))
         self._unconfirmed = None
         engine.sending = []
@@ -294,7 +301,7 @@ class Link:
         done: list[str],
     ) -> list[int]:
         """One APPLY call (its arguments made afresh at each try, so a retry takes the wait off too)."""
-        result = await self._apply(keys=self.keys, args=self._batch_args(commands, rearms, acks, checks, done))
+        result = await self._apply(keys=self._apply_keys, args=self._batch_args(commands, rearms, acks, checks, done))
         return [int(value) for value in result]
 
     def _batch_args(
@@ -335,7 +342,10 @@ class Link:
         for event in rearms:
             add(b"r" + _field(event.name) + _field(str(event.generation)) + _field(repr(event.deadline * 1000.0)))
             add(_EMPTY)
-        return [self.max_timers, GROUP, b"".join(parts), _entries(acks), _entries(checks), " ".join(done)]
+        # a batch sent again after a dropped connection is recognised by its number for as long as it may be retried
+        keep = int((self.reconnect_timeout + 60.0) * 1000)
+        batch = self._batches
+        return [self.max_timers, GROUP, b"".join(parts), _entries(acks), _entries(checks), " ".join(done), batch, keep]
 
     async def _promote_loop(self) -> None:
         engine = self.engine

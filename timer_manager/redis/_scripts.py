@@ -124,7 +124,7 @@ local function earliest()
 end
 """
 
-# APPLY(max_timers, group, commands, acks, checks, done) -> counts. ``commands`` is one string: per command an op
+# APPLY(max_timers, group, commands, acks, checks, done, batch, keep) -> counts. ``commands`` is one string: per command an op
 # byte, then four fields (name, a, b, c), each a 4-byte big-endian length and its bytes (one argument for a whole
 # batch: redis-py's packing of arguments costs more per argument than the script's unpacking). ``acks`` and
 # ``checks`` are strings of (name, entry id) pairs, each field length-prefixed the same way; ``done`` is the
@@ -144,14 +144,32 @@ end
 # Returns {set, reset, cancelled, retracted, refused, live, a flag per check...}. Acknowledgements and checks
 # come after the commands, so that a command the manager applied before a check is applied before it on the
 # server too.
+# A batch is applied once however often it is sent: a manager whose connection dropped before the reply came
+# cannot know whether the server applied its batch, and sends it again. ``batch`` (ARGV[7]) names the batch
+# (unique per manager and batch), and KEYS[8] (the manager's own key, in the namespace's slot) holds the last
+# batch of commands applied, with its counts, for ``keep`` ms (ARGV[8]): a batch found there is not applied
+# again (its counts are returned as they were; acknowledgements and checks, which change nothing twice, are
+# made again). Without KEYS[8] every call applies its commands.
 APPLY = (
     _PRELUDE
     + """
 local max_timers = tonumber(ARGV[1])
 local group = ARGV[2]
+local batch_key, batch, keep = KEYS[8], ARGV[7], ARGV[8]
 local before = earliest()
 local set, reset, cancelled, retracted, refused = 0, 0, 0, 0, 0
 local valid = {}
+local replayed = false
+if batch_key and batch and #ARGV[3] > 0 then
+    local last = redis.call('GET', batch_key)
+    if last then
+        local id, a, b, c, d, e = string.match(last, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+        if id == batch then
+            replayed = true
+            set, reset, cancelled, retracted, refused = tonumber(a), tonumber(b), tonumber(c), tonumber(d), tonumber(e)
+        end
+    end
+end
 
 local function next_due(fields, previous, received)
     local period, missed, origin = tonumber(fields[3]), fields[4], tonumber(fields[5])
@@ -207,6 +225,7 @@ local function touch(name)
 end
 
 local commands, position = ARGV[3], 1
+if replayed then position = #commands + 1 end
 while position <= #commands do
     local op = string.sub(commands, position, position)
     local name, a, b, c
@@ -249,6 +268,11 @@ while position <= #commands do
         cancelled = cancelled + redis.call('HLEN', data_key)
         redis.call('DEL', due_key, data_key, fired_key)
     end
+end
+
+if batch_key and batch and #commands > 0 and not replayed then
+    redis.call('SET', batch_key, batch .. '|' .. set .. '|' .. reset .. '|' .. cancelled .. '|' .. retracted .. '|'
+        .. refused, 'PX', keep)
 end
 
 local ack_names, ack_entries = pairs_of(ARGV[4])
