@@ -271,3 +271,56 @@ async def test_a_batch_applied_before_its_connection_dropped_is_not_applied_agai
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+_ORPHAN = """
+import asyncio, sys
+from timer_manager import TimerManager
+from timer_manager.redis import RedisBackend
+
+async def main(url, namespace):
+    backend = RedisBackend(url, namespace=namespace, ack="manual")
+    async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend) as handle:
+        await handle.set_timer("orphan", 0.01)
+        await handle.recv_event()
+        print("holding", flush=True)
+        await asyncio.sleep(120)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_a_dead_consumers_events_go_to_a_live_one_behind_many_held_by_a_live_consumer(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    """A live consumer holds many stream entries (received under ack="manual", not yet acknowledged, its claim
+    renewed); a consumer that dies holding an event read after them leaves it at the end of the group's pending
+    list. XAUTOCLAIM looks at ten entries per entry asked for, from the cursor it is given: a claimer that
+    always starts from the head of the pending list never gets past the live consumer's entries, and the dead
+    consumer's event is never handed to anyone. Catches: the cursor XAUTOCLAIM returns thrown away."""
+    live_options = {"ack": "manual", "claim_after": 1.0}
+    async with TimerManager.open(
+        namespace, heartbeat_interval=0, event_buffer_size=16, backend=backend(own_redis, namespace, **live_options)
+    ) as live:
+        # one event per stream entry (a 16-event queue): 200 entries held, received and not acknowledged
+        await live.set_timers([(f"held{index:03}", 0.01) for index in range(216)])
+        held = []
+        while len(held) < 200:
+            held += await asyncio.wait_for(live.recv_events(200 - len(held)), LIMIT)
+        await asyncio.sleep(0.3)  # the other 16 fill its event queue: it reads no more
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _ORPHAN, own_redis.url, namespace, stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            assert holder.stdout is not None
+            line = await asyncio.wait_for(holder.stdout.readline(), LIMIT)
+            assert line.strip() == b"holding"
+        finally:
+            holder.kill()  # SIGKILL: it acknowledges nothing, hands nothing back
+            await holder.wait()
+        async with TimerManager.open(
+            namespace, heartbeat_interval=0, backend=backend(own_redis, namespace, claim_after=1.0)
+        ) as taker:
+            event = await asyncio.wait_for(taker.recv_event(), 10.0)
+        assert (event.name, event.attempt) == ("orphan", 2)
+        await live.ack_events(held)

@@ -51,6 +51,7 @@ logger = logging.getLogger("timer_manager")
 GROUP = "timers"  # the consumer group every manager of a namespace reads in
 BATCH = 1000  # commands per APPLY call
 PROMOTE_LIMIT = 1000  # events per PROMOTE call
+CLAIM_CALLS = 100  # CLAIM calls per round of the claimer at most (the next round goes on from where it stopped)
 PACK = 64  # events per stream entry at most (one XADD, pending entry and XACK for them all)
 BLOCK_SECONDS = 10.0  # longest blocking read; a stalled connection is noticed within this plus the timeout
 _RETRIED = (redis_errors.ConnectionError, redis_errors.TimeoutError, asyncio.TimeoutError, OSError)
@@ -139,6 +140,7 @@ class Link:
             self._reader = redis.asyncio.Redis(connection_pool=client.connection_pool)
             self._reader.response_callbacks.pop("XREADGROUP", None)
         self._last_read = "0-0"  # the last stream entry this consumer read as new
+        self._claim_from = "0-0"  # where the claimer's next XAUTOCLAIM starts in the pending list
         self._unconfirmed: tuple[list[RedisTimerExpired], list[RedisTimerExpired], list[str]] | None = None
         self._work = asyncio.Event()  # the engine has something to ship
         self._room = asyncio.Event()  # the event queue has room again
@@ -212,7 +214,8 @@ class Link:
         async def settle() -> None:
             if engine.acks or engine.rearms:
                 self._batches += 1  # a batch of its own (the one the stop cut short may have been applied)
-                await self._apply(keys=self._apply_keys, args=self._batch_args([], engine.rearms, engine.acks, [], done))
+                args = self._batch_args([], engine.rearms, engine.acks, [], done)
+                await self._apply(keys=self._apply_keys, args=args)
                 engine.acks, engine.rearms = [], []
             if unreceived:
                 # Their idle time set past claim_after: the next XAUTOCLAIM of any consumer takes them (the events
@@ -463,24 +466,35 @@ class Link:
                 await self._call(
                     functools.partial(self.client.xclaim, self.keys[5], GROUP, self.consumer, 0, chunk, justid=True)
                 )
-            room = engine.event_capacity - engine.pending_events()
-            if room <= 0:
-                continue
-            entries = max(1, room // self.pack)
-            claim = functools.partial(
-                self._claim, keys=self.keys, args=[GROUP, self.consumer, int(self.claim_after * 1000), entries]
-            )
-            result: Any = await self._call(claim)
-            events = [
-                event
-                for index in range(0, len(result), 4)
-                for event in entry_events(
-                    result[index].decode("ascii"), result[index + 1 : index + 3], int(result[index + 3]), self._decode
+            # Through the whole pending list (XAUTOCLAIM looks at a few entries per call), from where the last
+            # round stopped, as far as the event queue has room.
+            for _ in range(CLAIM_CALLS):
+                room = engine.event_capacity - engine.pending_events()
+                if room <= 0 or self._stopping:
+                    break
+                entries = max(1, room // self.pack)
+                claim = functools.partial(
+                    self._claim,
+                    keys=self.keys,
+                    args=[GROUP, self.consumer, int(self.claim_after * 1000), entries, self._claim_from],
                 )
-            ]
-            if events:
-                logger.info("timer manager %r: took over %d unacknowledged events", self.runner.name, len(events))
-                engine.read(events)
+                result: Any = await self._call(claim)
+                self._claim_from = result[0].decode("ascii")
+                events = [
+                    event
+                    for index in range(1, len(result), 4)
+                    for event in entry_events(
+                        result[index].decode("ascii"),
+                        result[index + 1 : index + 3],
+                        int(result[index + 3]),
+                        self._decode,
+                    )
+                ]
+                if events:
+                    logger.info("timer manager %r: took over %d unacknowledged events", self.runner.name, len(events))
+                    engine.read(events)
+                if self._claim_from == "0-0":
+                    break
 
     # ------------------------------------------------------------------ helpers
 

@@ -124,9 +124,9 @@ local function earliest()
 end
 """
 
-# APPLY(max_timers, group, commands, acks, checks, done, batch, keep) -> counts. ``commands`` is one string: per command an op
-# byte, then four fields (name, a, b, c), each a 4-byte big-endian length and its bytes (one argument for a whole
-# batch: redis-py's packing of arguments costs more per argument than the script's unpacking). ``acks`` and
+# APPLY(max_timers, group, commands, acks, checks, done, batch, keep) -> counts. ``commands`` is one string: per
+# command an op byte, then four fields (name, a, b, c), each a 4-byte big-endian length and its bytes (one argument
+# for a whole batch: redis-py's packing of arguments costs more per argument than the script's unpacking). ``acks`` and
 # ``checks`` are strings of (name, entry id) pairs, each field length-prefixed the same way; ``done`` is the
 # stream entries whose every event is now acknowledged (space-separated ids), to XACK. The commands:
 #   s name delay_us duration_us payload    set, due now + delay (the client took off the time it waited)
@@ -448,17 +448,19 @@ return result
 """
 )
 
-# CLAIM(group, consumer, min_idle_ms, count) -> {entry id, name, due|record, deliveries}...
+# CLAIM(group, consumer, min_idle_ms, count, start) -> {next start, then entry id, name, due|record, deliveries...}
 # Takes over stream entries (``count`` at most) that another consumer read and did not acknowledge for
 # min_idle_ms (XAUTOCLAIM), keeping the events whose ``fired`` record still names the entry (not acknowledged,
 # not retracted); an entry with none left is acknowledged. The events kept are checked again with the commands,
-# as read ones are.
+# as read ones are. XAUTOCLAIM looks at ten pending entries per entry asked for, from ``start``: the next call
+# starts where this one stopped (``0-0`` once the pending list has been gone through), so that idle entries
+# behind many that live consumers hold are reached too.
 CLAIM = (
     _PRELUDE
     + """
 local group, consumer, min_idle, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local claimed = redis.call('XAUTOCLAIM', ev_key, group, consumer, min_idle, '0-0', 'COUNT', count)
-local result = {}
+local claimed = redis.call('XAUTOCLAIM', ev_key, group, consumer, min_idle, ARGV[5] or '0-0', 'COUNT', count)
+local result = {claimed[1]}
 for _, entry in ipairs(claimed[2]) do
     local id, fields = entry[1], entry[2]
     local names = {}
