@@ -914,3 +914,29 @@ async def test_a_check_behind_a_full_batch_never_passes_an_event_a_later_set_ret
             pytest.fail(f"a stale event after the reset: {stale!r}")
         await handle.flush()
         assert await handle.get_deadline("x") is not None
+
+
+async def test_an_idle_manager_on_a_client_with_redis_pys_default_timeout_keeps_running(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """redis-py 8's client has a socket timeout of 5 s by default, shorter than the link's blocking reads
+    (XREADGROUP, BZPOPMIN: 10 s). On a client passed with those defaults, every idle read timed out, was taken
+    for an unreachable server, and after reconnect_timeout the idle manager stopped with BackendUnavailable.
+    Catches: blocking reads longer than the passed client's socket timeout."""
+    client = redis.asyncio.Redis(host="127.0.0.1", port=redis_server.port)  # redis-py's defaults
+    try:
+        backend = RedisBackend(client=client, namespace=namespace, reconnect_timeout=2.0)
+        manager, handle = TimerManager.new(namespace, 0, 64, 64, backend=backend)
+        task = asyncio.ensure_future(manager.run())
+        try:
+            await handle.set_timer("before", 0.01)
+            await receive(handle, 1)
+            await asyncio.sleep(14.0)  # idle: longer than the blocking reads and reconnect_timeout together
+            assert not task.done(), task.exception() if not task.cancelled() else "cancelled"
+            await handle.set_timer("after", 0.01)
+            assert [event.name for event in await receive(handle, 1)] == ["after"]
+        finally:
+            task.cancel()
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), LIMIT)
+    finally:
+        await client.aclose()

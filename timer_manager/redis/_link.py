@@ -124,6 +124,10 @@ class Link:
         self.claim_after = claim_after
         self.reconnect_timeout = reconnect_timeout
         self.max_timers = max_timers or 0
+        # The blocking reads (XREADGROUP, BZPOPMIN) must end on the server before the client's socket timeout cuts
+        # them short: a read cut short looks like an unreachable server, and an idle manager would stop after
+        # reconnect_timeout (redis-py 8's default socket timeout, 5 s, is shorter than BLOCK_SECONDS).
+        self.block_seconds = _block_seconds(client)
         heartbeat = runner.heartbeat
         self.heartbeat_ms = 0 if heartbeat == 0.0 else max(1, round(heartbeat * 1000))
         # Events per stream entry: a reader takes whole entries, so a small event queue gets small ones.
@@ -388,7 +392,7 @@ class Link:
     async def _watch_loop(self) -> None:
         wake_key = self.keys[4]
         while not self._stopping:
-            popped = await self._call(lambda: self.client.bzpopmin(wake_key, timeout=BLOCK_SECONDS), blocking=True)
+            popped = await self._call(lambda: self.client.bzpopmin(wake_key, timeout=self.block_seconds), blocking=True)
             if popped:
                 self._marker.set()
 
@@ -433,7 +437,7 @@ class Link:
             "COUNT",
             count,
             "BLOCK",
-            int(BLOCK_SECONDS * 1000),
+            int(self.block_seconds * 1000),
             "STREAMS",
             stream,
             ">",
@@ -446,7 +450,7 @@ class Link:
     async def _read_new_parsed(self, stream: str, count: int) -> Any:
         """XREADGROUP through a client that parses the reply (a cluster client), in the raw reply's shape."""
         reply: Any = await self.client.xreadgroup(
-            GROUP, self.consumer, {stream: ">"}, count=count, block=int(BLOCK_SECONDS * 1000)
+            GROUP, self.consumer, {stream: ">"}, count=count, block=int(self.block_seconds * 1000)
         )
         if not reply:
             return None
@@ -512,7 +516,7 @@ class Link:
 
     async def _call(self, make: Callable[[], Awaitable[T]], *, blocking: bool = False) -> T:
         """``await make()``, retried while the server is unreachable, for at most ``reconnect_timeout``."""
-        limit = self.reconnect_timeout + (BLOCK_SECONDS if blocking else 0.0)
+        limit = self.reconnect_timeout + (self.block_seconds if blocking else 0.0)
         first_failure = 0.0
         pause = 0.02
         while not self._stopping:
@@ -536,6 +540,20 @@ class Link:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.5)
         raise asyncio.CancelledError  # stopping
+
+
+def _block_seconds(client: Any) -> float:
+    """How long a blocking read may wait on the server: BLOCK_SECONDS, or less, so that it ends before the
+    client's socket timeout (that of its connections, or of a cluster client's nodes) would cut it short."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        options = pool.connection_kwargs
+    else:
+        options = getattr(getattr(client, "nodes_manager", None), "connection_kwargs", {})
+    timeout = options.get("socket_timeout")
+    if not timeout or timeout <= 0:
+        return BLOCK_SECONDS
+    return max(0.01, min(BLOCK_SECONDS, float(timeout) * 0.8, float(timeout) - 0.5))
 
 
 def _take_error(call: asyncio.Future[Any]) -> None:
