@@ -471,10 +471,12 @@ class Link:
                     functools.partial(self.client.xclaim, self.keys[5], GROUP, self.consumer, 0, chunk, justid=True)
                 )
             # Through the whole pending list (XAUTOCLAIM looks at a few entries per call), from where the last
-            # round stopped, as far as the event queue has room.
+            # round stopped, as far as the event queue has room; for a quarter of claim_after at most, so that the
+            # next renewal of what this consumer holds is not held up.
+            until = time.monotonic() + self.claim_after / 4
             for _ in range(CLAIM_CALLS):
                 room = engine.event_capacity - engine.pending_events()
-                if room <= 0 or self._stopping:
+                if room <= 0 or self._stopping or time.monotonic() > until:
                     break
                 entries = max(1, room // self.pack)
                 claim = functools.partial(
