@@ -439,6 +439,20 @@ async def test_payloads_round_trip_and_a_bad_one_is_refused_at_the_call(
         assert (await receive(handle, 1))[0].data == {"k": "v"}
 
 
+async def test_a_json_payload_holding_a_lone_surrogate_round_trips_as_a_str_one_does(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A str payload and a name travel as UTF-8 with lone surrogates let through (surrogatepass); a JSON payload
+    holding the same str was encoded strictly and raised UnicodeEncodeError at the call (neither delivered nor
+    refused with the TypeError the docs name). Catches: the JSON text encoded without surrogatepass."""
+    payloads = {"str": "lone \udc80", "json": {"k": ["lone \udc80", "\ud83d"]}}
+    async with opened(redis_server.url, namespace) as handle:
+        for name, payload in payloads.items():
+            await handle.set_timer(name, 0.01, data=payload)
+        events = await receive(handle, len(payloads))
+    assert {event.name: event.data for event in events} == payloads
+
+
 async def test_the_synchronous_introspection_names_its_awaitable_form(
     redis_server: RedisServer, namespace: str
 ) -> None:
