@@ -51,6 +51,7 @@ logger = logging.getLogger("timer_manager")
 GROUP = "timers"  # the consumer group every manager of a namespace reads in
 BATCH = 1000  # commands per APPLY call
 PROMOTE_LIMIT = 1000  # events per PROMOTE call
+CLAIM_MEMBER = "c"  # in the marker key: a stopped manager handed back events (the timers' member is "w")
 CLAIM_CALLS = 100  # CLAIM calls per round of the claimer at most (the next round goes on from where it stopped)
 PACK = 64  # events per stream entry at most (one XADD, pending entry and XACK for them all)
 BLOCK_SECONDS = 10.0  # longest blocking read; a stalled connection is noticed within this plus the timeout
@@ -149,6 +150,7 @@ class Link:
         self._work = asyncio.Event()  # the engine has something to ship
         self._room = asyncio.Event()  # the event queue has room again
         self._marker = asyncio.Event()  # another process set an earlier timer
+        self._claim_now = asyncio.Event()  # a manager that stopped handed back events: claim them now
         # The tasks end on this flag, not only on cancellation: asyncio.wait_for (Python < 3.12) swallows a
         # cancellation that arrives as the awaited call completes.
         self._stopping = False
@@ -233,6 +235,9 @@ class Link:
                     idle=int(self.claim_after * 1000),
                     justid=True,
                 )
+                # and tell another manager of the namespace, whose watcher takes this member of the marker key
+                # first (score 0): its claimer takes them over now, not at its next round (claim_after / 2)
+                await self.client.zadd(self.keys[4], {CLAIM_MEMBER: 0})
 
         try:
             await asyncio.wait_for(settle(), min(self.reconnect_timeout, 5.0))
@@ -394,7 +399,10 @@ class Link:
         while not self._stopping:
             popped = await self._call(lambda: self.client.bzpopmin(wake_key, timeout=self.block_seconds), blocking=True)
             if popped:
-                self._marker.set()
+                if popped[1] == CLAIM_MEMBER.encode():
+                    self._claim_now.set()
+                else:
+                    self._marker.set()
 
     async def _read_loop(self) -> None:
         engine = self.engine
@@ -462,7 +470,9 @@ class Link:
     async def _claim_loop(self) -> None:
         engine = self.engine
         while not self._stopping:
-            await asyncio.sleep(max(self.claim_after / 2, 0.01))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._claim_now.wait(), max(self.claim_after / 2, 0.01))
+            self._claim_now.clear()
             held = engine.held()
             for start in range(0, len(held), BATCH):
                 # Claimed again by this consumer, their idle time starts over: no other consumer takes them.
