@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -374,6 +374,26 @@ async def test_events_not_received_at_shutdown_go_to_another_manager_at_once(
     assert sorted(event.name for event in got) == sorted(f"n{index}" for index in range(50))
 
 
+async def test_events_not_received_at_shutdown_go_to_another_manager_at_once_with_the_default_claim_after(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """The README promises that a stop hands the events read and not received to the other managers at once.
+    The stopping manager made them claimable (their idle time set to claim_after), but the other managers'
+    claimers look only every claim_after / 2: 15 s with the default claim_after of 30 s. Catches: a hand-back
+    that tells no other manager."""
+    async with AsyncExitStack() as leaving, AsyncExitStack() as taking:
+        leaver = await leaving.enter_async_context(opened(redis_server.url, namespace, event_buffer_size=64))
+        await leaver.set_timers([(f"n{index}", 0.01) for index in range(50)])
+        await asyncio.sleep(0.3)  # promoted, and read by the leaver, the only manager so far
+        taker = await taking.enter_async_context(opened(redis_server.url, namespace))
+        await asyncio.sleep(0.1)
+        await leaving.aclose()  # the leaver stops
+        got = []
+        while len(got) < 50:
+            got.append(await asyncio.wait_for(taker.recv_event(), 3.0))
+    assert sorted(event.name for event in got) == sorted(f"n{index}" for index in range(50))
+
+
 async def test_managers_sharing_a_namespace_each_get_a_share_and_together_all(
     redis_server: RedisServer, namespace: str
 ) -> None:
@@ -437,6 +457,20 @@ async def test_payloads_round_trip_and_a_bad_one_is_refused_at_the_call(
     async with opened(redis_server.url, namespace + "s", serializer=Reversed()) as handle:
         await handle.set_timer("custom", 0.01, data={"k": "v"})
         assert (await receive(handle, 1))[0].data == {"k": "v"}
+
+
+async def test_a_json_payload_holding_a_lone_surrogate_round_trips_as_a_str_one_does(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A str payload and a name travel as UTF-8 with lone surrogates let through (surrogatepass); a JSON payload
+    holding the same str was encoded strictly and raised UnicodeEncodeError at the call (neither delivered nor
+    refused with the TypeError the docs name). Catches: the JSON text encoded without surrogatepass."""
+    payloads = {"str": "lone \udc80", "json": {"k": ["lone \udc80", "\ud83d"]}}
+    async with opened(redis_server.url, namespace) as handle:
+        for name, payload in payloads.items():
+            await handle.set_timer(name, 0.01, data=payload)
+        events = await receive(handle, len(payloads))
+    assert {event.name: event.data for event in events} == payloads
 
 
 async def test_the_synchronous_introspection_names_its_awaitable_form(
@@ -866,3 +900,77 @@ async def test_a_call_cut_short_that_ends_in_an_error_is_not_reported_as_never_r
     await asyncio.sleep(0.01)
     loop.set_exception_handler(None)
     assert [context["message"] for context in reported] == []
+
+
+# ---------------------------------------------------------------------- batches longer than one APPLY call
+
+
+async def test_a_touch_behind_a_full_batch_re_arms_a_timer_whose_event_waits_here(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A touch of a one-shot timer whose event waits in the event queue retracts that event here (its
+    acknowledgement queued) and re-arms the timer on the server from the event's record. With more than one
+    APPLY call's worth of commands queued before the touch, the acknowledgement must not reach the server in an
+    earlier call than the touch: it would delete the event's record, and the touch would then find nothing to
+    re-arm. Catches: acknowledgements shipped with the first batch of a split outbox."""
+    async with opened(redis_server.url, namespace, command_buffer_size=4096) as handle:
+        await handle.set_timer("x", 0.02, data="kept")
+        await asyncio.sleep(0.3)  # promoted, read, and waiting in the event queue (not received)
+        for index in range(1500):  # more than one APPLY call (BATCH = 1000) ahead of the touch
+            handle.try_set_timer(f"filler{index}", 600.0)
+        assert handle.touch("x") is True
+        await handle.flush()
+        assert await handle.get_deadline("x") is not None  # re-armed on the server
+        event = (await receive(handle, 1))[0]
+    assert (event.name, event.data) == ("x", "kept")
+
+
+async def test_a_check_behind_a_full_batch_never_passes_an_event_a_later_set_retracts(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A set applied here before an event of its name is read makes that event suspect: it is checked on the
+    server, and the check must come after the set there. With the set queued behind more than one APPLY call's
+    worth of commands, a check sent with an earlier call finds the old event current and hands it over: a stale
+    event, after the application reset the timer. Catches: checks shipped with the first batch of a split
+    outbox."""
+    async with opened(
+        redis_server.url, namespace, event_buffer_size=1, command_buffer_size=16384
+    ) as handle:
+        await handle.set_timer("a", 0.01)
+        await handle.set_timer("x", 0.05)
+        await asyncio.sleep(0.3)  # "a" fills the one-event queue; "x" is promoted and waits in the stream, unread
+        for index in range(8000):  # several APPLY calls ahead of the reset
+            handle.try_set_timer(f"filler{index}", 600.0)
+        handle.try_set_timer("x", 600.0, data="new")
+        assert (await handle.recv_event()).name == "a"  # room: the reader reads the old "x", a suspect
+        with pytest.raises(asyncio.TimeoutError):
+            stale = await asyncio.wait_for(handle.recv_event(), 2.0)
+            pytest.fail(f"a stale event after the reset: {stale!r}")
+        await handle.flush()
+        assert await handle.get_deadline("x") is not None
+
+
+async def test_an_idle_manager_on_a_client_with_redis_pys_default_timeout_keeps_running(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """redis-py 8's client has a socket timeout of 5 s by default, shorter than the link's blocking reads
+    (XREADGROUP, BZPOPMIN: 10 s). On a client passed with those defaults, every idle read timed out, was taken
+    for an unreachable server, and after reconnect_timeout the idle manager stopped with BackendUnavailable.
+    Catches: blocking reads longer than the passed client's socket timeout."""
+    client = redis.asyncio.Redis(host="127.0.0.1", port=redis_server.port)  # redis-py's defaults
+    try:
+        backend = RedisBackend(client=client, namespace=namespace, reconnect_timeout=2.0)
+        manager, handle = TimerManager.new(namespace, 0, 64, 64, backend=backend)
+        task = asyncio.ensure_future(manager.run())
+        try:
+            await handle.set_timer("before", 0.01)
+            await receive(handle, 1)
+            await asyncio.sleep(14.0)  # idle: longer than the blocking reads and reconnect_timeout together
+            assert not task.done(), task.exception() if not task.cancelled() else "cancelled"
+            await handle.set_timer("after", 0.01)
+            assert [event.name for event in await receive(handle, 1)] == ["after"]
+        finally:
+            task.cancel()
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), LIMIT)
+    finally:
+        await client.aclose()

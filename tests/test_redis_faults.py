@@ -5,6 +5,7 @@ has a redis-server of its own (``RedisServer``), stopped by pid at the end."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -231,3 +232,95 @@ async def test_a_flush_whose_batch_is_on_its_way_when_the_manager_stops_is_relea
     finally:
         own_redis.resume()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_batch_applied_before_its_connection_dropped_is_not_applied_again(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    """A's batch (a cancel of "x") reaches the server; B's set of "x" comes after it; A's connection drops
+    before the server's reply gets back (the server still reads and applies the batch), so A sends the batch
+    again on a new connection. Applied a second time, A's cancel cancels B's set, which came after it: a
+    command applied twice, and B's timer lost though no connection of B's dropped. Catches: an APPLY retried
+    without knowing whether the server already applied it."""
+    manager, a = TimerManager.new(namespace, 0, 64, 64, backend=backend(own_redis, namespace))
+    task = asyncio.ensure_future(manager.run())
+    try:
+        async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend(own_redis, namespace)) as b:
+            await a.set_timer("x", 600.0)
+            await a.flush()
+            await b.set_timer("warm", 600.0)
+            await b.flush()
+            await asyncio.sleep(0.3)  # both promoters asleep: each shipper's connection waits in its pool
+            own_redis.pause()
+            try:
+                a.try_cancel_timer("x")
+                await asyncio.sleep(0.2)  # A's batch is sent, and held by the stalled server
+                b.try_set_timer("x", 0.3, data="B")
+                await asyncio.sleep(0.2)  # B's batch too, behind it
+                link = manager._runner.store.link  # type: ignore[attr-defined]
+                for connection in list(link.client.connection_pool._in_use_connections):
+                    fileno = connection._writer.get_extra_info("socket").fileno()
+                    with socket.fromfd(fileno, socket.AF_INET, socket.SOCK_STREAM) as dropped:  # a copy of it
+                        dropped.shutdown(socket.SHUT_RDWR)  # the connection drops
+                await asyncio.sleep(0.2)  # A sends its batch again, on a new connection
+            finally:
+                own_redis.resume()
+            await asyncio.wait_for(b.flush(), LIMIT)
+            await asyncio.wait_for(a.flush(), LIMIT)
+            assert await b.get_deadline("x") is not None  # B's set stands
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+_ORPHAN = """
+import asyncio, sys
+from timer_manager import TimerManager
+from timer_manager.redis import RedisBackend
+
+async def main(url, namespace):
+    backend = RedisBackend(url, namespace=namespace, ack="manual")
+    async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend) as handle:
+        await handle.set_timer("orphan", 0.01)
+        await handle.recv_event()
+        print("holding", flush=True)
+        await asyncio.sleep(120)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_a_dead_consumers_events_go_to_a_live_one_behind_many_held_by_a_live_consumer(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    """A live consumer holds many stream entries (received under ack="manual", not yet acknowledged, its claim
+    renewed); a consumer that dies holding an event read after them leaves it at the end of the group's pending
+    list. XAUTOCLAIM looks at ten entries per entry asked for, from the cursor it is given: a claimer that
+    always starts from the head of the pending list never gets past the live consumer's entries, and the dead
+    consumer's event is never handed to anyone. Catches: the cursor XAUTOCLAIM returns thrown away."""
+    live_options = {"ack": "manual", "claim_after": 1.0}
+    async with TimerManager.open(
+        namespace, heartbeat_interval=0, event_buffer_size=16, backend=backend(own_redis, namespace, **live_options)
+    ) as live:
+        # one event per stream entry (a 16-event queue): 200 entries held, received and not acknowledged
+        await live.set_timers([(f"held{index:03}", 0.01) for index in range(216)])
+        held = []
+        while len(held) < 200:
+            held += await asyncio.wait_for(live.recv_events(200 - len(held)), LIMIT)
+        await asyncio.sleep(0.3)  # the other 16 fill its event queue: it reads no more
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _ORPHAN, own_redis.url, namespace, stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            assert holder.stdout is not None
+            line = await asyncio.wait_for(holder.stdout.readline(), LIMIT)
+            assert line.strip() == b"holding"
+        finally:
+            holder.kill()  # SIGKILL: it acknowledges nothing, hands nothing back
+            await holder.wait()
+        async with TimerManager.open(
+            namespace, heartbeat_interval=0, backend=backend(own_redis, namespace, claim_after=1.0)
+        ) as taker:
+            event = await asyncio.wait_for(taker.recv_event(), 10.0)
+        assert (event.name, event.attempt) == ("orphan", 2)
+        await live.ack_events(held)

@@ -61,7 +61,7 @@ class Codec:
                 f"data must be None, bytes, str or JSON-serializable on the Redis backend (or pass "
                 f"RedisBackend(serializer=...)), got {type(value).__name__}: {shown(value)} ({exc})"
             ) from None
-        return _JSON + text.encode("utf-8")
+        return _JSON + text.encode("utf-8", "surrogatepass")  # as a str payload: json.loads takes it back
 
     def decode(self, raw: bytes) -> Any:
         """The payload that :meth:`encode` turned into ``raw``."""

@@ -25,6 +25,7 @@ import functools
 import itertools
 import logging
 import math
+import secrets
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -50,6 +51,8 @@ logger = logging.getLogger("timer_manager")
 GROUP = "timers"  # the consumer group every manager of a namespace reads in
 BATCH = 1000  # commands per APPLY call
 PROMOTE_LIMIT = 1000  # events per PROMOTE call
+CLAIM_MEMBER = "c"  # in the marker key: a stopped manager handed back events (the timers' member is "w")
+CLAIM_CALLS = 100  # CLAIM calls per round of the claimer at most (the next round goes on from where it stopped)
 PACK = 64  # events per stream entry at most (one XADD, pending entry and XACK for them all)
 BLOCK_SECONDS = 10.0  # longest blocking read; a stalled connection is noticed within this plus the timeout
 _RETRIED = (redis_errors.ConnectionError, redis_errors.TimeoutError, asyncio.TimeoutError, OSError)
@@ -114,10 +117,18 @@ class Link:
         self.engine = engine
         self.codec = codec
         self.keys = namespace_keys(namespace)
+        # APPLY's keys: the namespace's, then this manager's record of its last batch applied (see APPLY), so that a
+        # batch sent again after a dropped connection is not applied twice. Batches are numbered from 1.
+        self._apply_keys = [*self.keys, f"{{tm:{namespace}}}:batch:{secrets.token_hex(8)}"]
+        self._batches = 0
         self.consumer = consumer
         self.claim_after = claim_after
         self.reconnect_timeout = reconnect_timeout
         self.max_timers = max_timers or 0
+        # The blocking reads (XREADGROUP, BZPOPMIN) must end on the server before the client's socket timeout cuts
+        # them short: a read cut short looks like an unreachable server, and an idle manager would stop after
+        # reconnect_timeout (redis-py 8's default socket timeout, 5 s, is shorter than BLOCK_SECONDS).
+        self.block_seconds = _block_seconds(client)
         heartbeat = runner.heartbeat
         self.heartbeat_ms = 0 if heartbeat == 0.0 else max(1, round(heartbeat * 1000))
         # Events per stream entry: a reader takes whole entries, so a small event queue gets small ones.
@@ -134,10 +145,12 @@ class Link:
             self._reader = redis.asyncio.Redis(connection_pool=client.connection_pool)
             self._reader.response_callbacks.pop("XREADGROUP", None)
         self._last_read = "0-0"  # the last stream entry this consumer read as new
+        self._claim_from = "0-0"  # where the claimer's next XAUTOCLAIM starts in the pending list
         self._unconfirmed: tuple[list[RedisTimerExpired], list[RedisTimerExpired], list[str]] | None = None
         self._work = asyncio.Event()  # the engine has something to ship
         self._room = asyncio.Event()  # the event queue has room again
         self._marker = asyncio.Event()  # another process set an earlier timer
+        self._claim_now = asyncio.Event()  # a manager that stopped handed back events: claim them now
         # The tasks end on this flag, not only on cancellation: asyncio.wait_for (Python < 3.12) swallows a
         # cancellation that arrives as the awaited call completes.
         self._stopping = False
@@ -206,7 +219,9 @@ class Link:
 
         async def settle() -> None:
             if engine.acks or engine.rearms:
-                await self._apply(keys=self.keys, args=self._batch_args([], engine.rearms, engine.acks, [], done))
+                self._batches += 1  # a batch of its own (the one the stop cut short may have been applied)
+                args = self._batch_args([], engine.rearms, engine.acks, [], done)
+                await self._apply(keys=self._apply_keys, args=args)
                 engine.acks, engine.rearms = [], []
             if unreceived:
                 # Their idle time set past claim_after: the next XAUTOCLAIM of any consumer takes them (the events
@@ -220,6 +235,9 @@ class Link:
                     idle=int(self.claim_after * 1000),
                     justid=True,
                 )
+                # and tell another manager of the namespace, whose watcher takes this member of the marker key
+                # first (score 0): its claimer takes them over now, not at its next round (claim_after / 2)
+                await self.client.zadd(self.keys[4], {CLAIM_MEMBER: 0})
 
         try:
             await asyncio.wait_for(settle(), min(self.reconnect_timeout, 5.0))
@@ -234,32 +252,57 @@ class Link:
             await self._work.wait()
             self._work.clear()
             while engine.outbox or engine.acks or engine.rearms or engine.to_check:
-                commands = [engine.outbox.popleft() for _ in range(min(BATCH, len(engine.outbox)))]
-                rearms, engine.rearms = engine.rearms, []
-                acks, engine.acks = engine.acks, []
-                done = engine.finished(acks)
-                checks, engine.to_check = engine.to_check, []
-                # Until the server answers, a stop (which cancels this call) must send these again at the finish.
-                self._unconfirmed = (rearms, acks, done)
-                engine.sending = commands  # a stop meanwhile fails its flushes, as those still queued
-                result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done))
-                self._unconfirmed = None
-                engine.sending = []
-                engine.acknowledged(done)
-                engine.applied(commands, result)
-                if result[4]:
-                    logger.warning(
-                        "timer manager %r: %d sets refused by the server: max_timers=%d reached in the namespace",
-                        self.runner.name,
-                        result[4],
-                        self.max_timers,
-                    )
-                if checks:
-                    engine.checked(checks, result[6:])
-                for command in commands:
-                    if command[0] == FLUSH and not command[2].done():
-                        command[2].set_result(None)
-                engine.wake()
+                # The acknowledgements, re-arms and checks queued so far come after the commands now in the outbox
+                # (a retraction's acknowledgement after the touch that re-arms from the event's record, a check after
+                # a set of its name applied here before the read): they go with the call that carries the last of
+                # those commands, never with an earlier one when the outbox takes several calls. Until then they stay
+                # in the engine, where a stop finds them.
+                ahead = len(engine.outbox)
+                counts = len(engine.rearms), len(engine.acks), len(engine.to_check)
+                while True:
+                    commands = [engine.outbox.popleft() for _ in range(min(BATCH, ahead))]
+                    ahead -= len(commands)
+                    if ahead:
+                        await self._ship(commands, [], [], [])
+                        continue
+                    rearms, engine.rearms = engine.rearms[: counts[0]], engine.rearms[counts[0] :]
+                    acks, engine.acks = engine.acks[: counts[1]], engine.acks[counts[1] :]
+                    checks, engine.to_check = engine.to_check[: counts[2]], engine.to_check[counts[2] :]
+                    await self._ship(commands, rearms, acks, checks)
+                    break
+
+    async def _ship(
+        self,
+        commands: list[Any],
+        rearms: list[RedisTimerExpired],
+        acks: list[RedisTimerExpired],
+        checks: list[RedisTimerExpired],
+    ) -> None:
+        """Send one batch and take in its result."""
+        engine = self.engine
+        done = engine.finished(acks)
+        # Until the server answers, a stop (which cancels this call) must send these again at the finish.
+        self._unconfirmed = (rearms, acks, done)
+        engine.sending = commands  # a stop meanwhile fails its flushes, as those still queued
+        self._batches += 1  # a new batch; the tries of one batch carry the same number
+        result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done))
+        self._unconfirmed = None
+        engine.sending = []
+        engine.acknowledged(done)
+        engine.applied(commands, result)
+        if result[4]:
+            logger.warning(
+                "timer manager %r: %d sets refused by the server: max_timers=%d reached in the namespace",
+                self.runner.name,
+                result[4],
+                self.max_timers,
+            )
+        if checks:
+            engine.checked(checks, result[6:])
+        for command in commands:
+            if command[0] == FLUSH and not command[2].done():
+                command[2].set_result(None)
+        engine.wake()
 
     async def _send_batch(
         self,
@@ -270,7 +313,7 @@ class Link:
         done: list[str],
     ) -> list[int]:
         """One APPLY call (its arguments made afresh at each try, so a retry takes the wait off too)."""
-        result = await self._apply(keys=self.keys, args=self._batch_args(commands, rearms, acks, checks, done))
+        result = await self._apply(keys=self._apply_keys, args=self._batch_args(commands, rearms, acks, checks, done))
         return [int(value) for value in result]
 
     def _batch_args(
@@ -311,7 +354,10 @@ class Link:
         for event in rearms:
             add(b"r" + _field(event.name) + _field(str(event.generation)) + _field(repr(event.deadline * 1000.0)))
             add(_EMPTY)
-        return [self.max_timers, GROUP, b"".join(parts), _entries(acks), _entries(checks), " ".join(done)]
+        # a batch sent again after a dropped connection is recognised by its number for as long as it may be retried
+        keep = int((self.reconnect_timeout + 60.0) * 1000)
+        batch = self._batches
+        return [self.max_timers, GROUP, b"".join(parts), _entries(acks), _entries(checks), " ".join(done), batch, keep]
 
     async def _promote_loop(self) -> None:
         engine = self.engine
@@ -351,9 +397,12 @@ class Link:
     async def _watch_loop(self) -> None:
         wake_key = self.keys[4]
         while not self._stopping:
-            popped = await self._call(lambda: self.client.bzpopmin(wake_key, timeout=BLOCK_SECONDS), blocking=True)
+            popped = await self._call(lambda: self.client.bzpopmin(wake_key, timeout=self.block_seconds), blocking=True)
             if popped:
-                self._marker.set()
+                if popped[1] == CLAIM_MEMBER.encode():
+                    self._claim_now.set()
+                else:
+                    self._marker.set()
 
     async def _read_loop(self) -> None:
         engine = self.engine
@@ -396,7 +445,7 @@ class Link:
             "COUNT",
             count,
             "BLOCK",
-            int(BLOCK_SECONDS * 1000),
+            int(self.block_seconds * 1000),
             "STREAMS",
             stream,
             ">",
@@ -409,7 +458,7 @@ class Link:
     async def _read_new_parsed(self, stream: str, count: int) -> Any:
         """XREADGROUP through a client that parses the reply (a cluster client), in the raw reply's shape."""
         reply: Any = await self.client.xreadgroup(
-            GROUP, self.consumer, {stream: ">"}, count=count, block=int(BLOCK_SECONDS * 1000)
+            GROUP, self.consumer, {stream: ">"}, count=count, block=int(self.block_seconds * 1000)
         )
         if not reply:
             return None
@@ -421,7 +470,9 @@ class Link:
     async def _claim_loop(self) -> None:
         engine = self.engine
         while not self._stopping:
-            await asyncio.sleep(max(self.claim_after / 2, 0.01))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._claim_now.wait(), max(self.claim_after / 2, 0.01))
+            self._claim_now.clear()
             held = engine.held()
             for start in range(0, len(held), BATCH):
                 # Claimed again by this consumer, their idle time starts over: no other consumer takes them.
@@ -429,24 +480,37 @@ class Link:
                 await self._call(
                     functools.partial(self.client.xclaim, self.keys[5], GROUP, self.consumer, 0, chunk, justid=True)
                 )
-            room = engine.event_capacity - engine.pending_events()
-            if room <= 0:
-                continue
-            entries = max(1, room // self.pack)
-            claim = functools.partial(
-                self._claim, keys=self.keys, args=[GROUP, self.consumer, int(self.claim_after * 1000), entries]
-            )
-            result: Any = await self._call(claim)
-            events = [
-                event
-                for index in range(0, len(result), 4)
-                for event in entry_events(
-                    result[index].decode("ascii"), result[index + 1 : index + 3], int(result[index + 3]), self._decode
+            # Through the whole pending list (XAUTOCLAIM looks at a few entries per call), from where the last
+            # round stopped, as far as the event queue has room; for a quarter of claim_after at most, so that the
+            # next renewal of what this consumer holds is not held up.
+            until = time.monotonic() + self.claim_after / 4
+            for _ in range(CLAIM_CALLS):
+                room = engine.event_capacity - engine.pending_events()
+                if room <= 0 or self._stopping or time.monotonic() > until:
+                    break
+                entries = max(1, room // self.pack)
+                claim = functools.partial(
+                    self._claim,
+                    keys=self.keys,
+                    args=[GROUP, self.consumer, int(self.claim_after * 1000), entries, self._claim_from],
                 )
-            ]
-            if events:
-                logger.info("timer manager %r: took over %d unacknowledged events", self.runner.name, len(events))
-                engine.read(events)
+                result: Any = await self._call(claim)
+                self._claim_from = result[0].decode("ascii")
+                events = [
+                    event
+                    for index in range(1, len(result), 4)
+                    for event in entry_events(
+                        result[index].decode("ascii"),
+                        result[index + 1 : index + 3],
+                        int(result[index + 3]),
+                        self._decode,
+                    )
+                ]
+                if events:
+                    logger.info("timer manager %r: took over %d unacknowledged events", self.runner.name, len(events))
+                    engine.read(events)
+                if self._claim_from == "0-0":
+                    break
 
     # ------------------------------------------------------------------ helpers
 
@@ -464,7 +528,7 @@ class Link:
 
     async def _call(self, make: Callable[[], Awaitable[T]], *, blocking: bool = False) -> T:
         """``await make()``, retried while the server is unreachable, for at most ``reconnect_timeout``."""
-        limit = self.reconnect_timeout + (BLOCK_SECONDS if blocking else 0.0)
+        limit = self.reconnect_timeout + (self.block_seconds if blocking else 0.0)
         first_failure = 0.0
         pause = 0.02
         while not self._stopping:
@@ -488,6 +552,20 @@ class Link:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.5)
         raise asyncio.CancelledError  # stopping
+
+
+def _block_seconds(client: Any) -> float:
+    """How long a blocking read may wait on the server: BLOCK_SECONDS, or less, so that it ends before the
+    client's socket timeout (that of its connections, or of a cluster client's nodes) would cut it short."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        options = pool.connection_kwargs
+    else:
+        options = getattr(getattr(client, "nodes_manager", None), "connection_kwargs", {})
+    timeout = options.get("socket_timeout")
+    if not timeout or timeout <= 0:
+        return BLOCK_SECONDS
+    return max(0.01, min(BLOCK_SECONDS, float(timeout) * 0.8, float(timeout) - 0.5))
 
 
 def _take_error(call: asyncio.Future[Any]) -> None:

@@ -10,7 +10,8 @@ Cluster slot and every script may touch all of its keys:
 ``fired``   HASH    promoted events not yet acknowledged: name -> the id of the stream entry holding it
 ``seq``     STRING  the generation counter (``INCR``): unique per set, and the order of sets
 ``wake``    ZSET    one member whose score is the earliest due time, moved earlier by a set: the marker
-                    that an idle manager blocks on (``BZPOPMIN``)
+                    that an idle manager blocks on (``BZPOPMIN``); and member ``c`` (score 0) when a manager that
+                    stopped handed back events it read: the manager that pops it claims them at once
 ``ev``      STREAM  promoted events, up to ``pack`` per entry (consecutive in promotion order): one field per
                     event, its name, whose value is ``due ms|record`` (the timer's record in ``data`` when it
                     was promoted, payload last); consumer group ``timers``
@@ -124,9 +125,9 @@ local function earliest()
 end
 """
 
-# APPLY(max_timers, group, commands, acks, checks, done) -> counts. ``commands`` is one string: per command an op
-# byte, then four fields (name, a, b, c), each a 4-byte big-endian length and its bytes (one argument for a whole
-# batch: redis-py's packing of arguments costs more per argument than the script's unpacking). ``acks`` and
+# APPLY(max_timers, group, commands, acks, checks, done, batch, keep) -> counts. ``commands`` is one string: per
+# command an op byte, then four fields (name, a, b, c), each a 4-byte big-endian length and its bytes (one argument
+# for a whole batch: redis-py's packing of arguments costs more per argument than the script's unpacking). ``acks`` and
 # ``checks`` are strings of (name, entry id) pairs, each field length-prefixed the same way; ``done`` is the
 # stream entries whose every event is now acknowledged (space-separated ids), to XACK. The commands:
 #   s name delay_us duration_us payload    set, due now + delay (the client took off the time it waited)
@@ -144,14 +145,32 @@ end
 # Returns {set, reset, cancelled, retracted, refused, live, a flag per check...}. Acknowledgements and checks
 # come after the commands, so that a command the manager applied before a check is applied before it on the
 # server too.
+# A batch is applied once however often it is sent: a manager whose connection dropped before the reply came
+# cannot know whether the server applied its batch, and sends it again. ``batch`` (ARGV[7]) names the batch
+# (unique per manager and batch), and KEYS[8] (the manager's own key, in the namespace's slot) holds the last
+# batch of commands applied, with its counts, for ``keep`` ms (ARGV[8]): a batch found there is not applied
+# again (its counts are returned as they were; acknowledgements and checks, which change nothing twice, are
+# made again). Without KEYS[8] every call applies its commands.
 APPLY = (
     _PRELUDE
     + """
 local max_timers = tonumber(ARGV[1])
 local group = ARGV[2]
+local batch_key, batch, keep = KEYS[8], ARGV[7], ARGV[8]
 local before = earliest()
 local set, reset, cancelled, retracted, refused = 0, 0, 0, 0, 0
 local valid = {}
+local replayed = false
+if batch_key and batch and #ARGV[3] > 0 then
+    local last = redis.call('GET', batch_key)
+    if last then
+        local id, a, b, c, d, e = string.match(last, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+        if id == batch then
+            replayed = true
+            set, reset, cancelled, retracted, refused = tonumber(a), tonumber(b), tonumber(c), tonumber(d), tonumber(e)
+        end
+    end
+end
 
 local function next_due(fields, previous, received)
     local period, missed, origin = tonumber(fields[3]), fields[4], tonumber(fields[5])
@@ -207,6 +226,7 @@ local function touch(name)
 end
 
 local commands, position = ARGV[3], 1
+if replayed then position = #commands + 1 end
 while position <= #commands do
     local op = string.sub(commands, position, position)
     local name, a, b, c
@@ -249,6 +269,11 @@ while position <= #commands do
         cancelled = cancelled + redis.call('HLEN', data_key)
         redis.call('DEL', due_key, data_key, fired_key)
     end
+end
+
+if batch_key and batch and #commands > 0 and not replayed then
+    redis.call('SET', batch_key, batch .. '|' .. set .. '|' .. reset .. '|' .. cancelled .. '|' .. retracted .. '|'
+        .. refused, 'PX', keep)
 end
 
 local ack_names, ack_entries = pairs_of(ARGV[4])
@@ -424,17 +449,19 @@ return result
 """
 )
 
-# CLAIM(group, consumer, min_idle_ms, count) -> {entry id, name, due|record, deliveries}...
+# CLAIM(group, consumer, min_idle_ms, count, start) -> {next start, then entry id, name, due|record, deliveries...}
 # Takes over stream entries (``count`` at most) that another consumer read and did not acknowledge for
 # min_idle_ms (XAUTOCLAIM), keeping the events whose ``fired`` record still names the entry (not acknowledged,
 # not retracted); an entry with none left is acknowledged. The events kept are checked again with the commands,
-# as read ones are.
+# as read ones are. XAUTOCLAIM looks at ten pending entries per entry asked for, from ``start``: the next call
+# starts where this one stopped (``0-0`` once the pending list has been gone through), so that idle entries
+# behind many that live consumers hold are reached too.
 CLAIM = (
     _PRELUDE
     + """
 local group, consumer, min_idle, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local claimed = redis.call('XAUTOCLAIM', ev_key, group, consumer, min_idle, '0-0', 'COUNT', count)
-local result = {}
+local claimed = redis.call('XAUTOCLAIM', ev_key, group, consumer, min_idle, ARGV[5] or '0-0', 'COUNT', count)
+local result = {claimed[1]}
 for _, entry in ipairs(claimed[2]) do
     local id, fields = entry[1], entry[2]
     local names = {}
