@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, receive
 
-from timer_manager import CancellationToken, ManagerClosed, TimerManager
-from timer_manager.redis import BackendUnavailable, RedisBackend
+from timer_manager import CancellationToken, ManagerClosed, TimerExpired, TimerManager
+from timer_manager.redis import BackendUnavailable, RedisBackend, RedisTimerExpired
 from timer_manager.redis._engine import RedisEngine
 
 pytestmark = pytest.mark.usefixtures("default_core", "redis_server")  # redis_server: skip or fail without it
@@ -304,7 +304,7 @@ async def test_a_dead_consumers_events_go_to_a_live_one_behind_many_held_by_a_li
     ) as live:
         # one event per stream entry (a 16-event queue): 200 entries held, received and not acknowledged
         await live.set_timers([(f"held{index:03}", 0.01) for index in range(216)])
-        held = []
+        held: list[TimerExpired] = []
         while len(held) < 200:
             held += await asyncio.wait_for(live.recv_events(200 - len(held)), LIMIT)
         await asyncio.sleep(0.3)  # the other 16 fill its event queue: it reads no more
@@ -322,5 +322,6 @@ async def test_a_dead_consumers_events_go_to_a_live_one_behind_many_held_by_a_li
             namespace, heartbeat_interval=0, backend=backend(own_redis, namespace, claim_after=1.0)
         ) as taker:
             event = await asyncio.wait_for(taker.recv_event(), 10.0)
+        assert isinstance(event, RedisTimerExpired)
         assert (event.name, event.attempt) == ("orphan", 2)
         await live.ack_events(held)
