@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -386,3 +387,60 @@ async def test_odd_heartbeats_work() -> None:
             got.append(event.name)
         assert got == [f"t{i}" for i in range(10)]
         await _stop(handle, task)
+
+
+# ---------------------------------------------------------------------- the Redis backend
+# The same promises on the Redis backend, against a real redis-server (``redis_server`` in conftest.py): odd input
+# is refused at the call, or accepted and harmless; the manager keeps running and the backends agree.
+
+
+@asynccontextmanager
+async def _on_redis(server: Any, namespace: str, heartbeat: float = 0.0, **options: Any) -> AsyncIterator[Any]:
+    from timer_manager.redis import RedisBackend
+
+    backend = RedisBackend(server.url, namespace=namespace, **options)
+    manager, handle = TimerManager.new(namespace, heartbeat, 16, 16, backend=backend)
+    task = asyncio.create_task(manager.run())
+    try:
+        yield handle, task
+    finally:
+        if not task.done():
+            await handle.shutdown()
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 30.0)
+
+
+async def _still_works(handle: Any, task: asyncio.Task[None]) -> None:
+    """A set made now fires, and the manager has not stopped."""
+    await asyncio.wait_for(handle.set_timer("after", 0.01), 30.0)
+    await asyncio.wait_for(handle.flush(), 30.0)
+    event = await asyncio.wait_for(handle.recv_event(), 30.0)
+    assert event is not None and event.name == "after"
+    assert not task.done(), task.exception() if task.done() else None
+
+
+@pytest.mark.usefixtures("default_core")
+@pytest.mark.parametrize("period", [1e306, sys.float_info.max], ids=["1e306", "float-max"])
+async def test_redis_a_far_period_is_harmless_as_locally(redis_server: Any, namespace: str, period: float) -> None:
+    """A repeating timer with a period far beyond any deadline is accepted locally and never fires; on Redis it was
+    accepted at the call too, and then the link's conversion to milliseconds overflowed and stopped the manager."""
+    async with _on_redis(redis_server, namespace) as (handle, task):
+        await handle.set_interval("far", period)
+        await asyncio.wait_for(handle.flush(), 30.0)
+        assert await handle.get_pending_count() == 1
+        await _still_works(handle, task)
+
+
+@pytest.mark.usefixtures("default_core")
+async def test_redis_a_far_heartbeat_is_harmless_as_locally(redis_server: Any, namespace: str) -> None:
+    """A heartbeat far over a minute is accepted with a warning, locally and on Redis; on Redis run() failed at
+    once (OverflowError), and every call with it."""
+    with pytest.warns(UserWarning, match="heartbeat_interval"):
+        context = _on_redis(redis_server, namespace, heartbeat=1e306)
+        handle, task = await context.__aenter__()
+    try:
+        await asyncio.wait_for(handle.set_timer("x", 0.01), 30.0)
+        await asyncio.wait_for(handle.flush(), 30.0)
+        assert await handle.get_pending_count() == 1
+        assert not task.done(), task.exception() if task.done() else None
+    finally:
+        await context.__aexit__(None, None, None)
