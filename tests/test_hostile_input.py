@@ -434,8 +434,8 @@ async def test_redis_a_far_period_is_harmless_as_locally(redis_server: Any, name
 async def test_redis_a_far_heartbeat_is_harmless_as_locally(redis_server: Any, namespace: str) -> None:
     """A heartbeat far over a minute is accepted with a warning, locally and on Redis; on Redis run() failed at
     once (OverflowError), and every call with it."""
+    context = _on_redis(redis_server, namespace, heartbeat=1e306)
     with pytest.warns(UserWarning, match="heartbeat_interval"):
-        context = _on_redis(redis_server, namespace, heartbeat=1e306)
         handle, task = await context.__aenter__()
     try:
         await asyncio.wait_for(handle.set_timer("x", 0.01), 30.0)
@@ -444,3 +444,74 @@ async def test_redis_a_far_heartbeat_is_harmless_as_locally(redis_server: Any, n
         assert not task.done(), task.exception() if task.done() else None
     finally:
         await context.__aexit__(None, None, None)
+
+
+@pytest.mark.usefixtures("default_core")
+@pytest.mark.parametrize(
+    ("options", "refused"),
+    [
+        ({"reconnect_timeout": 0}, "reconnect_timeout"),
+        ({"reconnect_timeout": 1e300}, None),
+        ({"namespace": "lone\ud800surrogate"}, "namespace"),
+        ({"consumer": "lone\ud800surrogate"}, "consumer"),
+    ],
+    ids=["reconnect_timeout=0", "reconnect_timeout=1e300", "namespace-surrogate", "consumer-surrogate"],
+)
+async def test_redis_backend_options_are_refused_at_construction_or_work(
+    redis_server: Any, namespace: str, options: dict[str, Any], refused: str | None
+) -> None:
+    """Each RedisBackend option is checked when the backend (or its manager) is made: a value is refused there
+    with the option's name, or the manager runs with it. These were accepted, and the manager stopped at its
+    first call to the server (a zero reconnect_timeout timed every call out at once, a huge one made an expiry
+    Redis refuses, a lone surrogate could not be encoded as a key or consumer name)."""
+    from timer_manager.redis import RedisBackend
+
+    options = {"namespace": namespace, **options}
+    if refused is not None:
+        with pytest.raises(ValueError, match=refused):
+            TimerManager.new(namespace, 0.0, 16, 16, backend=RedisBackend(redis_server.url, **options))
+        if refused == "namespace":  # the default namespace: the manager's name
+            with pytest.raises(ValueError, match=refused):
+                TimerManager.new(options["namespace"], 0.0, 16, 16, backend=RedisBackend(redis_server.url))
+        return
+    async with _on_redis(redis_server, **options) as (handle, task):
+        await _still_works(handle, task)
+
+
+@pytest.mark.usefixtures("default_core")
+@pytest.mark.parametrize(
+    ("when", "error"),
+    [(10**400, ValueError), (Decimal("sNaN"), ValueError), (Decimal("NaN"), ValueError), (float("inf"), ValueError)],
+    ids=["10**400", "Decimal-sNaN", "Decimal-NaN", "inf"],
+)
+async def test_redis_set_timer_at_refuses_bad_numbers_as_locally(
+    redis_server: Any, namespace: str, when: Any, error: type[Exception]
+) -> None:
+    """``set_timer_at`` refuses a number that is no time with the local backend's ValueError naming ``when``
+    (on Redis a huge int raised OverflowError, and Decimal('sNaN') a ValueError that named nothing)."""
+    _manager, handle = TimerManager.new("local", 0.0, 16, 16)
+    with pytest.raises(error, match="when"):
+        handle.try_set_timer_at("x", when)
+    async with _on_redis(redis_server, namespace) as (handle, task):
+        with pytest.raises(error, match="when"):
+            handle.try_set_timer_at("x", when)
+        with pytest.raises(error, match="when"):
+            await handle.set_timer_at("x", when)
+        await _still_works(handle, task)
+        assert await handle.get_deadline("x") is None
+
+
+@pytest.mark.usefixtures("default_core")
+@pytest.mark.parametrize("ack", ["next", "manual"])
+async def test_redis_ack_of_an_event_not_from_redis_is_refused_at_the_call(
+    redis_server: Any, namespace: str, ack: str
+) -> None:
+    """``ack(event)`` takes the events the manager handed over; a ``TimerExpired`` made elsewhere (a local
+    manager's, or the application's own) is refused at the call with TypeError. It was queued, the link failed
+    on it (AttributeError: no stream entry), the manager stopped, and the ack call itself never returned."""
+    async with _on_redis(redis_server, namespace, ack=ack) as (handle, task):
+        with pytest.raises(TypeError, match="event"):
+            await asyncio.wait_for(handle.ack(TimerExpired("x", 1.0)), 10.0)
+        with pytest.raises(TypeError, match="event"):
+            await asyncio.wait_for(handle.ack_events([TimerExpired("y", 1.0)]), 10.0)
+        await _still_works(handle, task)

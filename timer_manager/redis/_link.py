@@ -55,6 +55,9 @@ CLAIM_MEMBER = "c"  # in the marker key: a stopped manager handed back events (t
 CLAIM_CALLS = 100  # CLAIM calls per round of the claimer at most (the next round goes on from where it stopped)
 PACK = 64  # events per stream entry at most (one XADD, pending entry and XACK for them all)
 BLOCK_SECONDS = 10.0  # longest blocking read; a stalled connection is noticed within this plus the timeout
+KEEP_LIMIT = (
+    1e15  # seconds: a batch's record outlives its retries, within what Redis takes as an expiry (ms in 63 bits)
+)
 FAR_MS = 1e300  # a period or heartbeat longer than this many milliseconds is sent as this: it never comes round either
 _RETRIED = (redis_errors.ConnectionError, redis_errors.TimeoutError, asyncio.TimeoutError, OSError)
 
@@ -362,7 +365,7 @@ class Link:
             add(b"r" + _field(event.name) + _field(str(event.generation)) + _field(repr(event.deadline * 1000.0)))
             add(_EMPTY)
         # a batch sent again after a dropped connection is recognised by its number for as long as it may be retried
-        keep = int((self.reconnect_timeout + 60.0) * 1000)
+        keep = int(min(self.reconnect_timeout + 60.0, KEEP_LIMIT) * 1000)
         batch = self._batches
         return [self.max_timers, GROUP, b"".join(parts), _entries(acks), _entries(checks), " ".join(done), batch, keep]
 
