@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -514,4 +515,30 @@ async def test_redis_ack_of_an_event_not_from_redis_is_refused_at_the_call(
             await asyncio.wait_for(handle.ack(TimerExpired("x", 1.0)), 10.0)
         with pytest.raises(TypeError, match="event"):
             await asyncio.wait_for(handle.ack_events([TimerExpired("y", 1.0)]), 10.0)
+        await _still_works(handle, task)
+
+
+@pytest.mark.usefixtures("default_core")
+@pytest.mark.parametrize("duration", [1e16, 1e300, sys.float_info.max], ids=["1e16", "1e300", "float-max"])
+async def test_redis_introspection_sees_far_timers_as_locally(
+    redis_server: Any, namespace: str, duration: float
+) -> None:
+    """A far timer is pending on both backends, and the awaitable introspection says so: its deadline, and the
+    earliest deadline when it is the only one. On Redis a deadline past 2**63 ms came back through an integer
+    reply, which it overflowed: get_deadline() and get_next_deadline() answered None for a pending timer."""
+    _manager, local = TimerManager.new("local", 0.0, 16, 16)
+    local_task = asyncio.create_task(_manager.run())
+    await local.set_timer("far", duration)
+    assert await local.get_deadline("far") is not None
+    assert await local.get_next_deadline() is not None
+    await local.shutdown()
+    await local_task
+    async with _on_redis(redis_server, namespace) as (handle, task):
+        before = time.time()
+        await handle.set_timer("far", duration)
+        assert await handle.get_pending_count() == 1
+        deadline = await handle.get_deadline("far")
+        assert deadline is not None
+        assert deadline >= before + duration * (1 - 1e-9)
+        assert await handle.get_next_deadline() == deadline
         await _still_works(handle, task)

@@ -200,5 +200,5 @@ class RedisStore:
             raise RuntimeError("the manager is not running: start run() first")
         answer = await self.link.query(what, name)
         if what == "count":
-            return answer
+            return int(answer)
         return None if answer < 0 else answer / 1000.0

@@ -532,9 +532,9 @@ class Link:
             logger.error("timer manager %r: cannot decode the payload of %r: %r", self.runner.name, name, exc)
             return payload
 
-    async def query(self, what: str, name: str = "") -> int:
+    async def query(self, what: str, name: str = "") -> float:
         """One of QUERY's answers (a deadline in ms, a count, or the earliest due time; -1 for none)."""
-        return int(await self._call(lambda: self._query(keys=self.keys, args=[what, name])))
+        return float(await self._call(lambda: self._query(keys=self.keys, args=[what, name])))
 
     async def _call(self, make: Callable[[], Awaitable[T]], *, blocking: bool = False) -> T:
         """``await make()``, retried while the server is unreachable, for at most ``reconnect_timeout``."""
