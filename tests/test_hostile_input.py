@@ -542,3 +542,18 @@ async def test_redis_introspection_sees_far_timers_as_locally(
         assert deadline >= before + duration * (1 - 1e-9)
         assert await handle.get_next_deadline() == deadline
         await _still_works(handle, task)
+
+
+@pytest.mark.usefixtures("core")
+@virtual
+async def test_a_far_first_tick_is_refused_naming_first() -> None:
+    """``set_interval(name, 1, first=1e308)``: the period is fine, the first tick is too far for a grid of 1 s at
+    the loop clock's resolution. It was refused with a message about ``period`` alone; it names ``first``."""
+    _manager_obj, handle, task = await _manager()
+    start = min(handle.deadline(n) - d for n, d in KEEP)
+    with pytest.raises(ValueError, match="first"):
+        await handle.set_interval("far", 1.0, first=1e308)
+    with pytest.raises(ValueError, match="first"):
+        handle.try_set_interval("far", 1.0, first=1e308)
+    await _check_kept(handle, task, start)
+    await _stop(handle, task)
