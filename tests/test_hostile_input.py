@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -386,3 +388,172 @@ async def test_odd_heartbeats_work() -> None:
             got.append(event.name)
         assert got == [f"t{i}" for i in range(10)]
         await _stop(handle, task)
+
+
+# ---------------------------------------------------------------------- the Redis backend
+# The same promises on the Redis backend, against a real redis-server (``redis_server`` in conftest.py): odd input
+# is refused at the call, or accepted and harmless; the manager keeps running and the backends agree.
+
+
+@asynccontextmanager
+async def _on_redis(server: Any, namespace: str, heartbeat: float = 0.0, **options: Any) -> AsyncIterator[Any]:
+    from timer_manager.redis import RedisBackend
+
+    backend = RedisBackend(server.url, namespace=namespace, **options)
+    manager, handle = TimerManager.new(namespace, heartbeat, 16, 16, backend=backend)
+    task = asyncio.create_task(manager.run())
+    try:
+        yield handle, task
+    finally:
+        if not task.done():
+            await handle.shutdown()
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 30.0)
+
+
+async def _still_works(handle: Any, task: asyncio.Task[None]) -> None:
+    """A set made now fires, and the manager has not stopped."""
+    await asyncio.wait_for(handle.set_timer("after", 0.01), 30.0)
+    await asyncio.wait_for(handle.flush(), 30.0)
+    event = await asyncio.wait_for(handle.recv_event(), 30.0)
+    assert event is not None and event.name == "after"
+    assert not task.done(), task.exception() if task.done() else None
+
+
+@pytest.mark.usefixtures("default_core")
+@pytest.mark.parametrize("period", [1e306, sys.float_info.max], ids=["1e306", "float-max"])
+async def test_redis_a_far_period_is_harmless_as_locally(redis_server: Any, namespace: str, period: float) -> None:
+    """A repeating timer with a period far beyond any deadline is accepted locally and never fires; on Redis it was
+    accepted at the call too, and then the link's conversion to milliseconds overflowed and stopped the manager."""
+    async with _on_redis(redis_server, namespace) as (handle, task):
+        await handle.set_interval("far", period)
+        await asyncio.wait_for(handle.flush(), 30.0)
+        assert await handle.get_pending_count() == 1
+        await _still_works(handle, task)
+
+
+@pytest.mark.usefixtures("default_core")
+async def test_redis_a_far_heartbeat_is_harmless_as_locally(redis_server: Any, namespace: str) -> None:
+    """A heartbeat far over a minute is accepted with a warning, locally and on Redis; on Redis run() failed at
+    once (OverflowError), and every call with it."""
+    context = _on_redis(redis_server, namespace, heartbeat=1e306)
+    with pytest.warns(UserWarning, match="heartbeat_interval"):
+        handle, task = await context.__aenter__()
+    try:
+        await asyncio.wait_for(handle.set_timer("x", 0.01), 30.0)
+        await asyncio.wait_for(handle.flush(), 30.0)
+        assert await handle.get_pending_count() == 1
+        assert not task.done(), task.exception() if task.done() else None
+    finally:
+        await context.__aexit__(None, None, None)
+
+
+@pytest.mark.usefixtures("default_core")
+@pytest.mark.parametrize(
+    ("options", "refused"),
+    [
+        ({"reconnect_timeout": 0}, "reconnect_timeout"),
+        ({"reconnect_timeout": 1e300}, None),
+        ({"namespace": "lone\ud800surrogate"}, "namespace"),
+        ({"consumer": "lone\ud800surrogate"}, "consumer"),
+    ],
+    ids=["reconnect_timeout=0", "reconnect_timeout=1e300", "namespace-surrogate", "consumer-surrogate"],
+)
+async def test_redis_backend_options_are_refused_at_construction_or_work(
+    redis_server: Any, namespace: str, options: dict[str, Any], refused: str | None
+) -> None:
+    """Each RedisBackend option is checked when the backend (or its manager) is made: a value is refused there
+    with the option's name, or the manager runs with it. These were accepted, and the manager stopped at its
+    first call to the server (a zero reconnect_timeout timed every call out at once, a huge one made an expiry
+    Redis refuses, a lone surrogate could not be encoded as a key or consumer name)."""
+    from timer_manager.redis import RedisBackend
+
+    options = {"namespace": namespace, **options}
+    if refused is not None:
+        with pytest.raises(ValueError, match=refused):
+            TimerManager.new(namespace, 0.0, 16, 16, backend=RedisBackend(redis_server.url, **options))
+        if refused == "namespace":  # the default namespace: the manager's name
+            with pytest.raises(ValueError, match=refused):
+                TimerManager.new(options["namespace"], 0.0, 16, 16, backend=RedisBackend(redis_server.url))
+        return
+    async with _on_redis(redis_server, **options) as (handle, task):
+        await _still_works(handle, task)
+
+
+@pytest.mark.usefixtures("default_core")
+@pytest.mark.parametrize(
+    ("when", "error"),
+    [(10**400, ValueError), (Decimal("sNaN"), ValueError), (Decimal("NaN"), ValueError), (float("inf"), ValueError)],
+    ids=["10**400", "Decimal-sNaN", "Decimal-NaN", "inf"],
+)
+async def test_redis_set_timer_at_refuses_bad_numbers_as_locally(
+    redis_server: Any, namespace: str, when: Any, error: type[Exception]
+) -> None:
+    """``set_timer_at`` refuses a number that is no time with the local backend's ValueError naming ``when``
+    (on Redis a huge int raised OverflowError, and Decimal('sNaN') a ValueError that named nothing)."""
+    _manager, handle = TimerManager.new("local", 0.0, 16, 16)
+    with pytest.raises(error, match="when"):
+        handle.try_set_timer_at("x", when)
+    async with _on_redis(redis_server, namespace) as (handle, task):
+        with pytest.raises(error, match="when"):
+            handle.try_set_timer_at("x", when)
+        with pytest.raises(error, match="when"):
+            await handle.set_timer_at("x", when)
+        await _still_works(handle, task)
+        assert await handle.get_deadline("x") is None
+
+
+@pytest.mark.usefixtures("default_core")
+@pytest.mark.parametrize("ack", ["next", "manual"])
+async def test_redis_ack_of_an_event_not_from_redis_is_refused_at_the_call(
+    redis_server: Any, namespace: str, ack: str
+) -> None:
+    """``ack(event)`` takes the events the manager handed over; a ``TimerExpired`` made elsewhere (a local
+    manager's, or the application's own) is refused at the call with TypeError. It was queued, the link failed
+    on it (AttributeError: no stream entry), the manager stopped, and the ack call itself never returned."""
+    async with _on_redis(redis_server, namespace, ack=ack) as (handle, task):
+        with pytest.raises(TypeError, match="event"):
+            await asyncio.wait_for(handle.ack(TimerExpired("x", 1.0)), 10.0)
+        with pytest.raises(TypeError, match="event"):
+            await asyncio.wait_for(handle.ack_events([TimerExpired("y", 1.0)]), 10.0)
+        await _still_works(handle, task)
+
+
+@pytest.mark.usefixtures("default_core")
+@pytest.mark.parametrize("duration", [1e16, 1e300, sys.float_info.max], ids=["1e16", "1e300", "float-max"])
+async def test_redis_introspection_sees_far_timers_as_locally(
+    redis_server: Any, namespace: str, duration: float
+) -> None:
+    """A far timer is pending on both backends, and the awaitable introspection says so: its deadline, and the
+    earliest deadline when it is the only one. On Redis a deadline past 2**63 ms came back through an integer
+    reply, which it overflowed: get_deadline() and get_next_deadline() answered None for a pending timer."""
+    _manager, local = TimerManager.new("local", 0.0, 16, 16)
+    local_task = asyncio.create_task(_manager.run())
+    await local.set_timer("far", duration)
+    assert await local.get_deadline("far") is not None
+    assert await local.get_next_deadline() is not None
+    await local.shutdown()
+    await local_task
+    async with _on_redis(redis_server, namespace) as (handle, task):
+        before = time.time()
+        await handle.set_timer("far", duration)
+        assert await handle.get_pending_count() == 1
+        deadline = await handle.get_deadline("far")
+        assert deadline is not None
+        assert deadline >= before + duration * (1 - 1e-9)
+        assert await handle.get_next_deadline() == deadline
+        await _still_works(handle, task)
+
+
+@pytest.mark.usefixtures("core")
+@virtual
+async def test_a_far_first_tick_is_refused_naming_first() -> None:
+    """``set_interval(name, 1, first=1e308)``: the period is fine, the first tick is too far for a grid of 1 s at
+    the loop clock's resolution. It was refused with a message about ``period`` alone; it names ``first``."""
+    _manager_obj, handle, task = await _manager()
+    start = min(handle.deadline(n) - d for n, d in KEEP)
+    with pytest.raises(ValueError, match="first"):
+        await handle.set_interval("far", 1.0, first=1e308)
+    with pytest.raises(ValueError, match="first"):
+        handle.try_set_interval("far", 1.0, first=1e308)
+    await _check_kept(handle, task, start)
+    await _stop(handle, task)

@@ -436,7 +436,10 @@ class TimerHandle:
         now = runner.now()
         origin = now + delay
         if origin + step <= origin:
-            raise ValueError(f"period must be longer than the loop clock's resolution at {origin:g} s, got {period!r}")
+            why = "" if first is None or delay <= step else f" (first={first!r} puts the first tick there)"
+            raise ValueError(
+                f"period must be longer than the loop clock's resolution at {origin:g} s{why}, got {period!r}"
+            )
         if runner.remote and step < 0.001:
             raise ValueError(f"period must be at least 1 ms on a remote backend, got {period!r}")
         if data is not None and runner.encode is not None:

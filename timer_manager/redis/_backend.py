@@ -12,9 +12,10 @@ from decimal import Decimal
 from numbers import Real
 from typing import TYPE_CHECKING, Any
 
-from .._validate import seconds, shown
+from .._validate import _to_float, seconds, shown
 from ._codec import Codec, Serializer
 from ._engine import ACK_MODES, RedisEngine, UnixTime
+from ._event import RedisTimerExpired
 from ._link import Link
 
 if TYPE_CHECKING:
@@ -23,6 +24,17 @@ if TYPE_CHECKING:
     from .._runner import Runner
 
 __all__ = ("RedisBackend",)
+
+
+MIN_RECONNECT_TIMEOUT = 0.01  # seconds
+
+
+def _check_key_text(what: str, value: str) -> None:
+    """A namespace or consumer name goes into key and consumer names, which the client encodes as UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be encodable as UTF-8 (no lone surrogate), got {shown(value)}") from None
 
 
 class RedisBackend:
@@ -61,14 +73,22 @@ class RedisBackend:
         if client is not None and getattr(client.get_encoder(), "decode_responses", False):
             raise ValueError("the client must be made with decode_responses=False (payloads are bytes)")
         for what, value in (("namespace", namespace), ("consumer", consumer)):
-            if value is not None and (not isinstance(value, str) or not value):
-                raise TypeError(f"{what} must be a non-empty str, got {shown(value)}")
+            if value is not None:
+                if not isinstance(value, str) or not value:
+                    raise TypeError(f"{what} must be a non-empty str, got {shown(value)}")
+                _check_key_text(what, value)
         if ack not in ACK_MODES:
             raise ValueError(f"ack must be one of {', '.join(map(repr, ACK_MODES))}, got {shown(ack)}")
         self.claim_after = seconds(claim_after, "claim_after")
         self.reconnect_timeout = seconds(reconnect_timeout, "reconnect_timeout")
         if self.claim_after < 0.001:
             raise ValueError(f"claim_after must be at least 0.001 s, got {shown(claim_after)}")
+        # Every call to the server is cut short after reconnect_timeout (a stall that long stops the manager): below
+        # a round trip, every call would be, and the manager would stop at its first.
+        if self.reconnect_timeout < MIN_RECONNECT_TIMEOUT:
+            raise ValueError(
+                f"reconnect_timeout must be at least {MIN_RECONNECT_TIMEOUT:g} s, got {shown(reconnect_timeout)}"
+            )
         self.url = url
         self.client = client
         self.namespace = namespace
@@ -94,7 +114,9 @@ class RedisStore:
         self, backend: RedisBackend, name: str, command_capacity: int, event_capacity: int, max_timers: int | None
     ) -> None:
         self.backend = backend
-        self.namespace = backend.namespace if backend.namespace is not None else name
+        self.namespace = backend.namespace if backend.namespace is not None else str.__str__(name)
+        if backend.namespace is None:
+            _check_key_text("the namespace (the manager's name, by default)", self.namespace)
         self.consumer = backend.consumer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.max_timers = max_timers
         self.engine = RedisEngine(command_capacity, event_capacity, backend.ack)
@@ -109,7 +131,7 @@ class RedisStore:
             return UnixTime(when.timestamp(), max(0.0, when.timestamp() - time.time()))
         if isinstance(when, bool) or not isinstance(when, (Real, Decimal)):
             raise TypeError(f"when must be Unix time in seconds or an aware datetime, got {shown(when)}")
-        value = float(when)
+        value = _to_float(when)  # an int too large for a float is infinite, Decimal('sNaN') not a number
         if not 0.0 <= value < 1e13:
             raise ValueError(f"when must be Unix time in seconds, got {shown(when)}")
         return UnixTime(value, max(0.0, value - time.time()))
@@ -158,6 +180,12 @@ class RedisStore:
 
     def acknowledge(self, events: list[Any]) -> bool:
         """Queue the acknowledgements for the next batch to the server."""
+        for event in events:
+            if not isinstance(event, RedisTimerExpired):
+                raise TypeError(
+                    f"events must be events this Redis-backed manager handed over (RedisTimerExpired), "
+                    f"got {type(event).__name__}: {shown(event)}"
+                )
         self.engine.acknowledge(events)
         return True
 
@@ -172,5 +200,5 @@ class RedisStore:
             raise RuntimeError("the manager is not running: start run() first")
         answer = await self.link.query(what, name)
         if what == "count":
-            return answer
+            return int(answer)
         return None if answer < 0 else answer / 1000.0

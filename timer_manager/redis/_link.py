@@ -55,6 +55,10 @@ CLAIM_MEMBER = "c"  # in the marker key: a stopped manager handed back events (t
 CLAIM_CALLS = 100  # CLAIM calls per round of the claimer at most (the next round goes on from where it stopped)
 PACK = 64  # events per stream entry at most (one XADD, pending entry and XACK for them all)
 BLOCK_SECONDS = 10.0  # longest blocking read; a stalled connection is noticed within this plus the timeout
+KEEP_LIMIT = (
+    1e15  # seconds: a batch's record outlives its retries, within what Redis takes as an expiry (ms in 63 bits)
+)
+FAR_MS = 1e300  # a period or heartbeat longer than this many milliseconds is sent as this: it never comes round either
 _RETRIED = (redis_errors.ConnectionError, redis_errors.TimeoutError, asyncio.TimeoutError, OSError)
 
 T = TypeVar("T")
@@ -89,6 +93,12 @@ def _entries(events: list[RedisTimerExpired]) -> bytes:
             entry = made[event.entry] = _field(event.entry)
         parts += (_length(len(name)), name, entry)
     return b"".join(parts)
+
+
+def _whole_ms(seconds: float) -> int:
+    """A period or heartbeat in whole milliseconds, at least 1, as the scripts take it. A finite span may be too
+    long for its milliseconds to be a finite float (a period of 1e306 s): it is capped at ``FAR_MS``, as far off."""
+    return max(1, round(min(seconds * 1000.0, FAR_MS)))
 
 
 def namespace_keys(namespace: str) -> list[str]:
@@ -130,7 +140,7 @@ class Link:
         # reconnect_timeout (redis-py 8's default socket timeout, 5 s, is shorter than BLOCK_SECONDS).
         self.block_seconds = _block_seconds(client)
         heartbeat = runner.heartbeat
-        self.heartbeat_ms = 0 if heartbeat == 0.0 else max(1, round(heartbeat * 1000))
+        self.heartbeat_ms = 0 if heartbeat == 0.0 else _whole_ms(heartbeat)
         # Events per stream entry: a reader takes whole entries, so a small event queue gets small ones.
         self.pack = max(1, min(PACK, engine.event_capacity // 16))
         self._apply = client.register_script(APPLY)
@@ -342,7 +352,7 @@ class Link:
                 add(_payload(data))
             elif op == SET_INTERVAL:
                 interval: Interval = value
-                period_ms = max(1, round(interval.period * 1000))
+                period_ms = _whole_ms(interval.period)
                 first = repr((interval.origin - now) * 1e6)
                 add(b"i" + _field(name) + _field(first) + _field(f"{period_ms}|{interval.missed}") + _payload(data))
             elif op == TOUCH:  # due now (the server's) + the duration last set, as a set would be
@@ -355,7 +365,7 @@ class Link:
             add(b"r" + _field(event.name) + _field(str(event.generation)) + _field(repr(event.deadline * 1000.0)))
             add(_EMPTY)
         # a batch sent again after a dropped connection is recognised by its number for as long as it may be retried
-        keep = int((self.reconnect_timeout + 60.0) * 1000)
+        keep = int(min(self.reconnect_timeout + 60.0, KEEP_LIMIT) * 1000)
         batch = self._batches
         return [self.max_timers, GROUP, b"".join(parts), _entries(acks), _entries(checks), " ".join(done), batch, keep]
 
@@ -522,9 +532,9 @@ class Link:
             logger.error("timer manager %r: cannot decode the payload of %r: %r", self.runner.name, name, exc)
             return payload
 
-    async def query(self, what: str, name: str = "") -> int:
+    async def query(self, what: str, name: str = "") -> float:
         """One of QUERY's answers (a deadline in ms, a count, or the earliest due time; -1 for none)."""
-        return int(await self._call(lambda: self._query(keys=self.keys, args=[what, name])))
+        return float(await self._call(lambda: self._query(keys=self.keys, args=[what, name])))
 
     async def _call(self, make: Callable[[], Awaitable[T]], *, blocking: bool = False) -> T:
         """``await make()``, retried while the server is unreachable, for at most ``reconnect_timeout``."""

@@ -508,24 +508,26 @@ end
 return result
 """
 
-# QUERY(what, name) -> a deadline (ms), a count, or the earliest due time; -1 for none.
+# QUERY(what, name) -> a deadline (ms), a count, or the earliest due time; -1 for none. A deadline goes back as the
+# score's text: a Lua number becomes an integer reply, which a deadline past 2**63 ms would overflow.
 QUERY = (
     _PRELUDE
     + """
 local what = ARGV[1]
 if what == 'deadline' then
     local score = redis.call('ZSCORE', due_key, ARGV[2])
-    if score then return tonumber(score) end
+    if score then return score end
     if redis.call('HEXISTS', data_key, ARGV[2]) == 1 then
         local fired = redis.call('HGET', fired_key, ARGV[2])
         local event = fired and event_value(fired, ARGV[2])
-        if event then return tonumber(string.match(event, '^[^|]*')) end
+        if event then return string.match(event, '^[^|]*') end
     end
     return -1
 elseif what == 'count' then
     return redis.call('HLEN', data_key)
 else
-    return earliest() or -1
+    local first = redis.call('ZRANGE', due_key, 0, 0, 'WITHSCORES')
+    return first[2] or -1
 end
 """
 )
