@@ -55,9 +55,8 @@ CLAIM_MEMBER = "c"  # in the marker key: a stopped manager handed back events (t
 CLAIM_CALLS = 100  # CLAIM calls per round of the claimer at most (the next round goes on from where it stopped)
 PACK = 64  # events per stream entry at most (one XADD, pending entry and XACK for them all)
 BLOCK_SECONDS = 10.0  # longest blocking read; a stalled connection is noticed within this plus the timeout
-KEEP_LIMIT = (
-    1e15  # seconds: a batch's record outlives its retries, within what Redis takes as an expiry (ms in 63 bits)
-)
+# seconds: a batch's record outlives its retries, within what Redis takes as an expiry (ms in 63 bits)
+KEEP_LIMIT = 1e15
 FAR_MS = 1e300  # a period or heartbeat longer than this many milliseconds is sent as this: it never comes round either
 _RETRIED = (redis_errors.ConnectionError, redis_errors.TimeoutError, asyncio.TimeoutError, OSError)
 
