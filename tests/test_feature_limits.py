@@ -6,8 +6,10 @@ are cancelled."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from support import recv, running, virtual
@@ -197,7 +199,7 @@ async def test_a_touch_that_would_rearm_a_fired_timer_past_max_timers_does_nothi
         assert handle.pending_count() == 1
 
 
-class _LockWithAThreadFirst:
+class _LockWithAThreadFirst(contextlib.AbstractContextManager[Any]):
     """The admission's lock, as the engine sees it: at the first acquisition after ``arm()`` another thread's call
     (``call``, run in a thread of its own and joined) takes the lock first, as a thread does that acquires it while
     the loop's thread runs up to its ``with lock:`` (in the compiled engine the loop's thread then blocks there)."""
@@ -228,8 +230,8 @@ class _LockWithAThreadFirst:
             thread.join()
         return self.lock.__enter__()  # type: ignore[attr-defined]
 
-    def __exit__(self, *exc: object) -> object:
-        return self.lock.__exit__(*exc)  # type: ignore[attr-defined]
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self.lock.__exit__(*exc)  # type: ignore[attr-defined,no-any-return]
 
 
 @pytest.mark.usefixtures("core")
