@@ -379,10 +379,23 @@ cdef class Engine:
         interval = self.intervals.get(name) if PyDict_Size(self.intervals) else None
         if interval is not None:  # a repeating timer: its grid restarts one period from now
             interval.origin = now + interval.period
+        cdef int touched
         if not (PyDict_Size(self._ready) and PyDict_Contains(self._ready, name)):
             if self._table is not None:  # the usual case: one write beside the timer's heap entry
-                return self._table._touch(name, now)
-            return 1 if self.table.touch(name, now) else 0
+                touched = self._table._touch(name, now)
+                if touched == 2:
+                    # Earlier than its place (a repeating timer whose first tick was more than a period away): the
+                    # table moved it, and the wake-up armed for its old deadline may come too late. A touch at the
+                    # call queues no command, so nothing else would re-arm it.
+                    self.wake()
+                    return 1
+                return touched
+            before = self.table.deadline(name)
+            if not self.table.touch(name, now):
+                return 0
+            if self.table.deadline(name) < before:  # moved earlier, as above
+                self.wake()
+            return 1
         event = self._ready[name]
         span = self._spans.get(name, self._span) if interval is None else interval.period
         with self.lock:  # parked and table move together for the admission (max_timers)

@@ -234,7 +234,16 @@ class Engine:
         if interval is not None:  # a repeating timer: its grid restarts one period from now
             interval.origin = now + interval.period
         if not (self._ready and name in self._ready):
-            return bool(self.table.touch(name, now))
+            table = self.table
+            before = table.deadline(name)
+            if not table.touch(name, now):
+                return False
+            if table.deadline(name) < before:
+                # Earlier than it was (a repeating timer whose first tick was more than a period away): the table
+                # moved it, and the wake-up armed for its old deadline may come too late. A touch at the call
+                # queues no command, so nothing else would re-arm it.
+                self.wake()
+            return True
         event = self._ready[name]
         span = self._spans.get(name, self._span) if interval is None else interval.period
         with self.lock:  # parked and table move together for the admission (max_timers)
