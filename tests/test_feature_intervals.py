@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from fractions import Fraction
 from typing import Any
 
 import pytest
-from support import EPS, now, recv, running, virtual
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from support import EPS, LOOPTIME, now, recv, running, virtual
 
 from timer_manager import QueueEmpty, QueueFull, TimerHandle, TimerManager
 
@@ -269,3 +273,195 @@ async def test_interval_in_real_time() -> None:
             assert abs(deadline - (t0 + 0.01 * k)) < 0.005
         assert all(b > a for a, b in itertools.pairwise(deadlines))
         await handle.cancel_timer("i")
+
+
+# ---------------------------------------------------------------------- a model of repeating timers
+
+_NAMES = st.sampled_from(("a", "b", "c"))
+_SIXTEENTHS = st.integers(0, 24).map(lambda k: k / 16)
+_PERIODS = st.integers(1, 24).map(lambda k: k / 16)
+
+
+class _Timer:
+    """The model's timer: armed at ``(deadline, seq)``, or fired with its event waiting (``ready``)."""
+
+    def __init__(self, deadline: float, seq: int, span: float, missed: str | None = None) -> None:
+        self.deadline = deadline
+        self.seq = seq
+        self.span = span  # a repeating timer's period
+        self.missed = missed  # a repeating timer's policy; None for a one-shot
+        self.origin = deadline  # a repeating timer's grid
+        self.ready = False
+
+
+class IntervalMachine(RuleBasedStateMachine):
+    """Repeating and one-shot timers, resets, touches, cancels and cancel-all, receives one by one, with an event
+    queue of 1 to 3, against a model of the guide: a repeating timer re-arms when its event is received (by its
+    policy), never has more than one event waiting, stays pending (``in``, ``pending_count()``, ``deadline()``)
+    while it does; events come in (deadline, set order), never early, never stale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import looptime
+
+        self.loop: asyncio.AbstractEventLoop = looptime.new_event_loop()
+        self.timers: dict[str, _Timer] = {}
+        self.queue: list[tuple[str, float]] = []  # the model's ready events, in order
+        self.seq = 0
+        self.started = False
+
+    def run(self, coro: Any) -> Any:
+        async def body() -> Any:
+            result = await coro
+            for _ in range(10_000):  # settle at this virtual time
+                await asyncio.sleep(0)
+                loop: Any = self.loop
+                t = loop.time()
+                if not loop._ready and not any(not h.cancelled() and h.when() <= t for h in loop._scheduled):
+                    return result
+            raise AssertionError("the loop never became idle (a livelock)")
+
+        return self.loop.run_until_complete(body())
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def fire(self) -> None:
+        """Move due timers into the model's event queue, in (deadline, seq) order, as far as it has room."""
+        t = self.now()
+        while len(self.queue) < self.E:
+            due = [(timer.deadline, timer.seq, name) for name, timer in self.timers.items() if not timer.ready]
+            due = [entry for entry in due if entry[0] <= t]
+            if not due:
+                return
+            deadline, _, name = min(due)
+            self.queue.append((name, deadline))
+            self.timers[name].ready = True  # a one-shot is no longer pending; a repeating timer is parked
+
+    def retract(self, name: str) -> None:
+        self.queue = [entry for entry in self.queue if entry[0] != name]
+
+    @initialize(event_size=st.integers(1, 3))
+    def start(self, event_size: int) -> None:
+        self.E = event_size
+        self.manager, self.handle = TimerManager.new("intervals", 0, 4, event_size, timer_slack=0)
+        self.task = self.loop.create_task(self.manager.run())
+        self.started = True
+        self.run(asyncio.sleep(0))
+
+    @rule(name=_NAMES, duration=_SIXTEENTHS)
+    def set_timer(self, name: str, duration: float) -> None:
+        self.run(self.handle.set_timer(name, duration))
+        self.retract(name)
+        self.timers[name] = _Timer(self.now() + duration, self.next_seq(), duration, None)
+        self.fire()
+
+    @rule(name=_NAMES, period=_PERIODS, first=st.one_of(st.none(), _SIXTEENTHS), missed=st.sampled_from(POLICIES))
+    def set_interval(self, name: str, period: float, first: float | None, missed: str) -> None:
+        self.run(self.handle.set_interval(name, period, first=first, missed=missed))
+        self.retract(name)
+        origin = self.now() + (period if first is None else first)
+        self.timers[name] = _Timer(origin, self.next_seq(), period, missed)
+        self.fire()
+
+    @rule(name=_NAMES)
+    def cancel(self, name: str) -> None:
+        self.run(self.handle.cancel_timer(name))
+        self.retract(name)
+        self.timers.pop(name, None)
+        self.fire()
+
+    @rule()
+    def cancel_all(self) -> None:
+        self.run(self.handle.cancel_all_timers())
+        self.queue.clear()
+        self.timers.clear()
+
+    @rule(name=_NAMES)
+    def touch(self, name: str) -> None:
+        timer = self.timers.get(name)
+        expected = timer is not None
+        assert self.handle.touch(name) is expected
+        if timer is not None:
+            t = self.now()
+            if timer.ready:
+                self.retract(name)
+                timer.ready = False
+            timer.deadline = t + timer.span
+            timer.seq = self.next_seq()
+            if timer.missed is not None:
+                timer.origin = t + timer.span
+        self.run(asyncio.sleep(0))
+        self.fire()
+
+    @rule(dt=st.integers(1, 40).map(lambda k: k / 16))
+    def advance(self, dt: float) -> None:
+        # In steps no longer than the shortest span, so that the model's fire() sees each instant the manager does.
+        target = self.now() + dt
+        while self.now() < target:
+            t = self.now()
+            pending = [timer.deadline for timer in self.timers.values() if not timer.ready and timer.deadline > t]
+            step = min([target, *pending]) - t
+            self.run(asyncio.sleep(step))
+            self.fire()
+
+    @rule()
+    def receive(self) -> None:
+        if not self.queue:
+            with pytest.raises(QueueEmpty):
+                self.handle.try_recv_event()
+            return
+        event = self.handle.try_recv_event()
+        name, deadline = self.queue.pop(0)
+        assert (event.name, event.deadline) == (name, deadline), (event, name, deadline)
+        assert event.deadline <= self.now()
+        timer = self.timers[name]
+        t = self.now()
+        if timer.missed is None:
+            del self.timers[name]
+        else:
+            origin, period, missed = timer.origin, timer.span, timer.missed
+            if missed == "burst":
+                timer.deadline = deadline + period
+            elif missed == "delay":
+                timer.deadline = t + period
+            else:
+                ticks = (Fraction(t) - Fraction(origin)) // Fraction(period) + 1
+                timer.deadline = float(Fraction(origin) + ticks * Fraction(period))
+            timer.seq = self.next_seq()
+            timer.ready = False
+        self.run(asyncio.sleep(0))
+        self.fire()
+
+    @invariant()
+    def state_matches_the_model(self) -> None:
+        if not self.started:
+            return
+        pending = {name: timer for name, timer in self.timers.items() if not timer.ready or timer.missed is not None}
+        assert self.handle.pending_count() == len(pending)
+        for name in ("a", "b", "c"):
+            timer = pending.get(name)
+            assert (name in self.handle) == (timer is not None), name
+            assert self.handle.deadline(name) == (None if timer is None else timer.deadline), name
+        assert self.manager._runner.engine.ready_count() == len(self.queue)
+
+    def teardown(self) -> None:
+        try:
+            if self.started:
+                self.run(self.handle.shutdown())
+                self.run(self.task)
+        finally:
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+            self.loop.close()
+
+
+@pytest.mark.skipif(not LOOPTIME, reason="virtual time needs looptime (Python >= 3.11)")
+def test_repeating_timers_match_the_model() -> None:
+    """Each core under the repeating timers' state machine (it found a touch that brought a repeating timer
+    forward delivered at its old deadline: test_feature_touch.py)."""
+    run_state_machine_as_test(IntervalMachine, settings=settings())

@@ -6,7 +6,10 @@ are cancelled."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from support import recv, running, virtual
@@ -194,3 +197,88 @@ async def test_a_touch_that_would_rearm_a_fired_timer_past_max_timers_does_nothi
         await handle.set_timer("a", 1.0)  # a place again
         await handle.flush()
         assert handle.pending_count() == 1
+
+
+class _LockWithAThreadFirst(contextlib.AbstractContextManager[Any]):
+    """The admission's lock, as the engine sees it: at the first acquisition after ``arm()`` another thread's call
+    (``call``, run in a thread of its own and joined) takes the lock first, as a thread does that acquires it while
+    the loop's thread runs up to its ``with lock:`` (in the compiled engine the loop's thread then blocks there)."""
+
+    def __init__(self, lock: object, call: Callable[[], object]) -> None:
+        self.lock = lock
+        self.call = call
+        self.armed = False
+        self.outcome: list[str] = []
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def __enter__(self) -> object:
+        if self.armed:
+            self.armed = False
+
+            def run() -> None:
+                try:
+                    self.call()
+                except TimerLimitExceeded:
+                    self.outcome.append("refused")
+                else:
+                    self.outcome.append("accepted")
+
+            thread = threading.Thread(target=run)
+            thread.start()
+            thread.join()
+        return self.lock.__enter__()  # type: ignore[attr-defined]
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self.lock.__exit__(*exc)  # type: ignore[attr-defined,no-any-return]
+
+
+@pytest.mark.usefixtures("core")
+@pytest.mark.parametrize("case", ["a set_interval of a new name", "a set of a repeating timer whose event waits"])
+async def test_a_thread_admitted_while_the_engine_applies_a_set_sees_a_consistent_count(case: str) -> None:
+    """``max_timers`` admission counts the live timers plus the reserved names that are not live; the engine must
+    change what it counts (``intervals``, the table, ``parked``) in the one locked step that releases the set's
+    reservation. A thread whose admission runs just before that step (it holds the lock while the loop's thread
+    reaches ``with lock:``) must see a consistent count.
+
+    - ``set_interval`` of a new name, at the limit: the engine wrote ``intervals[name]`` before the locked step, so
+      the name looked live (``is_live``) but was not counted (``live_count``), and its reservation was not counted
+      either: a thread's set of another new name was admitted, and the live timers exceeded ``max_timers``.
+    - ``set_timer`` of a repeating timer whose event waits (parked), one place left: the engine removed the name
+      from ``intervals`` before the locked step, while ``parked`` still counted it: it was counted twice (parked,
+      and as a reserved name no longer live), and a thread's set that fits was refused with TimerLimitExceeded.
+    """
+    async with running(heartbeat=0, max_timers=2 if case.startswith("a set_interval") else 3) as (
+        manager,
+        handle,
+        _task,
+    ):
+        threadsafe = handle.threadsafe()
+        engine = manager._runner.engine
+        hooked = _LockWithAThreadFirst(engine.lock, lambda: threadsafe.try_set_timer("thread", 100))
+        await handle.set_timer("a", 100)
+        if case.startswith("a set_interval"):
+            await handle.flush()
+            engine.lock = hooked
+            hooked.arm()
+            await handle.set_interval("x", 100)  # takes the last place: the thread's set must be refused
+            await handle.flush()
+            assert hooked.outcome == ["refused"]
+            await asyncio.sleep(0.01)
+            await handle.flush()
+            assert handle.pending_count() == 2 and "thread" not in handle
+        else:
+            await handle.set_interval("x", 0.01)
+            await asyncio.sleep(0.05)  # "x" fell due: parked, its event waits
+            await handle.flush()
+            assert handle.pending_count() == 2 and "x" in handle and engine.ready_count() == 1
+            engine.lock = hooked
+            hooked.arm()
+            await handle.set_timer("x", 100)  # a re-set: "x" stays one timer, one place is left
+            await handle.flush()
+            assert hooked.outcome == ["accepted"]
+            await asyncio.sleep(0.01)
+            await handle.flush()
+            assert handle.pending_count() == 3 and "thread" in handle
+        assert manager._runner.admission is not None and manager._runner.admission.reserved == {}

@@ -470,6 +470,34 @@ async def test_touching_a_repeating_timer_restarts_its_grid() -> None:
         assert (first.deadline, second.deadline) == pytest.approx((t + 1.0, t + 2.0), abs=EPS)
 
 
+@virtual
+@pytest.mark.parametrize("caller", ["touch", "touch_many", "thread"])
+async def test_a_touch_that_brings_a_repeating_timer_forward_wakes_the_manager_for_it(caller: str) -> None:
+    """``set_interval(name, 1.0, first=10.0)``, then a touch: the next tick is now + the period, 9 s earlier than
+    the timer's place in the heap, so the table moves it (a set). At the call nothing queues a command, so the
+    engine must ask the manager to re-arm its wake-up, which was for the old deadline. Catches: the event
+    delivered 9 s late, at the first tick (only a thread's touch, applied in a pass, re-armed it)."""
+    async with running(heartbeat=0) as (_, handle, _task):
+        await handle.set_interval("tick", 1.0, first=10.0)
+        await handle.flush()
+        await asyncio.sleep(0.5)
+        t = now()
+        if caller == "touch":
+            assert handle.touch("tick") is True
+        elif caller == "touch_many":
+            assert handle.touch_many(["tick"]) == 1
+        else:
+            await asyncio.to_thread(handle.threadsafe().touch, "tick")
+            await handle.flush()
+            deadline = handle.deadline("tick")
+            assert deadline is not None
+            t = deadline - 1.0  # the thread's now
+        assert handle.deadline("tick") == pytest.approx(t + 1.0, abs=EPS)
+        event = await recv(handle, 5.0)
+        assert event.deadline == pytest.approx(t + 1.0, abs=EPS)
+        assert now() == pytest.approx(t + 1.0, abs=EPS)  # delivered at its deadline, not at the old one
+
+
 async def test_bad_input_is_refused_at_the_call() -> None:
     async with running() as (_, handle, _task):
         handle.try_set_timer("a", 10.0)

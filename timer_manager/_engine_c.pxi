@@ -278,24 +278,20 @@ cdef class Engine:
                 if op <= OP_SET_INTERVAL:
                     was_parked = self._ready and PyDict_Contains(self._ready, name) and self._retract(name)
                     if op == OP_SET_INTERVAL:
-                        self.intervals[name] = value
                         deadline = value.origin
                         span = value.period
-                    elif self.intervals:
-                        self.intervals.pop(name, None)
                     if self.reserved:
-                        # A reserved name turns live and unreserved at once for an admission counting both.
+                        # A reserved name turns live, counted and unreserved at once for an admission that reads
+                        # intervals (is_live), the table and parked (live_count), and the reservations.
                         with self.lock:
-                            replaced = self._set(name, deadline, span)
+                            replaced = self._place(op, name, value, deadline, span, was_parked)
                             self.release(name)
                     else:
-                        replaced = self._set(name, deadline, span)
+                        replaced = self._place(op, name, value, deadline, span, was_parked)
                     if replaced:
                         self.count_reset += 1
                     else:
                         self.count_set += 1
-                    if was_parked:
-                        self.parked -= 1
                     if data is not None:
                         self.data[name] = data
                     elif self.data:
@@ -383,10 +379,23 @@ cdef class Engine:
         interval = self.intervals.get(name) if PyDict_Size(self.intervals) else None
         if interval is not None:  # a repeating timer: its grid restarts one period from now
             interval.origin = now + interval.period
+        cdef int touched
         if not (PyDict_Size(self._ready) and PyDict_Contains(self._ready, name)):
             if self._table is not None:  # the usual case: one write beside the timer's heap entry
-                return self._table._touch(name, now)
-            return 1 if self.table.touch(name, now) else 0
+                touched = self._table._touch(name, now)
+                if touched == 2:
+                    # Earlier than its place (a repeating timer whose first tick was more than a period away): the
+                    # table moved it, and the wake-up armed for its old deadline may come too late. A touch at the
+                    # call queues no command, so nothing else would re-arm it.
+                    self.wake()
+                    return 1
+                return touched
+            before = self.table.deadline(name)
+            if not self.table.touch(name, now):
+                return 0
+            if self.table.deadline(name) < before:  # moved earlier, as above
+                self.wake()
+            return 1
         event = self._ready[name]
         span = self._spans.get(name, self._span) if interval is None else interval.period
         with self.lock:  # parked and table move together for the admission (max_timers)
@@ -515,8 +524,10 @@ cdef class Engine:
                     self._spans.pop(name, None)
                 if self.intervals and PyDict_Contains(self.intervals, name):
                     interval = self.intervals[name]
-                    self._set(name, interval.next_deadline(event.deadline, self.clock()), interval.period)
-                    self.parked -= 1
+                    next_deadline = interval.next_deadline(event.deadline, self.clock())
+                    with self.lock:  # from parked back to the table in one step, for the admission (max_timers)
+                        self._set(name, next_deadline, interval.period)
+                        self.parked -= 1
                     self.wake()
                 elif self.waiting_for_room:
                     self.wake()
@@ -536,6 +547,20 @@ cdef class Engine:
     def lateness_window(self):
         """The recent lateness samples (seconds from deadline to ready)."""
         return [self._lateness[i] for i in range(self._lateness_len)]
+
+    @cython.final
+    cdef int _place(self, int op, name, value, double deadline, double span, bint was_parked) except -1:
+        """Make ``name`` a pending timer (repeating for a SET_INTERVAL, ``value`` its Interval) due at
+        ``deadline``: every change that ``is_live`` and ``live_count`` see, made together (under the admission's
+        lock with ``max_timers``). Return whether it replaced a timer in the table."""
+        if op == OP_SET_INTERVAL:
+            self.intervals[name] = value
+        elif self.intervals:
+            self.intervals.pop(name, None)
+        cdef int replaced = self._set(name, deadline, span)
+        if was_parked:
+            self.parked -= 1
+        return replaced
 
     @cython.final
     cdef inline int _set(self, name, double deadline, double span) except -1:

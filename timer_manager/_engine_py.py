@@ -139,12 +139,11 @@ class Engine:
             if op <= SET_INTERVAL:
                 was_parked = self._ready and name in self._ready and self._retract(name)
                 if op == SET_INTERVAL:
-                    self.intervals[name] = value  # type: ignore[index]
+                    interval = value
                     span = value.period
                     value = value.origin
                 else:
-                    if self.intervals:
-                        self.intervals.pop(name, None)  # type: ignore[arg-type]
+                    interval = None
                     value, span = value if type(value) is tuple else (value, 0.0)
                 if not self._spans_vary and span != self._span:
                     if self._span != self._span:  # the first set
@@ -152,18 +151,17 @@ class Engine:
                     else:
                         self._spans_vary = True
                 if self.reserved:
-                    # A reserved name turns live and unreserved at once for an admission counting both.
+                    # A reserved name turns live, counted and unreserved at once for an admission that reads
+                    # intervals (is_live), the table and parked (live_count), and the reservations.
                     with self.lock:
-                        replaced = table.set_with_span(name, value, span)
+                        replaced = self._place(name, interval, value, span, was_parked)  # type: ignore[arg-type]
                         self.release(name)  # type: ignore[arg-type]
                 else:
-                    replaced = table.set_with_span(name, value, span)
+                    replaced = self._place(name, interval, value, span, was_parked)  # type: ignore[arg-type]
                 if replaced:
                     self.count_reset += 1
                 else:
                     self.count_set += 1
-                if was_parked:
-                    self.parked -= 1
                 if data is not None:
                     self.data[name] = data  # type: ignore[index]
                 elif self.data:
@@ -192,6 +190,19 @@ class Engine:
             else:  # SHUTDOWN
                 return True
         return False
+
+    def _place(self, name: str, interval: Interval | None, deadline: float, span: float, was_parked: bool) -> bool:
+        """Make ``name`` a pending timer (repeating if ``interval``) due at ``deadline``: every change that
+        ``is_live`` and ``live_count`` see, made together (under the admission's lock with ``max_timers``).
+        Return whether it replaced a timer in the table."""
+        if interval is not None:
+            self.intervals[name] = interval
+        elif self.intervals:
+            self.intervals.pop(name, None)
+        replaced: bool = self.table.set_with_span(name, deadline, span)
+        if was_parked:
+            self.parked -= 1
+        return replaced
 
     def discard(self) -> tuple[int, list[Any]]:
         """Stop for good: drop pending timers and queued commands.
@@ -223,7 +234,16 @@ class Engine:
         if interval is not None:  # a repeating timer: its grid restarts one period from now
             interval.origin = now + interval.period
         if not (self._ready and name in self._ready):
-            return bool(self.table.touch(name, now))
+            table = self.table
+            before = table.deadline(name)
+            if not table.touch(name, now):
+                return False
+            if table.deadline(name) < before:
+                # Earlier than it was (a repeating timer whose first tick was more than a period away): the table
+                # moved it, and the wake-up armed for its old deadline may come too late. A touch at the call
+                # queues no command, so nothing else would re-arm it.
+                self.wake()
+            return True
         event = self._ready[name]
         span = self._spans.get(name, self._span) if interval is None else interval.period
         with self.lock:  # parked and table move together for the admission (max_timers)
@@ -321,10 +341,10 @@ class Engine:
                     self._spans.pop(name, None)
                 if self.intervals and name in self.intervals:
                     interval = self.intervals[name]
-                    self.table.set_with_span(
-                        name, interval.next_deadline(event.deadline, self.clock()), interval.period
-                    )
-                    self.parked -= 1
+                    deadline = interval.next_deadline(event.deadline, self.clock())
+                    with self.lock:  # from parked back to the table in one step, for the admission (max_timers)
+                        self.table.set_with_span(name, deadline, interval.period)
+                        self.parked -= 1
                     self.wake()
                 elif self.waiting_for_room:
                     self.wake()

@@ -274,7 +274,7 @@ cdef class TimerTable:
         return True if it was pending. The heap entry stays where it is: its slot keeps the later key,
         and the entry is put back at it when it reaches the top (``pop_due``, ``settle``). A touch
         earlier than the entry's place is a set, which moves it."""
-        return self._touch(name, now) == 1
+        return self._touch(name, now) != 0
 
     @cython.final
     cdef inline void _expect(self, Py_hash_t h) noexcept:
@@ -287,6 +287,7 @@ cdef class TimerTable:
 
     @cython.final
     cdef int _touch(self, name, double now) except -1:
+        # 0: not pending; 1: touched; 2: touched and moved, due earlier than it was (the engine re-arms its wake-up).
         cdef Py_hash_t h = _str_hash(name)
         cdef Py_ssize_t slot = self._find(<PyObject*>name, h, TOUCHING)
         if slot < 0:
@@ -306,9 +307,13 @@ cdef class TimerTable:
         if touch.touched:
             # Its heap key is at most the latest one: no need to look at the heap entry.
             if not latest >= touch.latest and latest < self._heap[self._slots[slot].pos].deadline:
-                return self._set(name, latest, span)
+                self._set(name, latest, span)
+                return 2
         elif latest < self._heap[self._slots[slot].pos].deadline:
-            return self._set(name, latest, span)  # earlier than its place (a clock set back): move it
+            # Earlier than its place (a clock set back, or a repeating timer whose first tick was more than a
+            # period away): move it. 2 tells the engine that the timer is due earlier than it was.
+            self._set(name, latest, span)
+            return 2
         else:
             touch.touched = 1
             self._touched += 1
