@@ -136,32 +136,38 @@ import asyncio, sys
 from timer_manager import TimerManager
 from timer_manager.redis import RedisBackend
 
-async def main(url, namespace):
+async def main(url, namespace, names):
     backend = RedisBackend(url, namespace=namespace, ack="manual")
     async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend) as handle:
-        await handle.set_timers([("kept", 0.01), ("reset", 0.01)])
-        for _ in range(2):
+        await handle.set_timers([(name, 0.01) for name in names])
+        for _ in names:
             await handle.recv_event()
         print("holding", flush=True)
         await asyncio.sleep(120)
 
-asyncio.run(main(sys.argv[1], sys.argv[2]))
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3:]))
 """
 
 
-async def test_events_of_a_consumer_killed_while_holding_them_go_to_a_live_one(
-    own_redis: RedisServer, namespace: str
-) -> None:
+async def kill_while_holding(server: RedisServer, namespace: str, names: list[str]) -> None:
+    """A consumer in a process of its own sets ``names``, receives their events without acknowledging them,
+    and is killed (SIGKILL: it acknowledges nothing, hands nothing back)."""
     holder = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _HOLDER, own_redis.url, namespace, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-c", _HOLDER, server.url, namespace, *names, stdout=asyncio.subprocess.PIPE
     )
     try:
         assert holder.stdout is not None
         line = await asyncio.wait_for(holder.stdout.readline(), LIMIT)
         assert line.strip() == b"holding"
     finally:
-        holder.kill()  # SIGKILL: it acknowledges nothing, hands nothing back
+        holder.kill()
         await holder.wait()
+
+
+async def test_events_of_a_consumer_killed_while_holding_them_go_to_a_live_one(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    await kill_while_holding(own_redis, namespace, ["kept", "reset"])
     options = {"claim_after": 0.3}
     async with TimerManager.open(
         namespace, heartbeat_interval=0, backend=backend(own_redis, namespace, **options)
@@ -273,23 +279,6 @@ async def test_a_batch_applied_before_its_connection_dropped_is_not_applied_agai
         await asyncio.gather(task, return_exceptions=True)
 
 
-_ORPHAN = """
-import asyncio, sys
-from timer_manager import TimerManager
-from timer_manager.redis import RedisBackend
-
-async def main(url, namespace):
-    backend = RedisBackend(url, namespace=namespace, ack="manual")
-    async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend) as handle:
-        await handle.set_timer("orphan", 0.01)
-        await handle.recv_event()
-        print("holding", flush=True)
-        await asyncio.sleep(120)
-
-asyncio.run(main(sys.argv[1], sys.argv[2]))
-"""
-
-
 async def test_a_dead_consumers_events_go_to_a_live_one_behind_many_held_by_a_live_consumer(
     own_redis: RedisServer, namespace: str
 ) -> None:
@@ -308,16 +297,7 @@ async def test_a_dead_consumers_events_go_to_a_live_one_behind_many_held_by_a_li
         while len(held) < 200:
             held += await asyncio.wait_for(live.recv_events(200 - len(held)), LIMIT)
         await asyncio.sleep(0.3)  # the other 16 fill its event queue: it reads no more
-        holder = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _ORPHAN, own_redis.url, namespace, stdout=asyncio.subprocess.PIPE
-        )
-        try:
-            assert holder.stdout is not None
-            line = await asyncio.wait_for(holder.stdout.readline(), LIMIT)
-            assert line.strip() == b"holding"
-        finally:
-            holder.kill()  # SIGKILL: it acknowledges nothing, hands nothing back
-            await holder.wait()
+        await kill_while_holding(own_redis, namespace, ["orphan"])
         async with TimerManager.open(
             namespace, heartbeat_interval=0, backend=backend(own_redis, namespace, claim_after=1.0)
         ) as taker:
