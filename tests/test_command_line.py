@@ -108,3 +108,31 @@ def test_a_missing_compiled_core_is_announced_at_import() -> None:
     assert "core:     python (the compiled extension could not be imported (no compiled core in this test))" in (
         result.stdout
     )
+
+
+def test_info_hints_at_the_slower_core_unless_the_variable_chose_it() -> None:
+    """``TIMER_MANAGER_NO_EXTENSIONS=0`` does not choose the pure-Python core (``_env.is_true``): where the
+    extension is missing all the same, ``info`` still says that core is slower. Catches: ``info`` testing
+    the variable for being non-empty instead of by the package's one rule, so that ``=0`` (or ``=no``)
+    silenced the hint."""
+    blocked = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'timer_manager._core_c':\n"
+        "            raise ImportError('no compiled core in this test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+    )
+    env = {**os.environ, "TIMER_MANAGER_NO_EXTENSIONS": "0"}
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", blocked + "import timer_manager, timer_manager.__main__ as m; m.info()"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "core:     python (the compiled extension could not be imported" in result.stdout
+    assert "several times slower" in result.stdout

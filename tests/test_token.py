@@ -76,3 +76,17 @@ async def test_child_cancelled_waiter_woken_by_parent() -> None:
     await asyncio.sleep(0)
     parent.cancel()
     await asyncio.wait_for(waiter, 10)
+
+
+def test_a_grandchild_follows_its_grandparent_when_the_child_in_between_is_dropped() -> None:
+    """A token's descendants are cancelled with it even where only the grandchild is kept
+    (``root.child_token().child_token()``), as with tokio_util's tokens.
+    catches: a parent holding its children weakly and a child holding nothing of its parent, so that the
+    middle token was collected and the grandchild never learnt of the cancellation."""
+    import gc
+
+    root = CancellationToken()
+    grandchild = root.child_token().child_token()
+    gc.collect()
+    root.cancel()
+    assert grandchild.is_cancelled()

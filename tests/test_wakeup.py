@@ -360,3 +360,29 @@ def test_an_early_loop_timer_does_not_call_back_and_waits_for_the_clock_to_step(
     wakeup.fire()
     assert called == [tick]
     assert wakeup.when is None
+
+
+@pytest.mark.parametrize("between", ["arm", "disarm"])
+def test_loop_timer_back_off_starts_afresh_for_a_new_instant(between: str) -> None:
+    """The back-off is for consecutive early wake-ups for one instant: after a re-arm (or a disarm and a
+    later arm) the first early wake-up for the new instant is re-asked for twice as far past, not more.
+    catches: early_wakes surviving arm() and disarm(), so that early wake-ups each followed by a re-arm
+    (uvloop's coarse clock, with a manager re-armed for an earlier deadline) added up to 2**30 times the
+    early gap: a timer delivered hours late."""
+    loop = _CoarseLoop()
+    now = [0.0]
+    called: list[float] = []
+    wakeup = LoopTimerWakeup(loop, lambda: now[0], lambda: called.append(now[0]))  # type: ignore[arg-type]
+    tick = 1.0
+    for _ in range(40):
+        tick += 1.0
+        wakeup.arm(tick)
+        now[0] = tick - 0.0005
+        wakeup.fire()  # 0.5 ms early
+        if between == "disarm":
+            wakeup.disarm()
+    tick += 1.0
+    wakeup.arm(tick)
+    now[0] = tick - 0.0005
+    wakeup.fire()  # 0.5 ms early, the first for this instant
+    assert loop.calls[-1] == pytest.approx(now[0] + 2 * 0.0005)

@@ -12,7 +12,7 @@ import sys
 
 from . import TimerExpired, TimerManager, __version__
 from ._core import CORE, CORE_REASON
-from ._env import NO_EXTENSIONS_VARIABLE
+from ._env import no_extensions
 
 
 def _say(text: str) -> None:
@@ -62,7 +62,7 @@ def info() -> None:
     _say(f"timer_manager {__version__}")
     _say(f"  package:  {os.path.dirname(os.path.abspath(__file__))}")
     _say(f"  core:     {CORE} ({CORE_REASON})")
-    if CORE == "python" and not os.environ.get(NO_EXTENSIONS_VARIABLE):
+    if CORE == "python" and not no_extensions():
         _say("            the pure-Python core works, but its timer table is several times slower")
     _say(f"  python:   {platform.python_implementation()} {platform.python_version()} on {platform.platform()}")
     uvloop = "installed" if importlib.util.find_spec("uvloop") is not None else "not installed"

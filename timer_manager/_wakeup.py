@@ -82,6 +82,7 @@ class LoopTimerWakeup:
             self.handle.cancel()
         self.handle = self.loop.call_at(when, self.fire)
         self.when = when
+        self.early_wakes = 0  # the back-off is for one instant
 
     def disarm(self) -> None:
         """Wake at no time."""
@@ -89,6 +90,7 @@ class LoopTimerWakeup:
             self.handle.cancel()
             self.handle = None
         self.when = None
+        self.early_wakes = 0
 
     close = disarm
 

@@ -21,13 +21,16 @@ class CancellationToken:
     with its parent, never the other way round.
     """
 
-    __slots__ = ("__weakref__", "_callbacks", "_cancelled", "_children", "_lock")
+    __slots__ = ("__weakref__", "_callbacks", "_cancelled", "_children", "_lock", "_parent")
 
     def __init__(self) -> None:
         self._cancelled = False
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[], None]] = []
         self._children: weakref.WeakSet[CancellationToken] = weakref.WeakSet()
+        # A parent holds its children weakly; a child holds its parent, so that a token in between that
+        # nobody else keeps (``root.child_token().child_token()``) lives as long as its descendants.
+        self._parent: CancellationToken | None = None
 
     def __repr__(self) -> str:
         state = "cancelled" if self._cancelled else "active"
@@ -80,6 +83,7 @@ class CancellationToken:
         with self._lock:
             if not self._cancelled:
                 self._children.add(child)
+                child._parent = self
                 return child
         child.cancel()
         return child
