@@ -79,21 +79,21 @@ def test_the_readmes_first_command_shows_the_installed_core_from_the_clone() -> 
     assert f": {timer_manager.CORE} core," in demo.stdout.splitlines()[0]
 
 
-def test_a_missing_compiled_core_is_announced_at_import() -> None:
-    """Where the extension is missing (here: its import blocked), importing timer_manager warns that the
-    slower pure-Python core is in use and how to choose it silently; ``info`` gives the reason. Catches: a
-    failed compile going unnoticed without ``pip install -v``."""
-    blocked = (
-        "import sys, importlib.abc\n"
-        "class Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path, target=None):\n"
-        "        if name == 'timer_manager._core_c':\n"
-        "            raise ImportError('no compiled core in this test')\n"
-        "sys.meta_path.insert(0, Block())\n"
-    )
-    env = {key: value for key, value in os.environ.items() if key != "TIMER_MANAGER_NO_EXTENSIONS"}
-    result = subprocess.run(
-        [sys.executable, "-W", "always", "-c", blocked + "import timer_manager, timer_manager.__main__ as m; m.info()"],
+_BLOCK_COMPILED_CORE = (
+    "import sys, importlib.abc\n"
+    "class Block(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path, target=None):\n"
+    "        if name == 'timer_manager._core_c':\n"
+    "            raise ImportError('no compiled core in this test')\n"
+    "sys.meta_path.insert(0, Block())\n"
+)
+
+
+def info_without_compiled_core(env: dict[str, str], warnings: str) -> subprocess.CompletedProcess[str]:
+    """``info()`` in a child interpreter whose import of the compiled core is blocked."""
+    code = _BLOCK_COMPILED_CORE + "import timer_manager, timer_manager.__main__ as m; m.info()"
+    return subprocess.run(
+        [sys.executable, "-W", warnings, "-c", code],
         capture_output=True,
         text=True,
         timeout=60,
@@ -101,6 +101,14 @@ def test_a_missing_compiled_core_is_announced_at_import() -> None:
         env=env,
         cwd=ROOT,
     )
+
+
+def test_a_missing_compiled_core_is_announced_at_import() -> None:
+    """Where the extension is missing (here: its import blocked), importing timer_manager warns that the
+    slower pure-Python core is in use and how to choose it silently; ``info`` gives the reason. Catches: a
+    failed compile going unnoticed without ``pip install -v``."""
+    env = {key: value for key, value in os.environ.items() if key != "TIMER_MANAGER_NO_EXTENSIONS"}
+    result = info_without_compiled_core(env, "always")
     assert result.returncode == 0, result.stderr
     assert "RuntimeWarning: timer_manager runs on its pure-Python core" in result.stderr
     assert "TIMER_MANAGER_NO_EXTENSIONS=1" in result.stderr
@@ -115,24 +123,7 @@ def test_info_hints_at_the_slower_core_unless_the_variable_chose_it() -> None:
     extension is missing all the same, ``info`` still says that core is slower. Catches: ``info`` testing
     the variable for being non-empty instead of by the package's one rule, so that ``=0`` (or ``=no``)
     silenced the hint."""
-    blocked = (
-        "import sys, importlib.abc\n"
-        "class Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path, target=None):\n"
-        "        if name == 'timer_manager._core_c':\n"
-        "            raise ImportError('no compiled core in this test')\n"
-        "sys.meta_path.insert(0, Block())\n"
-    )
-    env = {**os.environ, "TIMER_MANAGER_NO_EXTENSIONS": "0"}
-    result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", blocked + "import timer_manager, timer_manager.__main__ as m; m.info()"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-        cwd=ROOT,
-    )
+    result = info_without_compiled_core({**os.environ, "TIMER_MANAGER_NO_EXTENSIONS": "0"}, "ignore")
     assert result.returncode == 0, result.stderr
     assert "core:     python (the compiled extension could not be imported" in result.stdout
     assert "several times slower" in result.stdout
