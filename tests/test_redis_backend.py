@@ -974,3 +974,24 @@ async def test_an_idle_manager_on_a_client_with_redis_pys_default_timeout_keeps_
             await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), LIMIT)
     finally:
         await client.aclose()
+
+
+# ---------------------------------------------------------------------- review: touch and re-arm after receive
+
+
+@pytest.mark.parametrize("ack", ["next", "manual", "receive"])
+async def test_review_a_touch_after_the_event_was_received_does_not_re_arm_it(
+    redis_server: RedisServer, namespace: str, ack: str
+) -> None:
+    """Locally a one-shot timer whose event was received is no longer pending: a touch does nothing (as a
+    reset finds an event already received). On Redis its ``fired`` record stays until the acknowledgement
+    (the next receive, or ack()), and the touch re-armed it from that record: a second event."""
+    async with opened(redis_server.url, namespace, ack=ack) as handle:
+        await handle.set_timer("idle", 0.05, data="peer")
+        (event,) = await receive(handle, 1)
+        assert event.name == "idle"
+        handle.touch("idle")
+        await handle.flush()
+        assert await handle.get_pending_count() == 0, "the touch re-armed a timer whose event was received"
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(handle.recv_event(), 0.3)

@@ -122,6 +122,10 @@ class RedisEngine:
         self._suspect_all = False
         self._reading = False
         self._handed: list[RedisTimerExpired] = []  # received, acknowledged at the next receive (ack="next")
+        # One-shot events received and whose acknowledgement is not yet sent: name -> stream entry. Their record in
+        # ``fired`` stays until then, and a touch sent meanwhile names that entry, so that the server does not re-arm
+        # the timer from it (a received timer is not pending: a touch does nothing, as locally).
+        self._received: dict[str, str] = {}
         self._incoming: deque[RedisTimerExpired] = deque()  # checked, waiting for room in the event queue
         self._incoming_names: dict[str, int] = {}
         self._events: deque[RedisTimerExpired] = deque()
@@ -194,6 +198,10 @@ class RedisEngine:
                 commands.popleft()
                 return True
             commands.popleft()
+            if op == TOUCH and self._received:
+                entry = self._received.get(name)  # type: ignore[arg-type]
+                if entry is not None:
+                    command = (op, name, command[2], entry)
             if log is not None:
                 value = command[2]
                 log(op, name, value[0] if op == SET and type(value) is tuple else value)
@@ -479,6 +487,8 @@ class RedisEngine:
                 taken.append(event)
                 if event.repeating:
                     rearms.append(event)
+                else:
+                    self._received[event.name] = event.entry
         if not taken:
             return taken
         self.count_received += len(taken)
@@ -512,9 +522,12 @@ class RedisEngine:
         Only the first acknowledgement of an event counts: a second one (twice acknowledged, or a copy
         delivered again) changes nothing."""
         outstanding = self._outstanding
+        received = self._received
         done: list[str] = []
         for event in acks:
             entry = event.entry
+            if received and received.get(event.name) == entry:
+                del received[event.name]
             names = outstanding.get(entry)
             if names is not None:
                 names.discard(event.name)

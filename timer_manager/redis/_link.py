@@ -355,7 +355,8 @@ class Link:
                 first = repr((interval.origin - now) * 1e6)
                 add(b"i" + _field(name) + _field(first) + _field(f"{period_ms}|{interval.missed}") + _payload(data))
             elif op == TOUCH:  # due now (the server's) + the duration last set, as a set would be
-                add(b"t" + _field(name) + _EMPTY_FIELDS)
+                # data: the stream entry of this name's event received here and not yet acknowledged, if any
+                add(b"t" + _field(name) + (_field(data) + _EMPTY * 2 if data else _EMPTY_FIELDS))
             elif op == CANCEL:
                 add(b"c" + _field(name) + _EMPTY_FIELDS)
             elif op == CANCEL_ALL:

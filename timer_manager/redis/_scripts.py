@@ -133,7 +133,9 @@ end
 #   s name delay_us duration_us payload    set, due now + delay (the client took off the time it waited)
 #   a name unix_ms  duration_us payload    set, due at an absolute Unix time
 #   i name delay_us period_ms|missed payload   repeating timer, first due now + delay
-#   t name -        -    -                touch: due now + the duration it was last set with
+#   t name entry    -    -                touch: due now + the duration it was last set with (``entry``: that of
+#                                         the name's event this manager received and has not yet acknowledged, or
+#                                         empty; a one-shot timer whose event is in that entry is not re-armed)
 #   r name gen      received_ms -         re-arm a repeating timer whose event ``gen`` was received
 #   c name -        -    -                cancel
 #   C -    -        -    -                cancel all
@@ -204,14 +206,14 @@ end
 
 -- A touch is a set made now with the duration last set, payload kept: a new generation (the order among
 -- equal deadlines is the order of sets and touches), and a promoted, unacknowledged event retracted.
-local function touch(name)
+local function touch(name, received)
     local value = redis.call('HGET', data_key, name)
     local fields
     if value then
         fields = unpack_timer(value)
     else
         local fired = redis.call('HGET', fired_key, name)  -- a one-shot timer whose event is out
-        if not fired then return end
+        if not fired or fired == received then return end  -- received already: not pending
         local event = event_value(fired, name)
         if not event then return end
         local _, duration, payload = string.match(event, EVENT_FIELDS)
@@ -241,7 +243,7 @@ while position <= #commands do
         local period = string.sub(b, 1, bar - 1)
         arm(name, first, tostring(tonumber(period) * 1000), period, string.sub(b, bar + 1), tostring(first), c)
     elseif op == 't' then
-        touch(name)
+        touch(name, a)
     elseif op == 'r' then
         local value = redis.call('HGET', data_key, name)
         if value and redis.call('ZSCORE', due_key, name) == false then
