@@ -980,7 +980,7 @@ async def test_an_idle_manager_on_a_client_with_redis_pys_default_timeout_keeps_
 
 
 @pytest.mark.parametrize("ack", ["next", "manual", "receive"])
-async def test_review_a_touch_after_the_event_was_received_does_not_re_arm_it(
+async def test_a_touch_after_the_event_was_received_does_not_re_arm_it(
     redis_server: RedisServer, namespace: str, ack: str
 ) -> None:
     """Locally a one-shot timer whose event was received is no longer pending: a touch does nothing (as a
