@@ -40,15 +40,12 @@ class Admission:
         with self.lock:
             new = {name for name in names if name not in reserved and not engine.is_live(name)}
             if new:
-                admitted = engine.live_count() + len(reserved)
+                admitted = self._admitted(len(new))
                 if admitted + len(new) > self.limit:
-                    # The quick count above holds names that are both pending and queued twice; count exactly.
-                    admitted = engine.live_count() + sum(1 for name in reserved if not engine.is_live(name))
-                    if admitted + len(new) > self.limit:
-                        raise TimerLimitExceeded(
-                            f"timer manager {self.name!r} holds {admitted} live or queued timers; "
-                            f"{len(new)} new would exceed max_timers={self.limit}"
-                        )
+                    raise TimerLimitExceeded(
+                        f"timer manager {self.name!r} holds {admitted} live or queued timers; "
+                        f"{len(new)} new would exceed max_timers={self.limit}"
+                    )
             for name in names:
                 reserved[name] = reserved.get(name, 0) + 1
 
@@ -56,13 +53,20 @@ class Admission:
         """Whether a touch may re-arm ``name``, a one-shot timer that fell due (not pending: its event waits):
         it is queued or reserved already, or one more live timer fits under the limit. The engine calls this
         holding the lock, and re-arms in the same locked step."""
+        with self.lock:
+            if name in self.reserved or self.engine.is_live(name):
+                return True
+            return self._admitted(1) + 1 <= self.limit
+
+    def _admitted(self, new: int) -> int:
+        """The live or queued names (under the lock): a quick count, made exact only where ``new`` more would
+        not fit by it (it counts twice the names both pending and queued)."""
         engine = self.engine
         reserved = self.reserved
-        with self.lock:
-            if name in reserved or engine.is_live(name) or engine.live_count() + len(reserved) < self.limit:
-                return True
-            admitted: int = engine.live_count() + sum(1 for other in reserved if not engine.is_live(other))
-            return admitted < self.limit
+        admitted: int = engine.live_count() + len(reserved)
+        if admitted + new > self.limit:
+            admitted = engine.live_count() + sum(1 for name in reserved if not engine.is_live(name))
+        return admitted
 
     def release(self, name: str) -> None:
         """One reserved set of ``name`` was applied or dropped."""
