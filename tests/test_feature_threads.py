@@ -228,9 +228,54 @@ async def test_receiving_on_the_plain_handle_from_another_thread_raises_in_debug
 
 
 async def test_threadsafe_blocking_call_from_the_loop_thread_is_refused() -> None:
-    """Calling a blocking thread-side method on the loop's own thread would deadlock; it raises
-    RuntimeError instead (as threadsafe.py documents). Catches: a deadlocked loop."""
+    """Calling a blocking thread-side method on the loop's own thread would deadlock; every one of them raises
+    RuntimeError instead (as threadsafe.py documents), whatever the room, and queues nothing. Catches: a
+    deadlocked loop; ``cancel_timer``, which skipped the check (it queued while there was room, and with the
+    queue for other threads full it blocked the loop for good)."""
     async with running(heartbeat=0.001) as (_, handle, _task):
         threadsafe = handle.threadsafe()
         with pytest.raises(RuntimeError):
             threadsafe.set_timer("a", 1)
+        for blocking in (
+            lambda: threadsafe.set_timers([("a", 1)]),
+            lambda: threadsafe.cancel_timer("a"),
+            lambda: threadsafe.cancel_timers(["a"]),
+            lambda: threadsafe.touch("a"),
+            lambda: threadsafe.touch_many(["a"]),
+        ):
+            with pytest.raises(RuntimeError, match="loop's"):
+                blocking()
+        await handle.flush()
+        assert handle.pending_count() == 0
+
+
+async def test_threadsafe_non_blocking_calls_work_on_the_loops_thread_too() -> None:
+    """The thread-safe handle's methods "may be called from any thread" (its docstring; only the blocking ones
+    must not be called on the loop's thread, which they would block): its ``try_`` calls work on the loop's
+    thread as well, applied in order with the plain handle's calls around them. Catches: every method,
+    ``try_`` ones included, refusing the loop's thread with RuntimeError."""
+    async with running(heartbeat=0.001, commands=8) as (_, handle, _task):
+        threadsafe = handle.threadsafe()
+        await handle.set_timer("before", 60)
+        threadsafe.try_set_timer("a", 60, data="x")
+        threadsafe.try_set_timers([("b", 60), ("c", 60)])
+        threadsafe.try_cancel_timer("before")
+        threadsafe.try_cancel_timers(["c"])
+        handle.try_set_timer("a", 30)  # the plain handle's later call goes after the thread-safe handle's
+        await handle.flush()
+        assert sorted((name, handle.deadline(name) is not None) for name in ("a", "b", "before", "c")) == [
+            ("a", True),
+            ("b", True),
+            ("before", False),
+            ("c", False),
+        ]
+        deadline_a = handle.deadline("a")
+        assert deadline_a is not None and deadline_a - now() <= 30
+        threadsafe.try_touch("b")
+        threadsafe.try_touch_many(["b", "a"])
+        await handle.flush()
+        assert handle.pending_count() == 2
+        for index in range(8):
+            threadsafe.try_set_timer(f"fill{index}", 60)
+        with pytest.raises(QueueFull):  # its queue is bounded as from any thread, and it never blocks
+            threadsafe.try_set_timer("one more", 60)
