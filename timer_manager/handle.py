@@ -98,7 +98,8 @@ class TimerHandle:
 
     async def set_timer_at(self, name: str, when: float | datetime, *, data: Any = None) -> None:
         """Create timer ``name`` or replace its deadline with ``when`` (loop time; on Redis: Unix time, or an
-        aware ``datetime``); a past ``when`` fires at once."""
+        aware ``datetime``). A past ``when`` is due at once: with a heartbeat, it is delivered at the first grid
+        tick at or after it, as any timer is (at once if that tick has come, else at the next one)."""
         await self._runner.send([self._set_at_command(name, when, data)])
 
     def try_set_timer_at(self, name: str, when: float | datetime, *, data: Any = None) -> None:
@@ -392,7 +393,8 @@ class TimerHandle:
         return await runner.store.query(what, name)
 
     def threadsafe(self) -> ThreadsafeHandle:
-        """Return a handle whose methods may be called from any thread."""
+        """Return a handle whose methods may be called from any thread (its blocking ones from any but the loop's,
+        where they raise ``RuntimeError``)."""
         self._runner.bound_loop()
         return ThreadsafeHandle(self._runner)
 
