@@ -279,3 +279,29 @@ async def test_threadsafe_non_blocking_calls_work_on_the_loops_thread_too() -> N
             threadsafe.try_set_timer(f"fill{index}", 60)
         with pytest.raises(QueueFull):  # its queue is bounded as from any thread, and it never blocks
             threadsafe.try_set_timer("one more", 60)
+
+
+async def test_a_threadsafe_try_batch_larger_than_the_queue_is_refused_as_on_the_loop() -> None:
+    """``try_set_timers``: "if all fit now, else raise QueueFull and set none". A batch larger than the whole
+    queue never fits: refused from a thread as on the loop's thread, even with the queue empty; the blocking
+    form lets it in alone once the queue is empty. Catches: the queue for other threads taking any
+    ``try_`` batch whenever it was empty, however large (the bound did not hold for one call)."""
+    async with running(heartbeat=0.001, commands=4) as (manager, handle, _task):
+        threadsafe = handle.threadsafe()
+        items = [(f"t{index}", 60) for index in range(5)]
+        names = [name for name, _ in items]
+        with pytest.raises(QueueFull):
+            handle.try_set_timers(items)
+        for call, argument in (
+            (threadsafe.try_set_timers, items),
+            (threadsafe.try_cancel_timers, names),
+            (threadsafe.try_touch_many, names),
+        ):
+            with pytest.raises(QueueFull):
+                await asyncio.to_thread(call, argument)  # type: ignore[arg-type]
+        await handle.flush()
+        assert handle.pending_count() == 0
+        assert manager.stats().command_queue_high_water <= 1  # the flush alone
+        await asyncio.to_thread(threadsafe.set_timers, items)  # the blocking form: let in alone
+        await handle.flush()
+        assert handle.pending_count() == 5

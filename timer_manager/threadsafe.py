@@ -135,7 +135,7 @@ class ThreadsafeHandle:
         (every blocking method calls this first)."""
         if threading.get_ident() == self._runner.thread_id:
             raise RuntimeError(
-                "ThreadsafeHandle's blocking methods would block the event loop they wait for: on the loop's thread "
-                "use the TimerHandle itself (or the try_ methods)"
+                "ThreadsafeHandle's blocking methods are for other threads: on the loop's thread they would block the "
+                "loop they wait for; use the TimerHandle itself (or the try_ methods)"
             )
         return None if timeout is None else seconds(timeout, "timeout")
