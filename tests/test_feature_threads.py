@@ -227,6 +227,46 @@ async def test_receiving_on_the_plain_handle_from_another_thread_raises_in_debug
         loop.set_debug(False)
 
 
+async def _receive_one(handle: Any) -> Any:
+    return await handle.recv_event()
+
+
+async def _receive_some(handle: Any) -> Any:
+    return await handle.recv_events(5)
+
+
+@pytest.mark.parametrize("method", ["recv_event", "recv_events", "deadline", "pending_count", "next_deadline", "in"])
+async def test_the_plain_handles_other_calls_from_another_thread_raise_in_debug_mode(method: str) -> None:
+    """In debug mode "calling the plain handle from another thread raises RuntimeError naming threadsafe()"
+    (the guide): the awaitable receives too (from a thread running a loop of its own), and the introspection
+    calls, which read (``next_deadline`` even settles) the table the loop's thread changes. The event stays
+    for the loop's thread. Catches: ``recv_event`` and ``recv_events`` taking a ready event from another
+    thread without a word (only a receive that had to wait was refused), the introspection calls not
+    checked."""
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    try:
+        async with running(heartbeat=0.001) as (manager, handle, _task):
+            await handle.set_timer("a", 0)
+            await handle.set_timer("b", 60)
+            while manager.stats().events_ready < 1:
+                await asyncio.sleep(0.001)
+            calls: dict[str, Callable[[], Any]] = {
+                "recv_event": lambda: asyncio.run(_receive_one(handle)),
+                "recv_events": lambda: asyncio.run(_receive_some(handle)),
+                "deadline": lambda: handle.deadline("b"),
+                "pending_count": lambda: handle.pending_count(),
+                "next_deadline": lambda: handle.next_deadline(),
+                "in": lambda: "b" in handle,
+            }
+            with pytest.raises(RuntimeError, match=r"threadsafe\(\)"):
+                await asyncio.to_thread(calls[method])
+            assert (await recv(handle, 5)).name == "a"
+            assert handle.deadline("b") is not None and "b" in handle and handle.pending_count() == 1
+    finally:
+        loop.set_debug(False)
+
+
 async def test_threadsafe_blocking_call_from_the_loop_thread_is_refused() -> None:
     """Calling a blocking thread-side method on the loop's own thread would deadlock; every one of them raises
     RuntimeError instead (as threadsafe.py documents), whatever the room, and queues nothing. Catches: a
@@ -236,13 +276,14 @@ async def test_threadsafe_blocking_call_from_the_loop_thread_is_refused() -> Non
         threadsafe = handle.threadsafe()
         with pytest.raises(RuntimeError):
             threadsafe.set_timer("a", 1)
-        for blocking in (
+        blocking_calls: list[Callable[[], None]] = [
             lambda: threadsafe.set_timers([("a", 1)]),
             lambda: threadsafe.cancel_timer("a"),
             lambda: threadsafe.cancel_timers(["a"]),
             lambda: threadsafe.touch("a"),
             lambda: threadsafe.touch_many(["a"]),
-        ):
+        ]
+        for blocking in blocking_calls:
             with pytest.raises(RuntimeError, match="loop's"):
                 blocking()
         await handle.flush()

@@ -86,6 +86,7 @@ class Runner:
         self.engine.handed_over = self.inbox.commands  # a touch at the call waits behind these
 
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.on_bind: list[Callable[[], None]] = []  # called after each bind (the handle picks its receive path)
         self.clock: Callable[[], float] = time.monotonic
         self.thread_id = 0
         self.debug = False
@@ -125,6 +126,8 @@ class Runner:
         with self.inbox.lock:
             self.inbox.loop = loop
         self.update_direct_touch()
+        for hook in self.on_bind:
+            hook()
 
     def update_direct_touch(self) -> None:
         """Tell the engine whether a touch may be applied at the call, as ``TimerHandle.touch`` does when

@@ -54,11 +54,20 @@ class TimerHandle:
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
         self._engine = runner.engine
-        self._take = runner.engine.take
+        self._take = runner.engine.take  # recv_event's fast path: in debug mode, behind the thread check (_bound)
         self._handed_over = runner.inbox.commands  # non-empty while other threads' commands wait for the loop
+        runner.on_bind.append(self._bound)
 
     def __repr__(self) -> str:
         return f"<TimerHandle of {self._runner.name!r}>"
+
+    def _bound(self) -> None:
+        """The manager was bound to its loop: in debug mode every receive checks its thread, the fast one too."""
+        self._take = self._take_on_the_loops_thread if self._runner.debug else self._engine.take
+
+    def _take_on_the_loops_thread(self) -> TimerEvent | None:
+        self._runner.check_thread()
+        return self._engine.take()
 
     # ------------------------------------------------------------------ setting timers
 
@@ -288,6 +297,8 @@ class TimerHandle:
         once the manager has stopped and every event was received."""
         limit = min(check_size(max_events, "max_events"), sys.maxsize)
         runner = self._runner
+        if runner.debug:
+            runner.check_thread()
         while True:
             events = runner.engine.take_many(limit)
             if events or runner.state == _runner.STOPPED:
@@ -382,8 +393,11 @@ class TimerHandle:
             await self.flush()
 
     def _local_only(self, awaitable: str) -> None:
-        if self._runner.remote:
+        runner = self._runner
+        if runner.remote:
             raise TypeError(f"this handle's timers are on a remote backend: use await handle.{awaitable}")
+        if runner.debug:
+            runner.check_thread()
 
     async def _query(self, what: str, name: str) -> float | int | None:
         runner = self._runner
