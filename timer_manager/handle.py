@@ -169,7 +169,9 @@ class TimerHandle:
         does nothing, the event stays, and it returns False). A timer set with :meth:`set_timer_at` took ``when`` -
         now as its duration; a repeating timer's next tick moves to now + its period, and its grid with
         it. Commands sent before (from this thread, or from threads whose call returned) are applied
-        first, so a touch never acts on a timer state they replace.
+        first, so a touch never acts on a timer state they replace. Once the manager's cancellation token is
+        cancelled, a touch does nothing (the stop on its way discards it, as it discards the commands still
+        queued) and returns whether the timer is pending.
 
         On a remote backend (Redis) a touch is a command, applied on the server in order with the
         others: it returns True once queued (only the server knows whether the timer was pending), and
@@ -190,6 +192,10 @@ class TimerHandle:
         if runner.remote:  # applied on the server, in order with the other commands
             self._try_send([(TOUCH, name, runner.clock(), None)])
             return True
+        if runner.token_cancelled:
+            # The token's stop is on its way: it discards a touch as it discards the commands still queued, and
+            # leaves the events that wait receivable (a touch would withdraw a fired timer's event).
+            return bool(runner.engine.is_live(name))
         queued = self._handed_over or runner.engine.queued() or runner.logging_command
         if queued and not runner.apply_queued():
             # Inside the engine's own pass (a DEBUG log handler): queue it behind what is queued, and behind the
@@ -208,6 +214,8 @@ class TimerHandle:
         if runner.remote:
             self._try_send([(TOUCH, name, now, None) for name in checked])
             return len(checked)
+        if runner.token_cancelled:  # discarded by the stop on its way, as in touch()
+            return sum(1 for name in checked if runner.engine.is_live(name))
         queued = self._handed_over or runner.engine.queued() or runner.logging_command
         if queued and not runner.apply_queued():
             runner.enqueue_all([(TOUCH, name, now, None) for name in checked])
