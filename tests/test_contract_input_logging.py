@@ -220,6 +220,31 @@ async def test_info_on_start_and_stop_with_name_and_reason(how: str, caplog: pyt
 
 
 @pytest.mark.usefixtures("core")
+async def test_a_manager_that_fails_logs_its_stop_at_error(caplog: pytest.LogCaptureFixture) -> None:
+    """Contract 11 as the docs now say it: a manager that stops because it failed logs its stop at ERROR
+    (its name and the exception), not at INFO, which the contract promised for every stop. Catches: the
+    docs and the code disagreeing on the level again."""
+    caplog.set_level(logging.INFO, logger="timer_manager")
+    manager, _handle = TimerManager.new("fails", 0, 4, 4)
+    task = asyncio.create_task(manager.run())
+    await asyncio.sleep(0)
+
+    def broken_clock() -> float:
+        raise RuntimeError("broken clock")
+
+    manager._runner.clock = broken_clock
+    manager._runner.schedule_service()
+    with pytest.raises(RuntimeError, match="broken clock"):
+        await asyncio.wait_for(task, 30)
+    errors = _records(caplog, logging.ERROR)
+    assert len(errors) == 1
+    assert "'fails'" in errors[0]
+    assert "stopped" in errors[0]
+    assert "broken clock" in errors[0]
+    assert not any("stopped" in message for message in _records(caplog, logging.INFO))
+
+
+@pytest.mark.usefixtures("core")
 async def test_debug_for_each_command_when_enabled(caplog: pytest.LogCaptureFixture) -> None:
     """With DEBUG on, one DEBUG record per command, in order, names in repr.
     catches: commands not logged; names logged raw."""

@@ -202,6 +202,37 @@ async def test_token_cancel_discards_commands_still_queued() -> None:
     await assert_stopped_state(handle, [])
 
 
+@pytest.mark.parametrize("how", ["touch", "touch_many", "touch behind a queued command"])
+async def test_a_touch_after_the_token_was_cancelled_leaves_the_events_receivable(how: str) -> None:
+    """Contract 8: a token stop leaves the state a shutdown leaves, whose events already queued stay receivable
+    (contract 7). A touch made after the token was cancelled, before the manager stopped, is discarded as the
+    commands still queued are: it does not withdraw a one-shot timer's or a repeating timer's waiting event
+    (after a shutdown() it would raise ManagerClosed and withdraw nothing). Catches: a touch applied at the
+    call in that gap, which retracted the waiting events and armed timers the stop then discarded: the
+    events were lost."""
+    token = CancellationToken()
+    manager, handle = TimerManager.new("touched late", 0, 10, 10, token)
+    task = asyncio.create_task(manager.run())
+    await handle.set_timer("one-shot", 0)
+    await handle.set_interval("repeating", 60, first=0)
+    while manager.stats().events_ready < 2:
+        await asyncio.sleep(0.001)
+    token.cancel()  # on the loop's thread: the stop is on its way, not yet made
+    if how == "touch":
+        handle.touch("one-shot")
+        handle.touch("repeating")
+    elif how == "touch_many":
+        handle.touch_many(["one-shot", "repeating"])
+    else:
+        with contextlib.suppress(ManagerClosed):
+            handle.try_cancel_timer("nothing")
+        handle.touch("one-shot")
+        handle.touch("repeating")
+    await asyncio.wait_for(task, HANG)
+    assert manager.stats().retracted == 0
+    await assert_stopped_state(handle, ["one-shot", "repeating"])
+
+
 async def test_parent_token_cancel_stops_manager_with_child_token() -> None:
     """A manager given a child token stops when the parent is cancelled.
     catches: children not cancelled with their parent."""

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from timer_manager import TimerExpired, _env
 from timer_manager._engine_py import Engine as PyEngine
-from timer_manager._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, SHUTDOWN, Interval
+from timer_manager._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, SHUTDOWN, TOUCH, Interval
 from timer_manager._table_py import TimerTable as PyTable
 
 
@@ -83,7 +83,15 @@ class Marker:
 
 commands = st.lists(
     st.one_of(
-        st.tuples(st.just(SET), st.sampled_from("abcdef"), st.integers(0, 8).map(float), st.sampled_from([None, 1])),
+        st.tuples(
+            st.just(SET),
+            st.sampled_from("abcdef"),
+            st.one_of(  # a deadline (span 0), or (deadline, span): the span a touch adds to its now
+                st.integers(0, 8).map(float),
+                st.tuples(st.integers(0, 8).map(float), st.sampled_from([0.0, 1.0, 2.5])),
+            ),
+            st.sampled_from([None, 1]),
+        ),
         st.tuples(
             st.just(SET_INTERVAL),
             st.sampled_from("abcdef"),
@@ -92,6 +100,8 @@ commands = st.lists(
         ),
         st.tuples(st.just(CANCEL), st.sampled_from("abcdefg"), st.none(), st.none()),
         st.tuples(st.just(CANCEL_ALL), st.none(), st.none(), st.none()),
+        st.tuples(st.just(TOUCH), st.sampled_from("abcdefg"), st.none(), st.none()),
+        st.tuples(st.just("touch"), st.sampled_from("abcdefg"), st.none(), st.none()),
         st.tuples(st.just(FLUSH), st.none(), st.none(), st.none()),
         st.tuples(st.just("reserve"), st.sampled_from("abcdef"), st.none(), st.none()),
         st.tuples(st.just("fire"), st.none(), st.integers(0, 9).map(float), st.none()),
@@ -126,8 +136,9 @@ def _observe(engine: Any) -> tuple[Any, ...]:
 
 @given(commands, st.integers(1, 4), st.integers(1, 4))
 def test_both_engines_agree_on_every_step(script: list[Any], command_capacity: int, event_capacity: int) -> None:
-    """Random sequences of commands (one-shot and repeating sets, cancels, flushes, sets counted against
-    max_timers), firings at a moving clock and receipts give identical results from both engines:
+    """Random sequences of commands (one-shot and repeating sets, cancels, touches at the call and queued,
+    flushes, sets counted against max_timers), firings at a moving clock and receipts give identical results
+    from both engines:
     queue-full answers, shutdown, events (name, deadline, data, order), retractions, re-arming,
     reservations released, what is pending and its deadlines, counters.
     Catches: any divergence of the Cython engine from its pure-Python reference."""
@@ -153,6 +164,10 @@ def test_both_engines_agree_on_every_step(script: list[Any], command_capacity: i
                 result: Any = (engine.apply(), engine.fire(value, now[0]))
             elif op == "take":
                 result = engine.take_many(value)
+            elif op == "touch":  # at the call, as TimerHandle.touch with nothing queued
+                result = engine.touch(name, now[0])
+            elif op == TOUCH:  # a thread's touch, applied in order with the commands
+                result = engine.push(op, name, now[0], data)
             elif op == "reserve":
                 engine.reserved[name] = engine.reserved.get(name, 0) + 1
                 result = engine.push(SET, name, now[0] + 5.0, None)

@@ -234,6 +234,24 @@ async def test_set_timer_at_refuses_bad_input_and_a_full_queue() -> None:
     await task
 
 
+@virtual
+async def test_set_timer_at_in_the_past_with_a_heartbeat_follows_the_grid() -> None:
+    """With a heartbeat, a past ``when`` is due at once as contract 3 has it for any deadline: at the first
+    grid tick at or after ``when``: at once if such a tick has come (``when`` before the last tick), else
+    at the next tick, not at the call. The docs said "a past one fires at once", which held only for the
+    first case. Catches: the docs and the code disagreeing again (a past ``when`` delivered off the grid,
+    or the docs promising that)."""
+    async with running(heartbeat=1.0) as (_, handle, _task):
+        origin = now()
+        await asyncio.sleep(5.5)  # between the ticks origin+5 and origin+6
+        await handle.set_timer_at("before the last tick", origin + 4.75)
+        assert await recv(handle) == TimerExpired("before the last tick", origin + 4.75)
+        assert now() == origin + 5.5  # at once: the tick at origin+5 has come
+        await handle.set_timer_at("after the last tick", origin + 5.25)
+        assert await recv(handle) == TimerExpired("after the last tick", origin + 5.25)
+        assert now() == origin + 6  # the first tick at or after it
+
+
 async def test_set_timer_at_in_the_past_with_a_heartbeat_in_real_time() -> None:
     """On every loop, with a heartbeat: a past ``when`` fires promptly and the event carries ``when``.
     Catches: the same in real time / on uvloop."""

@@ -134,3 +134,43 @@ async def test_waiting_for_room_counts_each_episode_and_intervals_count_each_tic
         assert stats.set == before.set + 1
         assert stats.reset == before.reset
         assert stats.fired == before.fired + 3
+
+
+@virtual
+async def test_a_repeating_timer_whose_event_waits_is_counted_as_pending() -> None:
+    """A repeating timer whose event waits to be received is pending (``live`` counts it, and so do ``in``
+    and ``max_timers``), and the counters treat it so: cancelling it counts in ``cancelled`` (by
+    ``cancel_timer`` and by ``cancel_all_timers``), a set of its name replaces a pending timer (``reset``, not
+    ``set``), and a touch of it, like a touch of any pending timer, counts as neither. Catches: the counters
+    reading the table alone, which such a timer has left (the cancels went uncounted, the re-set and the
+    touch were counted as sets that created a timer)."""
+    async with running() as (manager, handle, _task):
+        await handle.set_interval("i", 1)
+        await asyncio.sleep(1.5)  # i's event waits: it is parked, still pending
+        assert "i" in handle and manager.stats().live == 1
+        await handle.cancel_timer("i")
+        await handle.flush()
+        stats = manager.stats()
+        assert (stats.live, stats.set, stats.reset, stats.cancelled, stats.retracted) == (0, 1, 0, 1, 1)
+
+        await handle.set_interval("j", 1)
+        await asyncio.sleep(1.5)  # j's event waits
+        await handle.set_timer("j", 100)  # replaces the pending repeating timer with a one-shot
+        await handle.flush()
+        stats = manager.stats()
+        assert (stats.live, stats.set, stats.reset, stats.cancelled, stats.retracted) == (1, 2, 1, 1, 2)
+
+        await handle.set_interval("k", 1)
+        await asyncio.sleep(1.5)  # k's event waits
+        assert handle.touch("k")  # its event is withdrawn, its next tick one period from now
+        stats = manager.stats()
+        assert (stats.live, stats.set, stats.reset, stats.cancelled, stats.retracted) == (2, 3, 1, 1, 3)
+
+        await handle.set_interval("m", 10, first=0)  # due at once: its event waits
+        await asyncio.sleep(0.25)
+        assert manager.stats().events_ready == 1
+        await handle.cancel_all_timers()  # j and k in the table, m parked
+        await handle.flush()
+        stats = manager.stats()
+        assert (stats.live, stats.set, stats.reset, stats.cancelled, stats.retracted) == (0, 4, 1, 4, 4)
+        assert stats.fired == 4  # i, j, k, m once each

@@ -227,10 +227,122 @@ async def test_receiving_on_the_plain_handle_from_another_thread_raises_in_debug
         loop.set_debug(False)
 
 
+async def _receive_one(handle: Any) -> Any:
+    return await handle.recv_event()
+
+
+async def _receive_some(handle: Any) -> Any:
+    return await handle.recv_events(5)
+
+
+@pytest.mark.parametrize("method", ["recv_event", "recv_events", "deadline", "pending_count", "next_deadline", "in"])
+async def test_the_plain_handles_other_calls_from_another_thread_raise_in_debug_mode(method: str) -> None:
+    """In debug mode "calling the plain handle from another thread raises RuntimeError naming threadsafe()"
+    (the guide): the awaitable receives too (from a thread running a loop of its own), and the introspection
+    calls, which read (``next_deadline`` even settles) the table the loop's thread changes. The event stays
+    for the loop's thread. Catches: ``recv_event`` and ``recv_events`` taking a ready event from another
+    thread without a word (only a receive that had to wait was refused), the introspection calls not
+    checked."""
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    try:
+        async with running(heartbeat=0.001) as (manager, handle, _task):
+            await handle.set_timer("a", 0)
+            await handle.set_timer("b", 60)
+            while manager.stats().events_ready < 1:
+                await asyncio.sleep(0.001)
+            calls: dict[str, Callable[[], Any]] = {
+                "recv_event": lambda: asyncio.run(_receive_one(handle)),
+                "recv_events": lambda: asyncio.run(_receive_some(handle)),
+                "deadline": lambda: handle.deadline("b"),
+                "pending_count": lambda: handle.pending_count(),
+                "next_deadline": lambda: handle.next_deadline(),
+                "in": lambda: "b" in handle,
+            }
+            with pytest.raises(RuntimeError, match=r"threadsafe\(\)"):
+                await asyncio.to_thread(calls[method])
+            assert (await recv(handle, 5)).name == "a"
+            assert handle.deadline("b") is not None and "b" in handle and handle.pending_count() == 1
+    finally:
+        loop.set_debug(False)
+
+
 async def test_threadsafe_blocking_call_from_the_loop_thread_is_refused() -> None:
-    """Calling a blocking thread-side method on the loop's own thread would deadlock; it raises
-    RuntimeError instead (as threadsafe.py documents). Catches: a deadlocked loop."""
+    """Calling a blocking thread-side method on the loop's own thread would deadlock; every one of them raises
+    RuntimeError instead (as threadsafe.py documents), whatever the room, and queues nothing. Catches: a
+    deadlocked loop; ``cancel_timer``, which skipped the check (it queued while there was room, and with the
+    queue for other threads full it blocked the loop for good)."""
     async with running(heartbeat=0.001) as (_, handle, _task):
         threadsafe = handle.threadsafe()
         with pytest.raises(RuntimeError):
             threadsafe.set_timer("a", 1)
+        blocking_calls: list[Callable[[], None]] = [
+            lambda: threadsafe.set_timers([("a", 1)]),
+            lambda: threadsafe.cancel_timer("a"),
+            lambda: threadsafe.cancel_timers(["a"]),
+            lambda: threadsafe.touch("a"),
+            lambda: threadsafe.touch_many(["a"]),
+        ]
+        for blocking in blocking_calls:
+            with pytest.raises(RuntimeError, match="loop's"):
+                blocking()
+        await handle.flush()
+        assert handle.pending_count() == 0
+
+
+async def test_threadsafe_non_blocking_calls_work_on_the_loops_thread_too() -> None:
+    """The thread-safe handle's methods "may be called from any thread" (its docstring; only the blocking ones
+    must not be called on the loop's thread, which they would block): its ``try_`` calls work on the loop's
+    thread as well, applied in order with the plain handle's calls around them. Catches: every method,
+    ``try_`` ones included, refusing the loop's thread with RuntimeError."""
+    async with running(heartbeat=0.001, commands=8) as (_, handle, _task):
+        threadsafe = handle.threadsafe()
+        await handle.set_timer("before", 60)
+        threadsafe.try_set_timer("a", 60, data="x")
+        threadsafe.try_set_timers([("b", 60), ("c", 60)])
+        threadsafe.try_cancel_timer("before")
+        threadsafe.try_cancel_timers(["c"])
+        handle.try_set_timer("a", 30)  # the plain handle's later call goes after the thread-safe handle's
+        await handle.flush()
+        assert sorted((name, handle.deadline(name) is not None) for name in ("a", "b", "before", "c")) == [
+            ("a", True),
+            ("b", True),
+            ("before", False),
+            ("c", False),
+        ]
+        deadline_a = handle.deadline("a")
+        assert deadline_a is not None and deadline_a - now() <= 30
+        threadsafe.try_touch("b")
+        threadsafe.try_touch_many(["b", "a"])
+        await handle.flush()
+        assert handle.pending_count() == 2
+        for index in range(8):
+            threadsafe.try_set_timer(f"fill{index}", 60)
+        with pytest.raises(QueueFull):  # its queue is bounded as from any thread, and it never blocks
+            threadsafe.try_set_timer("one more", 60)
+
+
+async def test_a_threadsafe_try_batch_larger_than_the_queue_is_refused_as_on_the_loop() -> None:
+    """``try_set_timers``: "if all fit now, else raise QueueFull and set none". A batch larger than the whole
+    queue never fits: refused from a thread as on the loop's thread, even with the queue empty; the blocking
+    form lets it in alone once the queue is empty. Catches: the queue for other threads taking any
+    ``try_`` batch whenever it was empty, however large (the bound did not hold for one call)."""
+    async with running(heartbeat=0.001, commands=4) as (manager, handle, _task):
+        threadsafe = handle.threadsafe()
+        items = [(f"t{index}", 60) for index in range(5)]
+        names = [name for name, _ in items]
+        with pytest.raises(QueueFull):
+            handle.try_set_timers(items)
+        for call, argument in (
+            (threadsafe.try_set_timers, items),
+            (threadsafe.try_cancel_timers, names),
+            (threadsafe.try_touch_many, names),
+        ):
+            with pytest.raises(QueueFull):
+                await asyncio.to_thread(call, argument)  # type: ignore[arg-type]
+        await handle.flush()
+        assert handle.pending_count() == 0
+        assert manager.stats().command_queue_high_water <= 1  # the flush alone
+        await asyncio.to_thread(threadsafe.set_timers, items)  # the blocking form: let in alone
+        await handle.flush()
+        assert handle.pending_count() == 5

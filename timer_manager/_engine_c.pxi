@@ -288,7 +288,7 @@ cdef class Engine:
                             self.release(name)
                     else:
                         replaced = self._place(op, name, value, deadline, span, was_parked)
-                    if replaced:
+                    if replaced or was_parked:  # a parked repeating timer is pending: a set of it replaces it
                         self.count_reset += 1
                     else:
                         self.count_set += 1
@@ -298,7 +298,8 @@ cdef class Engine:
                         self.data.pop(name, None)
                 elif op == OP_CANCEL:
                     if self._ready and PyDict_Contains(self._ready, name) and self._retract(name):
-                        self.parked -= 1
+                        self.parked -= 1  # a parked repeating timer, pending, out of the table: cancelled
+                        self.count_cancelled += 1
                     if (self._table._cancel(name) if self._table is not None else self.table.cancel(name)):
                         self.count_cancelled += 1
                     if self.intervals:
@@ -308,8 +309,8 @@ cdef class Engine:
                 elif op == OP_CANCEL_ALL:
                     for ready_name in list(self._ready):
                         self._retract(ready_name)
+                    self.count_cancelled += self.table.clear() + self.parked  # parked repeating timers are pending too
                     self.parked = 0
-                    self.count_cancelled += self.table.clear()
                     self.intervals.clear()
                     self.data.clear()
                 elif op == OP_FLUSH:
@@ -409,7 +410,8 @@ cdef class Engine:
             self._set(name, now + span, span)
             if was_parked:
                 self.parked -= 1
-        self.count_set += 1
+        if interval is None:  # a one-shot that fell due was not pending: re-armed, it is a timer created
+            self.count_set += 1
         self.wake()  # the runner arms the wake-up for it
         return 1
 

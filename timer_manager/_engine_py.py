@@ -158,7 +158,7 @@ class Engine:
                         self.release(name)  # type: ignore[arg-type]
                 else:
                     replaced = self._place(name, interval, value, span, was_parked)  # type: ignore[arg-type]
-                if replaced:
+                if replaced or was_parked:  # a parked repeating timer is pending: a set of it replaces it
                     self.count_reset += 1
                 else:
                     self.count_set += 1
@@ -168,7 +168,8 @@ class Engine:
                     self.data.pop(name, None)  # type: ignore[arg-type]
             elif op == CANCEL:
                 if self._ready and name in self._ready and self._retract(name):
-                    self.parked -= 1
+                    self.parked -= 1  # a parked repeating timer, pending, out of the table: cancelled
+                    self.count_cancelled += 1
                 if table.cancel(name):
                     self.count_cancelled += 1
                 if self.intervals:
@@ -178,8 +179,8 @@ class Engine:
             elif op == CANCEL_ALL:
                 for ready_name in list(self._ready):
                     self._retract(ready_name)
+                self.count_cancelled += table.clear() + self.parked  # parked repeating timers are pending too
                 self.parked = 0
-                self.count_cancelled += table.clear()
                 self.intervals.clear()
                 self.data.clear()
             elif op == FLUSH:
@@ -257,7 +258,8 @@ class Engine:
             self.table.set_with_span(name, now + span, span)
             if was_parked:
                 self.parked -= 1
-        self.count_set += 1
+        if interval is None:  # a one-shot that fell due was not pending: re-armed, it is a timer created
+            self.count_set += 1
         self.wake()  # the runner arms the wake-up for it
         return True
 

@@ -52,8 +52,9 @@ class Inbox:
                 loop = self.loop
                 if loop is None or loop.is_closed():
                     raise ManagerClosed(f"timer manager {self.name!r}: its event loop is closed")
-                # A batch larger than the whole inbox goes in alone.
-                if len(self.commands) + len(commands) <= self.capacity or not self.commands:
+                # A batch larger than the whole inbox goes in alone, if its caller waits for that; a try_ call's
+                # batch must fit, as on the loop's thread.
+                if len(self.commands) + len(commands) <= self.capacity or (block and not self.commands):
                     break
                 if not block:
                     raise QueueFull(

@@ -86,6 +86,7 @@ class Runner:
         self.engine.handed_over = self.inbox.commands  # a touch at the call waits behind these
 
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.on_bind: list[Callable[[], None]] = []  # called after each bind (the handle picks its receive path)
         self.clock: Callable[[], float] = time.monotonic
         self.thread_id = 0
         self.debug = False
@@ -125,12 +126,17 @@ class Runner:
         with self.inbox.lock:
             self.inbox.loop = loop
         self.update_direct_touch()
+        for hook in self.on_bind:
+            hook()
 
     def update_direct_touch(self) -> None:
         """Tell the engine whether a touch may be applied at the call, as ``TimerHandle.touch`` does when
-        nothing is queued: once bound to its loop, while open, on a local table, and not in debug mode (where
-        every call checks its thread). Called wherever one of those changes."""
-        self.engine.direct_touch = self.loop is not None and not (self.debug or self.closing or self.remote)
+        nothing is queued: once bound to its loop, while open, on a local table, not in debug mode (where
+        every call checks its thread), and no token stop is on its way (which discards a touch, as it does the
+        commands still queued). Called wherever one of those changes."""
+        self.engine.direct_touch = self.loop is not None and not (
+            self.debug or self.closing or self.remote or self.token_cancelled
+        )
 
     def bound_loop(self) -> asyncio.AbstractEventLoop:
         """The manager's loop, binding the running one on first use."""

@@ -54,11 +54,20 @@ class TimerHandle:
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
         self._engine = runner.engine
-        self._take = runner.engine.take
+        self._take = runner.engine.take  # recv_event's fast path: in debug mode, behind the thread check (_bound)
         self._handed_over = runner.inbox.commands  # non-empty while other threads' commands wait for the loop
+        runner.on_bind.append(self._bound)
 
     def __repr__(self) -> str:
         return f"<TimerHandle of {self._runner.name!r}>"
+
+    def _bound(self) -> None:
+        """The manager was bound to its loop: in debug mode every receive checks its thread, the fast one too."""
+        self._take = self._take_on_the_loops_thread if self._runner.debug else self._engine.take
+
+    def _take_on_the_loops_thread(self) -> TimerEvent | None:
+        self._runner.check_thread()
+        return self._engine.take()
 
     # ------------------------------------------------------------------ setting timers
 
@@ -98,7 +107,8 @@ class TimerHandle:
 
     async def set_timer_at(self, name: str, when: float | datetime, *, data: Any = None) -> None:
         """Create timer ``name`` or replace its deadline with ``when`` (loop time; on Redis: Unix time, or an
-        aware ``datetime``); a past ``when`` fires at once."""
+        aware ``datetime``). A past ``when`` is due at once: with a heartbeat, it is delivered at the first grid
+        tick at or after it, as any timer is (at once if that tick has come, else at the next one)."""
         await self._runner.send([self._set_at_command(name, when, data)])
 
     def try_set_timer_at(self, name: str, when: float | datetime, *, data: Any = None) -> None:
@@ -159,7 +169,9 @@ class TimerHandle:
         does nothing, the event stays, and it returns False). A timer set with :meth:`set_timer_at` took ``when`` -
         now as its duration; a repeating timer's next tick moves to now + its period, and its grid with
         it. Commands sent before (from this thread, or from threads whose call returned) are applied
-        first, so a touch never acts on a timer state they replace.
+        first, so a touch never acts on a timer state they replace. Once the manager's cancellation token is
+        cancelled, a touch does nothing (the stop on its way discards it, as it discards the commands still
+        queued) and returns whether the timer is pending.
 
         On a remote backend (Redis) a touch is a command, applied on the server in order with the
         others: it returns True once queued (only the server knows whether the timer was pending), and
@@ -180,6 +192,10 @@ class TimerHandle:
         if runner.remote:  # applied on the server, in order with the other commands
             self._try_send([(TOUCH, name, runner.clock(), None)])
             return True
+        if runner.token_cancelled:
+            # The token's stop is on its way: it discards a touch as it discards the commands still queued, and
+            # leaves the events that wait receivable (a touch would withdraw a fired timer's event).
+            return bool(runner.engine.is_live(name))
         queued = self._handed_over or runner.engine.queued() or runner.logging_command
         if queued and not runner.apply_queued():
             # Inside the engine's own pass (a DEBUG log handler): queue it behind what is queued, and behind the
@@ -198,6 +214,8 @@ class TimerHandle:
         if runner.remote:
             self._try_send([(TOUCH, name, now, None) for name in checked])
             return len(checked)
+        if runner.token_cancelled:  # discarded by the stop on its way, as in touch()
+            return sum(1 for name in checked if runner.engine.is_live(name))
         queued = self._handed_over or runner.engine.queued() or runner.logging_command
         if queued and not runner.apply_queued():
             runner.enqueue_all([(TOUCH, name, now, None) for name in checked])
@@ -287,6 +305,8 @@ class TimerHandle:
         once the manager has stopped and every event was received."""
         limit = min(check_size(max_events, "max_events"), sys.maxsize)
         runner = self._runner
+        if runner.debug:
+            runner.check_thread()
         while True:
             events = runner.engine.take_many(limit)
             if events or runner.state == _runner.STOPPED:
@@ -381,8 +401,11 @@ class TimerHandle:
             await self.flush()
 
     def _local_only(self, awaitable: str) -> None:
-        if self._runner.remote:
+        runner = self._runner
+        if runner.remote:
             raise TypeError(f"this handle's timers are on a remote backend: use await handle.{awaitable}")
+        if runner.debug:
+            runner.check_thread()
 
     async def _query(self, what: str, name: str) -> float | int | None:
         runner = self._runner
@@ -392,7 +415,8 @@ class TimerHandle:
         return await runner.store.query(what, name)
 
     def threadsafe(self) -> ThreadsafeHandle:
-        """Return a handle whose methods may be called from any thread."""
+        """Return a handle whose methods may be called from any thread (its blocking ones from any but the loop's,
+        where they raise ``RuntimeError``)."""
         self._runner.bound_loop()
         return ThreadsafeHandle(self._runner)
 

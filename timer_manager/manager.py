@@ -173,6 +173,7 @@ class TimerManager:
             # the stop itself runs on the loop's thread, never in the middle of the manager's own work (the
             # token may be cancelled from a log handler it called).
             runner.token_cancelled = True
+            runner.update_direct_touch()  # a touch from now on is discarded with the commands still queued
             if not loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # closed just now
                     loop.call_soon_threadsafe(runner.stop, "cancellation token cancelled")

@@ -14,6 +14,9 @@ class TimerStats:
     """A snapshot of a manager's counters, from :meth:`TimerManager.stats`.
 
     ``set`` counts sets that created a timer and ``reset`` those that replaced a pending one;
+    ``cancelled`` counts pending timers cancelled (a repeating timer whose event waits to be received is
+    pending, as ``live`` counts it; a touch counts in neither, unless it re-armed a one-shot timer whose
+    event waited: a timer created, in ``set``);
     ``retracted`` counts events withdrawn from the event queue by a cancel or re-set before they
     were received; ``waiting_for_room`` counts the times due timers found the event queue full
     (each also logged as a WARNING). The lateness percentiles are seconds between a timer's

@@ -23,8 +23,9 @@ class ThreadsafeHandle:
     (:class:`QueueFull` after ``timeout`` seconds, :class:`ManagerClosed` once the manager stops or
     its loop is closed); the ``try_`` methods never wait. A call that returns has queued its
     commands, which the manager applies in the order this thread sent them, and before any command
-    the loop's thread sends after that; a call that raises has queued nothing. Never call the
-    blocking methods from the loop's own thread: they would wait for the loop they block.
+    the loop's thread sends after that; a call that raises has queued nothing. On the loop's own thread
+    the ``try_`` methods work too, and the blocking ones raise ``RuntimeError``: they would wait for the
+    loop they block.
     """
 
     __slots__ = ("_runner",)
@@ -96,7 +97,6 @@ class ThreadsafeHandle:
     # ------------------------------------------------------------------ building and handing over
 
     def _sets(self, items: Iterable[tuple[str, Duration] | tuple[str, Duration, Any]]) -> list[Command]:
-        self._check_thread()
         checked = []
         for item in items:
             if not isinstance(item, tuple) or len(item) not in (2, 3):
@@ -109,7 +109,6 @@ class ThreadsafeHandle:
         return [(SET, name, (now + duration, duration), data) for name, duration, data in checked]
 
     def _touches(self, names: Iterable[str]) -> list[Command]:
-        self._check_thread()
         if isinstance(names, str):
             raise TypeError("names must be an iterable of str, not a single str")
         checked = [check_name(name) for name in names]
@@ -117,7 +116,6 @@ class ThreadsafeHandle:
         return [(TOUCH, name, now, None) for name in checked]
 
     def _cancels(self, names: Iterable[str]) -> list[Command]:
-        self._check_thread()
         if isinstance(names, str):
             raise TypeError("names must be an iterable of str, not a single str")
         return [(CANCEL, check_name(name), None, None) for name in names]
@@ -132,10 +130,12 @@ class ThreadsafeHandle:
             runner.drop(commands)
             raise
 
-    @staticmethod
-    def _timeout(timeout: float | None) -> float | None:
-        return None if timeout is None else seconds(timeout, "timeout")
-
-    def _check_thread(self) -> None:
+    def _timeout(self, timeout: float | None) -> float | None:
+        """Check a blocking call: its ``timeout``, and that it is not made on the loop's thread, which it would block
+        (every blocking method calls this first)."""
         if threading.get_ident() == self._runner.thread_id:
-            raise RuntimeError("ThreadsafeHandle is for other threads; on the loop's thread use the TimerHandle itself")
+            raise RuntimeError(
+                "ThreadsafeHandle's blocking methods are for other threads: on the loop's thread they would block the "
+                "loop they wait for; use the TimerHandle itself (or the try_ methods)"
+            )
+        return None if timeout is None else seconds(timeout, "timeout")
