@@ -41,13 +41,18 @@ PARTIAL: dict[str, Effect] = {  # what a half-applied call would leave
 
 
 async def _cancel_after(
-    steps: int, awaitable: Awaitable[Any], manager: TimerManager, fill: Callable[[], Any], seen: set[str]
+    steps: int,
+    awaitable: Awaitable[Any],
+    manager: TimerManager,
+    fill: Callable[[], Any],
+    seen: set[str],
+    look: Callable[[asyncio.Task[Any]], None] | None = None,
 ) -> tuple[str, asyncio.Task[None]]:
     """Start ``awaitable`` in a task on a manager not yet running, fill its command queue before the
     task's first step (so the call finds no room), start ``run()`` after one loop iteration, and
     cancel the call after ``steps`` iterations. Return how the call ended and the run() task.
     ``seen`` collects the states calls were cancelled in: "waiting" for room, "woken" (room
-    promised, not yet queued)."""
+    promised, not yet queued); ``look`` sees the call's task just before it is cancelled."""
     task = asyncio.ensure_future(awaitable)
     fill()
     run: asyncio.Task[None] | None = None
@@ -59,6 +64,8 @@ async def _cancel_after(
         seen.add("woken")
     elif manager._runner.senders:
         seen.add("waiting")
+    if look is not None:
+        look(task)
     task.cancel()
     if run is None:
         run = asyncio.ensure_future(manager.run())
@@ -118,18 +125,72 @@ async def test_a_send_cancelled_at_each_suspension_point_has_all_or_none_of_its_
     assert seen == {"waiting", "woken"}, seen
 
 
-async def test_flush_cancelled_at_each_suspension_point_leaves_nothing_behind() -> None:
-    """flush() waits for room, then for its marker to be applied; cancelled at either, nothing is left
-    and later flushes and the shutdown work. Catches: a flush marker resolving a cancelled future
-    (InvalidStateError), a waiter left behind."""
+FLUSHES: dict[str, Call] = {  # flush() and the queries that flush first (when anything is queued)
+    "flush": lambda h: h.flush(),
+    "get_deadline": lambda h: h.get_deadline("blocker"),
+    "get_pending_count": lambda h: h.get_pending_count(),
+    "get_next_deadline": lambda h: h.get_next_deadline(),
+}
+
+
+@pytest.mark.parametrize("method", sorted(FLUSHES))
+async def test_flush_cancelled_at_each_suspension_point_leaves_nothing_behind(method: str) -> None:
+    """flush() (or a query, which flushes first) waits for room, then for its marker to be applied; cancelled
+    at either, nothing is left, not even its marker in the command queue, and later flushes and the shutdown
+    work. Catches: a flush marker resolving a cancelled future (InvalidStateError), a waiter left behind, a
+    cancelled call's marker left queued (it held a place in the bounded queue until the next pass)."""
     seen: set[str] = set()
+    outcomes = set()
     for steps in range(MAX_STEPS):
         manager, handle = TimerManager.new("flush", 0, 1, 8)
-        _, run = await _cancel_after(steps, handle.flush(), manager, _blocker(handle), seen)
+        runner = manager._runner
+        left: list[int] = []
+
+        async def call(handle: TimerHandle = handle, left: list[int] = left) -> Any:
+            try:
+                return await FLUSHES[method](handle)
+            except asyncio.CancelledError:
+                # As the cancellation arrives: nothing queued but the blocker, if it is not applied yet.
+                left.append(handle._runner.engine.queued() - (0 if "blocker" in handle else 1))
+                raise
+
+        def look(task: asyncio.Task[Any], handle: TimerHandle = handle) -> None:
+            runner = handle._runner
+            if not task.done() and not runner.senders and "blocker" in handle and runner.engine.queued():
+                seen.add("marker queued")  # the call waits for its marker, the only command queued
+
+        outcome, run = await _cancel_after(steps, call(), manager, _blocker(handle), seen, look)
+        outcomes.add(outcome)
+        assert left in ([], [0]), f"the cancelled call left {left} command(s) queued (after {steps} steps)"
         await asyncio.wait_for(handle.flush(), HANG)
         _assert_nothing_left(manager)
+        assert runner.engine.queued() == 0
         await _stops(manager, handle, run)
-    assert seen == {"waiting", "woken"}, seen
+    assert outcomes == {"cancelled", "returned"}, outcomes
+    assert seen == {"waiting", "woken", "marker queued"}, seen
+
+
+@pytest.mark.parametrize("method", sorted(FLUSHES))
+async def test_a_flush_cancelled_while_its_marker_waits_leaves_no_place_taken(method: str) -> None:
+    """Before run(): a set and a flush() (or query) marker fill a command queue of two; the call is cancelled.
+    Its marker is withdrawn: the queue has room again for a try_ call, and only the set is applied. Catches: the
+    cancelled call's marker kept queued (the try_ call raised QueueFull)."""
+    manager, handle = TimerManager.new("withdraw", 0, 2, 8)
+    handle.try_set_timer("x", 1000)
+    call = asyncio.ensure_future(FLUSHES[method](handle))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert manager._runner.engine.queued() == 2  # the set and the marker, which waits
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert manager._runner.engine.queued() == 1, "the cancelled call's marker is still queued"
+    handle.try_set_timer("y", 1000)  # the marker's place is free again
+    run = asyncio.ensure_future(manager.run())
+    await asyncio.wait_for(handle.flush(), HANG)
+    assert "x" in handle and "y" in handle
+    _assert_nothing_left(manager)
+    await _stops(manager, handle, run)
 
 
 async def test_shutdown_cancelled_at_each_suspension_point_either_stops_the_manager_or_leaves_it_open() -> None:

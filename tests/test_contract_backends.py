@@ -225,6 +225,44 @@ async def test_shutdown_applies_what_came_before_and_releases_every_waiter(backe
             await handle.set_timer("after", 0.01)
 
 
+async def test_the_awaitable_queries_raise_manager_closed_after_the_stop(backend: Backend) -> None:
+    """One rule on both backends: from shutdown() on, and after the stop, get_deadline(), get_pending_count() and
+    get_next_deadline() raise ManagerClosed. Catches: the local ones answering 0 / None after the stop."""
+    async with started(backend) as (_, handle, task):
+        await handle.set_timer("x", 30.0)
+        assert await handle.get_pending_count() >= 1
+        await handle.cancel_all_timers()
+        await handle.shutdown()
+        await asyncio.wait_for(task, LIMIT)
+        for query in (lambda: handle.get_deadline("x"), handle.get_pending_count, handle.get_next_deadline):
+            with pytest.raises(ManagerClosed, match="stopped"):
+                await asyncio.wait_for(query(), LIMIT)
+
+
+async def test_a_flush_cancelled_before_the_manager_runs_leaves_nothing_queued(backend: Backend) -> None:
+    """A flush() waiting for its marker before run(), cancelled: the marker leaves the command queue (of two:
+    a set and the marker filled it), so a try_ call finds room. Catches: the cancelled flush's marker kept its
+    place (QueueFull)."""
+    name = f"contract-{uuid.uuid4().hex[:10]}"
+    manager, handle = TimerManager.new(name, 0, 2, 8, backend=backend.make(name))
+    handle.try_set_timer("x", 30.0)
+    flushing = asyncio.ensure_future(handle.flush())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    handle.try_set_timer("y", 30.0)
+    task = asyncio.ensure_future(manager.run())
+    try:
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        assert await asyncio.wait_for(handle.get_pending_count(), LIMIT) == 2
+        await handle.cancel_all_timers()
+    finally:
+        await asyncio.wait_for(handle.shutdown(), LIMIT)
+        await asyncio.wait_for(task, LIMIT)
+
+
 async def test_a_token_stops_the_manager_and_releases_a_waiting_receiver(backend: Backend) -> None:
     token = CancellationToken()
     async with started(backend, cancel_token=token) as (_, handle, task):

@@ -20,9 +20,20 @@ pytestmark = pytest.mark.usefixtures("core")
 HANG = 10.0  # seconds: a call that takes longer than this is hung
 
 
-def closed_calls(handle: TimerHandle) -> list[Callable[[], Any]]:
-    """Every command of the handle, each as a zero-argument call (awaitables return a coroutine)."""
+def closed_queries(handle: TimerHandle) -> list[Callable[[], Any]]:
+    """The awaitable queries: they raise ManagerClosed from the moment shutdown() is called, as commands do."""
     return [
+        lambda: handle.get_deadline("x"),
+        lambda: handle.get_pending_count(),
+        lambda: handle.get_next_deadline(),
+    ]
+
+
+def closed_calls(handle: TimerHandle) -> list[Callable[[], Any]]:
+    """Every command of the handle and the awaitable queries, each as a zero-argument call (awaitables return a
+    coroutine)."""
+    return [
+        *closed_queries(handle),
         lambda: handle.set_timer("x", 1.0),
         lambda: handle.set_timer_at("x", 1.0),
         lambda: handle.set_interval("x", 1.0),
@@ -130,6 +141,38 @@ async def test_commands_refused_from_the_moment_shutdown_is_called() -> None:
     await assert_every_command_closed(handle)
     task = asyncio.create_task(manager.run())
     await asyncio.wait_for(asyncio.gather(stopping, task), HANG)
+
+
+@pytest.mark.parametrize("end", ["shutdown", "try_shutdown", "token"])
+async def test_the_awaitable_queries_raise_manager_closed_from_shutdown_on_as_on_redis(end: str) -> None:
+    """get_deadline(), get_pending_count() and get_next_deadline() raise ManagerClosed from the moment shutdown()
+    is called and after the stop, however the manager stopped, as the commands do and as they do on Redis; the
+    synchronous forms keep answering from the table (nothing is pending after the stop). Catches: the local
+    queries answering 0 / None once the manager had stopped, where they raised while its SHUTDOWN was queued."""
+    token = CancellationToken()
+    manager, handle = TimerManager.new("queries", 0, 8, 8, token)
+    task = asyncio.create_task(manager.run())
+    await handle.set_timer("x", 1000.0)
+    assert await handle.get_pending_count() == 1
+    if end == "try_shutdown":
+        handle.try_shutdown()
+        for query in closed_queries(handle):  # the SHUTDOWN is queued, not yet applied (awaited in this task)
+            with pytest.raises(ManagerClosed, match="shutting down"):
+                await query()
+    elif end == "shutdown":
+        await handle.shutdown()
+    else:
+        token.cancel()
+    await asyncio.wait_for(task, HANG)
+    for query in closed_queries(handle):
+        with pytest.raises(ManagerClosed, match="stopped"):
+            await asyncio.wait_for(query(), HANG)
+    assert (handle.pending_count(), handle.deadline("x"), handle.next_deadline(), "x" in handle) == (
+        0,
+        None,
+        None,
+        False,
+    )
 
 
 async def test_shutdown_is_idempotent_both_forms() -> None:

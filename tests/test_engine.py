@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import sys
 from typing import Any
 
 import pytest
@@ -103,6 +104,7 @@ commands = st.lists(
         st.tuples(st.just(TOUCH), st.sampled_from("abcdefg"), st.none(), st.none()),
         st.tuples(st.just("touch"), st.sampled_from("abcdefg"), st.none(), st.none()),
         st.tuples(st.just(FLUSH), st.none(), st.none(), st.none()),
+        st.tuples(st.just("withdraw"), st.none(), st.integers(0, 5), st.none()),
         st.tuples(st.just("reserve"), st.sampled_from("abcdef"), st.none(), st.none()),
         st.tuples(st.just("fire"), st.none(), st.integers(0, 9).map(float), st.none()),
         st.tuples(st.just("take"), st.none(), st.integers(1, 4), st.none()),
@@ -137,8 +139,8 @@ def _observe(engine: Any) -> tuple[Any, ...]:
 @given(commands, st.integers(1, 4), st.integers(1, 4))
 def test_both_engines_agree_on_every_step(script: list[Any], command_capacity: int, event_capacity: int) -> None:
     """Random sequences of commands (one-shot and repeating sets, cancels, touches at the call and queued,
-    flushes, sets counted against max_timers), firings at a moving clock and receipts give identical results
-    from both engines:
+    flushes, flushes withdrawn (a cancelled caller's), sets counted against max_timers), firings at a moving
+    clock and receipts give identical results from both engines:
     queue-full answers, shutdown, events (name, deadline, data, order), retractions, re-arming,
     reservations released, what is pending and its deadlines, counters.
     Catches: any divergence of the Cython engine from its pure-Python reference."""
@@ -155,10 +157,10 @@ def test_both_engines_agree_on_every_step(script: list[Any], command_capacity: i
                 reserved.pop(name, None)
 
         engine.release = release
+    markers: list[list[Marker]] = [[], []]  # each engine's flush markers, in the order pushed
     for op, name, value, data in script:
         results = []
-        markers = []
-        for engine in twins:
+        for engine, pushed in zip(twins, markers, strict=True):
             if op == "fire":
                 now[0] = max(now[0], value)
                 result: Any = (engine.apply(), engine.fire(value, now[0]))
@@ -178,14 +180,55 @@ def test_both_engines_agree_on_every_step(script: list[Any], command_capacity: i
                 result = engine.push(op, name, Interval(now[0] + origin, float(period), missed), data)
             elif op == FLUSH:
                 marker = Marker()
-                markers.append(marker)
+                pushed.append(marker)
                 result = engine.push(op, name, marker, data)
+            elif op == "withdraw":  # queued, applied, or withdrawn already: each answers whether it took it out
+                result = engine.withdraw(pushed[value % len(pushed)]) if pushed else None
             else:
                 result = engine.push(op, name, value, data)
             results.append(result)
         assert results[0] == results[1], (op, name, value)
         assert _observe(twins[0]) == _observe(twins[1]), (op, name, value)
+        assert [m.done() for m in markers[0]] == [m.done() for m in markers[1]], (op, name, value)
     for engine in twins:
         engine.apply()
     assert _observe(twins[0]) == _observe(twins[1])
+    assert [m.done() for m in markers[0]] == [m.done() for m in markers[1]]
     assert twins[0].take_many(100) == twins[1].take_many(100)
+
+
+@pytest.mark.parametrize("position", ["first", "middle", "last"])
+def test_a_withdrawn_flush_leaves_the_other_commands_in_order(position: str) -> None:
+    """A flush marker withdrawn from anywhere in the queue, with the queue wrapped round the end of the compiled
+    engine's ring (and grown past it): the commands around it are applied in order, the marker is not resolved,
+    and a second withdrawal finds nothing. Catches: the ring shifted the wrong way, a slot lost or doubled, a
+    reference leaked or freed twice (the marker's refcount), the pure-Python twin disagreeing."""
+    for engine in engines():
+        for index in range(50):  # move the ring's head near its end: the queue below wraps round
+            engine.push(SET, f"old{index}", 1.0, None)
+        engine.apply()
+        marker, other = Marker(), Marker()
+        names = [f"n{index:02}" for index in range(40 if position != "middle" else 120)]  # 120: the ring grows
+        at = {"first": 0, "middle": 60, "last": len(names)}[position]
+        for index, name in enumerate(names):
+            if index == at:
+                engine.push(FLUSH, None, marker, None)
+            engine.push(SET, name, 2.0 + index, None)
+        if at == len(names):
+            engine.push(FLUSH, None, marker, None)
+        engine.push(FLUSH, None, other, None)
+        before = sys.getrefcount(marker)
+        assert engine.queued() == len(names) + 2
+        assert engine.withdraw(marker) is True
+        assert engine.withdraw(marker) is False
+        assert sys.getrefcount(marker) == before - 1
+        assert engine.queued() == len(names) + 1
+        applied: list[Any] = []
+
+        def log(op: int, name: str | None, value: Any, applied: list[Any] = applied) -> None:
+            applied.append(name if op == SET else value)
+
+        engine.apply(log)
+        assert applied == [*names, other]
+        assert not marker.done() and other.done()
+        assert engine.withdraw(other) is False  # applied: nothing to take out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from datetime import timedelta
 
 import pytest
 from support import ASYNCIO_ONLY, running
@@ -141,9 +142,36 @@ def test_default_slack() -> None:
 
 @pytest.mark.parametrize(
     ("value", "error"),
-    [(-0.001, ValueError), (math.nan, ValueError), (math.inf, ValueError), ("1", TypeError), (True, TypeError)],
+    [
+        (-0.001, ValueError),
+        (math.nan, ValueError),
+        (math.inf, ValueError),
+        (-math.inf, ValueError),
+        (10**400, ValueError),  # an int past any float: infinite
+        ("1", TypeError),
+        (True, TypeError),
+    ],
 )
 def test_bad_slack_is_refused_at_construction(value: object, error: type[Exception]) -> None:
     """catches: a negative, NaN, infinite or non-number slack accepted."""
     with pytest.raises(error, match="timer_slack"):
         TimerManager("slack", 0, timer_slack=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("slack", [1e9, 1e300, 61, timedelta(hours=1)])
+async def test_a_slack_over_a_minute_is_accepted_with_a_warning_at_the_callers_line(slack: object) -> None:
+    """A slack over 60 s (1e9, or 100 meant as 100 ms) is most likely a unit mistake, as a heartbeat that long
+    is: a UserWarning names it, pointing at the caller's line (through new(), the constructor and open()); 60 s
+    and less pass silently. Catches: an absurd slack taken without a word (timers due after a delivery would
+    wait that long)."""
+    with pytest.warns(UserWarning, match=r"timer_slack=\S+ s") as warned:
+        TimerManager.new("suspicious", 0, 8, 8, timer_slack=slack)
+    assert warned[0].filename == __file__
+    with pytest.warns(UserWarning, match="timer_slack") as warned:
+        TimerManager("suspicious", 0, timer_slack=slack)  # type: ignore[arg-type]
+    assert warned[0].filename == __file__
+    with pytest.warns(UserWarning, match="timer_slack") as warned:
+        async with TimerManager.open("suspicious", 0, timer_slack=slack):
+            pass
+    assert warned[0].filename == __file__
+    TimerManager.new("fine", 0, 8, 8, timer_slack=60)  # the suite turns any warning into an error

@@ -174,3 +174,18 @@ async def test_a_repeating_timer_whose_event_waits_is_counted_as_pending() -> No
         stats = manager.stats()
         assert (stats.live, stats.set, stats.reset, stats.cancelled, stats.retracted) == (0, 4, 1, 4, 4)
         assert stats.fired == 4  # i, j, k, m once each
+
+
+async def test_the_managers_repr_counts_the_pending_timers_as_live_does() -> None:
+    """``repr(manager)`` shows the pending count ``stats().live`` shows: a repeating timer whose event waits
+    (out of the table, still pending) counts. Catches: the repr counting the table alone (1 timer, live 2)."""
+    async with running() as (manager, handle, _task):
+        await handle.set_timer("one-shot", 100)
+        await handle.set_interval("m", 10, first=0)  # due at once: its event waits, the timer parked
+        while manager.stats().events_ready < 1:
+            await asyncio.sleep(0.001)
+        assert manager.stats().live == handle.pending_count() == 2
+        assert repr(manager) == "<TimerManager 'test' running, 2 timers>"
+        assert await recv(handle) is not None  # received: back in the table
+        await handle.flush()
+        assert repr(manager) == "<TimerManager 'test' running, 2 timers>"

@@ -249,6 +249,30 @@ cdef class Engine:
                 self._ring_size = RING_MIN
                 self._head = 0
 
+    def withdraw(self, marker):
+        """Remove the queued ``FLUSH`` whose future is ``marker`` (its caller was cancelled before it was applied),
+        keeping the order of the others; return whether it was still queued. Newest first: the marker is
+        usually the last command queued. Not a hot path: a cancelled flush or query."""
+        cdef Py_ssize_t mask = self._ring_size - 1
+        cdef Py_ssize_t index = self._count
+        cdef Py_ssize_t later
+        cdef CommandSlot* slot
+        cdef CommandSlot removed
+        while index > 0:
+            index -= 1
+            slot = &self._ring[(self._head + index) & mask]
+            if slot.op == OP_FLUSH and slot.value == <PyObject*>marker:
+                removed = slot[0]
+                for later in range(index, self._count - 1):  # the commands after it move up one place
+                    self._ring[(self._head + later) & mask] = self._ring[(self._head + later + 1) & mask]
+                self._count -= 1
+                # The ring is whole again before anything can run Python code (the caller holds the marker).
+                Py_XDECREF(removed.name)
+                Py_XDECREF(removed.value)
+                Py_XDECREF(removed.data)
+                return True
+        return False
+
     def apply(self, log=None):
         """Apply the queued commands in order; stop after a shutdown and return True if there was one.
 

@@ -124,6 +124,17 @@ class Engine:
         self.command_high_water = max(self.command_high_water, len(queue))
         return QUEUED_FIRST if length == 0 else QUEUED
 
+    def withdraw(self, marker: Any) -> bool:
+        """Remove the queued ``FLUSH`` whose future is ``marker`` (its caller was cancelled before it was applied),
+        keeping the order of the others; return whether it was still queued. Newest first: the marker is
+        usually the last command queued. Not a hot path: a cancelled flush or query."""
+        commands = self._commands
+        for back, command in enumerate(reversed(commands)):
+            if command[2] is marker and command[0] == FLUSH:
+                del commands[len(commands) - 1 - back]  # returns at once: the iterator is not used again
+                return True
+        return False
+
     def apply(self, log: Callable[[int, str | None, Any], None] | None = None) -> bool:
         """Apply the queued commands in order; stop after a shutdown and return True if there was one.
 

@@ -130,6 +130,9 @@ class EngineInterface(Protocol):
     def push_all(self, commands: list[Command], /) -> int:
         """Queue ``commands`` whatever the room; answers as ``push``."""
 
+    def withdraw(self, marker: Any, /) -> bool:
+        """Remove the queued ``FLUSH`` whose future is ``marker``, if not yet applied; whether it was removed."""
+
     def apply(self, log: Callable[[int, str | None, Any], None] | None = None, /) -> bool:
         """Apply the queued commands in order; True if a SHUTDOWN was reached."""
 

@@ -218,6 +218,13 @@ class Runner:
         if self.engine.push_all(commands) == QUEUED_FIRST:
             self.schedule_service()
 
+    def withdraw(self, marker: asyncio.Future[None]) -> None:
+        """A ``flush()`` (or query) was cancelled while its marker waited: take the marker out of the command
+        queue if it is still there, and pass the place it held on to a waiting sender. On a remote backend a
+        marker already handed to the link stays until the server answers its batch (``RedisEngine.withdraw``)."""
+        if self.engine.withdraw(marker) and self.senders:
+            self.wake_senders()
+
     def schedule_service(self) -> None:
         """Run :meth:`service` soon (once, however often it is asked before it runs)."""
         if not self.service_soon and self.state == RUNNING:

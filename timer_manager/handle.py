@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sys
 from collections.abc import AsyncIterator, Iterable
@@ -265,10 +266,17 @@ class TimerHandle:
 
     async def flush(self) -> None:
         """Return once every command sent before this call has been applied by the manager (from any thread,
-        if the thread's call returned before this one was made)."""
-        applied = self._runner.bound_loop().create_future()
-        await self._runner.send([(FLUSH, None, applied, None)])
-        await applied
+        if the thread's call returned before this one was made). Cancelled, it leaves nothing queued: its marker
+        is taken back out of the command queue if not yet applied (on Redis: if not yet handed on for the
+        server; one on its way stays until the server answers its batch, and resolves nothing)."""
+        runner = self._runner
+        applied = runner.bound_loop().create_future()
+        await runner.send([(FLUSH, None, applied, None)])
+        try:
+            await applied
+        except asyncio.CancelledError:
+            runner.withdraw(applied)  # a cancelled call leaves nothing queued: its marker goes, if not yet applied
+            raise
 
     # ------------------------------------------------------------------ receiving events
 
@@ -374,16 +382,20 @@ class TimerHandle:
 
     async def get_deadline(self, name: str) -> float | None:
         """:meth:`deadline`, on any backend: once every command sent before is applied, the deadline of
-        pending timer ``name`` (loop time locally, Unix time on Redis), or None."""
+        pending timer ``name`` (loop time locally, Unix time on Redis), or None. Like the commands, the
+        awaitable queries raise :class:`ManagerClosed` from the moment :meth:`shutdown` is called, and after
+        the stop (where the synchronous forms keep answering: nothing is pending)."""
         name = check_name(name)
         return await self._query("deadline", name)
 
     async def get_pending_count(self) -> int:
-        """:meth:`pending_count`, on any backend (on Redis: the whole namespace's)."""
+        """:meth:`pending_count`, on any backend (on Redis: the whole namespace's); :class:`ManagerClosed` from
+        :meth:`shutdown` on, as :meth:`get_deadline`."""
         return int(await self._query("count", "") or 0)
 
     async def get_next_deadline(self) -> float | None:
-        """:meth:`next_deadline`, on any backend (on Redis: the whole namespace's, Unix time)."""
+        """:meth:`next_deadline`, on any backend (on Redis: the whole namespace's, Unix time); :class:`ManagerClosed`
+        from :meth:`shutdown` on, as :meth:`get_deadline`."""
         return await self._query("next", "")
 
     async def ack(self, event: TimerEvent) -> None:
@@ -410,6 +422,7 @@ class TimerHandle:
     async def _query(self, what: str, name: str) -> float | int | None:
         runner = self._runner
         runner.bound_loop()
+        runner.check_open()  # from shutdown() on, and after the stop: as the commands, and as on Redis
         if runner.remote or runner.engine.queued() or runner.inbox.commands or runner.senders:
             await self.flush()  # the answer reflects every command sent before (locally: at once if none waits)
         return await runner.store.query(what, name)

@@ -26,6 +26,7 @@ DEFAULT_HEARTBEAT = 0.01
 DEFAULT_BUFFER_SIZE = 1024
 DEFAULT_TIMER_SLACK = 0.002  # seconds; see TimerManager's docstring and docs/benchmarks.md ("Steady rates")
 SUSPICIOUS_HEARTBEAT = 60.0  # seconds; more is most likely a unit mistake
+SUSPICIOUS_TIMER_SLACK = 60.0  # seconds; the same for the slack
 
 
 class TimerManager:
@@ -42,7 +43,9 @@ class TimerManager:
     ``timer_slack`` late. With a slack of at least 1 ms and at least the heartbeat, the manager wakes
     through the loop's own timer, which adds the loop's millisecond rounding (0 to 1 ms); otherwise, on
     Linux's stock asyncio loop, through a ``timerfd`` at the exact instant, which costs more CPU per
-    wake-up. ``timer_slack=0`` wakes for each distinct deadline, as precisely as the loop allows.
+    wake-up. ``timer_slack=0`` wakes for each distinct deadline, as precisely as the loop allows. A negative,
+    NaN or infinite slack raises ``ValueError``; one over 60 s (most likely a unit mistake, as for
+    ``heartbeat_interval``) is taken with a ``UserWarning``.
     """
 
     __slots__ = ("_handle", "_runner", "_token")
@@ -76,6 +79,13 @@ class TimerManager:
         if cancel_token is not None and not isinstance(cancel_token, CancellationToken):
             raise TypeError(f"cancel_token must be a CancellationToken, got {type(cancel_token).__name__}")
         slack = seconds(timer_slack, "timer_slack")
+        if slack > SUSPICIOUS_TIMER_SLACK:
+            warnings.warn(
+                f"timer_slack={slack:g} s: a timer due after a delivery may be delivered up to that late. It is in "
+                "seconds (0.002 is 2 ms); pass a smaller value, or silence this UserWarning if you meant it.",
+                UserWarning,
+                stacklevel=_outside_this_module(),
+            )
         if backend is None:
             backend = LocalBackend()
         elif not callable(getattr(backend, "store", None)):
@@ -87,7 +97,8 @@ class TimerManager:
 
     def __repr__(self) -> str:
         runner = self._runner
-        return f"<TimerManager {runner.name!r} {runner.state}, {len(runner.table)} timers>"
+        # The pending count, as stats().live and pending_count() give it (a parked repeating timer is out of the table).
+        return f"<TimerManager {runner.name!r} {runner.state}, {runner.engine.live_count()} timers>"
 
     @classmethod
     def new(

@@ -184,6 +184,18 @@ class RedisEngine:
         self.command_high_water = max(self.command_high_water, self.queued())
         return QUEUED_FIRST if first else QUEUED
 
+    def withdraw(self, marker: Any) -> bool:
+        """Remove the ``FLUSH`` whose future is ``marker`` (its caller was cancelled) if it is still queued here;
+        return whether it was. One already moved to the outbox or sent stays until the server answers its
+        batch: it adds nothing to the batch, holds its place in the command queue until that answer (as the
+        commands around it do), and resolves nothing then (its future is cancelled)."""
+        commands = self._commands
+        for back, command in enumerate(reversed(commands)):
+            if command[2] is marker and command[0] == FLUSH:
+                del commands[len(commands) - 1 - back]  # returns at once: the iterator is not used again
+                return True
+        return False
+
     def apply(self, log: Callable[[int, str | None, Any], None] | None = None) -> bool:
         """Move queued commands to the outbox, in order; True once a SHUTDOWN is reached with everything
         before it applied on the server."""
