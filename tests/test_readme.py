@@ -93,6 +93,32 @@ def test_the_redis_example_runs_as_written(redis_server: RedisServer, tmp_path: 
     assert result.stderr == ""
 
 
+def test_the_redis_backend_without_redis_py_names_the_extra_to_install(tmp_path: Path) -> None:
+    """``from timer_manager.redis import RedisBackend`` (the README's Redis example) where redis-py is not
+    installed (its import blocked here): the error names the ``redis`` extra and the command that installs it,
+    and is still a ``ModuleNotFoundError`` for ``redis``. catches: a newcomer who skipped the extra left
+    with a bare "No module named 'redis'" from deep inside the package."""
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'redis' or name.startswith('redis.'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "try:\n"
+        "    from timer_manager.redis import RedisBackend\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print(exc.name)\n"
+        "    print(exc)\n"
+    )
+    result = run_as_a_program(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    name, message = result.stdout.split("\n", 1)
+    assert name == "redis"
+    assert "timer_manager.redis needs redis-py" in message
+    assert "python -m pip install '.[redis]'" in message
+
+
 @ASYNCIO_ONLY
 @pytest.mark.looptime
 async def test_basic_example_virtual(capsys: pytest.CaptureFixture[str]) -> None:
