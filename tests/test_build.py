@@ -27,8 +27,10 @@ import timer_manager
 
 ROOT = Path(__file__).absolute().parent.parent
 VARIABLE = "TIMER_MANAGER_NO_EXTENSIONS"
-# What a wheel is built from (pyproject.toml names the README and the licence).
-SOURCES = ("setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE", "timer_manager")
+# What a wheel is built from: the package and its build files, and what MANIFEST.in names (pyproject.toml names
+# the README and the licence), as a clone holds them.
+SOURCES: tuple[str, ...] = ("setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE", "CHANGES.md")
+SOURCES += ("timer_manager", "docs", "tests", "benches")
 
 
 def _missing() -> str | None:
@@ -62,8 +64,11 @@ def _source_copy(folder: Path) -> Path:
     return src
 
 
-def _build_wheel(folder: Path, **env: str | None) -> tuple[subprocess.CompletedProcess[str], list[Path]]:
-    """``pip wheel`` (not verbose: what a user sees) of a fresh source copy; the result and the wheels made."""
+def _build_wheel(
+    folder: Path, *, verbose: bool = False, **env: str | None
+) -> tuple[subprocess.CompletedProcess[str], list[Path]]:
+    """``pip wheel`` (not verbose: what a user sees; verbose: the build's own output too) of a fresh source copy;
+    the result and the wheels made."""
     environ = {key: value for key, value in os.environ.items() if key not in (VARIABLE, "CC", "CFLAGS")}
     for key, value in env.items():
         if value is None:
@@ -72,7 +77,7 @@ def _build_wheel(folder: Path, **env: str | None) -> tuple[subprocess.CompletedP
             environ[key] = value
     out = folder / "wheels"
     command = [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-index"]
-    command += ["--no-cache-dir", "--wheel-dir", str(out), str(_source_copy(folder))]
+    command += ["--no-cache-dir", "--wheel-dir", str(out), str(_source_copy(folder))] + ["-v"] * verbose
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, env=environ)
     return result, sorted(out.glob("*.whl")) if out.exists() else []
 
@@ -105,13 +110,37 @@ def test_a_build_without_a_working_compiler_fails_and_names_the_fix(setting: str
     assert f"set {VARIABLE}=1 to install" in output
 
 
+def _warnings(output: str) -> list[str]:
+    """The lines of a build's output that warn."""
+    return [line.strip() for line in output.splitlines() if "warning" in line.lower()]
+
+
 @pytest.fixture(scope="module")
-def pure_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel ``TIMER_MANAGER_NO_EXTENSIONS=1`` builds, with no working compiler (``CC=false``): built once."""
-    result, wheels = _build_wheel(tmp_path_factory.mktemp("pure"), CC="false", **{VARIABLE: "1"})
+def pure_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """The build ``TIMER_MANAGER_NO_EXTENSIONS=1`` makes with no working compiler (``CC=false``), verbose, as
+    on a user's machine (which does not set ``PYTHONDONTWRITEBYTECODE``: with it, setuptools warns that it
+    skips byte-compiling): built once. Its output and its wheel."""
+    result, wheels = _build_wheel(
+        tmp_path_factory.mktemp("pure"), verbose=True, CC="false", PYTHONDONTWRITEBYTECODE=None, **{VARIABLE: "1"}
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert [wheel.name for wheel in wheels] == [f"timer_manager-{timer_manager.__version__}-py3-none-any.whl"]
-    return wheels[0]
+    return result, wheels[0]
+
+
+@pytest.fixture(scope="module")
+def pure_wheel(pure_build: tuple[subprocess.CompletedProcess[str], Path]) -> Path:
+    """The wheel ``TIMER_MANAGER_NO_EXTENSIONS=1`` builds."""
+    return pure_build[1]
+
+
+def test_the_opt_in_build_prints_no_warning(pure_build: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    """The pure-Python build, a documented way to install, says what it builds and warns of nothing.
+    catches: a MANIFEST.in rule for the C file Cython generates, which matches nothing where no C file is
+    generated ("warning: no previously-included files found matching 'timer_manager/*.c'")."""
+    result = pure_build[0]
+    assert f"{VARIABLE} is set: building timer_manager as pure Python (py3-none-any)." in result.stderr
+    assert _warnings(result.stdout + result.stderr) == []
 
 
 def test_the_opt_in_builds_a_pure_wheel_that_says_what_it_is(pure_wheel: Path, tmp_path: Path) -> None:
@@ -200,7 +229,7 @@ def test_the_sdist_holds_what_a_user_builds_tests_and_reads(tmp_path: Path) -> N
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert [line for line in output.splitlines() if "warning" in line.lower()] == []
+    assert _warnings(output) == []
     with tarfile.open(tmp_path / "dist" / result.stdout.splitlines()[-1]) as sdist:
         held = {member.name.split("/", 1)[1] for member in sdist.getmembers() if member.isfile()}
     shipped = {name for name in held if not name.startswith(SDIST_METADATA)}
