@@ -238,3 +238,38 @@ def test_the_sdist_holds_what_a_user_builds_tests_and_reads(tmp_path: Path) -> N
     shipped = {name for name in held if not name.startswith(SDIST_METADATA)}
     assert sorted(set(tracked) - shipped - {name for name in tracked if name.startswith(NOT_IN_SDIST)}) == []
     assert sorted(shipped - set(tracked)) == []
+
+
+def test_the_editable_install_of_the_readmes_test_command_warns_of_nothing(tmp_path: Path) -> None:
+    """``pip install -e '.[test]'`` (the README's test command) as the build backend makes it (here without
+    the extension, which does not change how the editable install is laid out), with warnings shown as
+    pip 25.1 and later show them: nothing warns. catches: setuptools' meta-path finder for a flat layout,
+    whose BuildBackendWarning ("Editable installation ... Please be careful with folders in your working
+    directory") every newcomer saw on a current pip."""
+    src = _source_copy(tmp_path)
+    environ = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    environ[VARIABLE] = "1"
+    # As pip's hook runner does it: every warning recorded, then shown.
+    build = (
+        "import warnings\n"
+        "from setuptools import build_meta\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    wheel = build_meta.build_editable({str(tmp_path / 'out')!r})\n"
+        "for warning in caught:\n"
+        "    print(f'warning: {warning.category.__name__}: {warning.message}')\n"
+        "print(wheel)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", build],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=src,
+        env=environ,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert result.stdout.splitlines()[-1].endswith(".whl"), output
+    assert _warnings(output) == []
