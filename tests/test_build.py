@@ -148,7 +148,6 @@ def test_the_opt_in_builds_a_pure_wheel_that_says_what_it_is(pure_wheel: Path, t
     ``py3-none-any`` wheel; installed in a fresh environment, ``python -m timer_manager info`` says the
     pure-Python core is live and why, and the import warns, unless the variable is set there too.
     catches: a pure build tagged for a platform, or a pure install that cannot tell the user what it is."""
-
     env_dir = tmp_path / "env"
     venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
