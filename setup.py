@@ -45,6 +45,13 @@ class BuildExt(build_ext):
     """
 
     def run(self) -> None:
+        # Cython writes the C file when an extension is built, not when setup.py is read: the sdist carries the
+        # .pyx, never a generated C file, and a pure-Python build (or the sdist) runs no Cython at all.
+        from Cython.Build import cythonize
+
+        for extension in self.extensions:
+            (cythonized,) = cythonize([extension], compiler_directives=_CYTHON_DIRECTIVES, quiet=True)
+            extension.sources = cythonized.sources
         try:
             super().run()
         except (CCompilerError, ExecError, PlatformError) as exc:  # a compiler that failed, or none at all
@@ -66,13 +73,19 @@ def _debug_build() -> bool:
     return "-g" in os.environ.get("CFLAGS", "").split()
 
 
+_CYTHON_DIRECTIVES = {"language_level": "3", "embedsignature": True}
+
+
 def _extensions() -> list[Extension]:
+    """The extension, its sources the .pyx (``BuildExt`` has Cython turn them into C)."""
     if _load_env_rules().no_extensions():
         print(
             "TIMER_MANAGER_NO_EXTENSIONS is set: building timer_manager as pure Python (py3-none-any).", file=sys.stderr
         )
         return []
-    from Cython.Build import cythonize
+    # Cython is a build requirement: without it (a build without isolation) say so here, rather than let
+    # setuptools look for a C file that no one generated.
+    import Cython.Build  # noqa: F401
 
     # One module for the table and the engine (_core_c.pyx includes both), so that the engine calls the
     # table's C methods directly.
@@ -87,11 +100,7 @@ def _extensions() -> list[Extension]:
             extra_compile_args=[] if sys.platform == "win32" or _debug_build() else ["-g0"],
         )
     ]
-    return cythonize(
-        extensions,
-        compiler_directives={"language_level": "3", "embedsignature": True},
-        quiet=True,
-    )
+    return extensions
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

@@ -121,6 +121,10 @@ async def test_a_reset_or_cancel_retracts_a_ready_event(backend: Backend) -> Non
         await asyncio.sleep(0.2)  # all three events ready, none received
         await handle.set_timer("reset", 0.05, data="again")
         await handle.cancel_timer("cancelled")
+        # The contract: once applied. A returned call has queued its command, not applied it; on Python 3.11
+        # and older, asyncio.wait_for (in recv) ran the receive in a task of its own, which let the manager
+        # apply the two commands first, so the test passed without this flush, and failed on 3.12 and later.
+        await handle.flush()
         received = [await recv(handle) for _ in range(2)]
         assert [(event.name, event.data) for event in received] == [("kept", None), ("reset", "again")]
         await asyncio.sleep(0.1)

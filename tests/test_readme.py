@@ -4,10 +4,12 @@ the README's set-up commands, which CI runs."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,32 @@ def test_the_redis_example_runs_as_written(redis_server: RedisServer, tmp_path: 
     assert result.stderr == ""
 
 
+def test_the_redis_backend_without_redis_py_names_the_extra_to_install(tmp_path: Path) -> None:
+    """``from timer_manager.redis import RedisBackend`` (the README's Redis example) where redis-py is not
+    installed (its import blocked here): the error names the ``redis`` extra and the command that installs it,
+    and is still a ``ModuleNotFoundError`` for ``redis``. catches: a newcomer who skipped the extra left
+    with a bare "No module named 'redis'" from deep inside the package."""
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'redis' or name.startswith('redis.'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "try:\n"
+        "    from timer_manager.redis import RedisBackend\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print(exc.name)\n"
+        "    print(exc)\n"
+    )
+    result = run_as_a_program(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    name, message = result.stdout.split("\n", 1)
+    assert name == "redis"
+    assert "timer_manager.redis needs redis-py" in message
+    assert "python -m pip install '.[redis]'" in message
+
+
 @ASYNCIO_ONLY
 @pytest.mark.looptime
 async def test_basic_example_virtual(capsys: pytest.CaptureFixture[str]) -> None:
@@ -114,6 +142,46 @@ async def test_basic_and_non_blocking_examples_real_time(capsys: pytest.CaptureF
     assert capsys.readouterr().out == "Timer set successfully\nTimer quick_timer expired\n"
     await asyncio.wait_for(namespace["basic"](), 30)
     assert capsys.readouterr().out == "Timer timer1 expired\n"
+
+
+def test_the_guides_event_class_is_the_real_one() -> None:
+    """The guide's Events section shows ``TimerExpired`` and ``TimerEvent`` as code: run, they define a class
+    with the real one's fields, defaults and dataclass options, and a union of it alone. catches: the page
+    showing a field, a default or an option the class does not have (or not showing one it has)."""
+    namespace: dict[str, Any] = {}
+    exec(
+        "from dataclasses import dataclass\nfrom typing import Any, Union\n" + block("class TimerExpired:", GUIDE),
+        namespace,
+    )
+    shown, real = namespace["TimerExpired"], timer_manager.TimerExpired
+
+    def outline(cls: Any) -> tuple[list[tuple[str, Any]], bool, bool]:
+        fields = [(field.name, field.default) for field in dataclasses.fields(cls)]
+        return fields, cls.__dataclass_params__.frozen, hasattr(cls, "__slots__")
+
+    assert outline(shown) == outline(real)
+    assert namespace["TimerEvent"] is shown  # a union of one type is that type
+    assert timer_manager.TimerEvent is real
+
+
+async def test_the_guides_match_example_runs() -> None:
+    """The guide's ``match`` on ``recv_event()``, as the body of a function: an event takes the
+    ``TimerExpired`` case (binding ``name`` and ``data``), ``None`` the other. catches: an event type that a
+    keyword class pattern does not match."""
+    namespace = api_namespace()
+    body = textwrap.indent(block("match await handle.recv_event():", GUIDE), "    ")
+    exec(f"async def receive(handle):\n{body}    return locals()\n", namespace)
+
+    class Handle:
+        def __init__(self, event: object) -> None:
+            self.event = event
+
+        async def recv_event(self) -> object:
+            return self.event
+
+    bound = await namespace["receive"](Handle(timer_manager.TimerExpired("t", 1.0, "payload")))
+    assert (bound["name"], bound["data"]) == ("t", "payload")
+    assert "name" not in await namespace["receive"](Handle(None))
 
 
 @ASYNCIO_ONLY
@@ -152,6 +220,36 @@ def test_testing_section_example_runs_in_a_fresh_project(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+# Each python block of the pages, in order, by a line only it holds; the tests above run every one of them
+# (they find a block by that line): a new block needs a test there and its line here.
+RUN_HERE = {
+    README: (
+        'handle.set_timer("my_timer", 1.0)',
+        'TimerManager.open("sessions", heartbeat_interval=0.01)',
+        "from timer_manager import (TimerManager",
+        "timeouts.touch(name)",
+        "from timer_manager.redis import RedisBackend",
+    ),
+    GUIDE: (
+        "class TimerExpired:",
+        "match await handle.recv_event():",
+        'set_interval("keepalive"',
+        'handle.set_timers((f"conn:{i}", 0.5)',
+        "async def test_session_expires_after_an_hour",
+        "async def basic()",
+        "async def non_blocking()",
+    ),
+}
+
+
+@pytest.mark.parametrize("page", [README, GUIDE])
+def test_every_example_is_run_here(page: str) -> None:
+    """Every python block of the README and the guide is one that a test of this module runs. catches: an
+    example added (or changed past its marker) that no test runs, so that it can drift from the API unseen."""
+    markers = RUN_HERE[page]
+    assert [[marker for marker in markers if marker in code] for code in BLOCKS[page]] == [[m] for m in markers]
 
 
 def test_the_set_up_commands_are_the_ones_tested_and_run_by_ci() -> None:

@@ -298,7 +298,9 @@ async def test_ack_manual_and_ack_receive(redis_server: RedisServer, namespace: 
             await handle.set_timers([("a", 0.01), ("b", 0.02)])
             events = await receive(handle, 2)
             await handle.flush()
-            assert await pending(client, namespace) == 2
+            # One pending entry per stream entry: two, or one where a late wake-up (a loaded machine) promoted
+            # both events together. Either way the first ack leaves one (b's entry, or the shared one).
+            assert await pending(client, namespace) == len({event.entry for event in events})
             await handle.ack(events[0])
             assert await pending(client, namespace) == 1
             await handle.ack_events(events[1:])

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build, repair and test timer_manager wheels for every CPython 3.9-3.13 found on this machine.
+# Build, repair and test timer_manager wheels for every CPython 3.10-3.13 found on this machine (it needs 3.10+).
 #
 #   bash tools/build_wheels.sh            # from the repo root (or anywhere: it finds the repo itself)
 #
@@ -16,7 +16,7 @@
 #   6. prints a summary table and exits non-zero if anything failed.
 #
 # Environment knobs:
-#   PYTHONS="3.9 3.12"        minor versions to build (default: 3.9 3.10 3.11 3.12 3.13)
+#   PYTHONS="3.10 3.12"       minor versions to build (default: 3.10 3.11 3.12 3.13)
 #   TM_SCRATCH=/tmp/...       scratch directory (default: /tmp/timer_manager-wheels); wiped per run
 #   TM_WHEELHOUSE=...         where repaired wheels go (default: <repo>/wheelhouse)
 #   PYTEST_ARGS="..."         extra arguments for pytest (e.g. "-x -q" or "--benchmark-disable")
@@ -28,7 +28,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCRATCH="${TM_SCRATCH:-/tmp/timer_manager-wheels}"
 WHEELHOUSE="${TM_WHEELHOUSE:-$ROOT/wheelhouse}"
-PYTHONS="${PYTHONS:-3.9 3.10 3.11 3.12 3.13}"
+PYTHONS="${PYTHONS:-3.10 3.11 3.12 3.13}"
 PYTEST_ARGS="${PYTEST_ARGS:-}"
 TEST_TIMEOUT="${TM_TEST_TIMEOUT:-120}"
 SUITE_TIMEOUT="${TM_SUITE_TIMEOUT:-2400}"
@@ -68,12 +68,12 @@ find_python() {
 
 # Tools (build, auditwheel) in their own venv, on the first Python found.
 TOOLS_PY=""
-for minor in 3.12 3.13 3.11 3.10 3.9; do
+for minor in 3.12 3.13 3.11 3.10; do
     TOOLS_PY="$(find_python "$minor" || true)"
     [ -n "$TOOLS_PY" ] && break
 done
 if [ -z "$TOOLS_PY" ]; then
-    echo "no CPython 3.9-3.13 found (pyenv or PATH)" >&2
+    echo "no CPython 3.10-3.13 found (pyenv or PATH)" >&2
     exit 2
 fi
 
