@@ -325,14 +325,16 @@ async def test_token_cancelled_before_run() -> None:
 
 @contextlib.contextmanager
 def frozen(manager: TimerManager) -> Iterator[None]:
-    """Keep the manager from servicing its queue (as if it had not got round to it yet)."""
+    """Keep the manager from servicing its queue (as if it had not got round to it yet), a receive's
+    applying of the commands sent before it included."""
     core = manager._runner
-    service = core.service
+    service, apply_before_receive = core.service, core.apply_before_receive
     core.service = lambda: setattr(core, "service_soon", False)  # type: ignore[method-assign]
+    core.apply_before_receive = lambda: None  # type: ignore[method-assign]
     try:
         yield
     finally:
-        core.service = service  # type: ignore[method-assign]
+        core.service, core.apply_before_receive = service, apply_before_receive  # type: ignore[method-assign]
 
 
 async def _waiters(handle: TimerHandle) -> tuple[list[asyncio.Task[Any]], list[asyncio.Task[Any]]]:

@@ -5,6 +5,7 @@ retracted event frees its place there, and ``stats().retracted`` counts it."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -183,3 +184,118 @@ async def test_no_stale_event_in_real_time() -> None:
         with pytest.raises(QueueEmpty):
             handle.try_recv_event()
         assert manager.stats().retracted == 2
+
+
+# A receive made right after a command, with no await between that lets the manager run: the event it returns
+# (or None if there is none now), and what it leaves (nothing: each form takes one event).
+async def _take_recv_event(handle: TimerHandle) -> TimerExpired | None:
+    try:
+        return await asyncio.wait_for(handle.recv_event(), 0.25)
+    except asyncio.TimeoutError:
+        return None
+
+
+def _take_try_recv_event(handle: TimerHandle) -> TimerExpired | None:
+    try:
+        return handle.try_recv_event()
+    except QueueEmpty:
+        return None
+
+
+async def _take_recv_events(handle: TimerHandle) -> TimerExpired | None:
+    try:
+        (event,) = await asyncio.wait_for(handle.recv_events(1), 0.25)
+    except asyncio.TimeoutError:
+        return None
+    return event
+
+
+def _take_try_recv_events(handle: TimerHandle) -> TimerExpired | None:
+    events = handle.try_recv_events(1)
+    return events[0] if events else None
+
+
+async def _take_async_for(handle: TimerHandle) -> TimerExpired | None:
+    async def first() -> TimerExpired:
+        async for event in handle:
+            return event
+        raise AssertionError("the manager stopped")
+
+    try:
+        return await asyncio.wait_for(first(), 0.25)
+    except asyncio.TimeoutError:
+        return None
+
+
+RECEIVES: dict[str, Callable[[TimerHandle], Any]] = {
+    "recv_event": _take_recv_event,
+    "try_recv_event": _take_try_recv_event,
+    "recv_events": _take_recv_events,
+    "try_recv_events": _take_try_recv_events,
+    "async_for": _take_async_for,
+}
+
+# A command that retracts "a"'s waiting event, sent with no await that lets the manager apply it: the awaitable
+# forms have room and return without yielding; a thread's call returns once handed over (the loop is blocked
+# meanwhile, so nothing applies it before the receive). What "a"'s next event is then: none, or one due later.
+RETRACTING: dict[str, tuple[Callable[[TimerHandle], Any], bool]] = {
+    "try_cancel_timer": (lambda h: h.try_cancel_timer("a"), False),
+    "cancel_timer": (lambda h: h.cancel_timer("a"), False),
+    "try_cancel_all_timers": (lambda h: h.try_cancel_all_timers(), False),
+    "try_set_timer": (lambda h: h.try_set_timer("a", 0.1), True),
+    "set_timer": (lambda h: h.set_timer("a", 0.1), True),
+    "set_timers": (lambda h: h.set_timers([("a", 0.1)]), True),
+    "thread_cancel_timer": (lambda h: _from_a_thread(lambda: h.threadsafe().cancel_timer("a")), False),
+    "thread_try_set_timer": (lambda h: _from_a_thread(lambda: h.threadsafe().try_set_timer("a", 0.1)), True),
+}
+
+
+def _from_a_thread(call: Callable[[], Any]) -> None:
+    """Make ``call`` on another thread and wait for it here, blocking the loop: what it handed over stays
+    handed over until the loop runs again."""
+    failures: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            call()
+        except BaseException as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive() and not failures, failures
+
+
+@virtual
+@pytest.mark.parametrize("command", list(RETRACTING))
+@pytest.mark.parametrize("receive", list(RECEIVES))
+async def test_a_receive_right_after_a_retracting_command_never_returns_the_retracted_event(
+    command: str, receive: str
+) -> None:
+    """ "a" fell due and its event waits; a cancel or a re-set of "a" returns, and at once (no await that lets
+    the manager run its pass) the program receives. The commands sent before a receive are applied before it
+    takes an event, so the retracted event never comes: a receive gets nothing, or "a"'s event for its new
+    deadline. Catches: a receive that takes what is ready while the commands that retract it still wait in the
+    queue (or, from a thread, handed over), as the receives did when no flush() came between."""
+    async with running() as (manager, handle, _task):
+        t0 = now()
+        await handle.set_timer("a", 1)
+        await asyncio.sleep(2)
+        assert manager.stats().events_ready == 1
+        send, rearmed = RETRACTING[command]
+        if command.startswith("try_cancel_all"):
+            await handle.set_timer("b", 5)  # applied below, with the cancel, before the receive
+        await run_command(send(handle))
+        got = await run_command_value(RECEIVES[receive](handle))
+        assert got is None or (rearmed and got.name == "a" and got.deadline > t0 + 1), got
+        await handle.flush()
+        rest = handle.try_recv_events(10)
+        assert all(event.deadline > t0 + 1 for event in rest), rest
+        assert manager.stats().retracted == 1
+
+
+async def run_command_value(result: Any) -> Any:
+    if asyncio.iscoroutine(result):
+        return await result
+    return result

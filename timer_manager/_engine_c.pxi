@@ -527,6 +527,14 @@ cdef class Engine:
                 self.event_high_water = len(ready)
         return count
 
+    def take_now(self):
+        """``take()``, if no command waits to be applied (queued, or handed over by another thread): a reset or a
+        cancel among them may retract the event. Otherwise None, with nothing taken (the receive's slow path
+        applies them first)."""
+        if self._count or len(self.handed_over):
+            return None
+        return self.take()
+
     cpdef object take(self):
         """Remove and return the next receivable event, or None."""
         cdef dict ready = self._ready

@@ -341,6 +341,14 @@ class Engine:
         self.event_high_water = max(self.event_high_water, len(ready))
         return len(due)
 
+    def take_now(self) -> TimerExpired | None:
+        """``take()``, if no command waits to be applied (queued, or handed over by another thread): a reset or a
+        cancel among them may retract the event. Otherwise None, with nothing taken (the receive's slow path
+        applies them first)."""
+        if self._commands or self.handed_over:
+            return None
+        return self.take()
+
     def take(self) -> TimerExpired | None:
         """Remove and return the next receivable event, or None."""
         events = self._events

@@ -479,6 +479,27 @@ class Runner:
             return False
         if self.token_cancelled:  # its stop is on the way and discards them: the state stays as it is
             return True
+        if self._apply_now():  # not while the manager is open, as it is for every caller; kept for safety
+            self.check_open()
+        return True
+
+    def apply_before_receive(self) -> None:
+        """Apply what is queued or handed over, so that a receive returns no event that a command sent before
+        it retracts (a reset or a cancel of a timer whose event waits). Only on a local table while the manager
+        runs and no token stop is on its way (which discards those commands); not from inside the engine's own
+        pass (a DEBUG log handler), where the receive takes what is ready."""
+        if self.remote or self.state != RUNNING or self.logging_command or self.token_cancelled:
+            return
+        if not (self.engine.queued() or self.inbox.commands):
+            return
+        # If the engine fails, the manager stops as failed (_apply_now) and run() raises it, as after a pass; the
+        # receive goes on with what is ready.
+        with contextlib.suppress(Exception):
+            self._apply_now()
+
+    def _apply_now(self) -> bool:
+        """Apply what other threads handed over, then everything queued; at a SHUTDOWN stop the manager and
+        return True. If the engine fails, stop the manager as failed and raise."""
         if self.inbox.commands:
             handed_over = self.inbox.take()
             if handed_over:
@@ -489,10 +510,9 @@ class Runner:
         except Exception as exc:
             self.stop(f"failed: {exc!r}", exc)
             raise
-        if shutdown:  # not while the manager is open, as it is for every caller; kept for safety
+        if shutdown:
             self.stop("shutdown requested")
-            self.check_open()
-        return True
+        return shutdown
 
     def _on_wakeup(self) -> None:
         self.on_timer()  # looked up at each wake-up, so that a test can wrap it

@@ -55,7 +55,9 @@ class TimerHandle:
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
         self._engine = runner.engine
-        self._take = runner.engine.take  # recv_event's fast path: in debug mode, behind the thread check (_bound)
+        # recv_event's fast path: an event, if no command waits to be applied (one may retract it); in debug
+        # mode behind the thread check (_bound).
+        self._take = runner.engine.take_now
         self._handed_over = runner.inbox.commands  # non-empty while other threads' commands wait for the loop
         runner.on_bind.append(self._bound)
 
@@ -64,11 +66,11 @@ class TimerHandle:
 
     def _bound(self) -> None:
         """The manager was bound to its loop: in debug mode every receive checks its thread, the fast one too."""
-        self._take = self._take_on_the_loops_thread if self._runner.debug else self._engine.take
+        self._take = self._take_on_the_loops_thread if self._runner.debug else self._engine.take_now
 
     def _take_on_the_loops_thread(self) -> TimerEvent | None:
         self._runner.check_thread()
-        return self._engine.take()
+        return self._engine.take_now()
 
     # ------------------------------------------------------------------ setting timers
 
@@ -282,12 +284,14 @@ class TimerHandle:
 
     async def recv_event(self) -> TimerEvent | None:
         """Wait for the next event; return None once the manager has stopped and every event was
-        received."""
+        received. Commands sent before (from this task, or from threads whose call returned) are applied
+        first, so no event comes that a reset or cancel among them retracts (on Redis: see ``flush()``)."""
         event = self._take()
-        if event is not None:  # the hot path: an event is ready
+        if event is not None:  # the hot path: an event is ready and no command waits
             return event
         runner = self._runner
         while True:
+            runner.apply_before_receive()
             event = runner.engine.take()
             if event is not None:
                 return event
@@ -297,11 +301,15 @@ class TimerHandle:
 
     def try_recv_event(self) -> TimerEvent:
         """Return the next event now; raise :class:`QueueEmpty` if none is ready, or
-        :class:`ManagerClosed` once the manager has stopped and every event was received."""
+        :class:`ManagerClosed` once the manager has stopped and every event was received. Commands sent
+        before are applied first, as for :meth:`recv_event`."""
         runner = self._runner
         if runner.debug:
             runner.check_thread()
-        event = runner.engine.take()
+        event = runner.engine.take_now()
+        if event is None:
+            runner.apply_before_receive()
+            event = runner.engine.take()
         if event is not None:
             return event
         if runner.state == _runner.STOPPED:
@@ -310,12 +318,14 @@ class TimerHandle:
 
     async def recv_events(self, max_events: int) -> list[TimerEvent]:
         """Wait for events; return a non-empty list of at most ``max_events`` ready events, or ``[]``
-        once the manager has stopped and every event was received."""
+        once the manager has stopped and every event was received. Commands sent before are applied first,
+        as for :meth:`recv_event`."""
         limit = min(check_size(max_events, "max_events"), sys.maxsize)
         runner = self._runner
         if runner.debug:
             runner.check_thread()
         while True:
+            runner.apply_before_receive()
             events = runner.engine.take_many(limit)
             if events or runner.state == _runner.STOPPED:
                 return events
@@ -323,11 +333,13 @@ class TimerHandle:
 
     def try_recv_events(self, max_events: int) -> list[TimerEvent]:
         """Return at most ``max_events`` ready events without waiting (maybe none); raise
-        :class:`ManagerClosed` once the manager has stopped and every event was received."""
+        :class:`ManagerClosed` once the manager has stopped and every event was received. Commands sent
+        before are applied first, as for :meth:`recv_event`."""
         limit = min(check_size(max_events, "max_events"), sys.maxsize)
         runner = self._runner
         if runner.debug:
             runner.check_thread()
+        runner.apply_before_receive()
         events = runner.engine.take_many(limit)
         if not events and runner.state == _runner.STOPPED:
             raise ManagerClosed(f"timer manager {runner.name!r} has stopped and every event was received")

@@ -481,6 +481,10 @@ class RedisEngine:
                 position = (position + 1) & (LATENESS_WINDOW - 1)
         self._lateness_next = position
 
+    def take_now(self) -> RedisTimerExpired | None:
+        """``take()``: commands are applied on the server, which a receive does not wait for (``flush()`` does)."""
+        return self.take()
+
     def take(self) -> RedisTimerExpired | None:
         """Remove and return the next receivable event, or None (acknowledging as ``ack`` says)."""
         taken = self.take_many(1)
