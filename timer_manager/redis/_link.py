@@ -35,7 +35,7 @@ import redis.asyncio
 from redis import exceptions as redis_errors
 
 from .._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, TOUCH, Interval
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, ManagerClosed
 from ._event import RedisTimerExpired, entry_events
 from ._scripts import APPLY, CLAIM, KEY_NAMES, MARKS, PROMOTE, QUERY
 
@@ -533,8 +533,25 @@ class Link:
             return payload
 
     async def query(self, what: str, name: str = "") -> float:
-        """One of QUERY's answers (a deadline in ms, a count, or the earliest due time; -1 for none)."""
-        return float(await self._call(lambda: self._query(keys=self.keys, args=[what, name])))
+        """One of QUERY's answers (a deadline in ms, a count, or the earliest due time; -1 for none).
+
+        The call runs in the caller's task, not in one of the link's, so the stop does not cancel it: it is
+        raced against the stop instead, and a query the stop overtakes raises ``ManagerClosed``, as every
+        caller waiting at a stop gets (never the ``CancelledError`` of the link's own winding down, nor a wait
+        for a stalled server until ``reconnect_timeout``)."""
+        runner = self.runner
+        done = runner.done
+        assert done is not None
+        call = asyncio.ensure_future(self._call(lambda: self._query(keys=self.keys, args=[what, name])))
+        try:
+            await asyncio.wait([call, done], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not call.done():
+                call.cancel()
+                call.add_done_callback(_take_error)
+        if call.done() and not call.cancelled():
+            return float(call.result())
+        raise ManagerClosed(f"timer manager {runner.name!r} stopped ({runner.stop_reason})")
 
     async def _call(self, make: Callable[[], Awaitable[T]], *, blocking: bool = False) -> T:
         """``await make()``, retried while the server is unreachable, for at most ``reconnect_timeout``."""
