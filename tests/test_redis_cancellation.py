@@ -9,7 +9,7 @@ redis-server of its own."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio
 from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of
 
-from timer_manager import CancellationToken, ManagerClosed, TimerManager
+from timer_manager import CancellationToken, ManagerClosed, TimerHandle, TimerManager
 from timer_manager.redis import RedisBackend
 from timer_manager.redis._link import Link
 
@@ -146,3 +146,304 @@ async def test_an_open_block_whose_exit_is_cancelled_while_it_settles_with_redis
         assert taker.try_recv_events(10) == []
     async with client_of(redis_server) as client:
         assert await pending_entries(client, namespace) == 0  # "received" was acknowledged at the stop
+
+
+# ---------------------------------------------------------------------- every awaitable, cancelled at each point
+
+MAX_STEPS = 24  # loop iterations from the server's answer to a woken caller's return, and then some
+FAR = 600.0  # seconds: no timer of these tests falls due
+
+
+class Gate:
+    """Holds the answer to each APPLY batch of ``link`` (already applied on the server) while closed, so that
+    a test decides when the room it frees and the flushes it confirms reach the callers: from the opening on,
+    everything runs in loop iterations, without the network."""
+
+    def __init__(self, link: Link) -> None:
+        self.opened = asyncio.Event()
+        self.opened.set()
+        self.held = 0  # batches answered and held
+        send = link._send_batch
+
+        async def gated(*arguments: Any) -> list[int]:
+            result = await send(*arguments)
+            if not self.opened.is_set():
+                self.held += 1
+                await self.opened.wait()
+            return result
+
+        link._send_batch = gated  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        self.opened.clear()
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+Call = Callable[[TimerHandle], Awaitable[Any]]
+Effect = Callable[[TimerHandle], Awaitable[bool]]  # after a flush: whether the call's effect is on the server
+
+
+async def _pending(handle: TimerHandle, *names: str) -> list[bool]:
+    return [await handle.get_deadline(name) is not None for name in names]
+
+
+SENDS: dict[str, tuple[Call, Effect]] = {
+    "set_timer": (lambda h: h.set_timer("x", FAR), lambda h: _all(h, "x")),
+    "set_timer_at": (lambda h: h.set_timer_at("x", 4e9), lambda h: _all(h, "x")),
+    "set_interval": (lambda h: h.set_interval("x", FAR), lambda h: _all(h, "x")),
+    "set_timers": (lambda h: h.set_timers([("x", FAR), ("y", FAR)]), lambda h: _all(h, "x", "y")),
+    "cancel_timer": (lambda h: h.cancel_timer("p"), lambda h: _none(h, "p")),
+    "cancel_timers": (lambda h: h.cancel_timers(["p", "q"]), lambda h: _none(h, "p", "q")),
+    "cancel_all_timers": (lambda h: h.cancel_all_timers(), lambda h: _none(h, "p", "q")),
+}
+PAIRS = {"set_timers": ("x", "y"), "cancel_timers": ("p", "q"), "cancel_all_timers": ("p", "q")}
+
+
+async def _all(handle: TimerHandle, *names: str) -> bool:
+    return all(await _pending(handle, *names))
+
+
+async def _none(handle: TimerHandle, *names: str) -> bool:
+    return not any(await _pending(handle, *names))
+
+
+def _assert_nothing_left(manager: TimerManager) -> None:
+    runner = manager._runner
+    assert not runner.senders, "a sender was left waiting"
+    assert runner.promised == 0, "room promised to a cancelled caller was never passed on"
+    assert not runner.receivers, "a cancelled receiver was left behind"
+
+
+async def _stop(handle: TimerHandle, run: asyncio.Task[None]) -> None:
+    await asyncio.wait_for(handle.shutdown(), LIMIT)
+    await asyncio.wait_for(run, LIMIT)
+
+
+async def _cancel_after(
+    steps: int | None, manager: TimerManager, task: asyncio.Future[Any], gate: Gate, seen: set[str]
+) -> str:
+    """Wait until the batch that fills the command queue is applied and its answer held, and ``task`` has run;
+    then open the gate and cancel ``task`` after ``steps`` loop iterations (-1: before the opening; None: never).
+    How it ended; ``seen`` collects where the calls were when cancelled ("waiting" for room, "woken": room promised)."""
+
+    async def held() -> None:
+        while not gate.held:
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(held(), LIMIT)
+    await asyncio.sleep(0)
+    if steps is None:
+        gate.open()
+        await asyncio.wait_for(asyncio.shield(task), LIMIT)
+        return "returned"
+    if steps >= 0:
+        gate.open()
+        for _ in range(steps):
+            await asyncio.sleep(0)
+    runner = manager._runner
+    if runner.promised:
+        seen.add("woken")
+    elif runner.senders:
+        seen.add("waiting")
+    task.cancel()
+    gate.open()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), LIMIT)
+    except asyncio.CancelledError:
+        return "cancelled"
+    return "returned"
+
+
+async def _started(
+    url: str, namespace: str, commands: int, **options: Any
+) -> tuple[TimerManager, TimerHandle, Gate, asyncio.Task[None]]:
+    manager, handle = TimerManager.new(
+        namespace, 0, commands, 8, backend=RedisBackend(url, namespace=namespace, **options)
+    )
+    run = asyncio.ensure_future(manager.run())
+    await asyncio.wait_for(handle.flush(), LIMIT)
+    return manager, handle, Gate(link_of(manager)), run
+
+
+@pytest.mark.parametrize("method", sorted(SENDS))
+async def test_a_send_cancelled_at_each_suspension_point_on_redis_has_all_or_none_of_its_effect(
+    redis_server: RedisServer, namespace: str, method: str
+) -> None:
+    """The call waits for room in a command queue of three that a batch on its way to the server fills; the
+    server applies that batch and its answer is held, then let through, and the call is cancelled after 0..N
+    loop iterations (waiting; woken, with the room the answer freed promised to it; returned). Catches: a
+    cancelled call whose commands reached the server anyway, half a batch applied, room promised to a cancelled
+    caller never passed on (the next caller hangs)."""
+    call, effect = SENDS[method]
+    outcomes: set[str] = set()
+    seen: set[str] = set()
+    for steps in range(-1, MAX_STEPS):
+        manager, handle, gate, run = await _started(redis_server.url, f"{namespace}-{steps}", 3)
+        await handle.set_timers([("p", FAR), ("q", FAR)])
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        gate.close()
+        handle.try_set_timers([("f1", FAR), ("f2", FAR), ("f3", FAR)])  # the queue is full until they are applied
+        task = asyncio.ensure_future(call(handle))
+        outcome = await _cancel_after(steps, manager, task, gate, seen)
+        outcomes.add(outcome)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        assert await effect(handle) == (outcome == "returned"), (steps, outcome)
+        if method in PAIRS:
+            first, second = await _pending(handle, *PAIRS[method])
+            assert first == second, f"half of the batch was applied (after {steps} steps)"
+        _assert_nothing_left(manager)
+        await asyncio.wait_for(handle.set_timer("after", FAR), LIMIT)  # nothing the cancelled call left blocks it
+        await asyncio.wait_for(handle.cancel_all_timers(), LIMIT)
+        await _stop(handle, run)
+        if outcome == "returned" and "woken" in seen:
+            break
+    assert outcomes == {"cancelled", "returned"}, outcomes
+    assert seen == {"waiting", "woken"}, seen
+
+
+@pytest.mark.parametrize("what", ["flush", "get_deadline", "get_pending_count", "get_next_deadline", "shutdown"])
+async def test_a_flush_query_or_shutdown_cancelled_at_each_suspension_point_on_redis_leaves_nothing_behind(
+    redis_server: RedisServer, namespace: str, what: str
+) -> None:
+    """As above, for the awaitables that queue a marker (flush(), and the queries, which flush first) or the
+    SHUTDOWN: cancelled waiting for room, woken, with their marker's batch on its way, or returned. A query that
+    returned answers as the server's state after the commands sent before it; a shutdown that returned stops
+    the manager, one that was cancelled leaves it open. Catches: a flush marker resolving a cancelled future,
+    a waiter or promised room left behind, a cancelled shutdown leaving the manager closed with no SHUTDOWN
+    queued (run() never returns)."""
+    outcomes: set[str] = set()
+    seen: set[str] = set()
+    # The queries' QUERY goes to the server after their flush: the last run lets the call finish.
+    for steps in [*range(-1, MAX_STEPS), None]:
+        manager, handle, gate, run = await _started(redis_server.url, f"{namespace}-{steps}", 3)
+        await handle.set_timer("p", FAR)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        gate.close()
+        handle.try_set_timers([("f1", FAR), ("f2", FAR), ("f3", FAR)])
+        calls: dict[str, Call] = {
+            "flush": lambda h: h.flush(),
+            "get_deadline": lambda h: h.get_deadline("f3"),
+            "get_pending_count": lambda h: h.get_pending_count(),
+            "get_next_deadline": lambda h: h.get_next_deadline(),
+            "shutdown": lambda h: h.shutdown(),
+        }
+        task = asyncio.ensure_future(calls[what](handle))
+        outcome = await _cancel_after(steps, manager, task, gate, seen)
+        outcomes.add(outcome)
+        if outcome == "returned":
+            if what == "shutdown":
+                await asyncio.wait_for(run, LIMIT)
+                continue
+            answer = task.result()
+            if what == "get_pending_count":
+                assert answer == 4
+            elif what != "flush":
+                assert isinstance(answer, float)
+        await asyncio.wait_for(handle.set_timer("after", FAR), LIMIT)  # the manager is open and not blocked
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        assert await handle.get_pending_count() == 5
+        _assert_nothing_left(manager)
+        await asyncio.wait_for(handle.cancel_all_timers(), LIMIT)
+        await _stop(handle, run)
+        if outcome == "returned" and "woken" in seen:
+            break
+    assert outcomes == {"cancelled", "returned"}, outcomes
+    assert seen == {"waiting", "woken"}, seen
+
+
+@pytest.mark.parametrize("ack", ["next", "receive"])
+@pytest.mark.parametrize("receive", ["recv_event", "recv_events", "anext"])
+async def test_a_receive_cancelled_at_each_suspension_point_on_redis_loses_no_event(
+    redis_server: RedisServer, namespace: str, receive: str, ack: str
+) -> None:
+    """The receiver waits for an event; the timer falls due, the reader reads its event from the stream and the
+    reply is held, then let through, and the receiver is cancelled after 0..N loop iterations (waiting; woken,
+    the event ready; returned). A cancelled receive took nothing: the next call receives the event, once.
+    Catches: an event taken (or acknowledged, under ack="receive") by a cancelled receiver, a wake-up not
+    passed on, a waiter left behind."""
+    outcomes: set[str] = set()
+    seen: set[str] = set()
+    # "woken": cancelled by the wake-up itself, right after the manager woke it and before it ran
+    schedule: list[int | str] = [-1, "woken", *range(MAX_STEPS)]
+    for steps in schedule:
+        options: dict[str, Any] = {"ack": ack}
+        manager, handle, _, run = await _started(redis_server.url, f"{namespace}-{steps}", 8, **options)
+        runner = manager._runner
+        link = link_of(manager)
+        opened = asyncio.Event()
+        held = asyncio.Event()
+        read = link._read_new
+
+        async def gated(stream: str, count: int, read: Any = read, opened: Any = opened, held: Any = held) -> Any:
+            reply = await read(stream, count)
+            if reply[0] and not opened.is_set():
+                held.set()
+                await opened.wait()
+            return reply
+
+        link._read_new = gated  # type: ignore[method-assign]
+        # The read on its way now went out before the gate: an event for it, then every read is gated.
+        await handle.set_timer("warm", 0.0)
+        warm = await asyncio.wait_for(handle.recv_event(), LIMIT)
+        assert warm is not None and warm.name == "warm" and not held.is_set()
+        awaitable: Awaitable[Any]
+        if receive == "recv_event":
+            awaitable = handle.recv_event()
+        elif receive == "recv_events":
+            awaitable = handle.recv_events(4)
+        else:
+            awaitable = handle.__anext__()
+        task = asyncio.ensure_future(awaitable)
+        await asyncio.sleep(0)
+        await handle.set_timer("due", 0.0)
+        await asyncio.wait_for(held.wait(), LIMIT)
+        if steps == "woken":
+            wake = runner.wake_receivers
+
+            def waking(wake: Any = wake, task: asyncio.Future[Any] = task) -> None:
+                woken = bool(runner.receivers)
+                wake()
+                if woken:
+                    seen.add("woken")
+                    task.cancel()
+
+            runner.wake_receivers = waking  # type: ignore[method-assign]
+            opened.set()
+        else:
+            assert isinstance(steps, int)
+            if steps >= 0:
+                opened.set()
+                for _ in range(steps):
+                    await asyncio.sleep(0)
+            if runner.receivers:
+                seen.add("waiting")
+            elif runner.engine.ready_count() and not task.done():
+                seen.add("woken")
+            task.cancel()
+            opened.set()
+        try:
+            result = await asyncio.wait_for(asyncio.shield(task), LIMIT)
+        except asyncio.CancelledError:
+            outcomes.add("cancelled")
+            event = await asyncio.wait_for(handle.recv_event(), LIMIT)
+            assert event is not None and event.name == "due"
+        else:
+            outcomes.add("returned")
+            names = [event.name for event in result] if isinstance(result, list) else [result.name]
+            assert names == ["due"]
+        await asyncio.sleep(0.05)
+        assert handle.try_recv_events(4) == [], "an event was received twice"
+        _assert_nothing_left(manager)
+        await _stop(handle, run)
+        async with client_of(redis_server) as client:
+            assert await pending_entries(client, f"{namespace}-{steps}") == 0  # received once, and acknowledged
+        if outcome_done(outcomes, seen):
+            break
+    assert outcomes == {"cancelled", "returned"}, outcomes
+    assert seen == {"waiting", "woken"}, seen
+
+
+def outcome_done(outcomes: set[str], seen: set[str]) -> bool:
+    return outcomes == {"cancelled", "returned"} and seen == {"waiting", "woken"}
