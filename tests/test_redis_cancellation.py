@@ -222,7 +222,12 @@ async def _stop(handle: TimerHandle, run: asyncio.Task[None]) -> None:
 
 
 async def _cancel_after(
-    steps: int | None, manager: TimerManager, task: asyncio.Future[Any], gate: Gate, seen: set[str]
+    steps: int | None,
+    manager: TimerManager,
+    task: asyncio.Future[Any],
+    gate: Gate,
+    seen: set[str],
+    states: list[str] | None = None,
 ) -> str:
     """Wait until the batch that fills the command queue is applied and its answer held, and ``task`` has run;
     then open the gate and cancel ``task`` after ``steps`` loop iterations (-1: before the opening; None: never).
@@ -243,10 +248,11 @@ async def _cancel_after(
         for _ in range(steps):
             await asyncio.sleep(0)
     runner = manager._runner
-    if runner.promised:
-        seen.add("woken")
-    elif runner.senders:
-        seen.add("waiting")
+    state = "woken" if runner.promised else "waiting" if runner.senders else "queued"
+    if state != "queued":
+        seen.add(state)
+    if states is not None:
+        states.append(state)
     task.cancel()
     gate.open()
     try:
@@ -447,3 +453,62 @@ async def test_a_receive_cancelled_at_each_suspension_point_on_redis_loses_no_ev
 
 def outcome_done(outcomes: set[str], seen: set[str]) -> bool:
     return outcomes == {"cancelled", "returned"} and seen == {"waiting", "woken"}
+
+
+async def test_an_ack_cancelled_at_each_suspension_point_acknowledges_iff_it_was_queued(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """ack() (ack="manual") queues its acknowledgement with a flush marker, waiting for room like any command;
+    cancelled while it waits (for room, or woken with room promised) it acknowledged nothing, and the event is
+    still held; once queued, the acknowledgement is sent (the call then waits for the server, as flush() does).
+    Catches: the acknowledgement queued before the wait for room, so that an ack() cancelled there (or one
+    refused because the manager was closing) acknowledged the event anyway."""
+    outcomes: set[str] = set()
+    seen: set[str] = set()
+    for steps in [*range(-1, MAX_STEPS), None]:
+        options: dict[str, Any] = {"ack": "manual"}
+        manager, handle, gate, run = await _started(redis_server.url, f"{namespace}-{steps}", 3, **options)
+        await handle.set_timer("x", 0.0)
+        event = await asyncio.wait_for(handle.recv_event(), LIMIT)
+        assert event is not None
+        gate.close()
+        handle.try_set_timers([("f1", FAR), ("f2", FAR), ("f3", FAR)])
+        task = asyncio.ensure_future(handle.ack(event))
+        states: list[str] = []
+        outcome = await _cancel_after(steps, manager, task, gate, seen, states)
+        queued = states == ["queued"]  # neither waiting nor woken when cancelled: its marker was queued
+        outcomes.add(outcome)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        async with client_of(redis_server) as client:
+            acknowledged = await pending_entries(client, f"{namespace}-{steps}") == 0
+        assert acknowledged == (outcome == "returned" or queued), (steps, outcome)
+        _assert_nothing_left(manager)
+        await asyncio.wait_for(handle.ack(event), LIMIT)  # acknowledged now, or again (which does nothing)
+        await _stop(handle, run)
+        async with client_of(redis_server) as client:
+            assert await pending_entries(client, f"{namespace}-{steps}") == 0
+        if outcome == "returned" and "woken" in seen:
+            break
+    assert outcomes == {"cancelled", "returned"}, outcomes
+    assert seen == {"waiting", "woken"}, seen
+
+
+async def test_an_ack_refused_because_the_manager_is_shutting_down_acknowledges_nothing(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """After shutdown(), ack() raises ManagerClosed (every later command does); it must then have acknowledged
+    nothing: the event stays pending for another consumer (after claim_after), as for any event received and not
+    acknowledged under ack="manual". Catches: the acknowledgement queued before the closed check, and sent by the
+    batches before the stop or by the stop's settle."""
+    options: dict[str, Any] = {"ack": "manual"}
+    manager, handle, _, run = await _started(redis_server.url, namespace, 8, **options)
+    await handle.set_timer("x", 0.0)
+    event = await asyncio.wait_for(handle.recv_event(), LIMIT)
+    assert event is not None
+    await handle.set_timer("later", FAR)
+    await asyncio.wait_for(handle.shutdown(), LIMIT)
+    with pytest.raises(ManagerClosed):
+        await asyncio.wait_for(handle.ack(event), LIMIT)
+    await asyncio.wait_for(run, LIMIT)
+    async with client_of(redis_server) as client:
+        assert await pending_entries(client, namespace) == 1
