@@ -512,3 +512,72 @@ async def test_an_ack_refused_because_the_manager_is_shutting_down_acknowledges_
     await asyncio.wait_for(run, LIMIT)
     async with client_of(redis_server) as client:
         assert await pending_entries(client, namespace) == 1
+
+
+# ---------------------------------------------------------------------- other threads, against a live manager
+
+
+def _matches_a_prefix(accepted: list[tuple[str, str]], observed: set[str], *, whole: bool) -> bool:
+    """Whether the caller's timers pending on the server (``observed``) are what its accepted calls leave: all of
+    them (``whole``), or the first k of them for some k (a stop by the token discards what was not yet sent)."""
+    state: dict[str, bool] = {}
+    wrong = len(observed)  # names whose state differs from observed, with nothing applied yet
+    prefixes_matching = wrong == 0
+    for op, name in accepted:
+        before = state.get(name, False)
+        after = op == "set"
+        state[name] = after
+        if before != after:
+            wrong += -1 if after == (name in observed) else 1
+        prefixes_matching = wrong == 0
+        if prefixes_matching and not whole:
+            return True
+    return prefixes_matching
+
+
+@pytest.mark.parametrize("switch_interval", [1e-5], indirect=True)
+@pytest.mark.parametrize("stop_by", ["shutdown", "shutdown-live", "token"])
+async def test_threads_and_tasks_against_a_redis_manager_lose_nothing_and_apply_nothing_refused(
+    redis_server: RedisServer, namespace: str, switch_interval: float, stop_by: str
+) -> None:
+    """Four threads (threadsafe(): blocking and try_, single and batched, with timeouts) and three loop tasks
+    (awaitable and try_, some cancelled by a tiny wait_for) set and cancel their own timers on a Redis manager with
+    a command queue of four, for 0.6 s, with threads switching every 10 µs; then the manager is stopped: by a
+    shutdown once the callers stopped, by a shutdown while they call (every call that returned before it must
+    be applied), or by its token, cancelled from a thread while they call (a prefix of each caller's calls is
+    applied). Then what is pending on the server must be exactly what each caller's accepted calls leave.
+    Catches: a command lost between the inbox, the queue, the outbox and the batch in flight, one applied twice
+    or out of its caller's order, a refused or cancelled call that reached the server, a caller hung."""
+    from stress import Crowd
+
+    token = CancellationToken()
+    backend = RedisBackend(redis_server.url, namespace=namespace)
+    manager, handle = TimerManager.new(namespace, 0.0, 4, 8, token, backend=backend)
+    run = asyncio.ensure_future(manager.run())
+    crowd = Crowd(handle, 11, durations=(FAR,))
+    await asyncio.sleep(0.6)
+    # The threads' commands go ahead of the loop's waiting senders, and on Redis room comes back only with the
+    # server's answers: the tasks may get few calls in. Go on until some did (or 10 s more).
+    for _ in range(200):
+        if sum(len(caller.accepted) for caller in crowd.task_callers):
+            break
+        await asyncio.sleep(0.05)
+    if stop_by == "shutdown":
+        assert await crowd.stop(LIMIT) == [], "a caller hangs"
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        await asyncio.wait_for(handle.shutdown(), LIMIT)
+    elif stop_by == "shutdown-live":
+        await asyncio.wait_for(handle.shutdown(), LIMIT)
+        assert await crowd.stop(LIMIT) == [], "a caller hangs"
+    else:
+        await asyncio.to_thread(token.cancel)
+        assert await crowd.stop(LIMIT) == [], "a caller hangs"
+    await asyncio.wait_for(run, LIMIT)
+    assert not crowd.errors, crowd.errors
+    async with client_of(redis_server) as client:
+        pending = {name.decode() for name in await client.zrange(f"{{tm:{namespace}}}:due", 0, -1)}
+    for caller in crowd.callers:
+        mine = {name for name in pending if name.split(":")[0] == caller.key}
+        assert _matches_a_prefix(list(caller.accepted), mine, whole=stop_by != "token"), caller.key
+    assert sum(len(caller.accepted) for caller in crowd.thread_callers) > 0
+    assert sum(len(caller.accepted) for caller in crowd.task_callers) > 0
