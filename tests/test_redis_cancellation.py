@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of
+from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, free_port
 
 from timer_manager import CancellationToken, ManagerClosed, TimerHandle, TimerManager
 from timer_manager.redis import RedisBackend
@@ -581,3 +581,34 @@ async def test_threads_and_tasks_against_a_redis_manager_lose_nothing_and_apply_
         assert _matches_a_prefix(list(caller.accepted), mine, whole=stop_by != "token"), caller.key
     assert sum(len(caller.accepted) for caller in crowd.thread_callers) > 0
     assert sum(len(caller.accepted) for caller in crowd.task_callers) > 0
+
+
+# ---------------------------------------------------------------------- stops while the link cannot reach the server
+
+
+@pytest.mark.parametrize("stop", ["token", "shutdown", "task"])
+async def test_a_stop_while_the_server_is_unreachable_at_the_start_ends_run_promptly(namespace: str, stop: str) -> None:
+    """The server cannot be reached when the manager starts (nothing listens on its port), so the link retries
+    its first call, for up to reconnect_timeout (60 s here); the manager is stopped meanwhile (its token, a
+    shutdown, or its task cancelled). run() must end promptly, as contract point 8 says of the token, and every
+    caller be released. Catches: run() waiting, after the stop, for the link's first call to give up (until
+    reconnect_timeout): the stop did not reach a link that had not started its tasks yet."""
+    token = CancellationToken()
+    backend = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", namespace=namespace, reconnect_timeout=60.0)
+    manager, handle = TimerManager.new(namespace, 0, 4, 4, token, backend=backend)
+    run = asyncio.ensure_future(manager.run())
+    receiver = asyncio.ensure_future(handle.recv_event())
+    await asyncio.sleep(0.3)  # the link is retrying its first call
+    assert not run.done()
+    if stop == "token":
+        token.cancel()
+    elif stop == "shutdown":
+        await asyncio.wait_for(handle.shutdown(), LIMIT)
+    else:
+        run.cancel()
+    assert await asyncio.wait_for(receiver, LIMIT) is None
+    (outcome,) = await asyncio.gather(asyncio.wait_for(run, LIMIT), return_exceptions=True)
+    if stop == "task":
+        assert isinstance(outcome, asyncio.CancelledError)
+    else:
+        assert outcome is None

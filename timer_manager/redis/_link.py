@@ -175,7 +175,18 @@ class Link:
         assert done is not None
         tasks: list[asyncio.Task[None]] = []
         try:
-            await self._prepare()
+            # Raced against the stop: while the server cannot be reached, the first call is retried for up to
+            # reconnect_timeout, and a stop meanwhile (a token, a shutdown) must end run() promptly.
+            prepare = asyncio.ensure_future(self._prepare())
+            prepare.add_done_callback(_take_error)
+            try:
+                await asyncio.wait([done, prepare], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not prepare.done():
+                    prepare.cancel()
+            if not prepare.done() or prepare.cancelled():
+                return  # stopped first (the finally below settles)
+            prepare.result()
             tasks = [
                 asyncio.ensure_future(work())
                 for work in (self._ship_loop, self._promote_loop, self._watch_loop, self._read_loop, self._claim_loop)
