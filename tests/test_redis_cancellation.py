@@ -9,6 +9,7 @@ redis-server of its own."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, free_port
 
 from timer_manager import CancellationToken, ManagerClosed, TimerHandle, TimerManager
 from timer_manager.redis import RedisBackend
+from timer_manager.redis._engine import RedisEngine
 from timer_manager.redis._link import Link
 
 pytestmark = pytest.mark.usefixtures("default_core", "redis_server")  # redis_server: skip or fail without it
@@ -118,9 +120,11 @@ async def test_an_open_block_whose_exit_is_cancelled_while_it_settles_with_redis
             await handle.set_timers([("received", 0.01), ("unreceived", 0.2)])
             event = await asyncio.wait_for(handle.recv_event(), LIMIT)
             assert event is not None and event.name == "received"
-            while not handle._runner.engine.pending_events():  # "unreceived" is read, not received
+            engine = handle._runner.engine
+            assert isinstance(engine, RedisEngine)
+            while not engine.pending_events():  # "unreceived" is read, not received
                 await asyncio.sleep(0.01)
-            link = handle._runner.store.link  # type: ignore[attr-defined]
+            link = handle._runner.store.link
             assert isinstance(link, Link)
             apply_script = link._apply
 
@@ -130,7 +134,7 @@ async def test_an_open_block_whose_exit_is_cancelled_while_it_settles_with_redis
                     await asyncio.sleep(0.5)
                 return await apply_script(**arguments)
 
-            link._apply = slow  # type: ignore[assignment]
+            link._apply = slow
 
     exiting = asyncio.ensure_future(block())
     await asyncio.wait_for(settling.wait(), LIMIT)
@@ -172,7 +176,7 @@ class Gate:
                 await self.opened.wait()
             return result
 
-        link._send_batch = gated  # type: ignore[method-assign]
+        link._send_batch = gated  # type: ignore[method-assign,assignment]
 
     def close(self) -> None:
         self.opened.clear()
@@ -408,7 +412,7 @@ async def test_a_receive_cancelled_at_each_suspension_point_on_redis_loses_no_ev
         if steps == "woken":
             wake = runner.wake_receivers
 
-            def waking(wake: Any = wake, task: asyncio.Future[Any] = task) -> None:
+            def waking(wake: Any = wake, task: asyncio.Future[Any] = task, runner: Any = runner) -> None:
                 woken = bool(runner.receivers)
                 wake()
                 if woken:
@@ -437,7 +441,8 @@ async def test_a_receive_cancelled_at_each_suspension_point_on_redis_loses_no_ev
             assert event is not None and event.name == "due"
         else:
             outcomes.add("returned")
-            names = [event.name for event in result] if isinstance(result, list) else [result.name]
+            received: list[Any] = result if isinstance(result, list) else [result]
+            names = [got.name for got in received]
             assert names == ["due"]
         await asyncio.sleep(0.05)
         assert handle.try_recv_events(4) == [], "an event was received twice"
@@ -501,7 +506,7 @@ async def test_an_ack_refused_because_the_manager_is_shutting_down_acknowledges_
     acknowledged under ack="manual". Catches: the acknowledgement queued before the closed check, and sent by the
     batches before the stop or by the stop's settle."""
     options: dict[str, Any] = {"ack": "manual"}
-    manager, handle, _, run = await _started(redis_server.url, namespace, 8, **options)
+    _, handle, _, run = await _started(redis_server.url, namespace, 8, **options)
     await handle.set_timer("x", 0.0)
     event = await asyncio.wait_for(handle.recv_event(), LIMIT)
     assert event is not None
@@ -575,7 +580,8 @@ async def test_threads_and_tasks_against_a_redis_manager_lose_nothing_and_apply_
     await asyncio.wait_for(run, LIMIT)
     assert not crowd.errors, crowd.errors
     async with client_of(redis_server) as client:
-        pending = {name.decode() for name in await client.zrange(f"{{tm:{namespace}}}:due", 0, -1)}
+        members: list[bytes] = await client.zrange(f"{{tm:{namespace}}}:due", 0, -1)  # type: ignore[assignment]
+        pending = {name.decode() for name in members}
     for caller in crowd.callers:
         mine = {name for name in pending if name.split(":")[0] == caller.key}
         assert _matches_a_prefix(list(caller.accepted), mine, whole=stop_by != "token"), caller.key
@@ -612,3 +618,75 @@ async def test_a_stop_while_the_server_is_unreachable_at_the_start_ends_run_prom
         assert isinstance(outcome, asyncio.CancelledError)
     else:
         assert outcome is None
+
+
+async def test_sends_cancelled_while_the_link_reconnects_have_all_or_none_of_their_effect(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    """Many callers wait for room in a command queue of four that a batch held by the stalled server (SIGSTOP)
+    fills; the server resumes and every client connection is dropped (the batch in flight is sent again on a new
+    connection); callers are cancelled at staggered moments throughout: during the stall, as the room comes
+    back, while the link reconnects. Each call that returned has its whole effect on the server, each one
+    cancelled none. Catches: a cancelled caller's commands applied, a returned one's lost or applied twice
+    across the reconnection, half a batch applied, a caller hung."""
+    manager, handle = TimerManager.new(
+        namespace, 0, 4, 8, backend=RedisBackend(own_redis.url, namespace=namespace, reconnect_timeout=30.0)
+    )
+    run = asyncio.ensure_future(manager.run())
+    try:
+        await handle.set_timers([(f"c{index}", FAR) for index in range(16)])
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        own_redis.pause()
+        try:
+            handle.try_set_timers([(f"f{index}", FAR) for index in range(4)])
+            await asyncio.sleep(0.1)  # their batch is on its way, held by the stalled server
+            calls: list[tuple[asyncio.Future[None], Callable[[], Awaitable[bool]]]] = []
+            effect: Callable[[], Awaitable[bool]]
+            for index in range(16):
+                kind = index % 4
+                if kind == 0:
+                    coroutine = handle.set_timer(f"s{index}", FAR)
+                    effect = functools.partial(_all, handle, f"s{index}")
+                elif kind == 1:
+                    coroutine = handle.set_timers([(f"m{index}a", FAR), (f"m{index}b", FAR)])
+                    effect = functools.partial(_all, handle, f"m{index}a", f"m{index}b")
+                elif kind == 2:
+                    coroutine = handle.cancel_timer(f"c{index}")
+                    effect = functools.partial(_none, handle, f"c{index}")
+                else:
+                    coroutine = handle.cancel_timers([f"c{index}", f"c{index - 1}x"])
+                    effect = functools.partial(_none, handle, f"c{index}")
+                calls.append((asyncio.ensure_future(coroutine), effect))
+            await asyncio.sleep(0.1)
+            for task, _ in calls[0:16:4]:
+                task.cancel()  # during the stall
+        finally:
+            own_redis.resume()
+        async with client_of(own_redis) as client:
+            await client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # type: ignore[no-untyped-call]
+        for round in range(1, 4):  # while the link reconnects and the room comes back
+            for _ in range(round * 3):
+                await asyncio.sleep(0)
+            for task, _ in calls[round:16:4]:
+                task.cancel()
+        outcomes: list[bool] = []
+        for task, _ in calls:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), LIMIT)
+            except asyncio.CancelledError:
+                returned = False
+            else:
+                returned = True
+            outcomes.append(returned)
+        assert True in outcomes and False in outcomes, outcomes
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        for (_, effect), returned in zip(calls, outcomes, strict=True):
+            assert await effect() == returned
+        for index in range(1, 16, 4):  # never half a batch
+            assert len({*(await _pending(handle, f"m{index}a", f"m{index}b"))}) == 1
+        _assert_nothing_left(manager)
+        await asyncio.wait_for(handle.set_timer("after", FAR), LIMIT)
+        await _stop(handle, run)
+    finally:
+        own_redis.resume()
+        await asyncio.gather(run, return_exceptions=True)

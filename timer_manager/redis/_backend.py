@@ -9,9 +9,9 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from numbers import Real
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._validate import _to_float, seconds, shown
