@@ -690,3 +690,42 @@ async def test_sends_cancelled_while_the_link_reconnects_have_all_or_none_of_the
     finally:
         own_redis.resume()
         await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_entries_a_stop_caught_on_their_way_from_the_server_are_handed_back_at_once(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """The server has handed an entry to this consumer (XREADGROUP: it is pending on it) and the reply is still
+    on its way when the manager stops: the stop cancels the read, and the reply is lost. The entry's event was
+    read and never received, so the stop hands it back at once (docs/redis.md: "a consumer that stops hands back
+    at once what it read and never received"). Catches: only the events the engine got being handed back, so
+    that such an entry waited claim_after (two minutes here) on the stopped consumer before anyone got it."""
+    backend = RedisBackend(redis_server.url, namespace=namespace, claim_after=120.0)
+    manager, handle = TimerManager.new(namespace, 0, 8, 8, backend=backend)
+    run = asyncio.ensure_future(manager.run())
+    await asyncio.wait_for(handle.flush(), LIMIT)
+    link = link_of(manager)
+    read = link._read_new
+    in_transit = asyncio.Event()
+
+    async def lost_on_the_way(stream: str, count: int) -> Any:
+        reply = await read(stream, count)
+        if reply[0]:  # read on the server; the reply never arrives
+            in_transit.set()
+            await asyncio.Event().wait()
+        return reply
+
+    link._read_new = lost_on_the_way  # type: ignore[method-assign]
+    await handle.set_timer("warm", 0.0)  # the read on its way went out before the wrapper: this event for it
+    warm = await asyncio.wait_for(handle.recv_event(), LIMIT)
+    assert warm is not None and warm.name == "warm"
+    await handle.set_timer("x", 0.0)
+    await asyncio.wait_for(in_transit.wait(), LIMIT)
+    await asyncio.wait_for(handle.shutdown(), LIMIT)
+    await asyncio.wait_for(run, LIMIT)
+    taking = RedisBackend(redis_server.url, namespace=namespace, claim_after=120.0)
+    async with TimerManager.open(namespace, heartbeat_interval=0, backend=taking) as taker:
+        event = await asyncio.wait_for(taker.recv_event(), LIMIT)
+        assert event is not None and event.name == "x"
+    async with client_of(redis_server) as client:
+        assert await pending_entries(client, namespace) == 0  # "warm" acknowledged at the stop, "x" by the taker

@@ -243,7 +243,26 @@ class Link:
                 args = self._batch_args([], engine.rearms, engine.acks, [], done)
                 await self._apply(keys=self._apply_keys, args=args)
                 engine.acks, engine.rearms = [], []
-            if unreceived:
+            handed_back = list(dict.fromkeys(event.entry for event in unreceived))
+            # Entries pending on this consumer that the engine never got: the read the stop cut short after the
+            # server had handed them over, its reply lost on its way. Read and never received: handed back too.
+            # They come after the last entry read; the other entries pending here past it are known (taken over
+            # from another consumer and held, or being acknowledged).
+            known = set(engine.held()) | engine.acking()
+            pending: Any = await self.client.xpending_range(
+                self.keys[5],
+                GROUP,
+                min="-" if self._last_read == "0-0" else f"({self._last_read}",
+                max="+",
+                count=min(len(known) + engine.event_capacity + 1, 2**62),  # one read, of at most that many entries
+                consumername=self.consumer,
+            )
+            for item in pending:
+                entry = item["message_id"]
+                entry = entry.decode("ascii") if isinstance(entry, bytes) else str(entry)
+                if entry not in known:
+                    handed_back.append(entry)
+            if handed_back:
                 # Their idle time set past claim_after: the next XAUTOCLAIM of any consumer takes them (the events
                 # of an entry that this consumer acknowledged are not taken again: their records are gone).
                 await self.client.xclaim(
@@ -251,7 +270,7 @@ class Link:
                     GROUP,
                     self.consumer,
                     0,
-                    list(dict.fromkeys(event.entry for event in unreceived)),
+                    handed_back,
                     idle=int(self.claim_after * 1000),
                     justid=True,
                 )
