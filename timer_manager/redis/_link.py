@@ -163,6 +163,8 @@ class Link:
         # The tasks end on this flag, not only on cancellation: asyncio.wait_for (Python < 3.12) swallows a
         # cancellation that arrives as the awaited call completes.
         self._stopping = False
+        self._reachable = True  # the last call to the server that ended got an answer (not a connection error)
+        self._reading = False  # the reader's call is on its way (a stop that cuts it short may lose its reply)
         engine.kick = self._work.set
         engine.room_freed = self._room.set
 
@@ -243,20 +245,23 @@ class Link:
                 args = self._batch_args([], engine.rearms, engine.acks, [], done)
                 await self._apply(keys=self._apply_keys, args=args)
                 engine.acks, engine.rearms = [], []
-            handed_back = list(dict.fromkeys(event.entry for event in unreceived))
+            handed_back: list[Any] = list(dict.fromkeys(event.entry for event in unreceived))
             # Entries pending on this consumer that the engine never got: the read the stop cut short after the
             # server had handed them over, its reply lost on its way. Read and never received: handed back too.
             # They come after the last entry read; the other entries pending here past it are known (taken over
             # from another consumer and held, or being acknowledged).
+            # Asked only if the stop cut a read short, and the server was answering (not after BackendUnavailable).
             known = set(engine.held()) | engine.acking()
-            pending: Any = await self.client.xpending_range(
-                self.keys[5],
-                GROUP,
-                min="-" if self._last_read == "0-0" else f"({self._last_read}",
-                max="+",
-                count=min(len(known) + engine.event_capacity + 1, 2**62),  # one read, of at most that many entries
-                consumername=self.consumer,
-            )
+            pending: Any = []
+            if self._reading and self._reachable:
+                pending = await self.client.xpending_range(
+                    self.keys[5],
+                    GROUP,
+                    min="-" if self._last_read == "0-0" else f"({self._last_read}",
+                    max="+",
+                    count=min(len(known) + engine.event_capacity + 1, 2**62),  # one read, of at most that many
+                    consumername=self.consumer,
+                )
             for item in pending:
                 entry = item["message_id"]
                 entry = entry.decode("ascii") if isinstance(entry, bytes) else str(entry)
@@ -455,9 +460,11 @@ class Link:
                     await self._room.wait()
                 continue
             # whole entries: as many as fit the room when every entry is full, and at least one
+            self._reading = True
             reply, marked = await self._call(
                 functools.partial(self._read_new, stream, max(1, room // self.pack)), blocking=True
             )
+            self._reading = False
             # the raw reply: [[stream, [[entry id, [name, value, name, value...]], ...]]] (RESP3: a map), or None
             entries = (next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]) if reply else []
             events: list[RedisTimerExpired] = []
@@ -595,8 +602,11 @@ class Link:
                 # A call cut short by the stop may still end in an error (its connection closed under it): that
                 # error is taken here, not reported by asyncio as never retrieved.
                 call.add_done_callback(_take_error)
-                return await asyncio.wait_for(call, limit)
+                result = await asyncio.wait_for(call, limit)
+                self._reachable = True
+                return result
             except _RETRIED as exc:
+                self._reachable = False
                 if not first_failure:
                     first_failure = started  # the trouble began when the failed call was made
                     logger.warning("timer manager %r: Redis unreachable, retrying: %r", self.runner.name, exc)
