@@ -732,3 +732,49 @@ async def test_entries_a_stop_caught_on_their_way_from_the_server_are_handed_bac
         assert event is not None and event.name == "x"
     async with client_of(redis_server) as client:
         assert await pending_entries(client, namespace) == 0  # "warm" acknowledged at the stop, "x" by the taker
+
+
+@pytest.mark.parametrize("switch_interval", [1e-5], indirect=True)
+async def test_a_flush_covers_every_threadsafe_call_that_returned_before_it(
+    redis_server: RedisServer, namespace: str, switch_interval: float
+) -> None:
+    """Three threads set and cancel timers through threadsafe() against a command queue of four; after each call
+    that returned, a thread asks the loop for a flush(), and once it returns looks at the server itself (not
+    through the handle): the call's effect is there (docs/redis.md: "flush() returns once every command sent
+    before it is applied on the server"; a command a thread sent before is one whose call returned). Catches: a
+    flush that overtook commands handed over by threads (the inbox, or the outbox and the batch in flight)."""
+    import threading
+
+    import redis as sync_redis
+
+    backend = RedisBackend(redis_server.url, namespace=namespace)
+    manager, handle = TimerManager.new(namespace, 0.0, 4, 8, backend=backend)
+    run = asyncio.ensure_future(manager.run())
+    threadsafe = handle.threadsafe()
+    loop = asyncio.get_running_loop()
+    due = f"{{tm:{namespace}}}:due"
+    failures: list[str] = []
+
+    def body(key: str) -> None:
+        client = sync_redis.Redis.from_url(redis_server.url)
+        try:
+            for index in range(40):
+                name = f"{key}:{index}"
+                threadsafe.set_timer(name, FAR)
+                if index % 3 == 2:
+                    threadsafe.cancel_timer(name)
+                asyncio.run_coroutine_threadsafe(handle.flush(), loop).result(LIMIT)
+                present = client.zscore(due, name) is not None
+                if present != (index % 3 != 2):
+                    failures.append(f"{name}: pending {present} after a flush")
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=body, args=(f"t{index}",)) for index in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        await asyncio.to_thread(thread.join, LIMIT)
+        assert not thread.is_alive(), "a thread hangs"
+    assert failures == []
+    await _stop(handle, run)
