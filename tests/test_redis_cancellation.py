@@ -285,7 +285,7 @@ async def test_a_send_cancelled_at_each_suspension_point_on_redis_has_all_or_non
     server applies that batch and its answer is held, then let through, and the call is cancelled after 0..N
     loop iterations (waiting; woken, with the room the answer freed promised to it; returned). Catches: a
     cancelled call whose commands reached the server anyway, half a batch applied, room promised to a cancelled
-    caller never passed on (the next caller hangs)."""
+    caller never passed on (the caller waiting behind it hangs)."""
     call, effect = SENDS[method]
     outcomes: set[str] = set()
     seen: set[str] = set()
@@ -296,8 +296,14 @@ async def test_a_send_cancelled_at_each_suspension_point_on_redis_has_all_or_non
         gate.close()
         handle.try_set_timers([("f1", FAR), ("f2", FAR), ("f3", FAR)])  # the queue is full until they are applied
         task = asyncio.ensure_future(call(handle))
+        await asyncio.sleep(0)
+        # Behind it, a caller whose commands do not fit beside the call's: it gets room only once the call has
+        # queued (and its commands were applied) or, cancelled after it was woken, has passed its room on.
+        size = 2 if method in PAIRS and method != "cancel_all_timers" else 1
+        follower = asyncio.ensure_future(handle.set_timers([(f"g{index}", FAR) for index in range(4 - size)]))
         outcome = await _cancel_after(steps, manager, task, gate, seen)
         outcomes.add(outcome)
+        await asyncio.wait_for(follower, LIMIT)
         await asyncio.wait_for(handle.flush(), LIMIT)
         assert await effect(handle) == (outcome == "returned"), (steps, outcome)
         if method in PAIRS:
