@@ -40,8 +40,10 @@ class Store(Protocol):
     async def query(self, what: str, name: str, /) -> float | int | None:
         """``"deadline"`` of ``name``, pending ``"count"``, or ``"next"`` deadline, as the backend knows it."""
 
-    def acknowledge(self, events: list[Any], /) -> bool:
-        """Acknowledge received events; whether there is anything to wait for (``flush()``) before it holds."""
+    def acknowledge(self, events: list[Any], /) -> Callable[[], None] | None:
+        """Check received events for acknowledgement (raising at the call, with nothing queued); return what
+        queues their acknowledgements, to be called as the flush marker that confirms them is queued (so that a
+        call cancelled or refused before that queues nothing), or None if there is nothing to wait for."""
 
     def counts(self) -> tuple[int, int | None, int | None]:
         """The backend's own counts for ``stats()``: sets refused, overdue timers, unacknowledged events."""
@@ -80,9 +82,9 @@ class LocalStore:
         engine.table.settle(math.inf)  # touched timers at the top go back to their latest deadlines first
         return engine.table.next_deadline()  # type: ignore[no-any-return]
 
-    def acknowledge(self, events: list[Any]) -> bool:
+    def acknowledge(self, events: list[Any]) -> None:
         """Events of this backend need no acknowledgement."""
-        return False
+        return None
 
     def counts(self) -> tuple[int, int | None, int | None]:
         """Nothing is refused (``max_timers`` refuses at the call); the rest does not apply."""

@@ -415,14 +415,23 @@ class TimerHandle:
         await self.ack_events([event])
 
     async def ack_events(self, events: Iterable[TimerEvent]) -> None:
-        """Acknowledge received events (see :meth:`ack`); returns once the backend has them."""
+        """Acknowledge received events (see :meth:`ack`); returns once the backend has them.
+
+        The acknowledgements are queued with a flush marker, as a command: a call that raises (the manager
+        closed) or is cancelled while it waits for room sends none; once queued, they are sent, and the call
+        waits for the backend's confirmation."""
         runner = self._runner
         events = list(events)
         for event in events:
             if not isinstance(event, TimerExpired):
                 raise TypeError(f"events must be timer events, got {type(event).__name__}")
-        if events and runner.store.acknowledge(events):
-            await self.flush()
+        queue = runner.store.acknowledge(events) if events else None
+        if queue is None:
+            return
+        applied = runner.bound_loop().create_future()
+        await runner.send([(FLUSH, None, applied, None)])
+        queue()  # with the marker just queued, no await between: sent with its batch or an earlier one
+        await applied
 
     def _local_only(self, awaitable: str) -> None:
         runner = self._runner

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import sys
 import warnings
-from collections.abc import AsyncIterator, Coroutine, Generator
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -200,8 +200,10 @@ class TimerManager:
             unregister()
             if runner.background is not None:
                 # The backend settles after the stop (a remote one acknowledges what was received); a
-                # cancelled run() still waits for that, which is bounded.
-                await asyncio.gather(runner.background, return_exceptions=True)
+                # cancelled run() still waits for that, which is bounded. A cancellation that comes during the
+                # wait (open()'s exit cancelled while it awaits this task) must not reach the settle: waited
+                # through, then raised.
+                await _wait_through(runner.background)
 
     def stats(self) -> TimerStats:
         """A snapshot of the manager's counters (cheap; the counters cost nothing to keep)."""
@@ -244,6 +246,22 @@ class _Run(Coroutine[Any, Any, None]):
         self._started = True
         if self._runner.state == "new":
             self._runner.stop(f"run() was {how} before it started")
+
+
+async def _wait_through(work: Awaitable[None]) -> None:
+    """Wait until ``work`` ends, whatever it raises, without passing it a cancellation of this task (which
+    ``asyncio.gather`` or a plain ``await`` would): such a cancellation is raised once ``work`` has ended."""
+    future = asyncio.ensure_future(work)
+    cancelled: asyncio.CancelledError | None = None
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if not future.cancelled():
+        future.exception()  # retrieved: the backend reports its own failures through the runner
+    if cancelled is not None:
+        raise cancelled
 
 
 def _outside_this_module() -> int:

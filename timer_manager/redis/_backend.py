@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from numbers import Real
 from typing import TYPE_CHECKING, Any
@@ -178,16 +180,15 @@ class RedisStore:
 
         return asyncio.ensure_future(serve())
 
-    def acknowledge(self, events: list[Any]) -> bool:
-        """Queue the acknowledgements for the next batch to the server."""
+    def acknowledge(self, events: list[Any]) -> Callable[[], None]:
+        """Check ``events``; return what queues their acknowledgements for the next batch to the server."""
         for event in events:
             if not isinstance(event, RedisTimerExpired):
                 raise TypeError(
                     f"events must be events this Redis-backed manager handed over (RedisTimerExpired), "
                     f"got {type(event).__name__}: {shown(event)}"
                 )
-        self.engine.acknowledge(events)
-        return True
+        return functools.partial(self.engine.acknowledge, events)
 
     def counts(self) -> tuple[int, int | None, int | None]:
         """As the server last reported them."""

@@ -553,6 +553,10 @@ class RedisEngine:
         self._acking.update(done)
         return done
 
+    def acking(self) -> set[str]:
+        """The stream entries whose acknowledgement is on its way to the server."""
+        return set(self._acking)
+
     def acknowledged(self, done: list[str]) -> None:
         """The server has acknowledged the entries ``done`` (from :meth:`finished`): no claim returns them now."""
         self._acking.difference_update(done)

@@ -35,7 +35,7 @@ import redis.asyncio
 from redis import exceptions as redis_errors
 
 from .._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, TOUCH, Interval
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, ManagerClosed
 from ._event import RedisTimerExpired, entry_events
 from ._scripts import APPLY, CLAIM, KEY_NAMES, MARKS, PROMOTE, QUERY
 
@@ -163,6 +163,8 @@ class Link:
         # The tasks end on this flag, not only on cancellation: asyncio.wait_for (Python < 3.12) swallows a
         # cancellation that arrives as the awaited call completes.
         self._stopping = False
+        self._reachable = True  # the last call to the server that ended got an answer (not a connection error)
+        self._reading = False  # the reader's call is on its way (a stop that cuts it short may lose its reply)
         engine.kick = self._work.set
         engine.room_freed = self._room.set
 
@@ -175,7 +177,18 @@ class Link:
         assert done is not None
         tasks: list[asyncio.Task[None]] = []
         try:
-            await self._prepare()
+            # Raced against the stop: while the server cannot be reached, the first call is retried for up to
+            # reconnect_timeout, and a stop meanwhile (a token, a shutdown) must end run() promptly.
+            prepare = asyncio.ensure_future(self._prepare())
+            prepare.add_done_callback(_take_error)
+            try:
+                await asyncio.wait([done, prepare], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not prepare.done():
+                    prepare.cancel()
+            if not prepare.done() or prepare.cancelled():
+                return  # stopped first (the finally below settles)
+            prepare.result()
             tasks = [
                 asyncio.ensure_future(work())
                 for work in (self._ship_loop, self._promote_loop, self._watch_loop, self._read_loop, self._claim_loop)
@@ -232,7 +245,29 @@ class Link:
                 args = self._batch_args([], engine.rearms, engine.acks, [], done)
                 await self._apply(keys=self._apply_keys, args=args)
                 engine.acks, engine.rearms = [], []
-            if unreceived:
+            handed_back: list[Any] = list(dict.fromkeys(event.entry for event in unreceived))
+            # Entries pending on this consumer that the engine never got: the read the stop cut short after the
+            # server had handed them over, its reply lost on its way. Read and never received: handed back too.
+            # They come after the last entry read; the other entries pending here past it are known (taken over
+            # from another consumer and held, or being acknowledged).
+            # Asked only if the stop cut a read short, and the server was answering (not after BackendUnavailable).
+            known = set(engine.held()) | engine.acking()
+            pending: Any = []
+            if self._reading and self._reachable:
+                pending = await self.client.xpending_range(
+                    self.keys[5],
+                    GROUP,
+                    min="-" if self._last_read == "0-0" else f"({self._last_read}",
+                    max="+",
+                    count=min(len(known) + engine.event_capacity + 1, 2**62),  # one read, of at most that many
+                    consumername=self.consumer,
+                )
+            for item in pending:
+                entry = item["message_id"]
+                entry = entry.decode("ascii") if isinstance(entry, bytes) else str(entry)
+                if entry not in known:
+                    handed_back.append(entry)
+            if handed_back:
                 # Their idle time set past claim_after: the next XAUTOCLAIM of any consumer takes them (the events
                 # of an entry that this consumer acknowledged are not taken again: their records are gone).
                 await self.client.xclaim(
@@ -240,7 +275,7 @@ class Link:
                     GROUP,
                     self.consumer,
                     0,
-                    list(dict.fromkeys(event.entry for event in unreceived)),
+                    handed_back,
                     idle=int(self.claim_after * 1000),
                     justid=True,
                 )
@@ -425,9 +460,11 @@ class Link:
                     await self._room.wait()
                 continue
             # whole entries: as many as fit the room when every entry is full, and at least one
+            self._reading = True
             reply, marked = await self._call(
                 functools.partial(self._read_new, stream, max(1, room // self.pack)), blocking=True
             )
+            self._reading = False
             # the raw reply: [[stream, [[entry id, [name, value, name, value...]], ...]]] (RESP3: a map), or None
             entries = (next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]) if reply else []
             events: list[RedisTimerExpired] = []
@@ -533,8 +570,25 @@ class Link:
             return payload
 
     async def query(self, what: str, name: str = "") -> float:
-        """One of QUERY's answers (a deadline in ms, a count, or the earliest due time; -1 for none)."""
-        return float(await self._call(lambda: self._query(keys=self.keys, args=[what, name])))
+        """One of QUERY's answers (a deadline in ms, a count, or the earliest due time; -1 for none).
+
+        The call runs in the caller's task, not in one of the link's, so the stop does not cancel it: it is
+        raced against the stop instead, and a query the stop overtakes raises ``ManagerClosed``, as every
+        caller waiting at a stop gets (never the ``CancelledError`` of the link's own winding down, nor a wait
+        for a stalled server until ``reconnect_timeout``)."""
+        runner = self.runner
+        done = runner.done
+        assert done is not None
+        call = asyncio.ensure_future(self._call(lambda: self._query(keys=self.keys, args=[what, name])))
+        try:
+            await asyncio.wait([call, done], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not call.done():
+                call.cancel()
+                call.add_done_callback(_take_error)
+        if call.done() and not call.cancelled():
+            return float(call.result())
+        raise ManagerClosed(f"timer manager {runner.name!r} stopped ({runner.stop_reason})")
 
     async def _call(self, make: Callable[[], Awaitable[T]], *, blocking: bool = False) -> T:
         """``await make()``, retried while the server is unreachable, for at most ``reconnect_timeout``."""
@@ -548,8 +602,11 @@ class Link:
                 # A call cut short by the stop may still end in an error (its connection closed under it): that
                 # error is taken here, not reported by asyncio as never retrieved.
                 call.add_done_callback(_take_error)
-                return await asyncio.wait_for(call, limit)
+                result = await asyncio.wait_for(call, limit)
+                self._reachable = True
+                return result
             except _RETRIED as exc:
+                self._reachable = False
                 if not first_failure:
                     first_failure = started  # the trouble began when the failed call was made
                     logger.warning("timer manager %r: Redis unreachable, retrying: %r", self.runner.name, exc)
