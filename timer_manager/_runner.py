@@ -78,9 +78,11 @@ class Runner:
         self.engine: EngineInterface = self.store.engine
         self.table = self.engine.table
         self.engine.wake = self.schedule_service
-        # A remote backend enforces max_timers itself, across all its managers.
+        # A remote backend enforces max_timers itself, across all its managers; it may check the names of sets.
         self.admission = (
-            Admission(name, max_timers, self.engine) if max_timers is not None and not self.remote else None
+            Admission(name, max_timers, self.engine)
+            if max_timers is not None and not self.remote
+            else getattr(self.store, "admission", None)
         )
         self.inbox = Inbox(name, command_capacity, self.schedule_service)
         self.engine.handed_over = self.inbox.commands  # a touch at the call waits behind these

@@ -13,7 +13,7 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 from .._validate import _to_float, seconds, shown
-from ._codec import Codec, Serializer
+from ._codec import MAX_PAYLOAD, Codec, NameCheck, Serializer
 from ._engine import ACK_MODES, RedisEngine, UnixTime
 from ._event import RedisTimerExpired
 from ._link import Link
@@ -51,7 +51,9 @@ class RedisBackend:
     seconds is handed to a live one. While the server is unreachable, calls are retried for up to
     ``reconnect_timeout`` seconds; then the manager stops with :class:`~timer_manager.BackendUnavailable`.
     ``serializer``: an object with ``dumps``/``loads`` for payloads (default: JSON, with ``bytes`` and
-    ``str`` as they are).
+    ``str`` as they are). ``max_payload``: the longest payload, in bytes as encoded, that a set takes (a longer one
+    is refused at the call with ``ValueError``, as is a name longer than 16 KiB in UTF-8); above the default
+    (1,000,000), the server's ``proto-max-bulk-len`` must take it (512 MB by default).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class RedisBackend:
         ack: str = "next",
         reconnect_timeout: float = 30.0,
         serializer: Serializer | None = None,
+        max_payload: int = MAX_PAYLOAD,
     ) -> None:
         if (url is None) == (client is None):
             raise TypeError("pass either a url or a client")
@@ -89,12 +92,16 @@ class RedisBackend:
             raise ValueError(
                 f"reconnect_timeout must be at least {MIN_RECONNECT_TIMEOUT:g} s, got {shown(reconnect_timeout)}"
             )
+        if isinstance(max_payload, bool) or not isinstance(max_payload, int):
+            raise TypeError(f"max_payload must be an int (bytes), got {shown(max_payload)}")
+        if max_payload < 1:
+            raise ValueError(f"max_payload must be at least 1 byte, got {shown(max_payload)}")
         self.url = url
         self.client = client
         self.namespace = namespace
         self.consumer = consumer
         self.ack = ack
-        self.codec = Codec(serializer)
+        self.codec = Codec(serializer, max_payload)
 
     def __repr__(self) -> str:
         where = self.url if self.url is not None else repr(self.client)
@@ -109,6 +116,7 @@ class RedisStore:
     """One manager's timers on Redis."""
 
     remote: bool = True
+    admission = NameCheck()  # a set's name must fit a call to the server
 
     def __init__(
         self, backend: RedisBackend, name: str, command_capacity: int, event_capacity: int, max_timers: int | None

@@ -34,6 +34,7 @@ from .._protocol import (
     TOUCH,
     Command,
 )
+from ._codec import too_long
 from ._event import RedisTimerExpired
 
 __all__ = ("ACK_MODES", "RedisEngine", "UnixTime")
@@ -198,6 +199,8 @@ class RedisEngine:
                 commands.popleft()
                 return True
             commands.popleft()
+            if (op == CANCEL or op == TOUCH) and too_long(name):  # type: ignore[arg-type]
+                continue  # no timer has such a name (its set is refused at the call): nothing to do, nor to send
             if op == TOUCH and self._received:
                 entry = self._received.get(name)  # type: ignore[arg-type]
                 if entry is not None:

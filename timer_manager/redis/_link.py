@@ -50,6 +50,11 @@ logger = logging.getLogger("timer_manager")
 
 GROUP = "timers"  # the consumer group every manager of a namespace reads in
 BATCH = 1000  # commands per APPLY call
+# Bytes of arguments per APPLY call, about (a command longer than that goes alone): Redis refuses an argument longer
+# than its proto-max-bulk-len, 1 MiB at the least (512 MB by default), and closes the connection. A set's name and
+# payload are limited at the call (_codec.py) so that one set fits this.
+CALL_BYTES = 1 << 20
+CALL_OVERHEAD = 128  # what a command, re-arm, acknowledgement or check takes besides its name and payload, with room
 PROMOTE_LIMIT = 1000  # events per PROMOTE call
 CLAIM_MEMBER = "c"  # in the marker key: a stopped manager handed back events (the timers' member is "w")
 CLAIM_CALLS = 100  # CLAIM calls per round of the claimer at most (the next round goes on from where it stopped)
@@ -92,6 +97,20 @@ def _entries(events: list[RedisTimerExpired]) -> bytes:
             entry = made[event.entry] = _field(event.entry)
         parts += (_length(len(name)), name, entry)
     return b"".join(parts)
+
+
+def _fit(items: list[Any], count: int, room: int, first: bool) -> tuple[int, int]:
+    """How many of the first ``count`` events (re-arms, acknowledgements, checks) fit ``room`` bytes of a call, and
+    their bytes (over-counted: 4 bytes a character of a name); ``first``: none is in the call yet, so that one goes
+    whatever its size."""
+    taken = used = 0
+    for index in range(count):
+        cost = CALL_OVERHEAD + (len(items[index].name) << 2)
+        if used + cost > room and (taken or not first):
+            break
+        used += cost
+        taken += 1
+    return taken, used
 
 
 def _whole_ms(seconds: float) -> int:
@@ -227,11 +246,16 @@ class Link:
             engine.rearms[:0], engine.acks[:0], done[:0] = rearms, acks, sent
 
         async def settle() -> None:
-            if engine.acks or engine.rearms:
+            rearms, acks = engine.rearms, engine.acks
+            while rearms or acks:  # in calls of CALL_BYTES at most; the entries to XACK with the last
+                taken, used = _fit(rearms, len(rearms), CALL_BYTES, True)
+                more, _ = _fit(acks, len(acks), CALL_BYTES - used, not taken)
                 self._batches += 1  # a batch of its own (the one the stop cut short may have been applied)
-                args = self._batch_args([], engine.rearms, engine.acks, [], done)
+                last = taken == len(rearms) and more == len(acks)
+                args = self._batch_args([], rearms[:taken], acks[:more], [], done if last else [])
                 await self._apply(keys=self._apply_keys, args=args)
-                engine.acks, engine.rearms = [], []
+                rearms, acks = rearms[taken:], acks[more:]
+            engine.acks, engine.rearms = [], []
             if unreceived:
                 # Their idle time set past claim_after: the next XAUTOCLAIM of any consumer takes them (the events
                 # of an entry that this consumer acknowledged are not taken again: their records are gone).
@@ -266,19 +290,53 @@ class Link:
                 # a set of its name applied here before the read): they go with the call that carries the last of
                 # those commands, never with an earlier one when the outbox takes several calls. Until then they stay
                 # in the engine, where a stop finds them.
+                # Each call carries BATCH commands and CALL_BYTES at most (or one longer command alone); what does not
+                # fit the call of the last commands goes in the calls after it, in order, taken from the engine call by
+                # call, so that a stop finds there what was not sent.
                 ahead = len(engine.outbox)
-                counts = len(engine.rearms), len(engine.acks), len(engine.to_check)
+                rearms_left, acks_left, checks_left = len(engine.rearms), len(engine.acks), len(engine.to_check)
                 while True:
-                    commands = [engine.outbox.popleft() for _ in range(min(BATCH, ahead))]
+                    commands, used = self._take(ahead)
                     ahead -= len(commands)
                     if ahead:
                         await self._ship(commands, [], [], [])
                         continue
-                    rearms, engine.rearms = engine.rearms[: counts[0]], engine.rearms[counts[0] :]
-                    acks, engine.acks = engine.acks[: counts[1]], engine.acks[counts[1] :]
-                    checks, engine.to_check = engine.to_check[: counts[2]], engine.to_check[counts[2] :]
-                    await self._ship(commands, rearms, acks, checks)
+                    while True:
+                        first = not commands
+                        taken, more = _fit(engine.rearms, rearms_left, CALL_BYTES - used, first)
+                        rearms, engine.rearms = engine.rearms[:taken], engine.rearms[taken:]
+                        rearms_left -= taken
+                        used += more
+                        first = first and not taken
+                        taken, more = _fit(engine.acks, acks_left, CALL_BYTES - used, first)
+                        acks, engine.acks = engine.acks[:taken], engine.acks[taken:]
+                        acks_left -= taken
+                        used += more
+                        first = first and not taken
+                        taken, more = _fit(engine.to_check, checks_left, CALL_BYTES - used, first)
+                        checks, engine.to_check = engine.to_check[:taken], engine.to_check[taken:]
+                        checks_left -= taken
+                        await self._ship(commands, rearms, acks, checks)
+                        if not (rearms_left or acks_left or checks_left):
+                            break
+                        commands, used = [], 0
                     break
+
+    def _take(self, ahead: int) -> tuple[list[Any], int]:
+        """The next call's commands from the outbox (of the ``ahead`` there before the acknowledgements, re-arms and
+        checks now queued), and their bytes (over-counted)."""
+        outbox = self.engine.outbox
+        commands: list[Any] = []
+        used = 0
+        for _ in range(min(BATCH, ahead)):
+            command = outbox[0]
+            name, data = command[1], command[3]
+            cost = CALL_OVERHEAD + (len(name) << 2 if name else 0) + (len(data) if data else 0)
+            if used + cost > CALL_BYTES and commands:
+                break
+            used += cost
+            commands.append(outbox.popleft())
+        return commands, used
 
     async def _ship(
         self,

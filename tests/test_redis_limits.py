@@ -1,0 +1,128 @@
+"""The Redis backend at its limits: the size of what one call carries (Redis refuses an argument longer than its
+``proto-max-bulk-len``), names and payloads too large for it, a server out of memory (``maxmemory``), and
+many events held at once. Each server here is started for this module or this test alone (its options differ
+from the session's), and stopped by pid."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, receive
+
+from timer_manager import TimerHandle, TimerManager
+from timer_manager.redis import RedisBackend
+
+pytestmark = pytest.mark.usefixtures("default_core", "redis_server")  # redis_server: skip or fail without it
+
+
+@pytest.fixture(scope="module")
+def small_bulk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server that takes arguments of 1 MiB at most (``proto-max-bulk-len``'s least value; 512 MB by
+    default): what a larger batch would meet on a default server, at a test's cost."""
+    assert REDIS_SERVER is not None
+    server = RedisServer(tmp_path_factory.mktemp("redis-small-bulk"), options=("--proto-max-bulk-len", "1mb"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@asynccontextmanager
+async def opened(url: str, namespace: str, **options: Any) -> AsyncIterator[TimerHandle]:
+    """A Redis-backed manager on ``namespace``, heartbeat 0; a call the server keeps refusing stops it soon."""
+    manager_options = {
+        key: options.pop(key) for key in ("event_buffer_size", "command_buffer_size") if key in options
+    }
+    options.setdefault("reconnect_timeout", 3.0)
+    backend = RedisBackend(url, namespace=namespace, **options)
+    async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend, **manager_options) as handle:
+        yield handle
+
+
+# ---------------------------------------------------------------------- the size of one call
+
+
+async def test_a_batch_of_large_payloads_is_split_below_the_servers_argument_limit(
+    small_bulk: RedisServer, namespace: str
+) -> None:
+    """Thirty sets of 100 kB each are 3 MB of commands, and the manager sent them in one APPLY call, as one
+    argument: past the server's ``proto-max-bulk-len``, the server refused the call and closed the connection,
+    the call was retried until ``reconnect_timeout`` and the manager stopped, losing the sets it had accepted.
+    On a default server (512 MB) the same happens to 1,000 sets of 600 kB. Catches: batches cut by count only."""
+    payload = b"p" * 100_000
+    async with opened(small_bulk.url, namespace, command_buffer_size=64) as handle:
+        for index in range(30):
+            handle.try_set_timer(f"big{index:02}", 0.2, data=payload)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        assert await handle.get_pending_count() == 30
+        events = await receive(handle, 30)
+    assert sorted(event.name for event in events) == [f"big{index:02}" for index in range(30)]
+    assert all(event.data == payload for event in events)
+
+
+async def test_acknowledgements_of_many_long_names_are_split_below_the_servers_argument_limit(
+    small_bulk: RedisServer, namespace: str
+) -> None:
+    """Two hundred events named with 8 kB each, acknowledged at once (``ack="manual"``): 1.6 MB of
+    acknowledgements in one argument, refused by the server as the large batch is. Catches: acknowledgements (and
+    checks, and re-arms) sent whole, whatever their size."""
+    names = [f"{index:03}" + "n" * 8000 for index in range(200)]
+    async with (
+        client_of(small_bulk) as client,
+        opened(small_bulk.url, namespace, ack="manual", event_buffer_size=256, command_buffer_size=256) as handle,
+    ):
+        for name in names:
+            handle.try_set_timer(name, 0.05)
+        events = await receive(handle, 200)
+        await handle.ack_events(events)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        stream = f"{{tm:{namespace}}}:ev"
+        assert (await client.xpending(stream, "timers"))["pending"] == 0
+        assert await client.hlen(f"{{tm:{namespace}}}:fired") == 0
+        handle.try_set_timer("after", 0.01)
+        assert [event.name for event in await receive(handle, 1)] == ["after"]
+    assert sorted(event.name for event in events) == names
+
+
+async def test_a_payload_or_name_too_large_is_refused_at_the_call_and_the_manager_goes_on(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A payload (encoded) or a name larger than one call may carry must be refused at the call (``ValueError``)
+    rather than queued: queued, it made the call that carried it fail on the server, and the manager stop."""
+    async with opened(redis_server.url, namespace, max_payload=1000) as handle:
+        with pytest.raises(ValueError, match="max_payload"):
+            handle.try_set_timer("big", 60.0, data=b"x" * 1000)  # 1001 bytes encoded (a tag byte)
+        with pytest.raises(ValueError, match="max_payload"):
+            await handle.set_timer("big", 60.0, data="x" * 1000)
+        with pytest.raises(ValueError, match="max_payload"):
+            await handle.set_interval("big", 60.0, data={"x": "x" * 1000})
+        with pytest.raises(ValueError, match="max_payload"):
+            await handle.set_timers([("ok", 60.0), ("big", 60.0, b"x" * 1000)])
+        with pytest.raises(ValueError, match="name"):
+            handle.try_set_timer("n" * 70_000, 60.0)
+        with pytest.raises(ValueError, match="name"):
+            await handle.set_timer_at("\u20ac" * 30_000, 2e9)  # 90 kB of UTF-8
+        handle.try_set_timer("fits", 0.01, data=b"x" * 999)
+        event = (await receive(handle, 1))[0]
+        assert (event.name, event.data) == ("fits", b"x" * 999)
+        assert await handle.get_pending_count() == 0  # "ok" went with "big": a refused call queues nothing
+    with pytest.raises(ValueError, match="max_payload"):
+        RedisBackend(redis_server.url, max_payload=0)
+
+
+async def test_a_cancel_or_touch_of_a_name_too_long_for_any_timer_is_a_no_op(
+    small_bulk: RedisServer, namespace: str
+) -> None:
+    """No timer can have a name longer than the limit (its set is refused), so a cancel or touch of one does
+    nothing; sent to the server, it made the call fail as a too-large set did."""
+    async with opened(small_bulk.url, namespace) as handle:
+        huge = "h" * 2_000_000
+        await handle.cancel_timer(huge)
+        handle.touch(huge)
+        handle.try_set_timer("after", 0.01)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        assert [event.name for event in await receive(handle, 1)] == ["after"]
