@@ -25,6 +25,7 @@ import functools
 import itertools
 import logging
 import math
+import operator
 import secrets
 import struct
 import time
@@ -69,6 +70,7 @@ T = TypeVar("T")
 
 
 _length = struct.Struct(">I").pack
+_name = operator.attrgetter("name")
 _EMPTY = _length(0)
 _EMPTY_FIELDS = _EMPTY * 3
 _NO_PAYLOAD = _length(1) + b"n"
@@ -103,6 +105,11 @@ def _fit(items: list[Any], count: int, room: int, first: bool) -> tuple[int, int
     """How many of the first ``count`` events (re-arms, acknowledgements, checks) fit ``room`` bytes of a call, and
     their bytes (over-counted: 4 bytes a character of a name); ``first``: none is in the call yet, so that one goes
     whatever its size."""
+    if not count:
+        return 0, 0
+    used = count * CALL_OVERHEAD + (sum(map(len, map(_name, itertools.islice(items, count)))) << 2)
+    if used <= room:  # all of them (the common case: one pass in C)
+        return count, used
     taken = used = 0
     for index in range(count):
         cost = CALL_OVERHEAD + (len(items[index].name) << 2)
