@@ -347,10 +347,10 @@ async def test_a_stop_during_a_batch_still_acknowledges_what_was_received(
         send = link._send_batch
         answered = asyncio.Event()
 
-        async def unanswered(commands: Any, rearms: Any, acks: Any, checks: Any, done: Any) -> Any:
+        async def unanswered(commands: Any, rearms: Any, acks: Any, checks: Any, done: Any, *more: Any) -> Any:
             if acks:
                 await answered.wait()  # the server never answers this batch
-            return await send(commands, rearms, acks, checks, done)
+            return await send(commands, rearms, acks, checks, done, *more)
 
         link._send_batch = unanswered
         await asyncio.sleep(0.3)  # all five read
@@ -995,3 +995,31 @@ async def test_a_touch_after_the_event_was_received_does_not_re_arm_it(
         assert await handle.get_pending_count() == 0, "the touch re-armed a timer whose event was received"
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(handle.recv_event(), 0.3)
+
+
+@pytest.mark.parametrize("ack", ["next", "manual"])
+async def test_a_touch_from_another_manager_after_the_event_was_received_does_not_re_arm_it(
+    redis_server: RedisServer, namespace: str, ack: str
+) -> None:
+    """As above, with the touch made by another manager of the namespace, once the receiving manager's next call
+    to the server has gone (its flush): that manager cannot carry the receipt in its touch, so the server must know
+    it. Until the acknowledgement (the next receive, or ack(); minutes later, perhaps) the event's ``fired`` record
+    stayed as it was when the event was read, and the other manager's touch re-armed the timer from it: a second
+    event of a timer already received."""
+    async with opened(redis_server.url, namespace, ack=ack) as handle:
+        await handle.set_timer("idle", 0.05, data="peer")
+        (event,) = await receive(handle, 1)
+        assert event.name == "idle"
+        await handle.flush()  # the receipt reaches the server with the next call
+        async with opened(redis_server.url, namespace) as other:
+            other.touch("idle")
+            await other.flush()
+            assert await other.get_pending_count() == 0, "another manager's touch re-armed a received timer"
+        with pytest.raises(asyncio.TimeoutError):
+            again = await asyncio.wait_for(handle.recv_event(), 0.3)
+            pytest.fail(f"a second event of a received timer: {again!r}")
+        if ack == "manual":
+            await handle.ack(event)
+        await handle.flush()
+    async with client_of(redis_server) as client:
+        assert await client.hlen(key(namespace, "fired")) == 0

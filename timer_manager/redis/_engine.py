@@ -102,6 +102,9 @@ class RedisEngine:
         self.acks: list[RedisTimerExpired] = []  # events to acknowledge with the next batch
         self.rearms: list[RedisTimerExpired] = []  # received events of repeating timers, to re-arm
         self.to_check: list[RedisTimerExpired] = []  # read from the stream, to be checked with the next batch
+        # One-shot events received and not yet acknowledged (ack "next" or "manual"), to mark as received on the server
+        # with the next batch: a touch from another manager then finds the timer not pending, as a local touch does.
+        self.marks: list[RedisTimerExpired] = []
         # Read and not yet in the event queue, in the order read: events being checked on the server, and the
         # events read after them, which need no check but wait for them (the order of the stream).
         self._checking: deque[RedisTimerExpired] = deque()
@@ -483,6 +486,7 @@ class RedisEngine:
         events, ready = self._events, self._ready
         taken: list[RedisTimerExpired] = []
         rearms: list[RedisTimerExpired] = []
+        once = 0
         while events and len(taken) < limit:
             event = events.popleft()
             if ready.get(event.name) is event:
@@ -492,6 +496,7 @@ class RedisEngine:
                     rearms.append(event)
                 else:
                     self._received[event.name] = event.entry
+                    once += 1
         if not taken:
             return taken
         self.count_received += len(taken)
@@ -501,9 +506,11 @@ class RedisEngine:
             pass  # held (in _outstanding) until the application acknowledges them
         else:  # "receive"
             self.acks += taken
+        if once and self.ack_mode != "receive":
+            self.marks += taken if not rearms else [event for event in taken if not event.repeating]
         if rearms:
             self.rearms += rearms
-        if self.acks or self.rearms:
+        if self.acks or self.rearms or self.marks:
             self.kick()
         if self._incoming:
             self.wake()

@@ -71,6 +71,8 @@ T = TypeVar("T")
 
 _length = struct.Struct(">I").pack
 _name = operator.attrgetter("name")
+# What the engine queues for the next call besides commands, in the order of APPLY's arguments (see _ship).
+_QUEUED = ("rearms", "acks", "to_check", "marks")
 _EMPTY = _length(0)
 _EMPTY_FIELDS = _EMPTY * 3
 _NO_PAYLOAD = _length(1) + b"n"
@@ -253,16 +255,17 @@ class Link:
             engine.rearms[:0], engine.acks[:0], done[:0] = rearms, acks, sent
 
         async def settle() -> None:
-            rearms, acks = engine.rearms, engine.acks
-            while rearms or acks:  # in calls of CALL_BYTES at most; the entries to XACK with the last
+            rearms, acks, marks = engine.rearms, engine.acks, engine.marks
+            while rearms or acks or marks:  # in calls of CALL_BYTES at most; the entries to XACK with the last
                 taken, used = _fit(rearms, len(rearms), CALL_BYTES, True)
-                more, _ = _fit(acks, len(acks), CALL_BYTES - used, not taken)
+                more, used_more = _fit(acks, len(acks), CALL_BYTES - used, not taken)
+                noted, _ = _fit(marks, len(marks), CALL_BYTES - used - used_more, not (taken or more))
                 self._batches += 1  # a batch of its own (the one the stop cut short may have been applied)
-                last = taken == len(rearms) and more == len(acks)
-                args = self._batch_args([], rearms[:taken], acks[:more], [], done if last else [])
+                last = taken == len(rearms) and more == len(acks) and noted == len(marks)
+                args = self._batch_args([], rearms[:taken], acks[:more], [], done if last else [], marks[:noted])
                 await self._apply(keys=self._apply_keys, args=args)
-                rearms, acks = rearms[taken:], acks[more:]
-            engine.acks, engine.rearms = [], []
+                rearms, acks, marks = rearms[taken:], acks[more:], marks[noted:]
+            engine.acks, engine.rearms, engine.marks = [], [], []
             if unreceived:
                 # Their idle time set past claim_after: the next XAUTOCLAIM of any consumer takes them (the events
                 # of an entry that this consumer acknowledged are not taken again: their records are gone).
@@ -291,40 +294,35 @@ class Link:
         while not self._stopping:
             await self._work.wait()
             self._work.clear()
-            while engine.outbox or engine.acks or engine.rearms or engine.to_check:
-                # The acknowledgements, re-arms and checks queued so far come after the commands now in the outbox
-                # (a retraction's acknowledgement after the touch that re-arms from the event's record, a check after
-                # a set of its name applied here before the read): they go with the call that carries the last of
-                # those commands, never with an earlier one when the outbox takes several calls. Until then they stay
-                # in the engine, where a stop finds them.
-                # Each call carries BATCH commands and CALL_BYTES at most (or one longer command alone); what does not
-                # fit the call of the last commands goes in the calls after it, in order, taken from the engine call by
+            while engine.outbox or engine.acks or engine.rearms or engine.to_check or engine.marks:
+                # The acknowledgements, re-arms, checks and receipts queued so far come after the commands now in the
+                # outbox (a retraction's acknowledgement after the touch that re-arms from the event's record, a check
+                # after a set of its name applied here before the read): they go with the call that carries the last
+                # of those commands, never with an earlier one when the outbox takes several calls. Each call carries
+                # BATCH commands and CALL_BYTES at most (or one longer command alone); what does not fit the call of
+                # the last commands goes in the calls after it, in order. Everything is taken from the engine call by
                 # call, so that a stop finds there what was not sent.
                 ahead = len(engine.outbox)
-                rearms_left, acks_left, checks_left = len(engine.rearms), len(engine.acks), len(engine.to_check)
+                left = [len(getattr(engine, kind)) for kind in _QUEUED]
                 while True:
                     commands, used = self._take(ahead)
                     ahead -= len(commands)
                     if ahead:
-                        await self._ship(commands, [], [], [])
+                        await self._ship(commands, [], [], [], [])
                         continue
                     while True:
                         first = not commands
-                        taken, more = _fit(engine.rearms, rearms_left, CALL_BYTES - used, first)
-                        rearms, engine.rearms = engine.rearms[:taken], engine.rearms[taken:]
-                        rearms_left -= taken
-                        used += more
-                        first = first and not taken
-                        taken, more = _fit(engine.acks, acks_left, CALL_BYTES - used, first)
-                        acks, engine.acks = engine.acks[:taken], engine.acks[taken:]
-                        acks_left -= taken
-                        used += more
-                        first = first and not taken
-                        taken, more = _fit(engine.to_check, checks_left, CALL_BYTES - used, first)
-                        checks, engine.to_check = engine.to_check[:taken], engine.to_check[taken:]
-                        checks_left -= taken
-                        await self._ship(commands, rearms, acks, checks)
-                        if not (rearms_left or acks_left or checks_left):
+                        pieces: list[list[RedisTimerExpired]] = []
+                        for index, kind in enumerate(_QUEUED):
+                            queued = getattr(engine, kind)
+                            taken, more = _fit(queued, left[index], CALL_BYTES - used, first)
+                            pieces.append(queued[:taken])
+                            setattr(engine, kind, queued[taken:])
+                            left[index] -= taken
+                            used += more
+                            first = first and not taken
+                        await self._ship(commands, *pieces)
+                        if not any(left):
                             break
                         commands, used = [], 0
                     break
@@ -351,15 +349,17 @@ class Link:
         rearms: list[RedisTimerExpired],
         acks: list[RedisTimerExpired],
         checks: list[RedisTimerExpired],
+        marks: list[RedisTimerExpired],
     ) -> None:
-        """Send one batch and take in its result."""
+        """Send one batch and take in its result (``marks``: one-shot events received here and not yet acknowledged,
+        to mark as received on the server; lost at a stop, they only narrow what a touch elsewhere finds)."""
         engine = self.engine
         done = engine.finished(acks)
         # Until the server answers, a stop (which cancels this call) must send these again at the finish.
         self._unconfirmed = (rearms, acks, done)
         engine.sending = commands  # a stop meanwhile fails its flushes, as those still queued
         self._batches += 1  # a new batch; the tries of one batch carry the same number
-        result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done))
+        result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done, marks))
         self._unconfirmed = None
         engine.sending = []
         engine.acknowledged(done)
@@ -385,9 +385,11 @@ class Link:
         acks: list[RedisTimerExpired],
         checks: list[RedisTimerExpired],
         done: list[str],
+        marks: list[RedisTimerExpired],
     ) -> list[int]:
         """One APPLY call (its arguments made afresh at each try, so a retry takes the wait off too)."""
-        result = await self._apply(keys=self._apply_keys, args=self._batch_args(commands, rearms, acks, checks, done))
+        args = self._batch_args(commands, rearms, acks, checks, done, marks)
+        result = await self._apply(keys=self._apply_keys, args=args)
         return [int(value) for value in result]
 
     def _batch_args(
@@ -397,9 +399,10 @@ class Link:
         acks: list[RedisTimerExpired],
         checks: list[RedisTimerExpired],
         done: list[str],
+        marks: list[RedisTimerExpired] | None = None,
     ) -> list[Any]:
         """The APPLY arguments; relative deadlines become the time left now (the wait so far is taken off).
-        ``done``: the stream entries whose every event this consumer has acknowledged."""
+        ``done``: the stream entries whose every event this consumer has acknowledged; ``marks``: events received."""
         parts: list[bytes] = []
         add = parts.append
         now = time.monotonic()
@@ -432,7 +435,18 @@ class Link:
         # a batch sent again after a dropped connection is recognised by its number for as long as it may be retried
         keep = int(min(self.reconnect_timeout + 60.0, KEEP_LIMIT) * 1000)
         batch = self._batches
-        return [self.max_timers, GROUP, b"".join(parts), _entries(acks), _entries(checks), " ".join(done), batch, keep]
+        received = _entries(marks) if marks else b""
+        return [
+            self.max_timers,
+            GROUP,
+            b"".join(parts),
+            _entries(acks),
+            _entries(checks),
+            " ".join(done),
+            batch,
+            keep,
+            received,
+        ]
 
     async def _promote_loop(self) -> None:
         engine = self.engine
