@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, receive
 
-from timer_manager import TimerHandle, TimerManager
-from timer_manager.redis import RedisBackend
+from timer_manager import ManagerClosed, TimerHandle, TimerManager
+from timer_manager.redis import BackendUnavailable, RedisBackend
 
 pytestmark = pytest.mark.usefixtures("default_core", "redis_server")  # redis_server: skip or fail without it
 
@@ -126,3 +127,80 @@ async def test_a_cancel_or_touch_of_a_name_too_long_for_any_timer_is_a_no_op(
         handle.try_set_timer("after", 0.01)
         await asyncio.wait_for(handle.flush(), LIMIT)
         assert [event.name for event in await receive(handle, 1)] == ["after"]
+
+
+# ---------------------------------------------------------------------- a server out of memory
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server for this test alone (it changes the server's maxmemory)."""
+    assert REDIS_SERVER is not None
+    server = RedisServer(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_a_server_out_of_memory_for_a_while_costs_latency_not_the_commands(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    """With ``maxmemory`` reached (``noeviction``: Redis's default), the server refuses every script whose first
+    write may grow memory (``OOM command not allowed``), applying nothing of it. The manager took that error as
+    fatal: it stopped, and the sets it had accepted were lost. Memory is freed as consumers acknowledge, keys expire
+    or an operator acts: like an unreachable server, it is waited for (``reconnect_timeout``)."""
+    async with client_of(own_redis) as client, opened(own_redis.url, namespace, reconnect_timeout=30.0) as handle:
+        await handle.set_timer("before", 0.01)
+        assert [event.name for event in await receive(handle, 1)] == ["before"]
+        await client.config_set("maxmemory", 1)  # below what is used: every write that may grow memory is refused
+        for index in range(20):
+            handle.try_set_timer(f"during{index:02}", 0.05, data="kept")
+        await asyncio.sleep(1.5)  # refused meanwhile, and retried
+        assert await client.hlen(f"{{tm:{namespace}}}:data") == 0
+        await client.config_set("maxmemory", 0)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        events = await receive(handle, 20)
+    assert sorted(event.name for event in events) == [f"during{index:02}" for index in range(20)]
+    assert {event.data for event in events} == {"kept"}
+
+
+async def test_a_server_out_of_memory_longer_than_reconnect_timeout_stops_the_manager_with_backend_unavailable(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    """Past ``reconnect_timeout`` the manager stops as for an unreachable server: ``run()`` raises
+    ``BackendUnavailable`` naming the server's answer, and a caller waiting on ``flush()`` is released."""
+    backend = RedisBackend(own_redis.url, namespace=namespace, reconnect_timeout=1.0)
+    manager, handle = TimerManager.new(namespace, 0, 64, 64, backend=backend)
+    task = asyncio.ensure_future(manager.run())
+    async with client_of(own_redis) as client:
+        try:
+            await handle.set_timer("before", 600.0)
+            await asyncio.wait_for(handle.flush(), LIMIT)
+            await client.config_set("maxmemory", 1)
+            await handle.set_timer("during", 600.0)
+            with pytest.raises(ManagerClosed):
+                await asyncio.wait_for(handle.flush(), LIMIT)
+            with pytest.raises(BackendUnavailable, match="OOM"):
+                await asyncio.wait_for(task, LIMIT)
+        finally:
+            await client.config_set("maxmemory", 0)
+            task.cancel()
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), LIMIT)
+
+
+# ---------------------------------------------------------------------- names of keys and consumers
+
+
+def test_a_namespace_or_consumer_name_too_long_is_refused_at_the_backend() -> None:
+    """Every call carries the namespace's keys (and the reader's the consumer name) as arguments: one longer than
+    the server takes failed every call, and the manager stopped with ``BackendUnavailable`` after
+    ``reconnect_timeout``, far from the mistake. Refused where it is given, as a name that is not UTF-8 is."""
+    with pytest.raises(ValueError, match="namespace"):
+        RedisBackend("redis://127.0.0.1:1/0", namespace="n" * 20_000)
+    with pytest.raises(ValueError, match="consumer"):
+        RedisBackend("redis://127.0.0.1:1/0", consumer="\u20ac" * 6_000)  # 18 kB of UTF-8
+    RedisBackend("redis://127.0.0.1:1/0", namespace="n" * 1_000, consumer="c" * 1_000)
+    backend = RedisBackend("redis://127.0.0.1:1/0")
+    with pytest.raises(ValueError, match="namespace"):
+        TimerManager.new("m" * 20_000, 0, 8, 8, backend=backend)  # the manager's name, as the namespace

@@ -13,7 +13,7 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 from .._validate import _to_float, seconds, shown
-from ._codec import MAX_PAYLOAD, Codec, NameCheck, Serializer
+from ._codec import MAX_NAME_BYTES, MAX_PAYLOAD, Codec, NameCheck, Serializer
 from ._engine import ACK_MODES, RedisEngine, UnixTime
 from ._event import RedisTimerExpired
 from ._link import Link
@@ -30,11 +30,14 @@ MIN_RECONNECT_TIMEOUT = 0.01  # seconds
 
 
 def _check_key_text(what: str, value: str) -> None:
-    """A namespace or consumer name goes into key and consumer names, which the client encodes as UTF-8."""
+    """A namespace or consumer name goes into key and consumer names, which the client encodes as UTF-8; every call
+    carries them, so they must fit one (as a timer's name must)."""
     try:
-        value.encode("utf-8")
+        raw = value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"{what} must be encodable as UTF-8 (no lone surrogate), got {shown(value)}") from None
+    if len(raw) > MAX_NAME_BYTES:
+        raise ValueError(f"{what} must be at most {MAX_NAME_BYTES:,} bytes in UTF-8, got {len(raw):,}: {shown(value)}")
 
 
 class RedisBackend:

@@ -13,8 +13,8 @@ Five tasks share one ``redis.asyncio`` client (each blocking call holds its own 
 * the claimer takes over, every ``claim_after / 2``, events that a consumer read and did not
   acknowledge for ``claim_after`` (``XAUTOCLAIM``).
 
-Every call is retried while the server is unreachable, for at most ``reconnect_timeout`` seconds;
-past that the manager stops with :class:`BackendUnavailable`.
+Every call is retried while the server is unreachable or out of memory (``OOM``: the call applied
+nothing), for at most ``reconnect_timeout`` seconds; past that the manager stops with :class:`BackendUnavailable`.
 """
 
 from __future__ import annotations
@@ -65,6 +65,11 @@ BLOCK_SECONDS = 10.0  # longest blocking read; a stalled connection is noticed w
 KEEP_LIMIT = 1e15
 FAR_MS = 1e300  # a period or heartbeat longer than this many milliseconds is sent as this: it never comes round either
 _RETRIED = (redis_errors.ConnectionError, redis_errors.TimeoutError, asyncio.TimeoutError, OSError)
+# maxmemory reached (noeviction): the server refuses a script at its first write that may grow memory, so nothing of
+# it is applied; memory comes back as consumers acknowledge, keys expire or an operator acts. Waited for as an
+# unreachable server is.
+_OUT_OF_MEMORY = redis_errors.OutOfMemoryError
+_WAITED = (*_RETRIED, _OUT_OF_MEMORY)
 
 T = TypeVar("T")
 
@@ -616,7 +621,8 @@ class Link:
         return float(await self._call(lambda: self._query(keys=self.keys, args=[what, name])))
 
     async def _call(self, make: Callable[[], Awaitable[T]], *, blocking: bool = False) -> T:
-        """``await make()``, retried while the server is unreachable, for at most ``reconnect_timeout``."""
+        """``await make()``, retried while the server is unreachable or out of memory, for at most
+        ``reconnect_timeout``."""
         limit = self.reconnect_timeout + (self.block_seconds if blocking else 0.0)
         first_failure = 0.0
         pause = 0.02
@@ -628,14 +634,15 @@ class Link:
                 # error is taken here, not reported by asyncio as never retrieved.
                 call.add_done_callback(_take_error)
                 return await asyncio.wait_for(call, limit)
-            except _RETRIED as exc:
+            except _WAITED as exc:
+                what = "out of memory (OOM, maxmemory reached)" if isinstance(exc, _OUT_OF_MEMORY) else "unreachable"
                 if not first_failure:
                     first_failure = started  # the trouble began when the failed call was made
-                    logger.warning("timer manager %r: Redis unreachable, retrying: %r", self.runner.name, exc)
+                    logger.warning("timer manager %r: Redis %s, retrying: %r", self.runner.name, what, exc)
                 waited = time.monotonic() - first_failure
                 if waited >= self.reconnect_timeout:
                     raise BackendUnavailable(
-                        f"timer manager {self.runner.name!r}: Redis unreachable for {waited:.1f} s "
+                        f"timer manager {self.runner.name!r}: Redis {what} for {waited:.1f} s "
                         f"(reconnect_timeout={self.reconnect_timeout:g}): {exc!r}"
                     ) from exc
                 await asyncio.sleep(pause)
