@@ -16,6 +16,8 @@ from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, receive
 
 from timer_manager import ManagerClosed, TimerHandle, TimerManager
 from timer_manager.redis import BackendUnavailable, RedisBackend
+from timer_manager.redis._link import _field, _payload, namespace_keys
+from timer_manager.redis._scripts import APPLY, PROMOTE
 
 pytestmark = pytest.mark.usefixtures("default_core", "redis_server")  # redis_server: skip or fail without it
 
@@ -204,3 +206,47 @@ def test_a_namespace_or_consumer_name_too_long_is_refused_at_the_backend() -> No
     backend = RedisBackend("redis://127.0.0.1:1/0")
     with pytest.raises(ValueError, match="namespace"):
         TimerManager.new("m" * 20_000, 0, 8, 8, backend=backend)  # the manager's name, as the namespace
+
+
+# ---------------------------------------------------------------------- events held beyond the event queue
+
+
+async def test_a_read_and_a_takeover_in_flight_together_hold_at_most_twice_the_queue(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """The reader asks for as many events as the queue has room for and blocks; meanwhile the claimer takes over
+    what a dead consumer left, as far as the queue has room too. When new events then arrive, the read brings them
+    on top: docs/redis.md gives the bound, twice the queue's room and two entries' events (here 2 x 256 + 2 x 15;
+    it said one entry's, at most 63, beyond the room, and 512 events were held here), and every event is delivered
+    once."""
+    size, pack = 256, 16  # event_buffer_size 256: stream entries of 256 // 16 events
+    stream = f"{{tm:{namespace}}}:ev"
+    async with client_of(redis_server) as client:
+        await client.xgroup_create(stream, "timers", id="0", mkstream=True)
+        seconds, micros = await client.time()
+        now_ms = seconds * 1000 + micros // 1000
+        command = b"".join(
+            b"a" + _field(f"old{index:03}") + _field(str(now_ms - 1000 + index)) + _field("0") + _payload(None)
+            for index in range(size)
+        )
+        await client.register_script(APPLY)(keys=namespace_keys(namespace), args=[0, "timers", command, b"", b""])
+        await client.register_script(PROMOTE)(keys=namespace_keys(namespace), args=[1000, 0, pack])
+        await client.xreadgroup("timers", "ghost", {stream: ">"})  # a consumer reads them all, and dies
+        backend = RedisBackend(redis_server.url, namespace=namespace, claim_after=0.5)
+        manager, handle = TimerManager.new(namespace, 0, 1024, size, backend=backend)
+        engine: Any = manager._runner.engine
+        task = asyncio.ensure_future(manager.run())
+        try:
+            deadline = asyncio.get_running_loop().time() + LIMIT
+            while engine.pending_events() < size:  # taken over while the reader waits for new entries
+                assert asyncio.get_running_loop().time() < deadline, engine.pending_events()
+                await asyncio.sleep(0.05)
+            await handle.set_timers([(f"new{index:03}", 0.01) for index in range(size)])
+            await asyncio.sleep(1.0)  # promoted and read
+            held = engine.pending_events()
+            assert held <= 2 * size + 2 * (pack - 1), held
+            names = {event.name for event in await receive(handle, 2 * size)}
+            assert len(names) == 2 * size
+        finally:
+            task.cancel()
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), LIMIT)
