@@ -37,9 +37,7 @@ def small_bulk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer
 @asynccontextmanager
 async def opened(url: str, namespace: str, **options: Any) -> AsyncIterator[TimerHandle]:
     """A Redis-backed manager on ``namespace``, heartbeat 0; a call the server keeps refusing stops it soon."""
-    manager_options = {
-        key: options.pop(key) for key in ("event_buffer_size", "command_buffer_size") if key in options
-    }
+    manager_options = {key: options.pop(key) for key in ("event_buffer_size", "command_buffer_size") if key in options}
     options.setdefault("reconnect_timeout", 3.0)
     backend = RedisBackend(url, namespace=namespace, **options)
     async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend, **manager_options) as handle:

@@ -202,7 +202,7 @@ class RedisEngine:
                 commands.popleft()
                 return True
             commands.popleft()
-            if (op == CANCEL or op == TOUCH) and too_long(name):  # type: ignore[arg-type]
+            if op in (CANCEL, TOUCH) and too_long(name):  # type: ignore[arg-type]
                 continue  # no timer has such a name (its set is refused at the call): nothing to do, nor to send
             if op == TOUCH and self._received:
                 entry = self._received.get(name)  # type: ignore[arg-type]

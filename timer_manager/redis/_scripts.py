@@ -128,11 +128,12 @@ local function earliest()
 end
 """
 
-# APPLY(max_timers, group, commands, acks, checks, done, batch, keep, received) -> counts. ``commands`` is one string: per
-# command an op byte, then four fields (name, a, b, c), each a 4-byte big-endian length and its bytes (one argument
-# for a whole batch: redis-py's packing of arguments costs more per argument than the script's unpacking). ``acks`` and
-# ``checks`` are strings of (name, entry id) pairs, each field length-prefixed the same way; ``done`` is the
-# stream entries whose every event is now acknowledged (space-separated ids), to XACK. The commands:
+# APPLY(max_timers, group, commands, acks, checks, done, batch, keep, received) -> counts. ``commands`` is one
+# string: per command an op byte, then four fields (name, a, b, c), each a 4-byte big-endian length and its bytes
+# (one argument for a whole batch: redis-py's packing of arguments costs more per argument than the script's
+# unpacking). ``acks`` and ``checks`` are strings of (name, entry id) pairs, each field length-prefixed the same
+# way; ``done`` is the stream entries whose every event is now acknowledged (space-separated ids), to XACK. The
+# commands:
 #   s name delay_us duration_us payload    set, due now + delay (the client took off the time it waited)
 #   a name unix_ms  duration_us payload    set, due at an absolute Unix time
 #   i name delay_us period_ms|missed payload   repeating timer, first due now + delay
@@ -144,8 +145,9 @@ end
 #   C -    -        -    -                cancel all
 # An acknowledgement deletes its event's record in ``fired`` (if it is still that event's); the entries in
 # ``done`` are acknowledged (XACK) and their marks in ``gone`` deleted. ``received`` (name, entry id pairs, as
-# ``acks``): one-shot events the consumer received and has not acknowledged, whose ``fired`` records are marked. Lookups, deletions and XACK go to the
-# server in calls of up to 1000 values, not one call each. An acknowledged entry is left in the stream: the
+# ``acks``): one-shot events the consumer received and has not acknowledged, whose ``fired`` records are marked
+# (``r`` before the entry id), so that a touch from any manager finds them not pending. Lookups, deletions and XACK
+# go to the server in calls of up to 1000 values, not one call each. An acknowledged entry is left in the stream: the
 # acknowledged head of the stream is trimmed whole listpack nodes at a time (XTRIM MINID ~), which costs far less
 # than an XDEL per entry. A check asks whether a read event is still current (a flag in the result).
 # Returns {set, reset, cancelled, retracted, refused, live, a flag per check...}. Acknowledgements and checks
