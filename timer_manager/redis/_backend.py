@@ -13,7 +13,7 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 from .._validate import _to_float, seconds, shown
-from ._codec import MAX_NAME_BYTES, MAX_PAYLOAD, Codec, NameCheck, Serializer
+from ._codec import MAX_NAME_BYTES, MAX_PAYLOAD, Codec, Serializer, check_names
 from ._engine import ACK_MODES, RedisEngine, UnixTime
 from ._event import RedisTimerExpired
 from ._link import Link
@@ -119,7 +119,7 @@ class RedisStore:
     """One manager's timers on Redis."""
 
     remote: bool = True
-    admission = NameCheck()  # a set's name must fit a call to the server
+    check_names = staticmethod(check_names)  # a set's name must fit a call to the server (and engine.push_set's)
 
     def __init__(
         self, backend: RedisBackend, name: str, command_capacity: int, event_capacity: int, max_timers: int | None

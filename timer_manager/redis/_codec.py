@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from .._validate import shown
 
-__all__ = ("MAX_NAME_BYTES", "MAX_PAYLOAD", "NO_DATA", "Codec", "NameCheck", "Serializer")
+__all__ = ("MAX_NAME_BYTES", "MAX_PAYLOAD", "NO_DATA", "Codec", "Serializer", "check_names", "name_error", "too_long")
 
 # What one command may carry. Redis refuses an argument longer than its ``proto-max-bulk-len`` (512 MB by default,
 # 1 MiB at the least), and the link sends its commands in calls of about 1 MiB (``CALL_BYTES``): a set whose name and
@@ -96,26 +96,20 @@ class Codec:
         raise ValueError(f"a payload this backend cannot decode (tag {tag!r}): set the same serializer everywhere")
 
 
-class NameCheck:
-    """What the runner calls to admit sets (in place of ``max_timers``' admission, which the server keeps): each name
-    must fit a call to the server, at most ``MAX_NAME_BYTES`` in UTF-8 (``ValueError`` at the call otherwise)."""
+def check_names(names: list[str]) -> None:
+    """Each name of a set must fit a call to the server, at most ``MAX_NAME_BYTES`` in UTF-8 (``ValueError`` at the
+    call otherwise)."""
+    for name in names:
+        if too_long(name):
+            raise name_error(name)
 
-    __slots__ = ()
 
-    def reserve(self, names: list[str]) -> None:
-        """Raise ``ValueError`` if a name is too long; nothing is reserved."""
-        for name in names:
-            if too_long(name):
-                raise ValueError(
-                    f"timer name is {len(name.encode('utf-8', 'surrogatepass')):,} bytes in UTF-8, more than the "
-                    f"{MAX_NAME_BYTES:,} a Redis-backed manager takes: {shown(name)}"
-                )
-
-    def release(self, name: str) -> None:
-        """Nothing was reserved."""
-
-    def clear(self) -> None:
-        """Nothing was reserved."""
+def name_error(name: str) -> ValueError:
+    """The error for a name longer than ``MAX_NAME_BYTES``."""
+    return ValueError(
+        f"timer name is {len(name.encode('utf-8', 'surrogatepass')):,} bytes in UTF-8, more than the "
+        f"{MAX_NAME_BYTES:,} a Redis-backed manager takes: {shown(name)}"
+    )
 
 
 def too_long(name: str) -> bool:

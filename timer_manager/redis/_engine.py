@@ -34,7 +34,7 @@ from .._protocol import (
     TOUCH,
     Command,
 )
-from ._codec import too_long
+from ._codec import MAX_NAME_BYTES, name_error, too_long
 from ._event import RedisTimerExpired
 
 __all__ = ("ACK_MODES", "RedisEngine", "UnixTime")
@@ -168,7 +168,10 @@ class RedisEngine:
         return QUEUED_FIRST if len(commands) == 1 else QUEUED
 
     def push_set(self, name: str, deadline: float, span: float, data: Any) -> int:
-        """``push(SET, name, (deadline, span), data)``."""
+        """``push(SET, name, (deadline, span), data)``; ``ValueError`` for a name too long for the server (the
+        handle's ``try_set_timer`` checks it here, its only way into the queue, rather than on its hot path)."""
+        if len(name) > MAX_NAME_BYTES // 4 and too_long(name):
+            raise name_error(name)
         return self.push(SET, name, (deadline, span), data)
 
     def touch_now(self, name: str) -> bool | None:

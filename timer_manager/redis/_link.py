@@ -76,6 +76,7 @@ T = TypeVar("T")
 
 _length = struct.Struct(">I").pack
 _name = operator.attrgetter("name")
+_name_of, _data_of = operator.itemgetter(1), operator.itemgetter(3)  # of a command
 # What the engine queues for the next call besides commands, in the order of APPLY's arguments (see _ship).
 _QUEUED = ("rearms", "acks", "to_check", "marks")
 _EMPTY = _length(0)
@@ -336,9 +337,16 @@ class Link:
         """The next call's commands from the outbox (of the ``ahead`` there before the acknowledgements, re-arms and
         checks now queued), and their bytes (over-counted)."""
         outbox = self.engine.outbox
-        commands: list[Any] = []
+        count = min(BATCH, ahead)
+        commands: list[Any] = [outbox.popleft() for _ in range(count)]
+        used = count * CALL_OVERHEAD + (sum(map(len, filter(None, map(_name_of, commands)))) << 2)
+        used += sum(map(len, filter(None, map(_data_of, commands))))
+        if used <= CALL_BYTES or count == 1:  # all of them (the common case: passes in C)
+            return commands, used
+        outbox.extendleft(reversed(commands))
+        commands = []
         used = 0
-        for _ in range(min(BATCH, ahead)):
+        for _ in range(count):
             command = outbox[0]
             name, data = command[1], command[3]
             cost = CALL_OVERHEAD + (len(name) << 2 if name else 0) + (len(data) if data else 0)
