@@ -1023,3 +1023,23 @@ async def test_a_touch_from_another_manager_after_the_event_was_received_does_no
         await handle.flush()
     async with client_of(redis_server) as client:
         assert await client.hlen(key(namespace, "fired")) == 0
+
+
+async def test_an_event_marked_received_by_a_consumer_that_stops_without_acknowledging_goes_to_another(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """The receipt's mark (``r`` before the entry in ``fired``) must not hide the event from a takeover: a consumer
+    that received it and stopped without acknowledging it (``ack="manual"``) leaves it to another, at least once."""
+    async with opened(redis_server.url, namespace, ack="manual", claim_after=0.5) as first:
+        await first.set_timer("once", 0.01, data="again")
+        (event,) = await receive(first, 1)
+        await first.flush()  # the mark is on the server
+        async with client_of(redis_server) as client:
+            assert await client.hget(key(namespace, "fired"), "once") == b"r" + event.entry.encode()
+    async with opened(redis_server.url, namespace, ack="manual", claim_after=0.5) as second:
+        (again,) = await receive(second, 1)
+        assert (again.name, again.data, again.generation, again.attempt) == ("once", "again", event.generation, 2)
+        await second.ack(again)
+        await second.flush()
+    async with client_of(redis_server) as client:
+        assert await client.hlen(key(namespace, "fired")) == 0
