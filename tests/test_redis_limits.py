@@ -248,3 +248,15 @@ async def test_a_read_and_a_takeover_in_flight_together_hold_at_most_twice_the_q
         finally:
             task.cancel()
             await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), LIMIT)
+
+
+async def test_the_deadline_of_a_name_too_long_for_any_timer_is_none_without_asking_the_server(
+    small_bulk: RedisServer, namespace: str
+) -> None:
+    """``get_deadline(name)`` sends the name to the server: one longer than the server takes failed the call, which
+    was retried as if the server were unreachable, and the caller got ``BackendUnavailable`` after
+    ``reconnect_timeout``. No timer has such a name: None, at once."""
+    async with opened(small_bulk.url, namespace) as handle:
+        assert await asyncio.wait_for(handle.get_deadline("h" * 2_000_000), LIMIT) is None
+        handle.try_set_timer("after", 0.01)
+        assert [event.name for event in await receive(handle, 1)] == ["after"]
