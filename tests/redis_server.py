@@ -37,8 +37,11 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; ``restart()`` keeps its port and folder (and so its AOF)."""
 
-    def __init__(self, folder: Path, *, appendonly: bool = False, cluster: bool = False) -> None:
+    def __init__(
+        self, folder: Path, *, appendonly: bool = False, cluster: bool = False, options: tuple[str, ...] = ()
+    ) -> None:
         self.folder = folder
+        self.options = options  # more command-line options (``--proto-max-bulk-len 1mb``...)
         self.port = free_port()
         self.appendonly = appendonly
         # A cluster node's bus port is chosen here too (by default Redis takes port + 10000, which may be taken).
@@ -79,6 +82,7 @@ class RedisServer:
                 "--logfile",
                 str(self.folder / "redis.log"),
                 *options,
+                *self.options,
             ],
             stdin=subprocess.DEVNULL,
         )

@@ -349,10 +349,10 @@ async def test_a_stop_during_a_batch_still_acknowledges_what_was_received(
         send = link._send_batch
         answered = asyncio.Event()
 
-        async def unanswered(commands: Any, rearms: Any, acks: Any, checks: Any, done: Any) -> Any:
+        async def unanswered(commands: Any, rearms: Any, acks: Any, checks: Any, done: Any, *more: Any) -> Any:
             if acks:
                 await answered.wait()  # the server never answers this batch
-            return await send(commands, rearms, acks, checks, done)
+            return await send(commands, rearms, acks, checks, done, *more)
 
         link._send_batch = unanswered
         await asyncio.sleep(0.3)  # all five read
@@ -1000,3 +1000,51 @@ async def test_a_touch_after_the_event_was_received_does_not_re_arm_it(
         assert await handle.get_pending_count() == 0, "the touch re-armed a timer whose event was received"
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(handle.recv_event(), 0.3)
+
+
+@pytest.mark.parametrize("ack", ["next", "manual"])
+async def test_a_touch_from_another_manager_after_the_event_was_received_does_not_re_arm_it(
+    redis_server: RedisServer, namespace: str, ack: str
+) -> None:
+    """As above, with the touch made by another manager of the namespace, once the receiving manager's next call
+    to the server has gone (its flush): that manager cannot carry the receipt in its touch, so the server must know
+    it. Until the acknowledgement (the next receive, or ack(); minutes later, perhaps) the event's ``fired`` record
+    stayed as it was when the event was read, and the other manager's touch re-armed the timer from it: a second
+    event of a timer already received."""
+    async with opened(redis_server.url, namespace, ack=ack) as handle:
+        await handle.set_timer("idle", 0.05, data="peer")
+        (event,) = await receive(handle, 1)
+        assert event.name == "idle"
+        await handle.flush()  # the receipt reaches the server with the next call
+        async with opened(redis_server.url, namespace) as other:
+            other.touch("idle")
+            await other.flush()
+            assert await other.get_pending_count() == 0, "another manager's touch re-armed a received timer"
+        with pytest.raises(asyncio.TimeoutError):
+            again = await asyncio.wait_for(handle.recv_event(), 0.3)
+            pytest.fail(f"a second event of a received timer: {again!r}")
+        if ack == "manual":
+            await handle.ack(event)
+        await handle.flush()
+    async with client_of(redis_server) as client:
+        assert await client.hlen(key(namespace, "fired")) == 0
+
+
+async def test_an_event_marked_received_by_a_consumer_that_stops_without_acknowledging_goes_to_another(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """The receipt's mark (``r`` before the entry in ``fired``) must not hide the event from a takeover: a consumer
+    that received it and stopped without acknowledging it (``ack="manual"``) leaves it to another, at least once."""
+    async with opened(redis_server.url, namespace, ack="manual", claim_after=0.5) as first:
+        await first.set_timer("once", 0.01, data="again")
+        (event,) = await receive(first, 1)
+        await first.flush()  # the mark is on the server
+        async with client_of(redis_server) as client:
+            assert await client.hget(key(namespace, "fired"), "once") == b"r" + event.entry.encode()
+    async with opened(redis_server.url, namespace, ack="manual", claim_after=0.5) as second:
+        (again,) = await receive(second, 1)
+        assert (again.name, again.data, again.generation, again.attempt) == ("once", "again", event.generation, 2)
+        await second.ack(again)
+        await second.flush()
+    async with client_of(redis_server) as client:
+        assert await client.hlen(key(namespace, "fired")) == 0

@@ -30,6 +30,7 @@ class Store(Protocol):
     remote: bool  # the timers are elsewhere: introspection must be awaited
     engine: EngineInterface
     encode: Callable[[Any], Any] | None  # a payload's check (and encoding) at the call, if the backend needs one
+    check_names: Callable[[list[str]], None] | None  # a remote backend's check of the names of sets at the call
 
     def deadline_at(self, when: object, /) -> Any:
         """An absolute deadline as ``set_timer_at`` takes it, checked, in the form the engine takes."""
@@ -61,6 +62,7 @@ class LocalStore:
 
     remote: bool = False
     encode: Callable[[Any], Any] | None = None
+    check_names: Callable[[list[str]], None] | None = None
 
     def __init__(self, command_capacity: int, event_capacity: int) -> None:
         self.engine: EngineInterface = Engine(TimerTable(), command_capacity, event_capacity)

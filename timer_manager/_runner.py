@@ -82,6 +82,8 @@ class Runner:
         self.admission = (
             Admission(name, max_timers, self.engine) if max_timers is not None and not self.remote else None
         )
+        # and may check the names of sets at the call (Redis: their size); its engine's push_set checks them too
+        self.check_names: Callable[[list[str]], None] | None = getattr(self.store, "check_names", None)
         self.inbox = Inbox(name, command_capacity, self.schedule_service)
         self.engine.handed_over = self.inbox.commands  # a touch at the call waits behind these
 
@@ -179,6 +181,8 @@ class Runner:
     def admit(self, names: list[str]) -> None:
         """Check that sets of ``names`` may be queued: the manager is open, and under ``max_timers`` (if set)."""
         self.check_open()
+        if self.check_names is not None:
+            self.check_names(names)
         if self.admission is not None and names:
             self.admission.reserve(names)
 

@@ -105,6 +105,8 @@ class TimerHandle:
                 runner.schedule_service()
             if pushed != QUEUE_FULL:
                 return
+        if runner.check_names is not None:  # as push_set would have (a name too long for a remote backend)
+            runner.check_names([name])
         runner.drop([(SET, name, None, None)])
         raise _full(runner)
 
@@ -466,7 +468,7 @@ class TimerHandle:
             runner.bound_loop()
         if data is not None and runner.encode is not None:
             data = runner.encode(data)
-        if runner.closing or runner.admission is not None:
+        if runner.closing or runner.admission is not None or runner.remote:
             runner.admit([name])
         return (SET, name, (runner.clock() + duration, duration), data)
 

@@ -15,7 +15,7 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 from .._validate import _to_float, seconds, shown
-from ._codec import Codec, Serializer
+from ._codec import MAX_NAME_BYTES, MAX_PAYLOAD, Codec, Serializer, check_names, too_long
 from ._engine import ACK_MODES, RedisEngine, UnixTime
 from ._event import RedisTimerExpired
 from ._link import Link
@@ -32,11 +32,14 @@ MIN_RECONNECT_TIMEOUT = 0.01  # seconds
 
 
 def _check_key_text(what: str, value: str) -> None:
-    """A namespace or consumer name goes into key and consumer names, which the client encodes as UTF-8."""
+    """A namespace or consumer name goes into key and consumer names, which the client encodes as UTF-8; every call
+    carries them, so they must fit one (as a timer's name must)."""
     try:
-        value.encode("utf-8")
+        raw = value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"{what} must be encodable as UTF-8 (no lone surrogate), got {shown(value)}") from None
+    if len(raw) > MAX_NAME_BYTES:
+        raise ValueError(f"{what} must be at most {MAX_NAME_BYTES:,} bytes in UTF-8, got {len(raw):,}: {shown(value)}")
 
 
 class RedisBackend:
@@ -53,7 +56,9 @@ class RedisBackend:
     seconds is handed to a live one. While the server is unreachable, calls are retried for up to
     ``reconnect_timeout`` seconds; then the manager stops with :class:`~timer_manager.BackendUnavailable`.
     ``serializer``: an object with ``dumps``/``loads`` for payloads (default: JSON, with ``bytes`` and
-    ``str`` as they are).
+    ``str`` as they are). ``max_payload``: the longest payload, in bytes as encoded, that a set takes (a longer one
+    is refused at the call with ``ValueError``, as is a name longer than 16 KiB in UTF-8); above the default
+    (1,000,000), the server's ``proto-max-bulk-len`` must take it (512 MB by default).
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class RedisBackend:
         ack: str = "next",
         reconnect_timeout: float = 30.0,
         serializer: Serializer | None = None,
+        max_payload: int = MAX_PAYLOAD,
     ) -> None:
         if (url is None) == (client is None):
             raise TypeError("pass either a url or a client")
@@ -91,12 +97,16 @@ class RedisBackend:
             raise ValueError(
                 f"reconnect_timeout must be at least {MIN_RECONNECT_TIMEOUT:g} s, got {shown(reconnect_timeout)}"
             )
+        if isinstance(max_payload, bool) or not isinstance(max_payload, int):
+            raise TypeError(f"max_payload must be an int (bytes), got {shown(max_payload)}")
+        if max_payload < 1:
+            raise ValueError(f"max_payload must be at least 1 byte, got {shown(max_payload)}")
         self.url = url
         self.client = client
         self.namespace = namespace
         self.consumer = consumer
         self.ack = ack
-        self.codec = Codec(serializer)
+        self.codec = Codec(serializer, max_payload)
 
     def __repr__(self) -> str:
         where = self.url if self.url is not None else repr(self.client)
@@ -111,6 +121,7 @@ class RedisStore:
     """One manager's timers on Redis."""
 
     remote: bool = True
+    check_names = staticmethod(check_names)  # a set's name must fit a call to the server (and engine.push_set's)
 
     def __init__(
         self, backend: RedisBackend, name: str, command_capacity: int, event_capacity: int, max_timers: int | None
@@ -199,6 +210,8 @@ class RedisStore:
         """Asked of the server."""
         if self.link is None:
             raise RuntimeError("the manager is not running: start run() first")
+        if what == "deadline" and too_long(name):
+            return None  # no timer has such a name (its set is refused), and the server might not take it
         answer = await self.link.query(what, name)
         if what == "count":
             return int(answer)

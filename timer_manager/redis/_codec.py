@@ -12,7 +12,13 @@ from typing import Any, Protocol
 
 from .._validate import shown
 
-__all__ = ("NO_DATA", "Codec", "Serializer")
+__all__ = ("MAX_NAME_BYTES", "MAX_PAYLOAD", "NO_DATA", "Codec", "Serializer", "check_names", "name_error", "too_long")
+
+# What one command may carry. Redis refuses an argument longer than its ``proto-max-bulk-len`` (512 MB by default,
+# 1 MiB at the least), and the link sends its commands in calls of about 1 MiB (``CALL_BYTES``): a set whose name and
+# payload fit these limits fits a call on any server, alone if need be.
+MAX_NAME_BYTES = 16 * 1024  # a timer's name, UTF-8
+MAX_PAYLOAD = 1_000_000  # a payload as encoded (``RedisBackend(max_payload=...)``'s default)
 
 
 class Serializer(Protocol):
@@ -32,17 +38,28 @@ NO_DATA = _NONE  # the encoded payload of a set without data
 class Codec:
     """Encodes payloads at the call (so a bad one is refused there) and decodes them from events."""
 
-    __slots__ = ("_serializer",)
+    __slots__ = ("_serializer", "max_payload")
 
-    def __init__(self, serializer: Serializer | None) -> None:
+    def __init__(self, serializer: Serializer | None, max_payload: int = MAX_PAYLOAD) -> None:
         if serializer is not None and not (
             callable(getattr(serializer, "dumps", None)) and callable(getattr(serializer, "loads", None))
         ):
             raise TypeError(f"serializer must have dumps() and loads() methods, got {type(serializer).__name__}")
         self._serializer = serializer
+        self.max_payload = max_payload
 
     def encode(self, value: Any) -> bytes:
-        """The payload as tagged bytes; ``TypeError`` for one the serializer (JSON by default) cannot take."""
+        """The payload as tagged bytes; ``TypeError`` for one the serializer (JSON by default) cannot take,
+        ``ValueError`` for one longer than ``max_payload`` encoded."""
+        raw = self._encode(value)
+        if len(raw) > self.max_payload:
+            raise ValueError(
+                f"data is {len(raw):,} bytes encoded, more than max_payload={self.max_payload:,} "
+                f"(RedisBackend(max_payload=...)): {shown(value)}"
+            )
+        return raw
+
+    def _encode(self, value: Any) -> bytes:
         if value is None:
             return _NONE
         if type(value) is bytes:
@@ -77,3 +94,25 @@ class Codec:
         if tag == _CUSTOM and self._serializer is not None:
             return self._serializer.loads(body)
         raise ValueError(f"a payload this backend cannot decode (tag {tag!r}): set the same serializer everywhere")
+
+
+def check_names(names: list[str]) -> None:
+    """Each name of a set must fit a call to the server, at most ``MAX_NAME_BYTES`` in UTF-8 (``ValueError`` at the
+    call otherwise)."""
+    for name in names:
+        if too_long(name):
+            raise name_error(name)
+
+
+def name_error(name: str) -> ValueError:
+    """The error for a name longer than ``MAX_NAME_BYTES``."""
+    return ValueError(
+        f"timer name is {len(name.encode('utf-8', 'surrogatepass')):,} bytes in UTF-8, more than the "
+        f"{MAX_NAME_BYTES:,} a Redis-backed manager takes: {shown(name)}"
+    )
+
+
+def too_long(name: str) -> bool:
+    """Whether ``name`` is longer than ``MAX_NAME_BYTES`` in UTF-8 (at most 4 bytes a character: most names are
+    decided without encoding them)."""
+    return len(name) > MAX_NAME_BYTES // 4 and len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES

@@ -34,6 +34,7 @@ from .._protocol import (
     TOUCH,
     Command,
 )
+from ._codec import MAX_NAME_BYTES, name_error, too_long
 from ._event import RedisTimerExpired
 
 __all__ = ("ACK_MODES", "RedisEngine", "UnixTime")
@@ -101,6 +102,9 @@ class RedisEngine:
         self.acks: list[RedisTimerExpired] = []  # events to acknowledge with the next batch
         self.rearms: list[RedisTimerExpired] = []  # received events of repeating timers, to re-arm
         self.to_check: list[RedisTimerExpired] = []  # read from the stream, to be checked with the next batch
+        # One-shot events received and not yet acknowledged (ack "next" or "manual"), to mark as received on the server
+        # with the next batch: a touch from another manager then finds the timer not pending, as a local touch does.
+        self.marks: list[RedisTimerExpired] = []
         # Read and not yet in the event queue, in the order read: events being checked on the server, and the
         # events read after them, which need no check but wait for them (the order of the stream).
         self._checking: deque[RedisTimerExpired] = deque()
@@ -164,7 +168,10 @@ class RedisEngine:
         return QUEUED_FIRST if len(commands) == 1 else QUEUED
 
     def push_set(self, name: str, deadline: float, span: float, data: Any) -> int:
-        """``push(SET, name, (deadline, span), data)``."""
+        """``push(SET, name, (deadline, span), data)``; ``ValueError`` for a name too long for the server (the
+        handle's ``try_set_timer`` checks it here, its only way into the queue, rather than on its hot path)."""
+        if len(name) > MAX_NAME_BYTES // 4 and too_long(name):
+            raise name_error(name)
         return self.push(SET, name, (deadline, span), data)
 
     def touch_now(self, name: str) -> bool | None:
@@ -210,6 +217,8 @@ class RedisEngine:
                 commands.popleft()
                 return True
             commands.popleft()
+            if op in (CANCEL, TOUCH) and too_long(name):  # type: ignore[arg-type]
+                continue  # no timer has such a name (its set is refused at the call): nothing to do, nor to send
             if op == TOUCH and self._received:
                 entry = self._received.get(name)  # type: ignore[arg-type]
                 if entry is not None:
@@ -496,6 +505,7 @@ class RedisEngine:
         events, ready = self._events, self._ready
         taken: list[RedisTimerExpired] = []
         rearms: list[RedisTimerExpired] = []
+        once = 0
         while events and len(taken) < limit:
             event = events.popleft()
             if ready.get(event.name) is event:
@@ -505,6 +515,7 @@ class RedisEngine:
                     rearms.append(event)
                 else:
                     self._received[event.name] = event.entry
+                    once += 1
         if not taken:
             return taken
         self.count_received += len(taken)
@@ -514,9 +525,11 @@ class RedisEngine:
             pass  # held (in _outstanding) until the application acknowledges them
         else:  # "receive"
             self.acks += taken
+        if once and self.ack_mode != "receive":
+            self.marks += taken if not rearms else [event for event in taken if not event.repeating]
         if rearms:
             self.rearms += rearms
-        if self.acks or self.rearms:
+        if self.acks or self.rearms or self.marks:
             self.kick()
         if self._incoming:
             self.wake()

@@ -13,8 +13,8 @@ Five tasks share one ``redis.asyncio`` client (each blocking call holds its own 
 * the claimer takes over, every ``claim_after / 2``, events that a consumer read and did not
   acknowledge for ``claim_after`` (``XAUTOCLAIM``).
 
-Every call is retried while the server is unreachable, for at most ``reconnect_timeout`` seconds;
-past that the manager stops with :class:`BackendUnavailable`.
+Every call is retried while the server is unreachable or out of memory (``OOM``: the call applied
+nothing), for at most ``reconnect_timeout`` seconds; past that the manager stops with :class:`BackendUnavailable`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import functools
 import itertools
 import logging
 import math
+import operator
 import secrets
 import struct
 import time
@@ -50,6 +51,11 @@ logger = logging.getLogger("timer_manager")
 
 GROUP = "timers"  # the consumer group every manager of a namespace reads in
 BATCH = 1000  # commands per APPLY call
+# Bytes of arguments per APPLY call, about (a command longer than that goes alone): Redis refuses an argument longer
+# than its proto-max-bulk-len, 1 MiB at the least (512 MB by default), and closes the connection. A set's name and
+# payload are limited at the call (_codec.py) so that one set fits this.
+CALL_BYTES = 1 << 20
+CALL_OVERHEAD = 128  # what a command, re-arm, acknowledgement or check takes besides its name and payload, with room
 PROMOTE_LIMIT = 1000  # events per PROMOTE call
 CLAIM_MEMBER = "c"  # in the marker key: a stopped manager handed back events (the timers' member is "w")
 CLAIM_CALLS = 100  # CLAIM calls per round of the claimer at most (the next round goes on from where it stopped)
@@ -59,11 +65,20 @@ BLOCK_SECONDS = 10.0  # longest blocking read; a stalled connection is noticed w
 KEEP_LIMIT = 1e15
 FAR_MS = 1e300  # a period or heartbeat longer than this many milliseconds is sent as this: it never comes round either
 _RETRIED = (redis_errors.ConnectionError, redis_errors.TimeoutError, asyncio.TimeoutError, OSError)
+# maxmemory reached (noeviction): the server refuses a script at its first write that may grow memory, so nothing of
+# it is applied; memory comes back as consumers acknowledge, keys expire or an operator acts. Waited for as an
+# unreachable server is.
+_OUT_OF_MEMORY = redis_errors.OutOfMemoryError
+_WAITED = (*_RETRIED, _OUT_OF_MEMORY)
 
 T = TypeVar("T")
 
 
 _length = struct.Struct(">I").pack
+_name = operator.attrgetter("name")
+_name_of, _data_of = operator.itemgetter(1), operator.itemgetter(3)  # of a command
+# What the engine queues for the next call besides commands, in the order of APPLY's arguments (see _ship).
+_QUEUED = ("rearms", "acks", "to_check", "marks")
 _EMPTY = _length(0)
 _EMPTY_FIELDS = _EMPTY * 3
 _NO_PAYLOAD = _length(1) + b"n"
@@ -92,6 +107,25 @@ def _entries(events: list[RedisTimerExpired]) -> bytes:
             entry = made[event.entry] = _field(event.entry)
         parts += (_length(len(name)), name, entry)
     return b"".join(parts)
+
+
+def _fit(items: list[Any], count: int, room: int, first: bool) -> tuple[int, int]:
+    """How many of the first ``count`` events (re-arms, acknowledgements, checks) fit ``room`` bytes of a call, and
+    their bytes (over-counted: 4 bytes a character of a name); ``first``: none is in the call yet, so that one goes
+    whatever its size."""
+    if not count:
+        return 0, 0
+    used = count * CALL_OVERHEAD + (sum(map(len, map(_name, itertools.islice(items, count)))) << 2)
+    if used <= room:  # all of them (the common case: one pass in C)
+        return count, used
+    taken = used = 0
+    for index in range(count):
+        cost = CALL_OVERHEAD + (len(items[index].name) << 2)
+        if used + cost > room and (taken or not first):
+            break
+        used += cost
+        taken += 1
+    return taken, used
 
 
 def _whole_ms(seconds: float) -> int:
@@ -240,11 +274,17 @@ class Link:
             engine.rearms[:0], engine.acks[:0], done[:0] = rearms, acks, sent
 
         async def settle() -> None:
-            if engine.acks or engine.rearms:
+            rearms, acks, marks = engine.rearms, engine.acks, engine.marks
+            while rearms or acks or marks:  # in calls of CALL_BYTES at most; the entries to XACK with the last
+                taken, used = _fit(rearms, len(rearms), CALL_BYTES, True)
+                more, used_more = _fit(acks, len(acks), CALL_BYTES - used, not taken)
+                noted, _ = _fit(marks, len(marks), CALL_BYTES - used - used_more, not (taken or more))
                 self._batches += 1  # a batch of its own (the one the stop cut short may have been applied)
-                args = self._batch_args([], engine.rearms, engine.acks, [], done)
+                last = taken == len(rearms) and more == len(acks) and noted == len(marks)
+                args = self._batch_args([], rearms[:taken], acks[:more], [], done if last else [], marks[:noted])
                 await self._apply(keys=self._apply_keys, args=args)
-                engine.acks, engine.rearms = [], []
+                rearms, acks, marks = rearms[taken:], acks[more:], marks[noted:]
+            engine.acks, engine.rearms, engine.marks = [], [], []
             handed_back: list[Any] = list(dict.fromkeys(event.entry for event in unreceived))
             # Entries pending on this consumer that the engine never got: the read the stop cut short after the
             # server had handed them over, its reply lost on its way. Read and never received: handed back too.
@@ -295,25 +335,61 @@ class Link:
         while not self._stopping:
             await self._work.wait()
             self._work.clear()
-            while engine.outbox or engine.acks or engine.rearms or engine.to_check:
-                # The acknowledgements, re-arms and checks queued so far come after the commands now in the outbox
-                # (a retraction's acknowledgement after the touch that re-arms from the event's record, a check after
-                # a set of its name applied here before the read): they go with the call that carries the last of
-                # those commands, never with an earlier one when the outbox takes several calls. Until then they stay
-                # in the engine, where a stop finds them.
+            while engine.outbox or engine.acks or engine.rearms or engine.to_check or engine.marks:
+                # The acknowledgements, re-arms, checks and receipts queued so far come after the commands now in the
+                # outbox (a retraction's acknowledgement after the touch that re-arms from the event's record, a check
+                # after a set of its name applied here before the read): they go with the call that carries the last
+                # of those commands, never with an earlier one when the outbox takes several calls. Each call carries
+                # BATCH commands and CALL_BYTES at most (or one longer command alone); what does not fit the call of
+                # the last commands goes in the calls after it, in order. Everything is taken from the engine call by
+                # call, so that a stop finds there what was not sent.
                 ahead = len(engine.outbox)
-                counts = len(engine.rearms), len(engine.acks), len(engine.to_check)
+                left = [len(getattr(engine, kind)) for kind in _QUEUED]
                 while True:
-                    commands = [engine.outbox.popleft() for _ in range(min(BATCH, ahead))]
+                    commands, used = self._take(ahead)
                     ahead -= len(commands)
                     if ahead:
-                        await self._ship(commands, [], [], [])
+                        await self._ship(commands, [], [], [], [])
                         continue
-                    rearms, engine.rearms = engine.rearms[: counts[0]], engine.rearms[counts[0] :]
-                    acks, engine.acks = engine.acks[: counts[1]], engine.acks[counts[1] :]
-                    checks, engine.to_check = engine.to_check[: counts[2]], engine.to_check[counts[2] :]
-                    await self._ship(commands, rearms, acks, checks)
+                    while True:
+                        first = not commands
+                        pieces: list[list[RedisTimerExpired]] = []
+                        for index, kind in enumerate(_QUEUED):
+                            queued = getattr(engine, kind)
+                            taken, more = _fit(queued, left[index], CALL_BYTES - used, first)
+                            pieces.append(queued[:taken])
+                            setattr(engine, kind, queued[taken:])
+                            left[index] -= taken
+                            used += more
+                            first = first and not taken
+                        await self._ship(commands, *pieces)
+                        if not any(left):
+                            break
+                        commands, used = [], 0
                     break
+
+    def _take(self, ahead: int) -> tuple[list[Any], int]:
+        """The next call's commands from the outbox (of the ``ahead`` there before the acknowledgements, re-arms and
+        checks now queued), and their bytes (over-counted)."""
+        outbox = self.engine.outbox
+        count = min(BATCH, ahead)
+        commands: list[Any] = [outbox.popleft() for _ in range(count)]
+        used = count * CALL_OVERHEAD + (sum(map(len, filter(None, map(_name_of, commands)))) << 2)
+        used += sum(map(len, filter(None, map(_data_of, commands))))
+        if used <= CALL_BYTES or count == 1:  # all of them (the common case: passes in C)
+            return commands, used
+        outbox.extendleft(reversed(commands))
+        commands = []
+        used = 0
+        for _ in range(count):
+            command = outbox[0]
+            name, data = command[1], command[3]
+            cost = CALL_OVERHEAD + (len(name) << 2 if name else 0) + (len(data) if data else 0)
+            if used + cost > CALL_BYTES and commands:
+                break
+            used += cost
+            commands.append(outbox.popleft())
+        return commands, used
 
     async def _ship(
         self,
@@ -321,15 +397,17 @@ class Link:
         rearms: list[RedisTimerExpired],
         acks: list[RedisTimerExpired],
         checks: list[RedisTimerExpired],
+        marks: list[RedisTimerExpired],
     ) -> None:
-        """Send one batch and take in its result."""
+        """Send one batch and take in its result (``marks``: one-shot events received here and not yet acknowledged,
+        to mark as received on the server; lost at a stop, they only narrow what a touch elsewhere finds)."""
         engine = self.engine
         done = engine.finished(acks)
         # Until the server answers, a stop (which cancels this call) must send these again at the finish.
         self._unconfirmed = (rearms, acks, done)
         engine.sending = commands  # a stop meanwhile fails its flushes, as those still queued
         self._batches += 1  # a new batch; the tries of one batch carry the same number
-        result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done))
+        result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done, marks))
         self._unconfirmed = None
         engine.sending = []
         engine.acknowledged(done)
@@ -355,9 +433,11 @@ class Link:
         acks: list[RedisTimerExpired],
         checks: list[RedisTimerExpired],
         done: list[str],
+        marks: list[RedisTimerExpired],
     ) -> list[int]:
         """One APPLY call (its arguments made afresh at each try, so a retry takes the wait off too)."""
-        result = await self._apply(keys=self._apply_keys, args=self._batch_args(commands, rearms, acks, checks, done))
+        args = self._batch_args(commands, rearms, acks, checks, done, marks)
+        result = await self._apply(keys=self._apply_keys, args=args)
         return [int(value) for value in result]
 
     def _batch_args(
@@ -367,9 +447,10 @@ class Link:
         acks: list[RedisTimerExpired],
         checks: list[RedisTimerExpired],
         done: list[str],
+        marks: list[RedisTimerExpired] | None = None,
     ) -> list[Any]:
         """The APPLY arguments; relative deadlines become the time left now (the wait so far is taken off).
-        ``done``: the stream entries whose every event this consumer has acknowledged."""
+        ``done``: the stream entries whose every event this consumer has acknowledged; ``marks``: events received."""
         parts: list[bytes] = []
         add = parts.append
         now = time.monotonic()
@@ -402,7 +483,18 @@ class Link:
         # a batch sent again after a dropped connection is recognised by its number for as long as it may be retried
         keep = int(min(self.reconnect_timeout + 60.0, KEEP_LIMIT) * 1000)
         batch = self._batches
-        return [self.max_timers, GROUP, b"".join(parts), _entries(acks), _entries(checks), " ".join(done), batch, keep]
+        received = _entries(marks) if marks else b""
+        return [
+            self.max_timers,
+            GROUP,
+            b"".join(parts),
+            _entries(acks),
+            _entries(checks),
+            " ".join(done),
+            batch,
+            keep,
+            received,
+        ]
 
     async def _promote_loop(self) -> None:
         engine = self.engine
@@ -591,7 +683,8 @@ class Link:
         raise ManagerClosed(f"timer manager {runner.name!r} stopped ({runner.stop_reason})")
 
     async def _call(self, make: Callable[[], Awaitable[T]], *, blocking: bool = False) -> T:
-        """``await make()``, retried while the server is unreachable, for at most ``reconnect_timeout``."""
+        """``await make()``, retried while the server is unreachable or out of memory, for at most
+        ``reconnect_timeout``."""
         limit = self.reconnect_timeout + (self.block_seconds if blocking else 0.0)
         first_failure = 0.0
         pause = 0.02
@@ -605,15 +698,16 @@ class Link:
                 result = await asyncio.wait_for(call, limit)
                 self._reachable = True
                 return result
-            except _RETRIED as exc:
+            except _WAITED as exc:
                 self._reachable = False
+                what = "out of memory (OOM, maxmemory reached)" if isinstance(exc, _OUT_OF_MEMORY) else "unreachable"
                 if not first_failure:
                     first_failure = started  # the trouble began when the failed call was made
-                    logger.warning("timer manager %r: Redis unreachable, retrying: %r", self.runner.name, exc)
+                    logger.warning("timer manager %r: Redis %s, retrying: %r", self.runner.name, what, exc)
                 waited = time.monotonic() - first_failure
                 if waited >= self.reconnect_timeout:
                     raise BackendUnavailable(
-                        f"timer manager {self.runner.name!r}: Redis unreachable for {waited:.1f} s "
+                        f"timer manager {self.runner.name!r}: Redis {what} for {waited:.1f} s "
                         f"(reconnect_timeout={self.reconnect_timeout:g}): {exc!r}"
                     ) from exc
                 await asyncio.sleep(pause)

@@ -7,7 +7,8 @@ Cluster slot and every script may touch all of its keys:
 ``due``     ZSET    pending timers not yet promoted: member = name, score = due time (Unix ms)
 ``data``    HASH    every pending timer: name -> ``gen|duration|period|missed|origin|payload`` (see
                     ``unpack_timer``; a repeating timer stays here while its event is out)
-``fired``   HASH    promoted events not yet acknowledged: name -> the id of the stream entry holding it
+``fired``   HASH    promoted events not yet acknowledged: name -> the id of the stream entry holding it (``r`` and
+                    the id once the consumer that read it has received it)
 ``seq``     STRING  the generation counter (``INCR``): unique per set, and the order of sets
 ``wake``    ZSET    one member whose score is the earliest due time, moved earlier by a set: the marker
                     that an idle manager blocks on (``BZPOPMIN``); and member ``c`` (score 0) when a manager that
@@ -45,10 +46,12 @@ local clock = redis.call('TIME')
 local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local now_ms = math.floor(now_us / 1000)
 
+-- A fired record is the entry's id, or ``r`` and the id once the consumer that read it has received it (the
+-- retraction of a received event marks nothing: no consumer is to read its entry).
 local function retract(name)
     local fired = redis.call('HGET', fired_key, name)
     if fired then
-        redis.call('HSET', gone_key, fired, 1)
+        if string.byte(fired, 1) ~= 114 then redis.call('HSET', gone_key, fired, 1) end
         redis.call('HDEL', fired_key, name)
         return 1
     end
@@ -98,9 +101,9 @@ local function pairs_of(packed)
     return names, entries
 end
 
--- Is ``fired`` (a name's value in the fired hash, or false) the record of stream entry ``entry``?
+-- Is ``fired`` (a name's value in the fired hash, or false) the record of stream entry ``entry`` (received or not)?
 local function is_entry(fired, entry)
-    return fired == entry
+    return fired == entry or (fired and fired == 'r' .. entry)
 end
 
 -- The due|record of the promoted event of ``name`` in stream entry ``id`` (nil if that entry is gone).
@@ -125,11 +128,12 @@ local function earliest()
 end
 """
 
-# APPLY(max_timers, group, commands, acks, checks, done, batch, keep) -> counts. ``commands`` is one string: per
-# command an op byte, then four fields (name, a, b, c), each a 4-byte big-endian length and its bytes (one argument
-# for a whole batch: redis-py's packing of arguments costs more per argument than the script's unpacking). ``acks`` and
-# ``checks`` are strings of (name, entry id) pairs, each field length-prefixed the same way; ``done`` is the
-# stream entries whose every event is now acknowledged (space-separated ids), to XACK. The commands:
+# APPLY(max_timers, group, commands, acks, checks, done, batch, keep, received) -> counts. ``commands`` is one
+# string: per command an op byte, then four fields (name, a, b, c), each a 4-byte big-endian length and its bytes
+# (one argument for a whole batch: redis-py's packing of arguments costs more per argument than the script's
+# unpacking). ``acks`` and ``checks`` are strings of (name, entry id) pairs, each field length-prefixed the same
+# way; ``done`` is the stream entries whose every event is now acknowledged (space-separated ids), to XACK. The
+# commands:
 #   s name delay_us duration_us payload    set, due now + delay (the client took off the time it waited)
 #   a name unix_ms  duration_us payload    set, due at an absolute Unix time
 #   i name delay_us period_ms|missed payload   repeating timer, first due now + delay
@@ -140,8 +144,10 @@ end
 #   c name -        -    -                cancel
 #   C -    -        -    -                cancel all
 # An acknowledgement deletes its event's record in ``fired`` (if it is still that event's); the entries in
-# ``done`` are acknowledged (XACK) and their marks in ``gone`` deleted. Lookups, deletions and XACK go to the
-# server in calls of up to 1000 values, not one call each. An acknowledged entry is left in the stream: the
+# ``done`` are acknowledged (XACK) and their marks in ``gone`` deleted. ``received`` (name, entry id pairs, as
+# ``acks``): one-shot events the consumer received and has not acknowledged, whose ``fired`` records are marked
+# (``r`` before the entry id), so that a touch from any manager finds them not pending. Lookups, deletions and XACK
+# go to the server in calls of up to 1000 values, not one call each. An acknowledged entry is left in the stream: the
 # acknowledged head of the stream is trimmed whole listpack nodes at a time (XTRIM MINID ~), which costs far less
 # than an XDEL per entry. A check asks whether a read event is still current (a flag in the result).
 # Returns {set, reset, cancelled, retracted, refused, live, a flag per check...}. Acknowledgements and checks
@@ -213,7 +219,8 @@ local function touch(name, received)
         fields = unpack_timer(value)
     else
         local fired = redis.call('HGET', fired_key, name)  -- a one-shot timer whose event is out
-        if not fired or fired == received then return end  -- received already: not pending
+        -- received already (by this manager, or marked so by the one that received it): not pending
+        if not fired or fired == received or string.byte(fired, 1) == 114 then return end
         local event = event_value(fired, name)
         if not event then return end
         local _, duration, payload = string.match(event, EVENT_FIELDS)
@@ -262,6 +269,7 @@ while position <= #commands do
         local marked = {}
         for j = 2, #fired, 2 do
             local id = fired[j]
+            if string.byte(id, 1) == 114 then id = string.sub(id, 2) end
             if not marked[id] then
                 marked[id] = true
                 redis.call('HSET', gone_key, id, 1)
@@ -307,6 +315,22 @@ if #done > 0 then
         end
         if floor then redis.call('XTRIM', ev_key, 'MINID', '~', floor) end
     end
+end
+
+-- Events the consumer has received (ack "next" or "manual"), not yet acknowledged: their fired records are marked
+-- (``r`` before the entry id) if they are still theirs, so that a touch from any manager finds them not pending.
+-- After the acknowledgements: a set of HSET is denied under maxmemory only as a script's first write.
+local mark_names, mark_entries = pairs_of(ARGV[9] or '')
+if #mark_entries > 0 then
+    local fired = chunked('HMGET', fired_key, mark_names)
+    local marked = {}
+    for j = 1, #mark_names do
+        if fired[j] == mark_entries[j] then
+            marked[#marked + 1] = mark_names[j]
+            marked[#marked + 1] = 'r' .. mark_entries[j]
+        end
+    end
+    if #marked > 0 then chunked('HSET', fired_key, marked) end
 end
 
 -- A consumer read the event of ``name`` in entry ``entry``: is it still the name's current event? A stale one is

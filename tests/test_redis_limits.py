@@ -1,0 +1,262 @@
+"""The Redis backend at its limits: the size of what one call carries (Redis refuses an argument longer than its
+``proto-max-bulk-len``), names and payloads too large for it, a server out of memory (``maxmemory``), and
+many events held at once. Each server here is started for this module or this test alone (its options differ
+from the session's), and stopped by pid."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, receive
+
+from timer_manager import ManagerClosed, TimerHandle, TimerManager
+from timer_manager.redis import BackendUnavailable, RedisBackend
+from timer_manager.redis._link import _field, _payload, namespace_keys
+from timer_manager.redis._scripts import APPLY, PROMOTE
+
+pytestmark = pytest.mark.usefixtures("default_core", "redis_server")  # redis_server: skip or fail without it
+
+
+@pytest.fixture(scope="module")
+def small_bulk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server that takes arguments of 1 MiB at most (``proto-max-bulk-len``'s least value; 512 MB by
+    default): what a larger batch would meet on a default server, at a test's cost."""
+    assert REDIS_SERVER is not None
+    server = RedisServer(tmp_path_factory.mktemp("redis-small-bulk"), options=("--proto-max-bulk-len", "1mb"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@asynccontextmanager
+async def opened(url: str, namespace: str, **options: Any) -> AsyncIterator[TimerHandle]:
+    """A Redis-backed manager on ``namespace``, heartbeat 0; a call the server keeps refusing stops it soon."""
+    manager_options = {key: options.pop(key) for key in ("event_buffer_size", "command_buffer_size") if key in options}
+    options.setdefault("reconnect_timeout", 3.0)
+    backend = RedisBackend(url, namespace=namespace, **options)
+    async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend, **manager_options) as handle:
+        yield handle
+
+
+# ---------------------------------------------------------------------- the size of one call
+
+
+async def test_a_batch_of_large_payloads_is_split_below_the_servers_argument_limit(
+    small_bulk: RedisServer, namespace: str
+) -> None:
+    """Thirty sets of 100 kB each are 3 MB of commands, and the manager sent them in one APPLY call, as one
+    argument: past the server's ``proto-max-bulk-len``, the server refused the call and closed the connection,
+    the call was retried until ``reconnect_timeout`` and the manager stopped, losing the sets it had accepted.
+    On a default server (512 MB) the same happens to 1,000 sets of 600 kB. Catches: batches cut by count only."""
+    payload = b"p" * 100_000
+    async with opened(small_bulk.url, namespace, command_buffer_size=64) as handle:
+        for index in range(30):
+            handle.try_set_timer(f"big{index:02}", 0.2, data=payload)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        assert await handle.get_pending_count() == 30
+        events = await receive(handle, 30)
+    assert sorted(event.name for event in events) == [f"big{index:02}" for index in range(30)]
+    assert all(event.data == payload for event in events)
+
+
+async def test_acknowledgements_of_many_long_names_are_split_below_the_servers_argument_limit(
+    small_bulk: RedisServer, namespace: str
+) -> None:
+    """Two hundred events named with 8 kB each, acknowledged at once (``ack="manual"``): 1.6 MB of
+    acknowledgements in one argument, refused by the server as the large batch is. Catches: acknowledgements (and
+    checks, and re-arms) sent whole, whatever their size."""
+    names = [f"{index:03}" + "n" * 8000 for index in range(200)]
+    async with (
+        client_of(small_bulk) as client,
+        opened(small_bulk.url, namespace, ack="manual", event_buffer_size=256, command_buffer_size=256) as handle,
+    ):
+        for name in names:
+            handle.try_set_timer(name, 0.05)
+        events = await receive(handle, 200)
+        await handle.ack_events(events)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        stream = f"{{tm:{namespace}}}:ev"
+        assert (await client.xpending(stream, "timers"))["pending"] == 0
+        assert await client.hlen(f"{{tm:{namespace}}}:fired") == 0
+        handle.try_set_timer("after", 0.01)
+        assert [event.name for event in await receive(handle, 1)] == ["after"]
+    assert sorted(event.name for event in events) == names
+
+
+async def test_a_payload_or_name_too_large_is_refused_at_the_call_and_the_manager_goes_on(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A payload (encoded) or a name larger than one call may carry must be refused at the call (``ValueError``)
+    rather than queued: queued, it made the call that carried it fail on the server, and the manager stop."""
+    async with opened(redis_server.url, namespace, max_payload=1000) as handle:
+        with pytest.raises(ValueError, match="max_payload"):
+            handle.try_set_timer("big", 60.0, data=b"x" * 1000)  # 1001 bytes encoded (a tag byte)
+        with pytest.raises(ValueError, match="max_payload"):
+            await handle.set_timer("big", 60.0, data="x" * 1000)
+        with pytest.raises(ValueError, match="max_payload"):
+            await handle.set_interval("big", 60.0, data={"x": "x" * 1000})
+        with pytest.raises(ValueError, match="max_payload"):
+            await handle.set_timers([("ok", 60.0), ("big", 60.0, b"x" * 1000)])
+        with pytest.raises(ValueError, match="name"):
+            handle.try_set_timer("n" * 70_000, 60.0)
+        with pytest.raises(ValueError, match="name"):
+            await handle.set_timer_at("\u20ac" * 30_000, 2e9)  # 90 kB of UTF-8
+        handle.try_set_timer("fits", 0.01, data=b"x" * 999)
+        event = (await receive(handle, 1))[0]
+        assert (event.name, event.data) == ("fits", b"x" * 999)
+        assert await handle.get_pending_count() == 0  # "ok" went with "big": a refused call queues nothing
+    with pytest.raises(ValueError, match="max_payload"):
+        RedisBackend(redis_server.url, max_payload=0)
+
+
+async def test_a_cancel_or_touch_of_a_name_too_long_for_any_timer_is_a_no_op(
+    small_bulk: RedisServer, namespace: str
+) -> None:
+    """No timer can have a name longer than the limit (its set is refused), so a cancel or touch of one does
+    nothing; sent to the server, it made the call fail as a too-large set did."""
+    async with opened(small_bulk.url, namespace) as handle:
+        huge = "h" * 2_000_000
+        await handle.cancel_timer(huge)
+        handle.touch(huge)
+        handle.try_set_timer("after", 0.01)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        assert [event.name for event in await receive(handle, 1)] == ["after"]
+
+
+# ---------------------------------------------------------------------- a server out of memory
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server for this test alone (it changes the server's maxmemory)."""
+    assert REDIS_SERVER is not None
+    server = RedisServer(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_a_server_out_of_memory_for_a_while_costs_latency_not_the_commands(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    """With ``maxmemory`` reached (``noeviction``: Redis's default), the server refuses every script whose first
+    write may grow memory (``OOM command not allowed``), applying nothing of it. The manager took that error as
+    fatal: it stopped, and the sets it had accepted were lost. Memory is freed as consumers acknowledge, keys expire
+    or an operator acts: like an unreachable server, it is waited for (``reconnect_timeout``)."""
+    async with client_of(own_redis) as client, opened(own_redis.url, namespace, reconnect_timeout=30.0) as handle:
+        await handle.set_timer("before", 0.01)
+        assert [event.name for event in await receive(handle, 1)] == ["before"]
+        await client.config_set("maxmemory", 1)  # below what is used: every write that may grow memory is refused
+        for index in range(20):
+            handle.try_set_timer(f"during{index:02}", 0.05, data="kept")
+        await asyncio.sleep(1.5)  # refused meanwhile, and retried
+        assert await client.hlen(f"{{tm:{namespace}}}:data") == 0
+        await client.config_set("maxmemory", 0)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        events = await receive(handle, 20)
+    assert sorted(event.name for event in events) == [f"during{index:02}" for index in range(20)]
+    assert {event.data for event in events} == {"kept"}
+
+
+async def test_a_server_out_of_memory_longer_than_reconnect_timeout_stops_the_manager_with_backend_unavailable(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    """Past ``reconnect_timeout`` the manager stops as for an unreachable server: ``run()`` raises
+    ``BackendUnavailable`` naming the server's answer, and a caller waiting on ``flush()`` is released."""
+    backend = RedisBackend(own_redis.url, namespace=namespace, reconnect_timeout=1.0)
+    manager, handle = TimerManager.new(namespace, 0, 64, 64, backend=backend)
+    task = asyncio.ensure_future(manager.run())
+    async with client_of(own_redis) as client:
+        try:
+            await handle.set_timer("before", 600.0)
+            await asyncio.wait_for(handle.flush(), LIMIT)
+            await client.config_set("maxmemory", 1)
+            await handle.set_timer("during", 600.0)
+            with pytest.raises(ManagerClosed):
+                await asyncio.wait_for(handle.flush(), LIMIT)
+            with pytest.raises(BackendUnavailable, match="OOM"):
+                await asyncio.wait_for(task, LIMIT)
+        finally:
+            await client.config_set("maxmemory", 0)
+            task.cancel()
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), LIMIT)
+
+
+# ---------------------------------------------------------------------- names of keys and consumers
+
+
+def test_a_namespace_or_consumer_name_too_long_is_refused_at_the_backend() -> None:
+    """Every call carries the namespace's keys (and the reader's the consumer name) as arguments: one longer than
+    the server takes failed every call, and the manager stopped with ``BackendUnavailable`` after
+    ``reconnect_timeout``, far from the mistake. Refused where it is given, as a name that is not UTF-8 is."""
+    with pytest.raises(ValueError, match="namespace"):
+        RedisBackend("redis://127.0.0.1:1/0", namespace="n" * 20_000)
+    with pytest.raises(ValueError, match="consumer"):
+        RedisBackend("redis://127.0.0.1:1/0", consumer="\u20ac" * 6_000)  # 18 kB of UTF-8
+    RedisBackend("redis://127.0.0.1:1/0", namespace="n" * 1_000, consumer="c" * 1_000)
+    backend = RedisBackend("redis://127.0.0.1:1/0")
+    with pytest.raises(ValueError, match="namespace"):
+        TimerManager.new("m" * 20_000, 0, 8, 8, backend=backend)  # the manager's name, as the namespace
+
+
+# ---------------------------------------------------------------------- events held beyond the event queue
+
+
+async def test_a_read_and_a_takeover_in_flight_together_hold_at_most_twice_the_queue(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """The reader asks for as many events as the queue has room for and blocks; meanwhile the claimer takes over
+    what a dead consumer left, as far as the queue has room too. When new events then arrive, the read brings them
+    on top: docs/redis.md gives the bound, twice the queue's room and two entries' events (here 2 x 256 + 2 x 15;
+    it said one entry's, at most 63, beyond the room, and 512 events were held here), and every event is delivered
+    once."""
+    size, pack = 256, 16  # event_buffer_size 256: stream entries of 256 // 16 events
+    stream = f"{{tm:{namespace}}}:ev"
+    async with client_of(redis_server) as client:
+        await client.xgroup_create(stream, "timers", id="0", mkstream=True)
+        seconds, micros = await client.time()
+        now_ms = seconds * 1000 + micros // 1000
+        command = b"".join(
+            b"a" + _field(f"old{index:03}") + _field(str(now_ms - 1000 + index)) + _field("0") + _payload(None)
+            for index in range(size)
+        )
+        await client.register_script(APPLY)(keys=namespace_keys(namespace), args=[0, "timers", command, b"", b""])
+        await client.register_script(PROMOTE)(keys=namespace_keys(namespace), args=[1000, 0, pack])
+        await client.xreadgroup("timers", "ghost", {stream: ">"})  # a consumer reads them all, and dies
+        backend = RedisBackend(redis_server.url, namespace=namespace, claim_after=0.5)
+        manager, handle = TimerManager.new(namespace, 0, 1024, size, backend=backend)
+        engine: Any = manager._runner.engine
+        task = asyncio.ensure_future(manager.run())
+        try:
+            deadline = asyncio.get_running_loop().time() + LIMIT
+            while engine.pending_events() < size:  # taken over while the reader waits for new entries
+                assert asyncio.get_running_loop().time() < deadline, engine.pending_events()
+                await asyncio.sleep(0.05)
+            await handle.set_timers([(f"new{index:03}", 0.01) for index in range(size)])
+            await asyncio.sleep(1.0)  # promoted and read
+            held = engine.pending_events()
+            assert held <= 2 * size + 2 * (pack - 1), held
+            names = {event.name for event in await receive(handle, 2 * size)}
+            assert len(names) == 2 * size
+        finally:
+            task.cancel()
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), LIMIT)
+
+
+async def test_the_deadline_of_a_name_too_long_for_any_timer_is_none_without_asking_the_server(
+    small_bulk: RedisServer, namespace: str
+) -> None:
+    """``get_deadline(name)`` sends the name to the server: one longer than the server takes failed the call, which
+    was retried as if the server were unreachable, and the caller got ``BackendUnavailable`` after
+    ``reconnect_timeout``. No timer has such a name: None, at once."""
+    async with opened(small_bulk.url, namespace) as handle:
+        assert await asyncio.wait_for(handle.get_deadline("h" * 2_000_000), LIMIT) is None
+        handle.try_set_timer("after", 0.01)
+        assert [event.name for event in await receive(handle, 1)] == ["after"]
