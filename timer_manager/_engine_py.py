@@ -189,7 +189,9 @@ class Engine:
                     self.data.pop(name, None)  # type: ignore[arg-type]
             elif op == CANCEL_ALL:
                 for ready_name in list(self._ready):
-                    self._retract(ready_name)
+                    # A retraction may drop events, whose payloads' __del__ may take events from the queue.
+                    if ready_name in self._ready:
+                        self._retract(ready_name)
                 self.count_cancelled += table.clear() + self.parked  # parked repeating timers are pending too
                 self.parked = 0
                 self.intervals.clear()
@@ -319,7 +321,6 @@ class Engine:
         if spans is not None:
             self._spans.update(zip((name for name, _ in due), spans, strict=True))
         ready = self._ready
-        events = self._events
         data = self.data
         lateness = self._lateness
         position = self._lateness_next
@@ -330,7 +331,9 @@ class Engine:
             else:
                 event = TimerExpired(name, deadline)
             ready[name] = event
-            events.append(event)
+            # Not a deque read before the loop: building the event may run the garbage collector, and through a
+            # __del__ a touch whose retraction replaced the queue (_retract).
+            self._events.append(event)
             if len(lateness) < LATENESS_WINDOW:
                 lateness.append(now - deadline)
             else:
@@ -343,9 +346,13 @@ class Engine:
 
     def take(self) -> TimerExpired | None:
         """Remove and return the next receivable event, or None."""
-        events = self._events
         ready = self._ready
-        while events:
+        while True:
+            # Read afresh each round: dropping a retracted event (below) may have run its payload's __del__, and
+            # through it this engine's methods (a take, a touch that rebuilt the queue).
+            events = self._events
+            if not events:
+                return None
             event = events.popleft()
             name = event.name
             if ready.get(name) is event:
@@ -362,7 +369,9 @@ class Engine:
                 elif self.waiting_for_room:
                     self.wake()
                 return event
-        return None
+            # A retracted event: its last reference (and its payload's) goes here, before the next one is taken,
+            # so that a __del__ that takes an event cannot be handed one queued after the event taken next here.
+            del event, events
 
     def take_many(self, limit: int) -> list[TimerExpired]:
         """Remove and return up to ``limit`` receivable events."""

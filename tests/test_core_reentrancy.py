@@ -1,0 +1,297 @@
+"""Re-entrancy of the cores: user code that runs in the middle of an operation of the table or the engine.
+
+User code runs inside the core through a payload's ``__del__`` (its last reference goes when a timer is
+re-set, cancelled, cleared or fired, when a retracted event is dropped, when commands are discarded),
+through a name's ``__del__`` (the table takes ``str`` subclasses; the manager copies them to ``str``), and
+through the garbage collector, which any allocation of a tracked object may start (``gc.callbacks``, the
+``__del__`` of cyclic garbage). That code may call the engine back: a handle's ``touch`` is a direct
+``touch_now``, ``try_recv_event`` a ``take``, ``try_set_timer`` a ``push``. Each test here makes it do so at
+one such point, on both cores, and checks that nothing crashes, nothing is lost or delivered twice or out
+of order, and the two twins agree.
+
+A crash is a segfault: the scenarios that caused one run in a child process (``python -X dev``, whose
+allocator fills freed memory so that a use after free shows), so that the suite survives it.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import Core, load_core
+
+from timer_manager._protocol import CANCEL, CANCEL_ALL
+
+INF = float("inf")
+HERE = Path(__file__).resolve().parent
+
+
+class Payload:
+    """A payload that runs ``action`` when its last reference goes."""
+
+    def __init__(self, action: Callable[[], object]) -> None:
+        self.action = action
+
+    def __del__(self) -> None:
+        self.action()
+
+
+def _engine(kind: str, command_capacity: int = 10**6, event_capacity: int = 10**6) -> Any:
+    core = load_core(kind)
+    return core.Engine(core.TimerTable(), command_capacity, event_capacity)
+
+
+@contextmanager
+def _collector_runs(action: Callable[[], object]) -> Iterator[None]:
+    """Run ``action`` once, from the garbage collector, at the first allocation that starts a collection."""
+    done = False
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        nonlocal done
+        if phase == "start" and not done:
+            done = True
+            action()
+
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.callbacks.append(callback)
+    gc.set_threshold(1)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.callbacks.remove(callback)
+    assert done, "the collector never ran"
+
+
+def _names(events: list[Any]) -> list[str]:
+    return [event.name for event in events]
+
+
+# -- scenarios, run in a child process where they crashed ---------------------------------------------------
+
+
+def scenario_take_drops_a_retracted_event(kind: str) -> list[str]:
+    """A take skips a retracted event, whose payload's ``__del__`` takes from the queue."""
+    engine = _engine(kind)
+    taken: list[str] = []
+
+    def nested_take() -> None:
+        event = engine.take()
+        if event is not None:
+            taken.append(event.name)
+
+    engine.push_set("a", 1.0, 0.0, Payload(nested_take))
+    engine.push_set("b", 2.0, 0.0, None)
+    engine.apply()
+    assert engine.fire(3.0, 3.0) == 2
+    engine.push(CANCEL, "a", None, None)
+    engine.apply()  # a's event is retracted but stays queued, with the only reference to its payload
+    event = engine.take()
+    if event is not None:
+        taken.append(event.name)
+    assert engine.take() is None
+    assert engine.ready_count() == 0
+    return taken
+
+
+def scenario_retractions_that_rebuild_the_queue(kind: str) -> list[str]:
+    """Enough retractions to rebuild the queue, which drops the retracted events; each payload's ``__del__``
+    takes an event."""
+    engine = _engine(kind)
+    taken: list[str] = []
+
+    def nested_take() -> None:
+        event = engine.take()
+        if event is not None:
+            taken.append(event.name)
+
+    for i in range(100):
+        engine.push_set(f"n{i:03}", float(i), 0.0, Payload(nested_take) if i < 40 else None)
+    engine.apply()
+    assert engine.fire(1000.0, 1000.0) == 100
+    for i in range(40):
+        engine.push(CANCEL, f"n{i:03}", None, None)
+    engine.apply()
+    taken += _names(engine.take_many(1000))
+    assert engine.ready_count() == 0
+    return taken
+
+
+def scenario_discard_with_a_del_that_queues(kind: str) -> int:
+    """Discarding the commands drops a command's value whose ``__del__`` queues enough commands to grow the
+    ring; return how many commands are queued afterwards."""
+    engine = _engine(kind)
+
+    def queue_more() -> None:
+        for i in range(200):
+            engine.push_set(f"late{i}", 5.0, 0.0, None)
+
+    for i in range(63):
+        engine.push_set(f"n{i}", 1.0, 0.0, None)
+    # The engine keeps whatever value a command comes with (a flush's future, a repeating timer's Interval).
+    engine.push(CANCEL, "n0", Payload(queue_more), Payload(lambda: None))  # 64 commands: the ring is full
+    assert engine.discard() == (0, [])
+    queued: int = engine.queued()
+    return queued
+
+
+def _in_child(scenario: str, kind: str) -> str:
+    """Run ``scenario(kind)`` in ``python -X dev``; return what it returned, as its repr."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(HERE)!r}); import test_core_reentrancy as t; "
+        f"print(repr(t.{scenario}({kind!r})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+        check=False,
+    )
+    assert result.returncode == 0, f"the child process failed ({result.returncode}):\n{result.stderr[-3000:]}"
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_a_del_that_takes_while_a_take_skips_a_retracted_event(core: Core) -> None:
+    """Catches: the compiled take dropping a skipped event when it read the next one, after it had read the
+    queue's head: the nested take emptied the list and the outer one wrote past its end (segfault)."""
+    assert _in_child("scenario_take_drops_a_retracted_event", core.kind) == repr(["b"])
+
+
+def test_a_del_that_takes_while_retractions_rebuild_the_queue(core: Core) -> None:
+    """Every event not retracted is received once, in order, whoever takes it. Catches: the compiled queue
+    rebuilt with its head reset after the old list was dropped (a nested take read the new list from the
+    old head, then the head went back to 0 over a slot it had emptied: segfault), and the pure take handing
+    a nested take the event after the one it was about to return (out of order)."""
+    assert _in_child("scenario_retractions_that_rebuild_the_queue", core.kind) == repr(
+        [f"n{i:03}" for i in range(40, 100)]
+    )
+
+
+def test_a_del_that_queues_while_commands_are_discarded(core: Core) -> None:
+    """Catches: the compiled discard reading a command's slot after dropping part of it, when the drop had
+    run a ``__del__`` that grew (so freed) the ring; and dropping the commands queued meanwhile, which the
+    pure engine keeps."""
+    assert _in_child("scenario_discard_with_a_del_that_queues", core.kind) == "200"
+
+
+# -- scenarios that fail without crashing ----------------------------------------------------------------------
+
+
+def test_a_del_that_takes_during_cancel_all(core: Core) -> None:
+    """CANCEL_ALL retracts every ready event; when the retractions rebuild the queue, the dropped events'
+    payloads take events whose names are still on the list to retract. Catches: a KeyError out of
+    ``apply`` halfway through the cancel (the table not cleared, ``parked`` not reset)."""
+    engine = _engine(core.kind)
+    taken: list[str] = []
+
+    def nested_take() -> None:
+        event = engine.take()
+        if event is not None:
+            taken.append(event.name)
+
+    for i in range(70):
+        engine.push_set(f"n{i:02}", 1.0, 0.0, Payload(nested_take))
+    engine.push_set("pending", 50.0, 0.0, None)
+    engine.apply()
+    assert engine.fire(1.0, 1.0) == 70
+    engine.push(CANCEL_ALL, None, None, None)
+    engine.apply()
+    assert engine.ready_count() == 0
+    assert engine.live_count() == 0
+    assert engine.take() is None
+    assert taken == sorted(taken)  # whatever was taken was taken in order
+    assert engine.count_cancelled == 1
+
+
+def test_a_collection_during_fire_that_touches_ready_timers(core: Core) -> None:
+    """The collector runs while fire builds an event, and a ``__del__`` (here a gc callback) touches ready
+    timers, whose retractions rebuild the queue. Catches: the compiled fire appending the rest of its events
+    to the list it read before the loop, no longer the queue: ready but never received (a receiver hangs)."""
+    engine = _engine(core.kind)
+    engine.direct_touch = True
+    for i in range(70):
+        engine.push_set(f"r{i:02}", 1.0, 5.0, None)
+    engine.apply()
+    assert engine.fire(1.0, 1.0) == 70
+    # One timer due, and thus its event building, for each of the next 70: one of them starts the collection.
+    for i in range(70):
+        engine.push_set(f"x{i:02}", 2.0 + i / 1000, 5.0, None)
+    engine.apply()
+
+    def touch_all() -> None:
+        for i in range(70):
+            assert engine.touch(f"r{i:02}", 1.5)
+
+    with _collector_runs(touch_all):
+        fired = engine.fire(2.5, 2.5)
+    assert engine.ready_count() == fired
+    received = _names(engine.take_many(1000))
+    assert received == [f"x{i:02}" for i in range(70)][:fired]
+    assert engine.ready_count() == 0
+    assert engine.fire(10.0, 10.0) == 140 - fired  # the touched timers, and any x not fired yet
+
+
+# -- the garbage collector ---------------------------------------------------------------------------------------
+
+
+class Referrer:
+    """A payload that refers back to whatever holds it."""
+
+    holder: object = None
+
+
+def _dropped_engine_with_a_cycle(kind: str, apply: bool, fire: bool) -> weakref.ref[Referrer]:
+    engine = _engine(kind)
+    payload = Referrer()
+    payload.holder = engine
+    engine.push_set("a", 1.0, 0.0, payload)
+    if apply:
+        engine.apply()
+    if fire:
+        assert engine.fire(2.0, 2.0) == 1
+    return weakref.ref(payload)
+
+
+@pytest.mark.parametrize(
+    ("apply", "fire"), [(False, False), (True, False), (True, True)], ids=["queued", "set", "ready"]
+)
+def test_a_payload_that_refers_to_its_engine_is_collected(core: Core, apply: bool, fire: bool) -> None:
+    """A payload that refers back to the engine holding it (through a handle, say) forms a cycle, which the
+    collector must see whether the payload is in a queued command, a timer's data or a ready event. Catches:
+    the compiled engine's command ring, invisible to the collector (no traverse), so that a manager dropped
+    with commands queued leaked itself and every payload queued."""
+    collected = _dropped_engine_with_a_cycle(core.kind, apply, fire)
+    gc.collect()
+    assert collected() is None
+
+
+def test_collecting_an_engine_whose_queued_payloads_run_code(core: Core) -> None:
+    """The collector clears an engine in a cycle through its queued commands; their payloads' ``__del__`` runs
+    (and may use whatever it can still reach) while the engine is cleared."""
+    ran: list[int] = []
+
+    def build() -> weakref.ref[Referrer]:
+        engine = _engine(core.kind)
+        payload = Referrer()
+        payload.holder = engine
+        for i in range(100):  # enough to grow the ring
+            engine.push_set(f"n{i}", 1.0, 0.0, Payload(partial(ran.append, i)))
+        engine.push_set("cycle", 1.0, 0.0, payload)
+        return weakref.ref(payload)
+
+    collected = build()
+    gc.collect()
+    assert collected() is None
+    assert sorted(ran) == list(range(100))
