@@ -447,17 +447,24 @@ cdef class Engine:
             return 1
         event = self._ready[name]
         span = self._spans.get(name, self._span) if interval is None else interval.period
+        cdef bint again = False
         with self.lock:  # parked and table move together for the admission (max_timers)
             # A one-shot timer that fell due is not pending: re-arming it takes a place, as a set would. At the
             # max_timers limit the touch does nothing (its event stays) and reports it was not pending.
             if interval is None and not self.admit_rearm(name):
                 return 0
-            was_parked = self._retract(name)
-            if event.data is not None and interval is None:
-                self.data[name] = event.data  # fire moved it into the event; the timer keeps it
-            self._set(name, now + span, span)
-            if was_parked:
-                self.parked -= 1
+            # Taking the lock and asking the admission are Python calls: the collector may have run, and a __del__
+            # received or retracted the event meanwhile. Then the touch starts again from what is there now.
+            again = self._ready.get(name) is not event
+            if not again:
+                was_parked = self._retract(name)
+                if event.data is not None and interval is None:
+                    self.data[name] = event.data  # fire moved it into the event; the timer keeps it
+                self._set(name, now + span, span)
+                if was_parked:
+                    self.parked -= 1
+        if again:
+            return self._touch(name, now)
         if interval is None:  # a one-shot that fell due was not pending: re-armed, it is a timer created
             self.count_set += 1
         self.wake()  # the runner arms the wake-up for it

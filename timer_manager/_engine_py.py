@@ -265,12 +265,18 @@ class Engine:
             # max_timers limit the touch does nothing (its event stays) and reports it was not pending.
             if interval is None and not self.admit_rearm(name):
                 return False
-            was_parked = self._retract(name)
-            if event.data is not None and interval is None:
-                self.data[name] = event.data  # fire moved it into the event; the timer keeps it
-            self.table.set_with_span(name, now + span, span)
-            if was_parked:
-                self.parked -= 1
+            # Taking the lock and asking the admission are Python calls: the collector may have run, and a __del__
+            # received or retracted the event meanwhile. Then the touch starts again from what is there now.
+            again = self._ready.get(name) is not event
+            if not again:
+                was_parked = self._retract(name)
+                if event.data is not None and interval is None:
+                    self.data[name] = event.data  # fire moved it into the event; the timer keeps it
+                self.table.set_with_span(name, now + span, span)
+                if was_parked:
+                    self.parked -= 1
+        if again:
+            return self.touch(name, now)
         if interval is None:  # a one-shot that fell due was not pending: re-armed, it is a timer created
             self.count_set += 1
         self.wake()  # the runner arms the wake-up for it
@@ -388,8 +394,13 @@ class Engine:
         return list(self._lateness)
 
     def _retract(self, name: str) -> bool:
-        """Withdraw ``name``'s ready event; return whether ``name`` was parked (the caller uncounts it)."""
-        del self._ready[name]
+        """Withdraw ``name``'s ready event; return whether ``name`` was parked (the caller uncounts it).
+
+        Nothing to withdraw (False) if the event is gone: between the caller's check and here, the collector may
+        have run a ``__del__`` that received it (any allocation can start a collection).
+        """
+        if self._ready.pop(name, None) is None:
+            return False
         if self._spans:
             self._spans.pop(name, None)
         self.count_retracted += 1
