@@ -569,3 +569,42 @@ def test_the_compiled_table_under_hostile_names(core: Core, seed: int) -> None:
         pytest.skip("the pure table keeps its names in a dict, which calls their __eq__ and __hash__")
     live = int(_in_child("scenario_table_under_reentrant_names", core.kind, seed, 5000, True))
     assert live >= 0
+
+
+@pytest.mark.parametrize("at", range(1, 7))
+def test_a_collection_during_pop_due_that_resets_timers(core: Core, at: int) -> None:
+    """A collection in the middle of ``pop_due`` (here the ``at``-th one: the pure table allocates a tuple per
+    timer popped, the compiled one too) runs a ``__del__`` that re-sets timers, enough for the pure table to
+    compact its heap and entries, as a handle's touch or a take that re-arms a repeating timer would. Catches:
+    the pure ``pop_due`` going on with the heap and entries it had read before, no longer the table's
+    (KeyError out of the engine's fire; a timer popped from the old heap stayed pending)."""
+    table = core.TimerTable()
+    for i in range(10):
+        table.set(f"due{i}", 1.0 + i)
+    for i in range(61):
+        table.set("x", 100.0 + i)  # stale heap entries of the pure table pile up, just short of a compaction
+    seen = 0
+
+    def reset_timers() -> None:
+        for i in range(20):
+            table.set("x", 200.0 + i)
+        table.set("due5", 500.0)
+
+    def count_collections(phase: str, info: dict[str, int]) -> None:
+        nonlocal seen
+        if phase == "start":
+            seen += 1
+            if seen == at:
+                reset_timers()
+
+    with _collector_runs(lambda: None):  # checks that collections run at all
+        gc.callbacks.insert(0, count_collections)
+        try:
+            popped = [name for name, _ in table.pop_due(50.0, 100)]
+        finally:
+            del gc.callbacks[0]
+    assert seen >= at
+    assert popped in ([f"due{i}" for i in range(10)], [f"due{i}" for i in range(10) if i != 5])
+    assert table.deadline("due5") == 500.0
+    assert len(table) == 2
+    assert table.pop_due(INF, 100) == [("x", 219.0), ("due5", 500.0)]
