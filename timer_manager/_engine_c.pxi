@@ -652,11 +652,12 @@ cdef class Engine:
         # Retracted events stay in the queue until they reach its front; rebuild it if they pile up.
         if len(events) - self._events_head > 2 * len(self._ready) + 64:
             ready = self._ready
-            kept = [event for event in events[self._events_head:] if ready.get(_event_name(event)) is event]
-            # The head first: replacing the list drops the retracted events, and a payload's __del__ may
-            # take from the queue, which must be whole by then.
+            self._events = [
+                event for event in events[self._events_head:] if ready.get(_event_name(event)) is event
+            ]
             self._events_head = 0
-            self._events = kept
+            # The old list (``events``) goes, with the retracted events and their payloads, only on return: any
+            # __del__ then finds the queue and its head whole.
         return PyDict_Contains(self.intervals, name)
 
 
