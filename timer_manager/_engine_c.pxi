@@ -332,7 +332,9 @@ cdef class Engine:
                         self.data.pop(name, None)
                 elif op == OP_CANCEL_ALL:
                     for ready_name in list(self._ready):
-                        self._retract(ready_name)
+                        # A retraction may drop events, whose payloads' __del__ may take events from the queue.
+                        if PyDict_Contains(self._ready, ready_name):
+                            self._retract(ready_name)
                     self.count_cancelled += self.table.clear() + self.parked  # parked repeating timers are pending too
                     self.parked = 0
                     self.intervals.clear()
@@ -370,14 +372,36 @@ cdef class Engine:
 
     @cython.final
     cdef void _drop_commands(self) noexcept:
-        cdef CommandSlot* slot
-        while self._count:
-            slot = &self._ring[self._head]
-            Py_XDECREF(slot.name)
-            Py_XDECREF(slot.value)
-            Py_XDECREF(slot.data)
+        """Drop the commands queued now (not those a __del__ queues meanwhile, as a deque's clear would not)."""
+        cdef CommandSlot removed
+        cdef Py_ssize_t left = self._count
+        while left and self._count:
+            removed = self._ring[self._head]
             self._head = (self._head + 1) & (self._ring_size - 1)
             self._count -= 1
+            left -= 1
+            # The ring is whole again before anything can run Python code: a payload's __del__ may queue a
+            # command, and growing the ring would free the slot under a pointer into it.
+            Py_XDECREF(removed.name)
+            Py_XDECREF(removed.value)
+            Py_XDECREF(removed.data)
+
+    @cython.final
+    cdef int _visit_commands(self, _visitproc visit, void* arg) noexcept:
+        cdef Py_ssize_t i
+        cdef CommandSlot* slot
+        cdef int result = 0
+        for i in range(self._count):
+            slot = &self._ring[(self._head + i) & (self._ring_size - 1)]
+            if slot.name != NULL:
+                result = visit(slot.name, arg)
+            if not result and slot.value != NULL:
+                result = visit(slot.value, arg)
+            if not result and slot.data != NULL:
+                result = visit(slot.data, arg)
+            if result:
+                return result
+        return 0
 
     def touch(self, name, double now):
         """Make pending timer ``name`` due at ``now`` + the duration it was last set with, as a set made at
@@ -423,17 +447,24 @@ cdef class Engine:
             return 1
         event = self._ready[name]
         span = self._spans.get(name, self._span) if interval is None else interval.period
+        cdef bint again = False
         with self.lock:  # parked and table move together for the admission (max_timers)
             # A one-shot timer that fell due is not pending: re-arming it takes a place, as a set would. At the
             # max_timers limit the touch does nothing (its event stays) and reports it was not pending.
             if interval is None and not self.admit_rearm(name):
                 return 0
-            was_parked = self._retract(name)
-            if event.data is not None and interval is None:
-                self.data[name] = event.data  # fire moved it into the event; the timer keeps it
-            self._set(name, now + span, span)
-            if was_parked:
-                self.parked -= 1
+            # Taking the lock and asking the admission are Python calls: the collector may have run, and a __del__
+            # received or retracted the event meanwhile. Then the touch starts again from what is there now.
+            again = self._ready.get(name) is not event
+            if not again:
+                was_parked = self._retract(name)
+                if event.data is not None and interval is None:
+                    self.data[name] = event.data  # fire moved it into the event; the timer keeps it
+                self._set(name, now + span, span)
+                if was_parked:
+                    self.parked -= 1
+        if again:
+            return self._touch(name, now)
         if interval is None:  # a one-shot that fell due was not pending: re-armed, it is a timer created
             self.count_set += 1
         self.wake()  # the runner arms the wake-up for it
@@ -486,7 +517,6 @@ cdef class Engine:
             due_spans = [] if self._spans_vary else None
             due = self.table.pop_due(bound, room, due_spans)
         cdef dict data = self.data
-        cdef list events = self._events
         while count < room:
             if table is not None:
                 name = table._pop_due_one(bound, &deadline, &span)
@@ -509,7 +539,9 @@ cdef class Engine:
             else:
                 event = _new_event(name, deadline, None)
             ready[name] = event
-            events.append(event)
+            # Not a list read before the loop: building the event may run the garbage collector, and through a
+            # __del__ a touch whose retraction replaced the queue (_retract).
+            self._events.append(event)
             self._lateness[self._lateness_next] = now - deadline
             self._lateness_next = (self._lateness_next + 1) & (WINDOW - 1)
             if self._lateness_len < WINDOW:
@@ -538,9 +570,15 @@ cdef class Engine:
     cpdef object take(self):
         """Remove and return the next receivable event, or None."""
         cdef dict ready = self._ready
-        cdef list events = self._events
-        cdef Py_ssize_t head = self._events_head
-        while head < len(events):
+        cdef list events
+        cdef Py_ssize_t head
+        while True:
+            # Read afresh each round: dropping a retracted event (below) may have run its payload's __del__,
+            # and through it this engine's methods (a take, a touch that rebuilt the queue).
+            events = self._events
+            head = self._events_head
+            if head >= len(events):
+                return None
             event = events[head]
             events[head] = None
             head += 1
@@ -566,7 +604,11 @@ cdef class Engine:
                 elif self.waiting_for_room:
                     self.wake()
                 return event
-        return None
+            # A retracted event: the queue is whole, so its last reference (and its payload's) may go now,
+            # rather than at the next round's reads, where a __del__ would find the queue half updated.
+            event = None
+            name = None
+            events = None
 
     def take_many(self, Py_ssize_t limit):
         """Remove and return up to ``limit`` receivable events."""
@@ -622,7 +664,33 @@ cdef class Engine:
                 event for event in events[self._events_head:] if ready.get(_event_name(event)) is event
             ]
             self._events_head = 0
+            # The old list (``events``) goes, with the retracted events and their payloads, only on return: any
+            # __del__ then finds the queue and its head whole.
         return PyDict_Contains(self.intervals, name)
+
+
+# -- garbage collection ---------------------------------------------------------------------------
+# Cython's slots know only the object fields; queued commands hold their references in the C ring, so chain a
+# traverse that visits them (a payload can refer back to the engine) and a clear that drops them.
+
+cdef _traverseproc _cython_engine_traverse = (<_GCSlots*><PyObject*>Engine).tp_traverse
+cdef _inquiry _cython_engine_clear = (<_GCSlots*><PyObject*>Engine).tp_clear
+
+
+cdef int _engine_traverse(PyObject* o, _visitproc visit, void* arg) noexcept:
+    cdef int result = _cython_engine_traverse(o, visit, arg)
+    if result:
+        return result
+    return (<Engine>o)._visit_commands(visit, arg)
+
+
+cdef int _engine_clear(PyObject* o) noexcept:
+    (<Engine>o)._drop_commands()
+    return _cython_engine_clear(o)
+
+
+(<_GCSlots*><PyObject*>Engine).tp_traverse = _engine_traverse
+(<_GCSlots*><PyObject*>Engine).tp_clear = _engine_clear
 
 
 def _nothing(*args):

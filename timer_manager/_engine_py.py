@@ -189,7 +189,9 @@ class Engine:
                     self.data.pop(name, None)  # type: ignore[arg-type]
             elif op == CANCEL_ALL:
                 for ready_name in list(self._ready):
-                    self._retract(ready_name)
+                    # A retraction may drop events, whose payloads' __del__ may take events from the queue.
+                    if ready_name in self._ready:
+                        self._retract(ready_name)
                 self.count_cancelled += table.clear() + self.parked  # parked repeating timers are pending too
                 self.parked = 0
                 self.intervals.clear()
@@ -263,12 +265,18 @@ class Engine:
             # max_timers limit the touch does nothing (its event stays) and reports it was not pending.
             if interval is None and not self.admit_rearm(name):
                 return False
-            was_parked = self._retract(name)
-            if event.data is not None and interval is None:
-                self.data[name] = event.data  # fire moved it into the event; the timer keeps it
-            self.table.set_with_span(name, now + span, span)
-            if was_parked:
-                self.parked -= 1
+            # Taking the lock and asking the admission are Python calls: the collector may have run, and a __del__
+            # received or retracted the event meanwhile. Then the touch starts again from what is there now.
+            again = self._ready.get(name) is not event
+            if not again:
+                was_parked = self._retract(name)
+                if event.data is not None and interval is None:
+                    self.data[name] = event.data  # fire moved it into the event; the timer keeps it
+                self.table.set_with_span(name, now + span, span)
+                if was_parked:
+                    self.parked -= 1
+        if again:
+            return self.touch(name, now)
         if interval is None:  # a one-shot that fell due was not pending: re-armed, it is a timer created
             self.count_set += 1
         self.wake()  # the runner arms the wake-up for it
@@ -319,7 +327,6 @@ class Engine:
         if spans is not None:
             self._spans.update(zip((name for name, _ in due), spans, strict=True))
         ready = self._ready
-        events = self._events
         data = self.data
         lateness = self._lateness
         position = self._lateness_next
@@ -330,7 +337,9 @@ class Engine:
             else:
                 event = TimerExpired(name, deadline)
             ready[name] = event
-            events.append(event)
+            # Not a deque read before the loop: building the event may run the garbage collector, and through a
+            # __del__ a touch whose retraction replaced the queue (_retract).
+            self._events.append(event)
             if len(lateness) < LATENESS_WINDOW:
                 lateness.append(now - deadline)
             else:
@@ -351,9 +360,13 @@ class Engine:
 
     def take(self) -> TimerExpired | None:
         """Remove and return the next receivable event, or None."""
-        events = self._events
         ready = self._ready
-        while events:
+        while True:
+            # Read afresh each round: dropping a retracted event (below) may have run its payload's __del__, and
+            # through it this engine's methods (a take, a touch that rebuilt the queue).
+            events = self._events
+            if not events:
+                return None
             event = events.popleft()
             name = event.name
             if ready.get(name) is event:
@@ -370,7 +383,9 @@ class Engine:
                 elif self.waiting_for_room:
                     self.wake()
                 return event
-        return None
+            # A retracted event: its last reference (and its payload's) goes here, before the next one is taken,
+            # so that a __del__ that takes an event cannot be handed one queued after the event taken next here.
+            del event, events
 
     def take_many(self, limit: int) -> list[TimerExpired]:
         """Remove and return up to ``limit`` receivable events."""
@@ -387,8 +402,13 @@ class Engine:
         return list(self._lateness)
 
     def _retract(self, name: str) -> bool:
-        """Withdraw ``name``'s ready event; return whether ``name`` was parked (the caller uncounts it)."""
-        del self._ready[name]
+        """Withdraw ``name``'s ready event; return whether ``name`` was parked (the caller uncounts it).
+
+        Nothing to withdraw (False) if the event is gone: between the caller's check and here, the collector may
+        have run a ``__del__`` that received it (any allocation can start a collection).
+        """
+        if self._ready.pop(name, None) is None:
+            return False
         if self._spans:
             self._spans.pop(name, None)
         self.count_retracted += 1

@@ -154,10 +154,10 @@ class TimerTable:
     def pop_due(self, now: float, limit: int, spans: list[float] | None = None, /) -> list[tuple[str, float]]:
         """Remove and return up to ``limit`` timers with ``deadline <= now``, in order; append their spans
         to ``spans`` if it is given."""
+        due: list[tuple[str, float]] = []  # first: an allocation may start a collection (see below)
         heap = self._heap
         entries = self._entries
         touches = self._touches
-        due: list[tuple[str, float]] = []
         while heap and len(due) < limit:
             top = heap[0]
             name = top[_NAME]
@@ -172,13 +172,18 @@ class TimerTable:
                 continue
             heappop(heap)
             del entries[name]  # type: ignore[arg-type]
-            due.append((name, deadline))  # type: ignore[arg-type]
             if self._spans is not None:
                 span = self._spans.pop(name)  # type: ignore[arg-type]
                 if spans is not None:
                     spans.append(span)
             elif spans is not None:
                 spans.append(self._span)
+            # Last, with the table whole: allocating the tuple may start a collection, whose __del__ may set or
+            # touch a timer (a handle's touch) and so replace the heap or the entries (_compact_if_sparse).
+            due.append((name, deadline))  # type: ignore[arg-type]
+            heap = self._heap
+            entries = self._entries
+            touches = self._touches
         self.settle(now)  # so that next_deadline() <= now means a timer is due
         if due:
             self._compact_if_sparse()
