@@ -305,3 +305,48 @@ async def test_a_dead_consumers_events_go_to_a_live_one_behind_many_held_by_a_li
         assert isinstance(event, RedisTimerExpired)
         assert (event.name, event.attempt) == ("orphan", 2)
         await live.ack_events(held)
+
+
+# What uvloop raises for a write on a transport that closed under it (redis-server killed), where asyncio's
+# transports raise an OSError subclass.
+UVLOOP_CLOSED = (
+    "unable to perform operation on <TCPTransport closed=True reading=False 0x7f0000000000>; the handler is closed"
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "retried"), [(UVLOOP_CLOSED, True), ("a defect", False)], ids=["uvloop-closed-transport", "other"]
+)
+async def test_uvlooops_closed_transport_error_is_retried_as_a_lost_connection(
+    redis_server: RedisServer, namespace: str, message: str, retried: bool
+) -> None:
+    """On uvloop a call on a connection the server closed (kill -9) fails with uvloop's RuntimeError, not an
+    OSError: it is a lost connection, retried until ``reconnect_timeout`` like one, and the batch is then
+    applied. Any other RuntimeError is a defect, not hidden by retries: the manager stops with it. Catches: the
+    manager stopping as failed after redis-server's kill -9 on uvloop (test_a_flushed_set_survives_kill_9...
+    did, now and then)."""
+    manager, handle = TimerManager.new(namespace, 0, 64, 64, backend=backend(redis_server, namespace))
+    task = asyncio.ensure_future(manager.run())
+    await asyncio.wait_for(handle.flush(), LIMIT)
+    link = manager._runner.store.link  # type: ignore[attr-defined]
+    send = link._send_batch
+    failures = [RuntimeError(message)]
+
+    async def failing_once(*arguments: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await send(*arguments)
+
+    link._send_batch = failing_once
+    await handle.set_timer("x", 600.0)
+    if retried:
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        assert not failures
+        assert await handle.get_deadline("x") is not None
+        await handle.shutdown()
+        await asyncio.wait_for(task, LIMIT)
+    else:
+        with pytest.raises(ManagerClosed):
+            await asyncio.wait_for(handle.flush(), LIMIT)
+        with pytest.raises(RuntimeError, match="a defect"):
+            await asyncio.wait_for(task, LIMIT)

@@ -71,6 +71,15 @@ _RETRIED = (redis_errors.ConnectionError, redis_errors.TimeoutError, asyncio.Tim
 _OUT_OF_MEMORY = redis_errors.OutOfMemoryError
 _WAITED = (*_RETRIED, _OUT_OF_MEMORY)
 
+
+def _closed_transport(exc: BaseException) -> bool:
+    """Whether ``exc`` is uvloop's refusal of a call on a connection that closed under it (redis-server killed):
+    a ``RuntimeError`` ("unable to perform operation on <TCPTransport closed=True ...>; the handler is closed")
+    where asyncio's transports raise an ``OSError``. A lost connection all the same; any other RuntimeError is
+    a defect, which a retry must not hide."""
+    return isinstance(exc, RuntimeError) and str(exc).startswith("unable to perform operation on")
+
+
 T = TypeVar("T")
 
 
@@ -698,7 +707,9 @@ class Link:
                 result = await asyncio.wait_for(call, limit)
                 self._reachable = True
                 return result
-            except _WAITED as exc:
+            except (*_WAITED, RuntimeError) as exc:
+                if isinstance(exc, RuntimeError) and not _closed_transport(exc):
+                    raise
                 self._reachable = False
                 what = "out of memory (OOM, maxmemory reached)" if isinstance(exc, _OUT_OF_MEMORY) else "unreachable"
                 if not first_failure:
