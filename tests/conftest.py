@@ -28,6 +28,7 @@ import sys
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -189,6 +190,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     """
     _require_redis_server()
     server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server for one test alone (which may stall, kill or reconfigure it), stopped by pid at its end;
+    skipped or failed without ``redis-server`` as ``redis_server``. A module may override it (other options)."""
+    _require_redis_server()
+    server = RedisServer(tmp_path / "redis")
     try:
         yield server
     finally:

@@ -75,6 +75,24 @@ def _collector_runs(action: Callable[[], object]) -> Iterator[None]:
     assert done, "the collector never ran"
 
 
+@contextmanager
+def _collections_sometimes_calling(action: Callable[[], object], rng: random.Random) -> Iterator[None]:
+    """Collect every few allocations (a threshold of 3), about a third of the collections starting with ``action``."""
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and rng.random() < 0.3:
+            action()
+
+    thresholds = gc.get_threshold()
+    gc.callbacks.append(callback)
+    gc.set_threshold(3)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(callback)
+        gc.set_threshold(*thresholds)
+
+
 def _names(events: list[Any]) -> list[str]:
     return [event.name for event in events]
 
@@ -374,49 +392,41 @@ def scenario_engine_under_reentrant_payloads(kind: str, seed: int, steps: int) -
     def payload() -> Payload | None:
         return Payload(maybe_nested) if rng.random() < 0.7 else None
 
-    def collecting(phase: str, info: dict[str, int]) -> None:
-        if phase == "start" and rng.random() < 0.3:
-            nested()
-
-    thresholds = gc.get_threshold()
-    gc.callbacks.append(collecting)
-    gc.set_threshold(3)
     try:
-        for _ in range(steps):
-            r = rng.random()
-            name = rng.choice(names)
-            if r < 0.3:
-                engine.push_set(name, clock[0] + rng.randrange(5), float(rng.randrange(3)), payload())
-            elif r < 0.35:
-                interval = Interval(clock[0] + 1 + rng.randrange(3), 1.0 + rng.randrange(3), "skip")
-                engine.push(SET_INTERVAL, name, interval, payload())
-            elif r < 0.45:
-                engine.push(CANCEL, name, None, payload())
-            elif r < 0.47:
-                engine.push(CANCEL_ALL, None, None, None)
-            elif r < 0.5:
-                markers.append(Marker())
-                engine.push(FLUSH, None, markers[-1], None)
-            elif r < 0.55:
-                engine.push(TOUCH, name, clock[0], None)
-            elif r < 0.65:
-                engine.apply()
-            elif r < 0.75:
-                engine.fire(clock[0], clock[0])
-            elif r < 0.85:
-                engine.take()
-            elif r < 0.9:
-                engine.touch_now(name)
-            elif r < 0.95:
-                clock[0] += rng.random() * 2
-            else:
-                garbage: list[Any] = [payload()]
-                garbage.append(garbage)
-            assert engine.parked >= 0
-            assert engine.live_count() == len(engine.table) + engine.parked
+        with _collections_sometimes_calling(nested, rng):
+            for _ in range(steps):
+                r = rng.random()
+                name = rng.choice(names)
+                if r < 0.3:
+                    engine.push_set(name, clock[0] + rng.randrange(5), float(rng.randrange(3)), payload())
+                elif r < 0.35:
+                    interval = Interval(clock[0] + 1 + rng.randrange(3), 1.0 + rng.randrange(3), "skip")
+                    engine.push(SET_INTERVAL, name, interval, payload())
+                elif r < 0.45:
+                    engine.push(CANCEL, name, None, payload())
+                elif r < 0.47:
+                    engine.push(CANCEL_ALL, None, None, None)
+                elif r < 0.5:
+                    markers.append(Marker())
+                    engine.push(FLUSH, None, markers[-1], None)
+                elif r < 0.55:
+                    engine.push(TOUCH, name, clock[0], None)
+                elif r < 0.65:
+                    engine.apply()
+                elif r < 0.75:
+                    engine.fire(clock[0], clock[0])
+                elif r < 0.85:
+                    engine.take()
+                elif r < 0.9:
+                    engine.touch_now(name)
+                elif r < 0.95:
+                    clock[0] += rng.random() * 2
+                else:
+                    garbage: list[Any] = [payload()]
+                    garbage.append(garbage)
+                assert engine.parked >= 0
+                assert engine.live_count() == len(engine.table) + engine.parked
     finally:
-        gc.callbacks.remove(collecting)
-        gc.set_threshold(*thresholds)
         stopped = True
     engine.apply()
     engine.fire(INF, INF)
@@ -520,22 +530,14 @@ def scenario_table_under_reentrant_names(kind: str, seed: int, steps: int, hosti
         else:
             table.set_with_span(f"k{rng.randrange(30)}", float(rng.randrange(50)), float(rng.randrange(3)))
 
-    def collecting(phase: str, info: dict[str, int]) -> None:
-        if phase == "start" and rng.random() < 0.3:
-            set_or_touch()
-
-    thresholds = gc.get_threshold()
-    gc.callbacks.append(collecting)
-    gc.set_threshold(3)
     try:
-        for _ in range(steps):
-            anything()
-            if rng.random() < 0.05:
-                garbage: list[Any] = [Payload(set_or_touch)]
-                garbage.append(garbage)
+        with _collections_sometimes_calling(set_or_touch, rng):
+            for _ in range(steps):
+                anything()
+                if rng.random() < 0.05:
+                    garbage: list[Any] = [Payload(set_or_touch)]
+                    garbage.append(garbage)
     finally:
-        gc.callbacks.remove(collecting)
-        gc.set_threshold(*thresholds)
         stopped = True
     gc.collect()
     live = len(table)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import redis.asyncio
-from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, free_port
+from redis_server import LIMIT, RedisServer, client_of, free_port
 
 from timer_manager import CancellationToken, ManagerClosed, TimerHandle, TimerManager
 from timer_manager.redis import RedisBackend
@@ -24,17 +23,6 @@ from timer_manager.redis._engine import RedisEngine
 from timer_manager.redis._link import Link
 
 pytestmark = pytest.mark.usefixtures("default_core", "redis_server")  # redis_server: skip or fail without it
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server for this test alone (the test may stall it)."""
-    assert REDIS_SERVER is not None
-    server = RedisServer(tmp_path / "redis")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def link_of(manager: TimerManager) -> Link:

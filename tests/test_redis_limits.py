@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -130,17 +129,6 @@ async def test_a_cancel_or_touch_of_a_name_too_long_for_any_timer_is_a_no_op(
 
 
 # ---------------------------------------------------------------------- a server out of memory
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server for this test alone (it changes the server's maxmemory)."""
-    assert REDIS_SERVER is not None
-    server = RedisServer(tmp_path / "redis")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_a_server_out_of_memory_for_a_while_costs_latency_not_the_commands(
