@@ -562,8 +562,9 @@ async def test_threads_and_tasks_against_a_redis_manager_lose_nothing_and_apply_
     crowd = Crowd(handle, 11, durations=(FAR,))
     await asyncio.sleep(0.6)
     # The threads' commands go ahead of the loop's waiting senders, and on Redis room comes back only with the
-    # server's answers: the tasks may get few calls in. Go on until some did (or 10 s more).
-    for _ in range(200):
+    # server's answers: the tasks may get few calls in. Go on until some did (or LIMIT more: on a loaded machine
+    # the threads' head start grows).
+    for _ in range(int(LIMIT / 0.05)):
         if sum(len(caller.accepted) for caller in crowd.task_callers):
             break
         await asyncio.sleep(0.05)
