@@ -132,6 +132,21 @@ async def test_a_reset_or_cancel_retracts_a_ready_event(backend: Backend) -> Non
             handle.try_recv_event()
 
 
+async def test_a_receive_right_after_a_reset_or_cancel_never_takes_the_retracted_event(backend: Backend) -> None:
+    """The same, with no flush() and no await between the commands and the receive: a receive applies first the
+    commands sent before it (on Redis: moves them towards the server, which withdraws their names' events from
+    the local queue). Catches: a receive taking what is ready while the reset and the cancel still wait in the
+    command queue."""
+    async with started(backend) as (_, handle, _task):
+        await handle.set_timers([("reset", 0.01), ("cancelled", 0.01), ("kept", 0.02)])
+        await asyncio.sleep(0.2)  # all three events ready, none received
+        handle.try_set_timer("reset", 0.05, data="again")
+        handle.try_cancel_timer("cancelled")
+        assert [event.name for event in handle.try_recv_events(10)] == ["kept"]
+        event = await recv(handle)
+        assert (event.name, event.data) == ("reset", "again")
+
+
 async def test_payloads_come_back_with_their_event(backend: Backend) -> None:
     payloads = {"none": None, "text": "é|x", "raw": b"\x00\x01", "json": {"a": [1, 2.5, None], "b": True}}
     async with started(backend) as (_, handle, _task):

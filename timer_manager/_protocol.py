@@ -161,7 +161,7 @@ class EngineInterface(Protocol):
         """Make timers due at ``bound`` ready, as far as the event queue has room; how many."""
 
     def take_now(self) -> TimerExpired | None:
-        """``take()`` if no command waits to be applied locally; else None, with nothing taken."""
+        """``take()`` if no command waits to be applied (queued or handed over); else None, with nothing taken."""
 
     def take(self) -> TimerExpired | None:
         """The next receivable event, or None."""

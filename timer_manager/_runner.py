@@ -489,10 +489,11 @@ class Runner:
 
     def apply_before_receive(self) -> None:
         """Apply what is queued or handed over, so that a receive returns no event that a command sent before
-        it retracts (a reset or a cancel of a timer whose event waits). Only on a local table while the manager
+        it retracts (a reset or a cancel of a timer whose event waits; on a remote backend, applying moves the
+        command towards the server and withdraws its name's event from the local queue). Only while the manager
         runs and no token stop is on its way (which discards those commands); not from inside the engine's own
         pass (a DEBUG log handler), where the receive takes what is ready."""
-        if self.remote or self.state != RUNNING or self.logging_command or self.token_cancelled:
+        if self.state != RUNNING or self.logging_command or self.token_cancelled:
             return
         if not (self.engine.queued() or self.inbox.commands):
             return

@@ -287,7 +287,8 @@ class TimerHandle:
     async def recv_event(self) -> TimerEvent | None:
         """Wait for the next event; return None once the manager has stopped and every event was
         received. Commands sent before (from this task, or from threads whose call returned) are applied
-        first, so no event comes that a reset or cancel among them retracts (on Redis: see ``flush()``)."""
+        first, so no event comes that a reset or cancel among them retracts (on Redis: they are moved towards the
+        server, which withdraws their names' events from this manager's queue)."""
         event = self._take()
         if event is not None:  # the hot path: an event is ready and no command waits
             return event

@@ -491,7 +491,11 @@ class RedisEngine:
         self._lateness_next = position
 
     def take_now(self) -> RedisTimerExpired | None:
-        """``take()``: commands are applied on the server, which a receive does not wait for (``flush()`` does)."""
+        """``take()``, if no command waits here to be moved to the outbox (or handed over by another thread): a set
+        or cancel among them withdraws its name's event from this queue when it moves. Otherwise None, with nothing
+        taken (the receive's slow path moves them first)."""
+        if self._commands or self.handed_over:
+            return None
         return self.take()
 
     def take(self) -> RedisTimerExpired | None:
