@@ -34,6 +34,7 @@ from ._protocol import (
     TOUCH,
     Command,
     Interval,
+    withdraw_flush,
 )
 from .events import TimerExpired
 
@@ -128,12 +129,7 @@ class Engine:
         """Remove the queued ``FLUSH`` whose future is ``marker`` (its caller was cancelled before it was applied),
         keeping the order of the others; return whether it was still queued. Newest first: the marker is
         usually the last command queued. Not a hot path: a cancelled flush or query."""
-        commands = self._commands
-        for back, command in enumerate(reversed(commands)):
-            if command[2] is marker and command[0] == FLUSH:
-                del commands[len(commands) - 1 - back]  # returns at once: the iterator is not used again
-                return True
-        return False
+        return withdraw_flush(self._commands, marker)
 
     def apply(self, log: Callable[[int, str | None, Any], None] | None = None) -> bool:
         """Apply the queued commands in order; stop after a shutdown and return True if there was one.

@@ -7,6 +7,7 @@ renumbering cannot make them disagree.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Sized
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ __all__ = (
     "Command",
     "EngineInterface",
     "Interval",
+    "withdraw_flush",
 )
 
 # Command opcodes. A command is (op, name, value, data).
@@ -55,6 +57,17 @@ QUEUED_FIRST = 2
 # all the time is then re-inserted once per 7/8 of its span, and such wake-ups come at most 8 times per span.
 SETTLE_AHEAD = 0.125
 LATENESS_WINDOW = 1024  # samples kept for the lateness percentiles; a power of two
+
+
+def withdraw_flush(commands: deque[Command], marker: Any) -> bool:
+    """Remove from ``commands`` the ``FLUSH`` whose future is ``marker``, keeping the order of the others; return
+    whether it was there. Newest first: the marker is usually the last command queued. Not a hot path: a
+    cancelled flush or query (``Engine.withdraw`` of the pure-Python and the Redis engines)."""
+    for back, command in enumerate(reversed(commands)):
+        if command[2] is marker and command[0] == FLUSH:
+            del commands[len(commands) - 1 - back]  # returns at once: the iterator is not used again
+            return True
+    return False
 
 
 class Interval:

@@ -33,6 +33,7 @@ from .._protocol import (
     SHUTDOWN,
     TOUCH,
     Command,
+    withdraw_flush,
 )
 from ._codec import MAX_NAME_BYTES, name_error, too_long
 from ._event import RedisTimerExpired
@@ -196,12 +197,7 @@ class RedisEngine:
         return whether it was. One already moved to the outbox or sent stays until the server answers its
         batch: it adds nothing to the batch, holds its place in the command queue until that answer (as the
         commands around it do), and resolves nothing then (its future is cancelled)."""
-        commands = self._commands
-        for back, command in enumerate(reversed(commands)):
-            if command[2] is marker and command[0] == FLUSH:
-                del commands[len(commands) - 1 - back]  # returns at once: the iterator is not used again
-                return True
-        return False
+        return withdraw_flush(self._commands, marker)
 
     def apply(self, log: Callable[[int, str | None, Any], None] | None = None) -> bool:
         """Move queued commands to the outbox, in order; True once a SHUTDOWN is reached with everything
