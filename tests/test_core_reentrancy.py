@@ -52,6 +52,17 @@ def _engine(kind: str, command_capacity: int = 10**6, event_capacity: int = 10**
     return core.Engine(core.TimerTable(), command_capacity, event_capacity)
 
 
+def _taking_into(engine: Any, taken: list[str]) -> Callable[[], None]:
+    """A payload's action: take the engine's next event, if any, and note its name in ``taken``."""
+
+    def nested_take() -> None:
+        event = engine.take()
+        if event is not None:
+            taken.append(event.name)
+
+    return nested_take
+
+
 @contextmanager
 def _collector_runs(action: Callable[[], object]) -> Iterator[None]:
     """Run ``action`` once, from the garbage collector, at the first allocation that starts a collection."""
@@ -105,10 +116,7 @@ def scenario_take_drops_a_retracted_event(kind: str) -> list[str]:
     engine = _engine(kind)
     taken: list[str] = []
 
-    def nested_take() -> None:
-        event = engine.take()
-        if event is not None:
-            taken.append(event.name)
+    nested_take = _taking_into(engine, taken)
 
     engine.push_set("a", 1.0, 0.0, Payload(nested_take))
     engine.push_set("b", 2.0, 0.0, None)
@@ -130,10 +138,7 @@ def scenario_retractions_that_rebuild_the_queue(kind: str) -> list[str]:
     engine = _engine(kind)
     taken: list[str] = []
 
-    def nested_take() -> None:
-        event = engine.take()
-        if event is not None:
-            taken.append(event.name)
+    nested_take = _taking_into(engine, taken)
 
     for i in range(100):
         engine.push_set(f"n{i:03}", float(i), 0.0, Payload(nested_take) if i < 40 else None)
@@ -217,10 +222,7 @@ def test_a_del_that_takes_during_cancel_all(core: Core) -> None:
     engine = _engine(core.kind)
     taken: list[str] = []
 
-    def nested_take() -> None:
-        event = engine.take()
-        if event is not None:
-            taken.append(event.name)
+    nested_take = _taking_into(engine, taken)
 
     for i in range(70):
         engine.push_set(f"n{i:02}", 1.0, 0.0, Payload(nested_take))
