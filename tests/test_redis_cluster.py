@@ -50,10 +50,11 @@ async def test_a_namespace_on_each_node_keeps_order_payloads_and_introspection(r
         for node, namespace in enumerate(namespaces_on_each_node(redis_cluster, "contract")):
             backend = RedisBackend(client=client, namespace=namespace)
             async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend) as handle:
-                items = [(f"n{index:02}", 0.1 + 0.01 * (index % 3)) for index in range(30)]
+                # Due a second out, so that none is due before the count below, however loaded the machine.
+                items = [(f"n{index:02}", 1.0 + 0.01 * (index % 3)) for index in range(30)]
                 await handle.set_timers(items)
                 await handle.cancel_timer("n04")
-                await handle.set_timer("n05", 0.3, data={"node": node})
+                await handle.set_timer("n05", 1.2, data={"node": node})
                 assert handle.touch("n06")
                 await handle.set_timer("later", 60.0)
                 await handle.flush()
@@ -64,8 +65,8 @@ async def test_a_namespace_on_each_node_keeps_order_payloads_and_introspection(r
                 assert await handle.get_next_deadline() == await handle.get_deadline("later")
             names = [event.name for event in received]
             assert sorted(names) == sorted(name for name, _ in items if name != "n04")
-            # n05 moved to 0.3 s, with its payload; the others in (deadline, set order); n06, touched after every
-            # set, after the rest of its group (0.1 s), as a set made then.
+            # n05 moved to 1.2 s, with its payload; the others in (deadline, set order); n06, touched after every
+            # set, after the rest of its group (1.0 s), as a set made then.
             assert names[-1] == "n05" and received[-1].data == {"node": node}
             moved = ("n04", "n05", "n06")
             expected = [name for name, _ in sorted(items, key=lambda item: item[1]) if name not in moved]

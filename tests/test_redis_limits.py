@@ -56,7 +56,7 @@ async def test_a_batch_of_large_payloads_is_split_below_the_servers_argument_lim
     payload = b"p" * 100_000
     async with opened(small_bulk.url, namespace, command_buffer_size=64) as handle:
         for index in range(30):
-            handle.try_set_timer(f"big{index:02}", 0.2, data=payload)
+            handle.try_set_timer(f"big{index:02}", 2.0, data=payload)  # none due before the count below
         await asyncio.wait_for(handle.flush(), LIMIT)
         assert await handle.get_pending_count() == 30
         events = await receive(handle, 30)
