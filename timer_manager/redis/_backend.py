@@ -191,8 +191,9 @@ class RedisStore:
 
         return asyncio.ensure_future(serve())
 
-    def acknowledge(self, events: list[Any]) -> Callable[[], None]:
-        """Check ``events``; return what queues their acknowledgements for the next batch to the server."""
+    def acknowledge(self, events: list[Any]) -> Callable[[asyncio.Future[None]], None]:
+        """Check ``events``; return what queues their acknowledgements for the next batch to the server, with the
+        flush marker that confirms them (a stop before the server answered leaves it to the settle)."""
         for event in events:
             if not isinstance(event, RedisTimerExpired):
                 raise TypeError(

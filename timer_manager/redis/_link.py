@@ -198,7 +198,9 @@ class Link:
             self._reader.response_callbacks.pop("XREADGROUP", None)
         self._last_read = "0-0"  # the last stream entry this consumer read as new
         self._claim_from = "0-0"  # where the claimer's next XAUTOCLAIM starts in the pending list
-        self._unconfirmed: tuple[list[RedisTimerExpired], list[RedisTimerExpired], list[str]] | None = None
+        self._unconfirmed: (
+            tuple[list[RedisTimerExpired], list[RedisTimerExpired], list[str], list[RedisTimerExpired]] | None
+        ) = None
         self._work = asyncio.Event()  # the engine has something to ship
         self._room = asyncio.Event()  # the event queue has room again
         self._marker = asyncio.Event()  # another process set an earlier timer
@@ -269,18 +271,21 @@ class Link:
         await self._call(create)
 
     async def _finish(self) -> None:
-        """After the stop: acknowledge received events (``ack="next"``), re-arm received repeating timers, and
-        hand events read but never received back to the other consumers at once."""
+        """After the stop: acknowledge received events (``ack="next"``, and those of ``ack()`` calls the stop caught
+        waiting for the server, which return once that is done), re-arm received repeating timers, mark received
+        events as received, and hand events read but never received back to the other consumers at once."""
         engine = self.engine
         unreceived = engine.unreceived()
+        waiting = engine.take_ack_markers()
         engine.acks.extend(engine.take_handed())
         done = engine.finished(engine.acks)
         if self._unconfirmed is not None:
-            # The stop cut a batch short: the server may not have its acknowledgements and re-arms (sending them
-            # twice does no harm). Lost, the entries would stay pending here and go to another consumer after
-            # claim_after, though this one received them.
-            rearms, acks, sent = self._unconfirmed
-            engine.rearms[:0], engine.acks[:0], done[:0] = rearms, acks, sent
+            # The stop cut a batch short: the server may not have its acknowledgements, re-arms and receipt marks
+            # (sending them twice does no harm). Lost, the entries would stay pending here and go to another
+            # consumer after claim_after, though this one received them; and a touch from another manager would
+            # re-arm a timer whose event this one received and holds unacknowledged (ack="manual").
+            rearms, acks, sent, marks = self._unconfirmed
+            engine.rearms[:0], engine.acks[:0], done[:0], engine.marks[:0] = rearms, acks, sent, marks
 
         async def settle() -> None:
             rearms, acks, marks = engine.rearms, engine.acks, engine.marks
@@ -294,6 +299,9 @@ class Link:
                 await self._apply(keys=self._apply_keys, args=args)
                 rearms, acks, marks = rearms[taken:], acks[more:], marks[noted:]
             engine.acks, engine.rearms, engine.marks = [], [], []
+            for marker in waiting:  # their acknowledgements are on the server: the ack() calls return
+                if not marker.done():
+                    marker.set_result(None)
             handed_back: list[Any] = list(dict.fromkeys(event.entry for event in unreceived))
             # Entries pending on this consumer that the engine never got: the read the stop cut short after the
             # server had handed them over, its reply lost on its way. Read and never received: handed back too.
@@ -336,6 +344,12 @@ class Link:
             await asyncio.wait_for(settle(), min(self.reconnect_timeout, 5.0))
         except Exception as exc:  # the manager has stopped: report, never raise from here
             logger.warning("timer manager %r: could not settle with Redis at stop: %r", self.runner.name, exc)
+        finally:
+            runner = self.runner
+            closed = ManagerClosed(f"timer manager {runner.name!r} stopped ({runner.stop_reason})")
+            for marker in waiting:  # not sent: those ack() calls had no effect
+                if not marker.done():
+                    marker.set_exception(closed)
 
     # ------------------------------------------------------------------ the tasks
 
@@ -409,11 +423,11 @@ class Link:
         marks: list[RedisTimerExpired],
     ) -> None:
         """Send one batch and take in its result (``marks``: one-shot events received here and not yet acknowledged,
-        to mark as received on the server; lost at a stop, they only narrow what a touch elsewhere finds)."""
+        to mark as received on the server)."""
         engine = self.engine
         done = engine.finished(acks)
         # Until the server answers, a stop (which cancels this call) must send these again at the finish.
-        self._unconfirmed = (rearms, acks, done)
+        self._unconfirmed = (rearms, acks, done, marks)
         engine.sending = commands  # a stop meanwhile fails its flushes, as those still queued
         self._batches += 1  # a new batch; the tries of one batch carry the same number
         result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done, marks))
