@@ -38,7 +38,7 @@ from redis import exceptions as redis_errors
 from .._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, TOUCH, Interval
 from ..errors import BackendUnavailable, ManagerClosed
 from ._event import RedisTimerExpired, entry_events
-from ._scripts import APPLY, CLAIM, KEY_NAMES, MARKS, PROMOTE, QUERY
+from ._scripts import APPLY, CLAIM, FORGET, KEY_NAMES, MARKS, PROMOTE, QUERY
 
 if TYPE_CHECKING:
     from .._runner import Runner
@@ -189,6 +189,7 @@ class Link:
         self._promote = client.register_script(PROMOTE)
         self._claim = client.register_script(CLAIM)
         self._query = client.register_script(QUERY)
+        self._forget = client.register_script(FORGET)
         # The reader's replies are taken raw (on the same connections): redis-py's parsing of XREADGROUP into
         # dictionaries costs more than making the events. A cluster client has no single pool to share: its
         # replies come parsed and are put back in the raw shape.
@@ -273,7 +274,8 @@ class Link:
     async def _finish(self) -> None:
         """After the stop: acknowledge received events (``ack="next"``, and those of ``ack()`` calls the stop caught
         waiting for the server, which return once that is done), re-arm received repeating timers, mark received
-        events as received, and hand events read but never received back to the other consumers at once."""
+        events as received, hand events read but never received back to the other consumers at once, and leave the
+        consumer group if this consumer holds nothing (``FORGET``)."""
         engine = self.engine
         unreceived = engine.unreceived()
         waiting = engine.take_ack_markers()
@@ -339,6 +341,10 @@ class Link:
                 # and tell another manager of the namespace, whose watcher takes this member of the marker key
                 # first (score 0): its claimer takes them over now, not at its next round (claim_after / 2)
                 await self.client.zadd(self.keys[4], {CLAIM_MEMBER: 0})
+            # This consumer leaves the group if it holds nothing (else it stays until its entries are taken over),
+            # with the consumers that stopped before and whose entries were taken over since (idle for claim_after,
+            # as a dead consumer's events are): the group's list of consumers does not grow with each restart.
+            await self._forget(keys=self.keys, args=[GROUP, self.consumer, int(self.claim_after * 1000)])
 
         try:
             await asyncio.wait_for(settle(), min(self.reconnect_timeout, 5.0))
