@@ -37,6 +37,7 @@ from redis import exceptions as redis_errors
 
 from .._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, TOUCH, Interval
 from ..errors import BackendUnavailable, ManagerClosed
+from ._codec import MAX_NAME_BYTES
 from ._event import RedisTimerExpired, entry_events
 from ._scripts import APPLY, CLAIM, FORGET, KEY_NAMES, MARKS, PROMOTE, QUERY
 
@@ -260,7 +261,8 @@ class Link:
             await self._finish()
 
     async def _prepare(self) -> None:
-        """Create the namespace's consumer group (reading from the stream's start) if it does not exist."""
+        """Check that the largest set fits the server's argument limit (where the server says it), and create the
+        namespace's consumer group (reading from the stream's start) if it does not exist."""
 
         async def create() -> None:
             try:
@@ -269,7 +271,20 @@ class Link:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
+        limit = await self._call(self._argument_limit)
+        if limit is not None:
+            _check_max_payload(self.codec.max_payload, limit)
         await self._call(create)
+
+    async def _argument_limit(self) -> int | None:
+        """The server's ``proto-max-bulk-len``, or None where ``CONFIG`` is refused (a managed Redis: an ACL, or the
+        command renamed). A cluster client asks one node."""
+        try:
+            reply = await self.client.config_get("proto-max-bulk-len")
+        except redis_errors.ResponseError:
+            return None
+        limits = _config_values(reply, "proto-max-bulk-len")
+        return min(limits) if limits else None
 
     async def _finish(self) -> None:
         """After the stop: acknowledge received events (``ack="next"``, and those of ``ack()`` calls the stop caught
@@ -744,6 +759,32 @@ class Link:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.5)
         raise asyncio.CancelledError  # stopping
+
+
+def _config_values(reply: Any, name: str) -> list[int]:
+    """The values of setting ``name`` in a ``CONFIG GET`` reply: a dict of settings (str or bytes), or of nodes to
+    such dicts (a cluster client's)."""
+    values: list[int] = []
+    if isinstance(reply, dict):
+        for key, value in reply.items():
+            if isinstance(value, dict):
+                values += _config_values(value, name)
+            elif key in (name, name.encode()):
+                values.append(int(value))
+    return values
+
+
+def _check_max_payload(max_payload: int, limit: int) -> None:
+    """``ValueError`` if a set of ``max_payload`` bytes with the longest name would make an argument the server
+    refuses (longer than ``limit``, its ``proto-max-bulk-len``): it would close the connection at every try, and
+    the manager would stop with ``BackendUnavailable``, losing the commands it had accepted."""
+    largest = max_payload + MAX_NAME_BYTES + CALL_OVERHEAD
+    if largest > limit:
+        raise ValueError(
+            f"max_payload={max_payload:,} (RedisBackend(max_payload=...)) makes a set of up to {largest:,} bytes "
+            f"with a {MAX_NAME_BYTES:,}-byte name, more than the server's proto-max-bulk-len ({limit:,}) takes: "
+            f"make max_payload at most {max(limit - MAX_NAME_BYTES - CALL_OVERHEAD, 0):,}, or raise proto-max-bulk-len"
+        )
 
 
 def _block_seconds(client: Any) -> float:
