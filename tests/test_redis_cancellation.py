@@ -20,6 +20,7 @@ from redis_server import LIMIT, RedisServer, client_of, free_port
 from timer_manager import CancellationToken, ManagerClosed, TimerHandle, TimerManager
 from timer_manager.redis import RedisBackend, RedisTimerExpired
 from timer_manager.redis._engine import RedisEngine
+from timer_manager.redis._event import make_event
 from timer_manager.redis._link import Link
 
 pytestmark = pytest.mark.usefixtures("default_core", "redis_server")  # redis_server: skip or fail without it
@@ -903,3 +904,19 @@ async def test_a_receipt_mark_the_stop_catches_on_its_way_is_sent_by_the_settle(
     finally:
         token.cancel()
         await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_an_ack_queued_before_the_manager_ran_raises_manager_closed_when_it_stops_unrun(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """An ack() queued on a manager that never runs (run()'s coroutine closed unstarted: it stops at once) has no
+    settle to send it: it raises ManagerClosed, as every flush then does. Catches: the stop leaving every ack()
+    marker to a settle, and this one waiting for ever."""
+    backend = RedisBackend(redis_server.url, namespace=namespace, ack="manual")
+    manager, handle = TimerManager.new(namespace, 0, 8, 8, backend=backend)
+    task = asyncio.ensure_future(handle.ack(make_event("x", 0.0, None, 1, 1, "1-0", False)))
+    await asyncio.sleep(0)
+    assert not task.done()  # queued, waiting for the server
+    manager.run().close()
+    with pytest.raises(ManagerClosed):
+        await asyncio.wait_for(task, LIMIT)

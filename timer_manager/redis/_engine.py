@@ -105,6 +105,7 @@ class RedisEngine:
         # The flush markers of ack() calls waiting for the server: a stop leaves them to the link's settle, which
         # sends their acknowledgements, rather than failing them with the other flushes.
         self._ack_markers: set[asyncio.Future[None]] = set()
+        self.settles = False  # a link serves this engine: its settle follows the stop
         self.rearms: list[RedisTimerExpired] = []  # received events of repeating timers, to re-arm
         self.to_check: list[RedisTimerExpired] = []  # read from the stream, to be checked with the next batch
         # One-shot events received and not yet acknowledged (ack "next" or "manual"), to mark as received on the server
@@ -279,6 +280,8 @@ class RedisEngine:
         flushes += [command[2] for command in self.outbox if command[0] == FLUSH]
         flushes += [command[2] for command in self.sending if command[0] == FLUSH]
         self._commands.clear()
+        if not self.settles:  # stopped before it ran: nothing will send their acknowledgements
+            return 0, flushes
         markers = self._ack_markers
         return 0, [flush for flush in flushes if flush not in markers]
 

@@ -214,6 +214,7 @@ class Link:
         self._reading = False  # the reader's call is on its way (a stop that cuts it short may lose its reply)
         engine.kick = self._work.set
         engine.room_freed = self._room.set
+        engine.settles = True  # serve() always ends in _finish, which resolves the ack() markers a stop leaves
 
     # ------------------------------------------------------------------ running
 
