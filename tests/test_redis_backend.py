@@ -24,7 +24,7 @@ from redis.crc import key_slot
 from redis_server import LIMIT, RedisServer, client_of, receive
 
 from timer_manager import CancellationToken, ManagerClosed, QueueFull, TimerHandle, TimerManager
-from timer_manager.redis import RedisBackend, RedisTimerExpired
+from timer_manager.redis import RedisBackend, RedisTimerExpired, _link
 from timer_manager.redis._event import entry_events, make_event
 from timer_manager.redis._link import Link, _field, _payload, namespace_keys
 from timer_manager.redis._scripts import APPLY, PROMOTE
@@ -1087,13 +1087,15 @@ async def test_managers_that_stop_holding_nothing_leave_no_consumer_in_the_group
 
 
 async def test_a_consumer_that_stops_holding_an_event_stays_until_another_takes_it_over(
-    redis_server: RedisServer, namespace: str
+    redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A manager stops holding an event it received and did not acknowledge (``ack="manual"``): removing its
     consumer would drop the entry from the pending list (``XGROUP DELCONSUMER``), and no other consumer would
     ever get it. It stays, with its pending entry, until another consumer takes the event over; then the next
-    manager that stops removes it (it holds nothing, and has not read for ``claim_after``), and itself. Catches:
-    a consumer removed with its pending entries (the event lost), or one left for ever once emptied."""
+    manager that stops removes it (it holds nothing, and has not read for ``claim_after`` nor two blocking reads,
+    here of 0.5 s), and itself. Catches: a consumer removed with its pending entries (the event lost), or one left
+    for ever once emptied."""
+    monkeypatch.setattr(_link, "BLOCK_SECONDS", 0.5)
     async with opened(redis_server.url, namespace, ack="manual", claim_after=0.3, consumer="first") as first:
         await first.set_timer("held", 0.0)
         (event,) = await receive(first, 1)
@@ -1105,5 +1107,6 @@ async def test_a_consumer_that_stops_holding_an_event_stays_until_another_takes_
         await second.ack(again)
         async with client_of(redis_server) as client:
             assert await consumers(client, namespace) == {"first": 0, "second": 0}
+        await asyncio.sleep(1.1)  # "first" idle for two blocking reads
     async with client_of(redis_server) as client:
         assert await consumers(client, namespace) == {}

@@ -358,9 +358,11 @@ class Link:
                 # first (score 0): its claimer takes them over now, not at its next round (claim_after / 2)
                 await self.client.zadd(self.keys[4], {CLAIM_MEMBER: 0})
             # This consumer leaves the group if it holds nothing (else it stays until its entries are taken over),
-            # with the consumers that stopped before and whose entries were taken over since (idle for claim_after,
-            # as a dead consumer's events are): the group's list of consumers does not grow with each restart.
-            await self._forget(keys=self.keys, args=[GROUP, self.consumer, int(self.claim_after * 1000)])
+            # with the consumers that stopped before and whose entries were taken over since: idle for claim_after,
+            # as a dead consumer's events are, and for two blocking reads, which a live consumer makes at least.
+            # The group's list of consumers does not grow with each restart.
+            idle = max(self.claim_after, 2 * BLOCK_SECONDS)
+            await self._forget(keys=self.keys, args=[GROUP, self.consumer, int(idle * 1000)])
 
         try:
             await asyncio.wait_for(settle(), min(self.reconnect_timeout, 5.0))

@@ -535,10 +535,10 @@ return result
 """
 
 # FORGET(group, consumer, idle_ms) -> how many consumers it removed from the group: ``consumer`` (a manager that
-# stops) and every consumer idle for more than idle_ms, each only if it holds no pending entry (XGROUP DELCONSUMER
-# drops a consumer's pending entries, which no other consumer could then take over). Atomic: no entry is handed to
-# one of them between the look and the removal. A consumer name left behind would stay in the group for ever; a
-# live one removed (idle, holding nothing) is made again by its next read.
+# stops) and every consumer idle for more than idle_ms (the ones that stopped before), each only if it holds no
+# pending entry (XGROUP DELCONSUMER drops a consumer's pending entries, which no other consumer could then take
+# over). Atomic: no entry is handed to one of them between the look and the removal. A consumer name left behind
+# would stay in the group for ever; a live one removed (idle, holding nothing) is made again by its next read.
 FORGET = """
 local ev_key = KEYS[6]
 local group, consumer, idle_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
