@@ -24,7 +24,7 @@ from redis.crc import key_slot
 from redis_server import LIMIT, RedisServer, client_of, receive
 
 from timer_manager import CancellationToken, ManagerClosed, QueueFull, TimerHandle, TimerManager
-from timer_manager.redis import RedisBackend, RedisTimerExpired
+from timer_manager.redis import RedisBackend, RedisTimerExpired, _link
 from timer_manager.redis._event import entry_events, make_event
 from timer_manager.redis._link import Link, _field, _payload, namespace_keys
 from timer_manager.redis._scripts import APPLY, PROMOTE
@@ -1048,3 +1048,65 @@ async def test_an_event_marked_received_by_a_consumer_that_stops_without_acknowl
         await second.flush()
     async with client_of(redis_server) as client:
         assert await client.hlen(key(namespace, "fired")) == 0
+
+
+# ---------------------------------------------------------------------- review: the consumer group's consumers
+
+
+async def consumers(client: redis.asyncio.Redis, namespace: str) -> dict[str, int]:
+    """The namespace's consumers (``XINFO CONSUMERS``): name -> pending entries."""
+    found: Any = await client.xinfo_consumers(key(namespace, "ev"), "timers")
+    return {
+        (item["name"].decode() if isinstance(item["name"], bytes) else item["name"]): int(item["pending"])
+        for item in found
+    }
+
+
+@pytest.mark.parametrize("ack", ["next", "manual", "receive"])
+async def test_managers_that_stop_holding_nothing_leave_no_consumer_in_the_group(
+    redis_server: RedisServer, namespace: str, ack: str
+) -> None:
+    """Five managers started and stopped one after the other (a service that restarts), each with a generated
+    consumer name, then one named explicitly, each receiving an event (acknowledged before or at its stop): none
+    holds anything at its stop, and none must be left in the group. Catches: every consumer name left in
+    ``XINFO CONSUMERS`` for ever, a list that grows by one a restart."""
+    for index in range(6):
+        options: dict[str, Any] = {"ack": ack}
+        if index == 5:
+            options["consumer"] = "worker-1"  # a named consumer too: it reuses its name at its next start
+        async with opened(redis_server.url, namespace, **options) as handle:
+            await handle.set_timer(f"t{index}", 0.0)
+            (event,) = await receive(handle, 1)
+            if ack == "manual":
+                await handle.ack(event)
+            async with client_of(redis_server) as client:
+                assert len(await consumers(client, namespace)) == 1  # this manager's, while it runs
+    async with client_of(redis_server) as client:
+        assert await consumers(client, namespace) == {}
+        assert (await client.xpending(key(namespace, "ev"), "timers"))["pending"] == 0
+
+
+async def test_a_consumer_that_stops_holding_an_event_stays_until_another_takes_it_over(
+    redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manager stops holding an event it received and did not acknowledge (``ack="manual"``): removing its
+    consumer would drop the entry from the pending list (``XGROUP DELCONSUMER``), and no other consumer would
+    ever get it. It stays, with its pending entry, until another consumer takes the event over; then the next
+    manager that stops removes it (it holds nothing, and has not read for ``claim_after`` nor two blocking reads,
+    here of 0.5 s), and itself. Catches: a consumer removed with its pending entries (the event lost), or one left
+    for ever once emptied."""
+    monkeypatch.setattr(_link, "BLOCK_SECONDS", 0.5)
+    async with opened(redis_server.url, namespace, ack="manual", claim_after=0.3, consumer="first") as first:
+        await first.set_timer("held", 0.0)
+        (event,) = await receive(first, 1)
+    async with client_of(redis_server) as client:
+        assert await consumers(client, namespace) == {"first": 1}
+    async with opened(redis_server.url, namespace, ack="manual", claim_after=0.3, consumer="second") as second:
+        (again,) = await receive(second, 1)
+        assert (again.name, again.generation, again.attempt) == ("held", event.generation, 2)
+        await second.ack(again)
+        async with client_of(redis_server) as client:
+            assert await consumers(client, namespace) == {"first": 0, "second": 0}
+        await asyncio.sleep(1.1)  # "first" idle for two blocking reads
+    async with client_of(redis_server) as client:
+        assert await consumers(client, namespace) == {}

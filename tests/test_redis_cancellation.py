@@ -18,8 +18,9 @@ import redis.asyncio
 from redis_server import LIMIT, RedisServer, client_of, free_port
 
 from timer_manager import CancellationToken, ManagerClosed, TimerHandle, TimerManager
-from timer_manager.redis import RedisBackend
+from timer_manager.redis import RedisBackend, RedisTimerExpired
 from timer_manager.redis._engine import RedisEngine
+from timer_manager.redis._event import make_event
 from timer_manager.redis._link import Link
 
 pytestmark = pytest.mark.usefixtures("default_core", "redis_server")  # redis_server: skip or fail without it
@@ -776,3 +777,146 @@ async def test_a_flush_covers_every_threadsafe_call_that_returned_before_it(
         assert not thread.is_alive(), "a thread hangs"
     assert failures == []
     await _stop(handle, run)
+
+
+# ---------------------------------------------------------------------- what the stop's settle sends for its callers
+
+
+async def _manual_receiver(
+    url: str, namespace: str, token: CancellationToken, **options: Any
+) -> tuple[TimerManager, TimerHandle, asyncio.Task[None], Any]:
+    """A manager (ack="manual") that has received one-shot event "x", its receipt mark on the server."""
+    backend = RedisBackend(url, namespace=namespace, ack="manual", claim_after=120.0, **options)
+    manager, handle = TimerManager.new(namespace, 0, 8, 8, token, backend=backend)
+    run = asyncio.ensure_future(manager.run())
+    await handle.set_timer("x", 0.0)
+    event = await asyncio.wait_for(handle.recv_event(), LIMIT)
+    assert event is not None and event.name == "x"
+    await asyncio.wait_for(handle.flush(), LIMIT)
+    return manager, handle, run, event
+
+
+@pytest.mark.parametrize("where", ["queued", "sent"])
+async def test_an_ack_the_stop_catches_before_the_servers_answer_returns_once_the_settle_has_sent_it(
+    redis_server: RedisServer, namespace: str, where: str
+) -> None:
+    """ack() (ack="manual") has queued its acknowledgement; the manager stops (its token) before the server answered
+    the batch that carries it: still queued behind a batch on its way ("queued"), or applied with its answer held
+    ("sent"). The stop's settle sends it (as it acknowledges what was received under ack="next"), so the event is
+    acknowledged, and the call, which took effect, must return normally; a caller told ManagerClosed cannot retry
+    on the closed manager, and would believe the event goes to another consumer. Catches: ack() raising
+    ManagerClosed while the settle acknowledged the event."""
+    token = CancellationToken()
+    manager, handle, run, event = await _manual_receiver(redis_server.url, namespace, token)
+    try:
+        gate = Gate(link_of(manager))
+        gate.close()
+        if where == "queued":
+            handle.try_set_timer("later", FAR)  # a batch on its way, its answer held: the ack waits behind it
+            while not gate.held:
+                await asyncio.sleep(0.005)
+        task = asyncio.ensure_future(handle.ack(event))
+        while not gate.held:
+            await asyncio.sleep(0.005)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()
+        token.cancel()
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), LIMIT)
+        await asyncio.wait_for(run, LIMIT)
+        async with client_of(redis_server) as client:
+            assert await pending_entries(client, namespace) == 0  # the settle acknowledged it
+        assert task.result() is None  # ... so the call returned
+    finally:
+        token.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_an_ack_the_stop_catches_raises_manager_closed_with_no_effect_when_the_settle_cannot_send_it(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    """As above, the acknowledgement queued behind a batch on its way, and the server stalls (SIGSTOP) before the
+    stop: the settle cannot send it (it gives up after reconnect_timeout), so the call raises ManagerClosed, and the
+    event is still pending once the server is back (another consumer takes it after claim_after)."""
+    token = CancellationToken()
+    manager, handle, run, event = await _manual_receiver(own_redis.url, namespace, token, reconnect_timeout=0.5)
+    try:
+        gate = Gate(link_of(manager))
+        gate.close()
+        handle.try_set_timer("later", FAR)
+        while not gate.held:
+            await asyncio.sleep(0.005)
+        task = asyncio.ensure_future(handle.ack(event))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        own_redis.pause()
+        token.cancel()
+        (outcome,) = await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), LIMIT)
+        assert isinstance(outcome, ManagerClosed), outcome
+        await asyncio.wait_for(run, LIMIT)
+        own_redis.resume()
+        async with client_of(own_redis) as client:
+            assert await pending_entries(client, namespace) == 1
+    finally:
+        own_redis.resume()
+        token.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_a_receipt_mark_the_stop_catches_on_its_way_is_sent_by_the_settle(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """ack="manual": one-shot "x" was received and not acknowledged, and the batch carrying its receipt mark is on
+    its way when the manager stops (its token) and cut short before the server had it. The event stays pending for
+    another consumer, and the timer is not pending: a touch from another manager must do nothing, as locally.
+    Catches: the settle sending the acknowledgements and re-arms of the batch the stop cut short, and not its
+    marks: the mark never reached the server, and the other manager's touch re-armed the received timer."""
+    token = CancellationToken()
+    backend = RedisBackend(redis_server.url, namespace=namespace, ack="manual", claim_after=120.0)
+    manager, handle = TimerManager.new(namespace, 0, 8, 8, token, backend=backend)
+    run = asyncio.ensure_future(manager.run())
+    try:
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        link = link_of(manager)
+        send = link._send_batch
+        held = asyncio.Event()
+
+        async def stalled(*arguments: Any) -> list[int]:
+            if arguments[-1]:  # the marks: this batch never reaches the server
+                held.set()
+                await asyncio.Event().wait()
+            return await send(*arguments)
+
+        link._send_batch = stalled  # type: ignore[method-assign,assignment]
+        await handle.set_timer("x", 0.0)
+        event = await asyncio.wait_for(handle.recv_event(), LIMIT)
+        assert isinstance(event, RedisTimerExpired) and event.name == "x"
+        await asyncio.wait_for(held.wait(), LIMIT)
+        token.cancel()
+        await asyncio.wait_for(run, LIMIT)
+        async with client_of(redis_server) as client:
+            fired = await client.hget(f"{{tm:{namespace}}}:fired", "x")
+        assert fired == b"r" + event.entry.encode(), fired
+        other = RedisBackend(redis_server.url, namespace=namespace, claim_after=120.0)
+        async with TimerManager.open(f"{namespace}-other", heartbeat_interval=0, backend=other) as toucher:
+            toucher.touch("x")
+            assert await asyncio.wait_for(toucher.get_deadline("x"), LIMIT) is None
+    finally:
+        token.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_an_ack_queued_before_the_manager_ran_raises_manager_closed_when_it_stops_unrun(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """An ack() queued on a manager that never runs (run()'s coroutine closed unstarted: it stops at once) has no
+    settle to send it: it raises ManagerClosed, as every flush then does. Catches: the stop leaving every ack()
+    marker to a settle, and this one waiting for ever."""
+    backend = RedisBackend(redis_server.url, namespace=namespace, ack="manual")
+    manager, handle = TimerManager.new(namespace, 0, 8, 8, backend=backend)
+    task = asyncio.ensure_future(handle.ack(make_event("x", 0.0, None, 1, 1, "1-0", False)))
+    await asyncio.sleep(0)
+    assert not task.done()  # queued, waiting for the server
+    manager.run().close()
+    with pytest.raises(ManagerClosed):
+        await asyncio.wait_for(task, LIMIT)

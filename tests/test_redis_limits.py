@@ -15,7 +15,8 @@ from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, receive
 
 from timer_manager import ManagerClosed, TimerHandle, TimerManager
 from timer_manager.redis import BackendUnavailable, RedisBackend
-from timer_manager.redis._link import _field, _payload, namespace_keys
+from timer_manager.redis._codec import MAX_NAME_BYTES
+from timer_manager.redis._link import CALL_OVERHEAD, _field, _payload, namespace_keys
 from timer_manager.redis._scripts import APPLY, PROMOTE
 
 pytestmark = pytest.mark.usefixtures("default_core", "redis_server")  # redis_server: skip or fail without it
@@ -126,6 +127,64 @@ async def test_a_cancel_or_touch_of_a_name_too_long_for_any_timer_is_a_no_op(
         handle.try_set_timer("after", 0.01)
         await asyncio.wait_for(handle.flush(), LIMIT)
         assert [event.name for event in await receive(handle, 1)] == ["after"]
+
+
+# ---------------------------------------------------------------------- max_payload against the server's limit
+
+ONE_MIB = 1 << 20
+LARGEST_FITTING = ONE_MIB - MAX_NAME_BYTES - CALL_OVERHEAD  # the largest max_payload a server at 1 MiB takes
+
+
+async def test_a_max_payload_larger_than_the_servers_argument_limit_is_refused_at_the_start(
+    small_bulk: RedisServer, namespace: str
+) -> None:
+    """``max_payload`` above what the server's ``proto-max-bulk-len`` takes (here 1 MiB): the manager started, took
+    a set of 1.5 MB at the call, and the server refused the call that carried it and closed the connection; the
+    call was retried until ``reconnect_timeout`` and the manager stopped with ``BackendUnavailable``, losing what it
+    had accepted. The start reads the limit (``CONFIG GET``) and refuses such a ``max_payload`` with a
+    ``ValueError`` that says so, before any command is applied."""
+    backend = RedisBackend(small_bulk.url, namespace=namespace, max_payload=2_000_000, reconnect_timeout=3.0)
+    manager, handle = TimerManager.new(namespace, 0, 8, 8, backend=backend)
+    run = asyncio.ensure_future(manager.run())
+    try:
+        with pytest.raises(ManagerClosed):
+            await asyncio.wait_for(handle.flush(), LIMIT)  # before: returned, the manager running
+        with pytest.raises(ValueError, match=r"proto-max-bulk-len \(1,048,576\).*at most 1,032,064"):
+            await asyncio.wait_for(run, LIMIT)
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_the_largest_max_payload_the_servers_argument_limit_takes_works_with_the_longest_name(
+    small_bulk: RedisServer, namespace: str
+) -> None:
+    """At the boundary: a ``max_payload`` whose largest set (payload, a 16 KiB name, the command's own bytes) just
+    fits the server's 1 MiB starts, and such a set goes through; one byte more is refused at the start."""
+    name = "n" * MAX_NAME_BYTES
+    payload = b"p" * (LARGEST_FITTING - 1)  # a tag byte makes it LARGEST_FITTING encoded
+    async with opened(small_bulk.url, namespace, max_payload=LARGEST_FITTING) as handle:
+        handle.try_set_timer(name, 0.01, data=payload)
+        (event,) = await receive(handle, 1)
+        assert (event.name, event.data) == (name, payload)
+    over = RedisBackend(small_bulk.url, namespace=namespace, max_payload=LARGEST_FITTING + 1, reconnect_timeout=3.0)
+    manager, _ = TimerManager.new(namespace, 0, 8, 8, backend=over)
+    with pytest.raises(ValueError, match="proto-max-bulk-len"):
+        await asyncio.wait_for(manager.run(), LIMIT)
+
+
+async def test_a_server_that_refuses_config_keeps_max_payload_as_given(small_bulk: RedisServer, namespace: str) -> None:
+    """A managed Redis refuses ``CONFIG`` (here an ACL user without it): the limit cannot be read, and the manager
+    starts with ``max_payload`` as given (the server's limit is then the user's to know), as before the check."""
+    async with client_of(small_bulk) as client:
+        await client.acl_setuser(
+            "noconfig", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-config"]
+        )
+    url = small_bulk.url.replace("redis://", "redis://noconfig:pw@")
+    async with opened(url, namespace, max_payload=2_000_000) as handle:
+        handle.try_set_timer("fits", 0.01, data=b"x" * 100_000)
+        (event,) = await receive(handle, 1)
+        assert (event.name, event.data) == ("fits", b"x" * 100_000)
 
 
 # ---------------------------------------------------------------------- a server out of memory

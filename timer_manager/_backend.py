@@ -10,6 +10,7 @@ pure-Python) table; ``timer_manager.redis.RedisBackend`` keeps them on a Redis s
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -41,10 +42,12 @@ class Store(Protocol):
     async def query(self, what: str, name: str, /) -> float | int | None:
         """``"deadline"`` of ``name``, pending ``"count"``, or ``"next"`` deadline, as the backend knows it."""
 
-    def acknowledge(self, events: list[Any], /) -> Callable[[], None] | None:
+    def acknowledge(self, events: list[Any], /) -> Callable[[asyncio.Future[None]], None] | None:
         """Check received events for acknowledgement (raising at the call, with nothing queued); return what
-        queues their acknowledgements, to be called as the flush marker that confirms them is queued (so that a
-        call cancelled or refused before that queues nothing), or None if there is nothing to wait for."""
+        queues their acknowledgements, to be called with the flush marker that confirms them as it is queued (so
+        that a call cancelled or refused before that queues nothing), or None if there is nothing to wait for. A
+        stop before the confirmation leaves the marker to the backend, which resolves it once it knows whether
+        the acknowledgements took effect (a remote one sends them as it settles)."""
 
     def counts(self) -> tuple[int, int | None, int | None]:
         """The backend's own counts for ``stats()``: sets refused, overdue timers, unacknowledged events."""

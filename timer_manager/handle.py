@@ -422,7 +422,9 @@ class TimerHandle:
 
         The acknowledgements are queued with a flush marker, as a command: a call that raises (the manager
         closed) or is cancelled while it waits for room sends none; once queued, they are sent, and the call
-        waits for the backend's confirmation."""
+        waits for the backend's confirmation. A stop meanwhile does not end the wait: the stopped manager sends
+        them as it settles with the server, and the call returns once they were sent, or raises
+        :class:`ManagerClosed` if they could not be (the server unreachable)."""
         runner = self._runner
         events = list(events)
         for event in events:
@@ -433,7 +435,7 @@ class TimerHandle:
             return
         applied = runner.bound_loop().create_future()
         await runner.send([(FLUSH, None, applied, None)])
-        queue()  # with the marker just queued, no await between: sent with its batch or an earlier one
+        queue(applied)  # with the marker just queued, no await between: sent with its batch or an earlier one
         await applied
 
     def _local_only(self, awaitable: str) -> None:

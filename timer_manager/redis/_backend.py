@@ -58,7 +58,8 @@ class RedisBackend:
     ``serializer``: an object with ``dumps``/``loads`` for payloads (default: JSON, with ``bytes`` and
     ``str`` as they are). ``max_payload``: the longest payload, in bytes as encoded, that a set takes (a longer one
     is refused at the call with ``ValueError``, as is a name longer than 16 KiB in UTF-8); above the default
-    (1,000,000), the server's ``proto-max-bulk-len`` must take it (512 MB by default).
+    (1,000,000), the server's ``proto-max-bulk-len`` must take it with such a name (512 MB by default): where the
+    server lets it be read (``CONFIG GET``), ``run()`` raises ``ValueError`` at the start if it does not.
     """
 
     def __init__(
@@ -191,8 +192,9 @@ class RedisStore:
 
         return asyncio.ensure_future(serve())
 
-    def acknowledge(self, events: list[Any]) -> Callable[[], None]:
-        """Check ``events``; return what queues their acknowledgements for the next batch to the server."""
+    def acknowledge(self, events: list[Any]) -> Callable[[asyncio.Future[None]], None]:
+        """Check ``events``; return what queues their acknowledgements for the next batch to the server, with the
+        flush marker that confirms them (a stop before the server answered leaves it to the settle)."""
         for event in events:
             if not isinstance(event, RedisTimerExpired):
                 raise TypeError(

@@ -15,6 +15,7 @@ not yet checked), since the server may have checked that event before the comman
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Sized
@@ -101,6 +102,10 @@ class RedisEngine:
         self.sending: list[Command] = []  # the batch sent and not yet answered (a stop fails its flushes)
         self.in_flight = 0  # commands in the outbox or sent, until the server has applied them
         self.acks: list[RedisTimerExpired] = []  # events to acknowledge with the next batch
+        # The flush markers of ack() calls waiting for the server: a stop leaves them to the link's settle, which
+        # sends their acknowledgements, rather than failing them with the other flushes.
+        self._ack_markers: set[asyncio.Future[None]] = set()
+        self.settles = False  # a link serves this engine: its settle follows the stop
         self.rearms: list[RedisTimerExpired] = []  # received events of repeating timers, to re-arm
         self.to_check: list[RedisTimerExpired] = []  # read from the stream, to be checked with the next batch
         # One-shot events received and not yet acknowledged (ack "next" or "manual"), to mark as received on the server
@@ -275,7 +280,10 @@ class RedisEngine:
         flushes += [command[2] for command in self.outbox if command[0] == FLUSH]
         flushes += [command[2] for command in self.sending if command[0] == FLUSH]
         self._commands.clear()
-        return 0, flushes
+        if not self.settles:  # stopped before it ran: nothing will send their acknowledgements
+            return 0, flushes
+        markers = self._ack_markers
+        return 0, [flush for flush in flushes if flush not in markers]
 
     def unreceived(self) -> list[RedisTimerExpired]:
         """Events read from the server that the application never received (at stop, to hand back)."""
@@ -536,10 +544,19 @@ class RedisEngine:
         self.room_freed()
         return taken
 
-    def acknowledge(self, events: list[RedisTimerExpired]) -> None:
-        """Acknowledge received events (``ack="manual"``)."""
+    def acknowledge(self, events: list[RedisTimerExpired], marker: asyncio.Future[None]) -> None:
+        """Acknowledge received events (``ack="manual"``); ``marker``: the flush queued to confirm them."""
         self.acks.extend(events)
+        markers = self._ack_markers
+        markers.add(marker)
+        marker.add_done_callback(markers.discard)
         self.kick()
+
+    def take_ack_markers(self) -> list[asyncio.Future[None]]:
+        """The flush markers of acknowledgements still waiting for the server (at stop: the settle resolves them)."""
+        markers = [marker for marker in self._ack_markers if not marker.done()]
+        self._ack_markers.clear()
+        return markers
 
     def held(self) -> list[str]:
         """The stream entries this consumer holds and has not acknowledged: with an event read and not yet

@@ -37,8 +37,9 @@ from redis import exceptions as redis_errors
 
 from .._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, TOUCH, Interval
 from ..errors import BackendUnavailable, ManagerClosed
+from ._codec import MAX_NAME_BYTES
 from ._event import RedisTimerExpired, entry_events
-from ._scripts import APPLY, CLAIM, KEY_NAMES, MARKS, PROMOTE, QUERY
+from ._scripts import APPLY, CLAIM, FORGET, KEY_NAMES, MARKS, PROMOTE, QUERY
 
 if TYPE_CHECKING:
     from .._runner import Runner
@@ -189,6 +190,7 @@ class Link:
         self._promote = client.register_script(PROMOTE)
         self._claim = client.register_script(CLAIM)
         self._query = client.register_script(QUERY)
+        self._forget = client.register_script(FORGET)
         # The reader's replies are taken raw (on the same connections): redis-py's parsing of XREADGROUP into
         # dictionaries costs more than making the events. A cluster client has no single pool to share: its
         # replies come parsed and are put back in the raw shape.
@@ -198,7 +200,9 @@ class Link:
             self._reader.response_callbacks.pop("XREADGROUP", None)
         self._last_read = "0-0"  # the last stream entry this consumer read as new
         self._claim_from = "0-0"  # where the claimer's next XAUTOCLAIM starts in the pending list
-        self._unconfirmed: tuple[list[RedisTimerExpired], list[RedisTimerExpired], list[str]] | None = None
+        self._unconfirmed: (
+            tuple[list[RedisTimerExpired], list[RedisTimerExpired], list[str], list[RedisTimerExpired]] | None
+        ) = None
         self._work = asyncio.Event()  # the engine has something to ship
         self._room = asyncio.Event()  # the event queue has room again
         self._marker = asyncio.Event()  # another process set an earlier timer
@@ -210,6 +214,7 @@ class Link:
         self._reading = False  # the reader's call is on its way (a stop that cuts it short may lose its reply)
         engine.kick = self._work.set
         engine.room_freed = self._room.set
+        engine.settles = True  # serve() always ends in _finish, which resolves the ack() markers a stop leaves
 
     # ------------------------------------------------------------------ running
 
@@ -257,7 +262,8 @@ class Link:
             await self._finish()
 
     async def _prepare(self) -> None:
-        """Create the namespace's consumer group (reading from the stream's start) if it does not exist."""
+        """Check that the largest set fits the server's argument limit (where the server says it), and create the
+        namespace's consumer group (reading from the stream's start) if it does not exist."""
 
         async def create() -> None:
             try:
@@ -266,21 +272,38 @@ class Link:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
+        limit = await self._call(self._argument_limit)
+        if limit is not None:
+            _check_max_payload(self.codec.max_payload, limit)
         await self._call(create)
 
+    async def _argument_limit(self) -> int | None:
+        """The server's ``proto-max-bulk-len``, or None where ``CONFIG`` is refused (a managed Redis: an ACL, or the
+        command renamed). A cluster client asks one node."""
+        try:
+            reply = await self.client.config_get("proto-max-bulk-len")
+        except redis_errors.ResponseError:
+            return None
+        limits = _config_values(reply, "proto-max-bulk-len")
+        return min(limits) if limits else None
+
     async def _finish(self) -> None:
-        """After the stop: acknowledge received events (``ack="next"``), re-arm received repeating timers, and
-        hand events read but never received back to the other consumers at once."""
+        """After the stop: acknowledge received events (``ack="next"``, and those of ``ack()`` calls the stop caught
+        waiting for the server, which return once that is done), re-arm received repeating timers, mark received
+        events as received, hand events read but never received back to the other consumers at once, and leave the
+        consumer group if this consumer holds nothing (``FORGET``)."""
         engine = self.engine
         unreceived = engine.unreceived()
+        waiting = engine.take_ack_markers()
         engine.acks.extend(engine.take_handed())
         done = engine.finished(engine.acks)
         if self._unconfirmed is not None:
-            # The stop cut a batch short: the server may not have its acknowledgements and re-arms (sending them
-            # twice does no harm). Lost, the entries would stay pending here and go to another consumer after
-            # claim_after, though this one received them.
-            rearms, acks, sent = self._unconfirmed
-            engine.rearms[:0], engine.acks[:0], done[:0] = rearms, acks, sent
+            # The stop cut a batch short: the server may not have its acknowledgements, re-arms and receipt marks
+            # (sending them twice does no harm). Lost, the entries would stay pending here and go to another
+            # consumer after claim_after, though this one received them; and a touch from another manager would
+            # re-arm a timer whose event this one received and holds unacknowledged (ack="manual").
+            rearms, acks, sent, marks = self._unconfirmed
+            engine.rearms[:0], engine.acks[:0], done[:0], engine.marks[:0] = rearms, acks, sent, marks
 
         async def settle() -> None:
             rearms, acks, marks = engine.rearms, engine.acks, engine.marks
@@ -294,6 +317,9 @@ class Link:
                 await self._apply(keys=self._apply_keys, args=args)
                 rearms, acks, marks = rearms[taken:], acks[more:], marks[noted:]
             engine.acks, engine.rearms, engine.marks = [], [], []
+            for marker in waiting:  # their acknowledgements are on the server: the ack() calls return
+                if not marker.done():
+                    marker.set_result(None)
             handed_back: list[Any] = list(dict.fromkeys(event.entry for event in unreceived))
             # Entries pending on this consumer that the engine never got: the read the stop cut short after the
             # server had handed them over, its reply lost on its way. Read and never received: handed back too.
@@ -331,11 +357,23 @@ class Link:
                 # and tell another manager of the namespace, whose watcher takes this member of the marker key
                 # first (score 0): its claimer takes them over now, not at its next round (claim_after / 2)
                 await self.client.zadd(self.keys[4], {CLAIM_MEMBER: 0})
+            # This consumer leaves the group if it holds nothing (else it stays until its entries are taken over),
+            # with the consumers that stopped before and whose entries were taken over since: idle for claim_after,
+            # as a dead consumer's events are, and for two blocking reads, which a live consumer makes at least.
+            # The group's list of consumers does not grow with each restart.
+            idle = max(self.claim_after, 2 * BLOCK_SECONDS)
+            await self._forget(keys=self.keys, args=[GROUP, self.consumer, int(idle * 1000)])
 
         try:
             await asyncio.wait_for(settle(), min(self.reconnect_timeout, 5.0))
         except Exception as exc:  # the manager has stopped: report, never raise from here
             logger.warning("timer manager %r: could not settle with Redis at stop: %r", self.runner.name, exc)
+        finally:
+            runner = self.runner
+            closed = ManagerClosed(f"timer manager {runner.name!r} stopped ({runner.stop_reason})")
+            for marker in waiting:  # not sent: those ack() calls had no effect
+                if not marker.done():
+                    marker.set_exception(closed)
 
     # ------------------------------------------------------------------ the tasks
 
@@ -409,11 +447,11 @@ class Link:
         marks: list[RedisTimerExpired],
     ) -> None:
         """Send one batch and take in its result (``marks``: one-shot events received here and not yet acknowledged,
-        to mark as received on the server; lost at a stop, they only narrow what a touch elsewhere finds)."""
+        to mark as received on the server)."""
         engine = self.engine
         done = engine.finished(acks)
         # Until the server answers, a stop (which cancels this call) must send these again at the finish.
-        self._unconfirmed = (rearms, acks, done)
+        self._unconfirmed = (rearms, acks, done, marks)
         engine.sending = commands  # a stop meanwhile fails its flushes, as those still queued
         self._batches += 1  # a new batch; the tries of one batch carry the same number
         result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done, marks))
@@ -724,6 +762,32 @@ class Link:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.5)
         raise asyncio.CancelledError  # stopping
+
+
+def _config_values(reply: Any, name: str) -> list[int]:
+    """The values of setting ``name`` in a ``CONFIG GET`` reply: a dict of settings (str or bytes), or of nodes to
+    such dicts (a cluster client's)."""
+    values: list[int] = []
+    if isinstance(reply, dict):
+        for key, value in reply.items():
+            if isinstance(value, dict):
+                values += _config_values(value, name)
+            elif key in (name, name.encode()):
+                values.append(int(value))
+    return values
+
+
+def _check_max_payload(max_payload: int, limit: int) -> None:
+    """``ValueError`` if a set of ``max_payload`` bytes with the longest name would make an argument the server
+    refuses (longer than ``limit``, its ``proto-max-bulk-len``): it would close the connection at every try, and
+    the manager would stop with ``BackendUnavailable``, losing the commands it had accepted."""
+    largest = max_payload + MAX_NAME_BYTES + CALL_OVERHEAD
+    if largest > limit:
+        raise ValueError(
+            f"max_payload={max_payload:,} (RedisBackend(max_payload=...)) makes a set of up to {largest:,} bytes "
+            f"with a {MAX_NAME_BYTES:,}-byte name, more than the server's proto-max-bulk-len ({limit:,}) takes: "
+            f"make max_payload at most {max(limit - MAX_NAME_BYTES - CALL_OVERHEAD, 0):,}, or raise proto-max-bulk-len"
+        )
 
 
 def _block_seconds(client: Any) -> float:

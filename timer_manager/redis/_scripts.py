@@ -32,7 +32,7 @@ when promoted, so order is exact however many timers share a millisecond.
 
 from __future__ import annotations
 
-__all__ = ("APPLY", "CLAIM", "KEY_NAMES", "MARKS", "PROMOTE", "QUERY")
+__all__ = ("APPLY", "CLAIM", "FORGET", "KEY_NAMES", "MARKS", "PROMOTE", "QUERY")
 
 KEY_NAMES = ("due", "data", "fired", "seq", "wake", "ev", "gone")
 
@@ -532,6 +532,27 @@ for first = 1, #ids, 1000 do
     end
 end
 return result
+"""
+
+# FORGET(group, consumer, idle_ms) -> how many consumers it removed from the group: ``consumer`` (a manager that
+# stops) and every consumer idle for more than idle_ms (the ones that stopped before), each only if it holds no
+# pending entry (XGROUP DELCONSUMER drops a consumer's pending entries, which no other consumer could then take
+# over). Atomic: no entry is handed to one of them between the look and the removal. A consumer name left behind
+# would stay in the group for ever; a live one removed (idle, holding nothing) is made again by its next read.
+FORGET = """
+local ev_key = KEYS[6]
+local group, consumer, idle_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if redis.call('EXISTS', ev_key) == 0 then return 0 end
+local removed = 0
+for _, info in ipairs(redis.call('XINFO', 'CONSUMERS', ev_key, group)) do
+    local fields = {}
+    for j = 1, #info, 2 do fields[info[j]] = info[j + 1] end
+    if fields['pending'] == 0 and (fields['name'] == consumer or fields['idle'] > idle_ms) then
+        redis.call('XGROUP', 'DELCONSUMER', ev_key, group, fields['name'])
+        removed = removed + 1
+    end
+end
+return removed
 """
 
 # QUERY(what, name) -> a deadline (ms), a count, or the earliest due time; -1 for none. A deadline goes back as the
