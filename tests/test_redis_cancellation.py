@@ -458,14 +458,15 @@ def outcome_done(outcomes: set[str], seen: set[str]) -> bool:
     return outcomes == {"cancelled", "returned"} and seen == {"waiting", "woken"}
 
 
-async def test_an_ack_cancelled_at_each_suspension_point_acknowledges_iff_it_was_queued(
+async def test_an_ack_cancelled_at_each_suspension_point_acknowledges_only_once_its_acknowledgement_has_left(
     redis_server: RedisServer, namespace: str
 ) -> None:
-    """ack() (ack="manual") queues its acknowledgement with a flush marker, waiting for room like any command;
-    cancelled while it waits (for room, or woken with room promised) it acknowledged nothing, and the event is
-    still held; once queued, the acknowledgement is sent (the call then waits for the server, as flush() does).
-    Catches: the acknowledgement queued before the wait for room, so that an ack() cancelled there (or one
-    refused because the manager was closing) acknowledged the event anyway."""
+    """ack() (ack="manual") queues its acknowledgement with a flush marker, waiting for room like any command, then
+    waits for the server. Cancelled while it waits for room (or woken with room promised), or once queued while its
+    acknowledgement still waits here for the next batch, it acknowledged nothing: the event is still held. Only an
+    acknowledgement already on its way to the server stands (it cannot be called back). Catches: the acknowledgement
+    queued before the wait for room, so that an ack() cancelled there (or one refused because the manager was
+    closing) acknowledged the event anyway; and one left queued when its call was cancelled before it was sent."""
     outcomes: set[str] = set()
     seen: set[str] = set()
     for steps in [*range(-1, MAX_STEPS), None]:
@@ -479,15 +480,24 @@ async def test_an_ack_cancelled_at_each_suspension_point_acknowledges_iff_it_was
         await asyncio.wait_for(handle.flush(), LIMIT)
         gate.close()
         handle.try_set_timers([("f1", FAR), ("f2", FAR), ("f3", FAR)])
+        engine = manager._runner.engine
+        assert isinstance(engine, RedisEngine)
+        taken_back: list[bool] = []  # what the cancelled call's take-back said: found here, or already on its way
+
+        def spied(events: list[RedisTimerExpired], take_back: Any = engine._take_back, said: Any = taken_back) -> bool:
+            said.append(take_back(events))
+            return bool(said[-1])
+
+        engine._take_back = spied
         task = asyncio.ensure_future(handle.ack(event))
         states: list[str] = []
         outcome = await _cancel_after(steps, manager, task, gate, seen, states)
-        queued = states == ["queued"]  # neither waiting nor woken when cancelled: its marker was queued
+        left = states == ["queued"] and taken_back == [False]  # cancelled once it was on its way to the server
         outcomes.add(outcome)
         await asyncio.wait_for(handle.flush(), LIMIT)
         async with client_of(redis_server) as client:
             acknowledged = await pending_entries(client, f"{namespace}-{steps}") == 0
-        assert acknowledged == (outcome == "returned" or queued), (steps, outcome)
+        assert acknowledged == (outcome == "returned" or left), (steps, outcome, states, taken_back)
         _assert_nothing_left(manager)
         await asyncio.wait_for(handle.ack(event), LIMIT)  # acknowledged now, or again (which does nothing)
         await _stop(handle, run)
@@ -496,7 +506,47 @@ async def test_an_ack_cancelled_at_each_suspension_point_acknowledges_iff_it_was
         if outcome == "returned" and "woken" in seen:
             break
     assert outcomes == {"cancelled", "returned"}, outcomes
-    assert seen == {"waiting", "woken"}, seen
+    assert {"waiting", "woken"} <= seen, seen
+
+
+async def test_an_ack_cancelled_before_its_acknowledgement_left_takes_it_back(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """An ack() queued while the previous batch waits for the server's answer waits for the next batch here; cancelled
+    then, it must take its acknowledgement back: the event stays held (pending on the server), and a later ack()
+    acknowledges it. Catches: a cancelled ack() whose acknowledgement went with the next batch all the same."""
+    options: dict[str, Any] = {"ack": "manual"}
+    manager, handle, gate, run = await _started(redis_server.url, namespace, 8, **options)
+    await handle.set_timer("x", 0.0)
+    event = await asyncio.wait_for(handle.recv_event(), LIMIT)
+    assert event is not None
+    await asyncio.wait_for(handle.flush(), LIMIT)  # the receipt's mark is on the server
+    gate.close()
+    handle.try_set_timer("held", FAR)  # its batch is answered and the answer held: the link waits for it
+
+    async def held() -> None:
+        while not gate.held:
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(held(), LIMIT)
+    task = asyncio.ensure_future(handle.ack(event))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    engine = manager._runner.engine
+    assert isinstance(engine, RedisEngine)
+    assert not task.done() and any(ack is event for ack in engine.acks)  # queued, not yet sent
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gate.open()
+    await asyncio.wait_for(handle.flush(), LIMIT)
+    async with client_of(redis_server) as client:
+        assert await pending_entries(client, namespace) == 1, "the cancelled ack() acknowledged the event"
+    _assert_nothing_left(manager)
+    await asyncio.wait_for(handle.ack(event), LIMIT)
+    async with client_of(redis_server) as client:
+        assert await pending_entries(client, namespace) == 0
+    await _stop(handle, run)
 
 
 async def test_an_ack_refused_because_the_manager_is_shutting_down_acknowledges_nothing(

@@ -42,10 +42,11 @@ class Store(Protocol):
     async def query(self, what: str, name: str, /) -> float | int | None:
         """``"deadline"`` of ``name``, pending ``"count"``, or ``"next"`` deadline, as the backend knows it."""
 
-    def acknowledge(self, events: list[Any], /) -> Callable[[asyncio.Future[None]], None] | None:
+    def acknowledge(self, events: list[Any], /) -> Callable[[asyncio.Future[None]], Callable[[], bool]] | None:
         """Check received events for acknowledgement (raising at the call, with nothing queued); return what
         queues their acknowledgements, to be called with the flush marker that confirms them as it is queued (so
-        that a call cancelled or refused before that queues nothing), or None if there is nothing to wait for. A
+        that a call cancelled or refused before that queues nothing), or None if there is nothing to wait for.
+        Queuing returns what takes them back if the call is then cancelled (as far as none has left yet). A
         stop before the confirmation leaves the marker to the backend, which resolves it once it knows whether
         the acknowledgements took effect (a remote one sends them as it settles)."""
 

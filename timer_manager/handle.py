@@ -422,9 +422,10 @@ class TimerHandle:
 
         The acknowledgements are queued with a flush marker, as a command: a call that raises (the manager
         closed) or is cancelled while it waits for room sends none; once queued, they are sent, and the call
-        waits for the backend's confirmation. A stop meanwhile does not end the wait: the stopped manager sends
-        them as it settles with the server, and the call returns once they were sent, or raises
-        :class:`ManagerClosed` if they could not be (the server unreachable)."""
+        waits for the backend's confirmation. Cancelled then, it takes them back if none has left for the server
+        yet (those on their way stand: they cannot be called back). A stop meanwhile does not end the wait: the
+        stopped manager sends them as it settles with the server, and the call returns once they were sent, or
+        raises :class:`ManagerClosed` if they could not be (the server unreachable)."""
         runner = self._runner
         events = list(events)
         for event in events:
@@ -435,8 +436,13 @@ class TimerHandle:
             return
         applied = runner.bound_loop().create_future()
         await runner.send([(FLUSH, None, applied, None)])
-        queue(applied)  # with the marker just queued, no await between: sent with its batch or an earlier one
-        await applied
+        take_back = queue(applied)  # with the marker just queued, no await between: sent with its batch or earlier
+        try:
+            await applied
+        except asyncio.CancelledError:
+            runner.withdraw(applied)
+            take_back()
+            raise
 
     def _local_only(self, awaitable: str) -> None:
         runner = self._runner

@@ -192,7 +192,7 @@ class RedisStore:
 
         return asyncio.ensure_future(serve())
 
-    def acknowledge(self, events: list[Any]) -> Callable[[asyncio.Future[None]], None]:
+    def acknowledge(self, events: list[Any]) -> Callable[[asyncio.Future[None]], Callable[[], bool]]:
         """Check ``events``; return what queues their acknowledgements for the next batch to the server, with the
         flush marker that confirms them (a stop before the server answered leaves it to the settle)."""
         for event in events:

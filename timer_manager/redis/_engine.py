@@ -16,6 +16,7 @@ not yet checked), since the server may have checked that event before the comman
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Sized
@@ -106,6 +107,7 @@ class RedisEngine:
         # sends their acknowledgements, rather than failing them with the other flushes.
         self._ack_markers: set[asyncio.Future[None]] = set()
         self.settles = False  # a link serves this engine: its settle follows the stop
+        self._acks_settled = False  # the stop's settle has taken the acknowledgements over
         self.rearms: list[RedisTimerExpired] = []  # received events of repeating timers, to re-arm
         self.to_check: list[RedisTimerExpired] = []  # read from the stream, to be checked with the next batch
         # One-shot events received and not yet acknowledged (ack "next" or "manual"), to mark as received on the server
@@ -544,16 +546,34 @@ class RedisEngine:
         self.room_freed()
         return taken
 
-    def acknowledge(self, events: list[RedisTimerExpired], marker: asyncio.Future[None]) -> None:
-        """Acknowledge received events (``ack="manual"``); ``marker``: the flush queued to confirm them."""
+    def acknowledge(self, events: list[RedisTimerExpired], marker: asyncio.Future[None]) -> Callable[[], bool]:
+        """Acknowledge received events (``ack="manual"``); ``marker``: the flush queued to confirm them. Returns
+        what takes them back if the call is cancelled (:meth:`_take_back`)."""
         self.acks.extend(events)
         markers = self._ack_markers
         markers.add(marker)
         marker.add_done_callback(markers.discard)
         self.kick()
+        return functools.partial(self._take_back, events)
+
+    def _take_back(self, events: list[RedisTimerExpired]) -> bool:
+        """Take the acknowledgements of a cancelled ``ack()`` back out while every one of them still waits here for
+        the next batch and the stop has not taken them over, and say whether it did; once any is on its way to the
+        server, they all stand. :meth:`acknowledge` appended them together and batches take the oldest first, so
+        they are still a run."""
+        acks, count = self.acks, len(events)
+        if self._acks_settled or not count:
+            return False
+        for start in range(len(acks) - count, -1, -1):  # the latest run, should one event be acknowledged twice
+            if all(acks[start + index] is event for index, event in enumerate(events)):
+                del acks[start : start + count]
+                return True
+        return False
 
     def take_ack_markers(self) -> list[asyncio.Future[None]]:
-        """The flush markers of acknowledgements still waiting for the server (at stop: the settle resolves them)."""
+        """The flush markers of acknowledgements still waiting for the server (at stop: the settle resolves them,
+        and sends every acknowledgement queued by then, a cancelled call's too)."""
+        self._acks_settled = True
         markers = [marker for marker in self._ack_markers if not marker.done()]
         self._ack_markers.clear()
         return markers
