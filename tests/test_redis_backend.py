@@ -136,7 +136,7 @@ async def test_touch_is_a_set_made_on_the_server_with_the_duration_last_set(
     redis_server: RedisServer, namespace: str
 ) -> None:
     """A touch is pipelined as a command and applied on the server in order: the deadline becomes the
-    server's now + the duration last set (set_timer's, or set_timer_at's time left), the payload stays,
+    call's now + the duration last set (set_timer's, or set_timer_at's time left), the payload stays,
     a touch of a name that is not pending does nothing, and a touch moves a timer behind one set
     before it with the same deadline. Catches: a touch sent as a set with the wrong duration, one applied
     out of order with the commands before it, a lost payload."""
@@ -161,6 +161,29 @@ async def test_touch_is_a_set_made_on_the_server_with_the_duration_last_set(
         events = await receive(handle, 2)
     assert {(event.name, event.data) for event in events} == {("idle", "peer"), ("at", None)}
     assert all(event.deadline >= touched_at + 0.29 for event in events)
+
+
+async def test_a_touch_is_due_its_calls_now_plus_the_duration_however_long_it_waited_to_be_sent(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A touch's deadline is taken at the call, as a set's is: a touch made while the loop is busy (so that its
+    command reaches the server half a second later) is due at the call's time plus the duration, not at the time
+    the server applies it. Catches: a touch made due the server's now at the apply plus the duration."""
+    span = 5.0
+    async with opened(redis_server.url, namespace) as handle:
+        await handle.set_timer("idle", span)
+        await handle.flush()
+        before = time.time()
+        assert handle.touch("idle") is True
+        assert handle.touch_many(["idle"]) == 1
+        after = time.time()
+        time.sleep(0.5)  # the loop is busy: the touches wait here to be sent
+        await handle.flush()
+        deadline = await handle.get_deadline("idle")
+        assert deadline is not None
+        # The server rounds a deadline up to its millisecond; the two clocks are this machine's.
+        assert before + span - 0.002 <= deadline <= after + span + 0.002, deadline - before - span
+        await handle.cancel_all_timers()
 
 
 # ---------------------------------------------------------------------- no stale events

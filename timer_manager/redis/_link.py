@@ -517,9 +517,10 @@ class Link:
                 period_ms = _whole_ms(interval.period)
                 first = repr((interval.origin - now) * 1e6)
                 add(b"i" + _field(name) + _field(first) + _field(f"{period_ms}|{interval.missed}") + _payload(data))
-            elif op == TOUCH:  # due now (the server's) + the duration last set, as a set would be
+            elif op == TOUCH:  # due at the call + the duration last set: the server takes off the time it waited
                 # data: the stream entry of this name's event received here and not yet acknowledged, if any
-                add(b"t" + _field(name) + (_field(data) + _EMPTY * 2 if data else _EMPTY_FIELDS))
+                waited = max(0.0, (now - value) * 1e6)
+                add(b"t" + _field(name) + (_field(data) if data else _EMPTY) + _field(repr(waited)) + _EMPTY)
             elif op == CANCEL:
                 add(b"c" + _field(name) + _EMPTY_FIELDS)
             elif op == CANCEL_ALL:

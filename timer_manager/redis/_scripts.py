@@ -137,9 +137,10 @@ end
 #   s name delay_us duration_us payload    set, due now + delay (the client took off the time it waited)
 #   a name unix_ms  duration_us payload    set, due at an absolute Unix time
 #   i name delay_us period_ms|missed payload   repeating timer, first due now + delay
-#   t name entry    -    -                touch: due now + the duration it was last set with (``entry``: that of
-#                                         the name's event this manager received and has not yet acknowledged, or
-#                                         empty; a one-shot timer whose event is in that entry is not re-armed)
+#   t name entry    waited_us -          touch: due now - waited + the duration it was last set with (the
+#                                         client's call was ``waited`` ago; ``entry``: that of the name's event
+#                                         this manager received and has not yet acknowledged, or empty; a one-shot
+#                                         timer whose event is in that entry is not re-armed)
 #   r name gen      received_ms -         re-arm a repeating timer whose event ``gen`` was received
 #   c name -        -    -                cancel
 #   C -    -        -    -                cancel all
@@ -210,9 +211,9 @@ local function arm(name, due, duration, period, missed, origin, payload)
     if added == 1 then set = set + 1 else reset = reset + 1 end
 end
 
--- A touch is a set made now with the duration last set, payload kept: a new generation (the order among
--- equal deadlines is the order of sets and touches), and a promoted, unacknowledged event retracted.
-local function touch(name, received)
+-- A touch is a set made at its call (``waited`` us ago) with the duration last set, payload kept: a new generation
+-- (the order among equal deadlines is the order of sets and touches), and a promoted, unacknowledged event retracted.
+local function touch(name, received, waited)
     local value = redis.call('HGET', data_key, name)
     local fields
     if value then
@@ -226,12 +227,12 @@ local function touch(name, received)
         local _, duration, payload = string.match(event, EVENT_FIELDS)
         fields = {'', duration, '', '', '', payload}
     end
-    local duration = tonumber(fields[2])
+    local due = math.ceil((now_us - waited + tonumber(fields[2])) / 1000)
     local origin = fields[5]
     if fields[3] ~= '' then  -- a repeating timer: its grid moves with it
-        origin = tostring(math.ceil((now_us + duration) / 1000))
+        origin = tostring(due)
     end
-    arm(name, math.ceil((now_us + duration) / 1000), fields[2], fields[3], fields[4], origin, fields[6])
+    arm(name, due, fields[2], fields[3], fields[4], origin, fields[6])
 end
 
 local commands, position = ARGV[3], 1
@@ -250,7 +251,7 @@ while position <= #commands do
         local period = string.sub(b, 1, bar - 1)
         arm(name, first, tostring(tonumber(period) * 1000), period, string.sub(b, bar + 1), tostring(first), c)
     elseif op == 't' then
-        touch(name, a)
+        touch(name, a, tonumber(b) or 0)  -- b: empty from a manager of a version before it was sent
     elseif op == 'r' then
         local value = redis.call('HGET', data_key, name)
         if value and redis.call('ZSCORE', due_key, name) == false then
