@@ -186,8 +186,10 @@ async def test_a_touch_is_due_its_calls_now_plus_the_duration_however_long_it_wa
         await handle.flush()
         deadline = await handle.get_deadline("idle")
         assert deadline is not None
-        # The server rounds a deadline up to its millisecond; the two clocks are this machine's.
-        assert before + span - 0.002 <= deadline <= after + span + 0.002, deadline - before - span
+        # The server rounds a deadline up to its millisecond; the two clocks are this machine's. The way from the
+        # batch's making to the server's apply is not taken off (as for a set), and takes milliseconds on a loaded
+        # machine; the half second the touches waited here must be.
+        assert before + span - 0.002 <= deadline <= after + span + 0.25, deadline - before - span
         await handle.cancel_all_timers()
 
 
