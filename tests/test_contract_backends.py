@@ -72,6 +72,15 @@ async def recv(handle: TimerHandle) -> TimerEvent:
     return event
 
 
+async def until_ready(manager: TimerManager, count: int) -> None:
+    """Wait until ``count`` events are ready to be received (on Redis: read from the server); fail after LIMIT."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + LIMIT
+    while manager.stats().events_ready < count:
+        assert loop.time() < give_up, manager.stats()
+        await asyncio.sleep(0.01)
+
+
 async def test_never_early_and_due_at_the_call_plus_its_duration(backend: Backend) -> None:
     async with started(backend) as (_, handle, _task):
         calls = {}
@@ -137,9 +146,9 @@ async def test_a_receive_right_after_a_reset_or_cancel_never_takes_the_retracted
     commands sent before it (on Redis: moves them towards the server, which withdraws their names' events from
     the local queue). Catches: a receive taking what is ready while the reset and the cancel still wait in the
     command queue."""
-    async with started(backend) as (_, handle, _task):
+    async with started(backend) as (manager, handle, _task):
         await handle.set_timers([("reset", 0.01), ("cancelled", 0.01), ("kept", 0.02)])
-        await asyncio.sleep(0.2)  # all three events ready, none received
+        await until_ready(manager, 3)  # all three events ready, none received
         handle.try_set_timer("reset", 0.05, data="again")
         handle.try_cancel_timer("cancelled")
         assert [event.name for event in handle.try_recv_events(10)] == ["kept"]

@@ -537,7 +537,10 @@ async def test_threads_keep_timers_alive_and_their_touches_apply_in_order(switch
     touches too. None fires while touched; a thread's cancel after its touches leaves the timer
     cancelled (never revived by a touch queued before it); untouched timers fire. Catches: a thread's
     touch applied out of order with its other commands, touches that do not delay, a lost touch."""
-    span = 0.3
+    # Every timer is touched far more often than its span: the loop every 0.15 s, the threads all the time. The span
+    # leaves room for the pauses of a loaded machine; the activity lasts longer than it, so a touch that does not
+    # delay still lets timers fire.
+    span = 1.0
     async with running(heartbeat=0.01, commands=16) as (manager, handle, _task):
         threadsafe = handle.threadsafe()
         stop = threading.Event()
@@ -560,8 +563,8 @@ async def test_threads_keep_timers_alive_and_their_touches_apply_in_order(switch
         for thread in threads:
             thread.start()
         fired: list[str] = []
-        for _ in range(8):  # three spans of activity, the loop's own touches among them
-            await asyncio.sleep(span / 2)
+        for _ in range(10):  # 1.5 spans of activity, the loop's own touches among them
+            await asyncio.sleep(0.15)
             handle.touch("loop-side")
             fired.extend(event.name for event in handle.try_recv_events(100))
         stop.set()

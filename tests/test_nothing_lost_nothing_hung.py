@@ -631,7 +631,7 @@ async def test_a_thread_command_after_a_cancelled_shutdown_is_applied() -> None:
     assert "first" in handle
 
     await asyncio.to_thread(threadsafe.try_set_timer, "second", 0.0)  # due at once
-    event = await asyncio.wait_for(handle.recv_event(), 2.0)
+    event = await asyncio.wait_for(handle.recv_event(), HANG)
     assert event is not None and event.name == "second"
     await handle.shutdown()
     await run

@@ -97,8 +97,10 @@ async def test_events_come_in_deadline_then_set_order_and_ties_keep_set_order(
 
 async def test_two_managers_setting_into_one_namespace_get_one_order(redis_server: RedisServer, namespace: str) -> None:
     async with opened(redis_server.url, namespace) as first, opened(redis_server.url, namespace) as second:
+        # Due half a second out, so that both managers' sets reach the server before any is due, even on a loaded
+        # machine (a set arriving after its deadline comes after events promoted meanwhile: docs/redis.md, "Order").
         for index in range(200):
-            await (first if index % 2 else second).set_timer(f"n{index}", 0.05 + 0.001 * (index % 13))
+            await (first if index % 2 else second).set_timer(f"n{index}", 0.5 + 0.001 * (index % 13))
         await first.flush()
         await second.flush()
         got: list[RedisTimerExpired] = []
@@ -140,9 +142,12 @@ async def test_touch_is_a_set_made_on_the_server_with_the_duration_last_set(
     a touch of a name that is not pending does nothing, and a touch moves a timer behind one set
     before it with the same deadline. Catches: a touch sent as a set with the wrong duration, one applied
     out of order with the commands before it, a lost payload."""
+    # A second: neither is due before the touch, however loaded the machine. "at"'s time left is taken at its call
+    # from the machine's clock (the server's): a Unix time read just before it leaves it the whole second.
+    span = 1.0
     async with client_of(redis_server) as client, opened(redis_server.url, namespace) as handle:
-        await handle.set_timer("idle", 0.3, data="peer")
-        await handle.set_timer_at("at", await server_time(client) + 0.3)
+        await handle.set_timer("idle", span, data="peer")
+        await handle.set_timer_at("at", time.time() + span)
         await handle.flush()
         await asyncio.sleep(0.15)
         touched_at = await server_time(client)
@@ -155,12 +160,12 @@ async def test_touch_is_a_set_made_on_the_server_with_the_duration_last_set(
         idle_deadline = await handle.get_deadline("idle")
         at_deadline = await handle.get_deadline("at")
         assert idle_deadline is not None and at_deadline is not None
-        assert touched_at + 0.3 - 0.002 <= idle_deadline <= after + 0.3 + 0.002
-        assert touched_at + 0.3 - 0.01 <= at_deadline <= after + 0.3 + 0.002
+        assert touched_at + span - 0.002 <= idle_deadline <= after + span + 0.002
+        assert touched_at + span - 0.01 <= at_deadline <= after + span + 0.002
         assert await handle.get_deadline("missing") is None
         events = await receive(handle, 2)
     assert {(event.name, event.data) for event in events} == {("idle", "peer"), ("at", None)}
-    assert all(event.deadline >= touched_at + 0.29 for event in events)
+    assert all(event.deadline >= touched_at + span - 0.01 for event in events)
 
 
 async def test_a_touch_is_due_its_calls_now_plus_the_duration_however_long_it_waited_to_be_sent(
@@ -181,8 +186,10 @@ async def test_a_touch_is_due_its_calls_now_plus_the_duration_however_long_it_wa
         await handle.flush()
         deadline = await handle.get_deadline("idle")
         assert deadline is not None
-        # The server rounds a deadline up to its millisecond; the two clocks are this machine's.
-        assert before + span - 0.002 <= deadline <= after + span + 0.002, deadline - before - span
+        # The server rounds a deadline up to its millisecond; the two clocks are this machine's. The way from the
+        # batch's making to the server's apply is not taken off (as for a set), and takes milliseconds on a loaded
+        # machine; the half second the touches waited here must be.
+        assert before + span - 0.002 <= deadline <= after + span + 0.25, deadline - before - span
         await handle.cancel_all_timers()
 
 
@@ -221,20 +228,24 @@ async def test_a_cancel_from_another_manager_retracts_the_event_of_this_one(
         await asyncio.sleep(0.2)  # all promoted; each manager holds one, the others wait in the stream
         await other.cancel_timers(["b", "c"])
         await other.flush()
-        got = []
-        for handle in (reader, other):
-            while True:
-                try:
-                    got.append(handle.try_recv_event().name)
-                except Exception:  # QueueEmpty
-                    break
-        await asyncio.sleep(0.3)
-        for handle in (reader, other):
-            while True:
-                try:
-                    got.append(handle.try_recv_event().name)
-                except Exception:
-                    break
+        got: list[str] = []
+
+        def take_what_is_ready() -> None:
+            for handle in (reader, other):
+                while True:
+                    try:
+                        got.append(handle.try_recv_event().name)
+                    except Exception:  # QueueEmpty
+                        break
+
+        take_what_is_ready()
+        began = time.monotonic()
+        while not {"a", "d"} <= set(got):  # however long the reads take on a loaded machine
+            assert time.monotonic() - began < LIMIT, got
+            await asyncio.sleep(0.05)
+            take_what_is_ready()
+        await asyncio.sleep(0.3)  # a stale "b" or "c" would come meanwhile
+        take_what_is_ready()
     assert "b" not in got or "c" not in got  # at most the events already read before the cancel
     assert {"a", "d"} <= set(got)
 
@@ -311,8 +322,10 @@ async def test_ack_next_acknowledges_when_the_next_event_is_asked_for(
         await handle.flush()
         assert await pending(client, namespace) == 1  # "b" now
         await handle.shutdown()
-        await asyncio.sleep(0.1)
-        assert await pending(client, namespace) == 0  # and at shutdown
+        began = time.monotonic()
+        while await pending(client, namespace):  # and at shutdown (once the stop has reached the server)
+            assert time.monotonic() - began < LIMIT
+            await asyncio.sleep(0.01)
 
 
 async def test_ack_manual_and_ack_receive(redis_server: RedisServer, namespace: str) -> None:
@@ -378,7 +391,10 @@ async def test_a_stop_during_a_batch_still_acknowledges_what_was_received(
             return await send(commands, rearms, acks, checks, done, *more)
 
         link._send_batch = unanswered
-        await asyncio.sleep(0.3)  # all five read
+        began = time.monotonic()
+        while manager.stats().events_ready < 5:  # all five read
+            assert time.monotonic() - began < LIMIT
+            await asyncio.sleep(0.01)
         assert len(handle.try_recv_events(10)) == 5  # received at once: their acknowledgements go in one batch
         await asyncio.sleep(0.1)  # that batch is on its way
         assert await pending(client, namespace) >= 1
@@ -642,7 +658,7 @@ async def test_an_idle_manager_makes_no_calls_and_a_set_elsewhere_wakes_it(
         await apply(keys=namespace_keys(namespace), args=[0, "timers", command, b"", b""])  # see APPLY's arguments
         event = await receive(handle, 1)
         assert event[0].name == "elsewhere"
-        assert time.monotonic() - started_at < 1.0
+        assert time.monotonic() - started_at < 5.0  # unwoken, the promoter would sleep on for about 8 s more
 
 
 async def test_threadsafe_calls_and_a_token_work_on_redis(redis_server: RedisServer, namespace: str) -> None:
@@ -692,7 +708,11 @@ async def test_while_the_event_queue_is_full_events_wait_in_redis_not_in_memory(
         ),
     ):
         await handle.set_timers([(f"n{index:03}", 0.01) for index in range(200)])
-        await asyncio.sleep(0.5)  # all due and promoted; nobody receives
+        began = time.monotonic()
+        while await client.xlen(key(namespace, "ev")) < 200:  # all due and promoted; nobody receives
+            assert time.monotonic() - began < LIMIT
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # time for the reader to read more than it should
         engine = manager._runner.engine
         assert engine.ready_count() <= 4
         assert engine.pending_events() <= 4  # type: ignore[attr-defined]  # read from Redis, in this process

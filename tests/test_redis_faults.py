@@ -37,6 +37,15 @@ def backend(server: RedisServer, namespace: str, **options: Any) -> RedisBackend
     return RedisBackend(server.url, namespace=namespace, **options)
 
 
+async def sent(engine: Any) -> None:
+    """Wait until ``engine``'s link has sent a batch of commands (to a stalled server: it holds it); fail after
+    LIMIT. Quick, but not to be assumed of a loaded machine after a fixed sleep."""
+    started = time.monotonic()
+    while not engine.sending or engine.outbox:
+        assert time.monotonic() - started < LIMIT, "the batch was not sent"
+        await asyncio.sleep(0.01)
+
+
 async def test_a_flushed_set_survives_kill_9_and_the_manager_goes_on_after_the_restart(
     own_redis: RedisServer, namespace: str
 ) -> None:
@@ -224,17 +233,17 @@ async def test_a_flush_whose_batch_is_on_its_way_when_the_manager_stops_is_relea
     own_redis.pause()
     try:
         flush = asyncio.ensure_future(handle.flush())
-        await asyncio.sleep(0.2)  # its batch is sent, and held by the stalled server
-        assert not flush.done()
         engine = manager._runner.engine
         assert isinstance(engine, RedisEngine)
+        await sent(engine)  # its batch is sent, and held by the stalled server
+        assert not flush.done()
         assert engine.queued() == 1 and not engine.outbox  # in flight
         if stop == "token":
             token.cancel()
         else:
             task.cancel()
         with pytest.raises(ManagerClosed):
-            await asyncio.wait_for(flush, 3.0)
+            await asyncio.wait_for(flush, LIMIT)
     finally:
         own_redis.resume()
         await asyncio.gather(task, return_exceptions=True)
@@ -260,9 +269,9 @@ async def test_a_batch_applied_before_its_connection_dropped_is_not_applied_agai
             own_redis.pause()
             try:
                 a.try_cancel_timer("x")
-                await asyncio.sleep(0.2)  # A's batch is sent, and held by the stalled server
+                await sent(manager._runner.engine)  # A's batch is sent, and held by the stalled server
                 b.try_set_timer("x", 0.3, data="B")
-                await asyncio.sleep(0.2)  # B's batch too, behind it
+                await sent(b._runner.engine)  # B's batch too, behind it
                 link = manager._runner.store.link  # type: ignore[attr-defined]
                 for connection in list(link.client.connection_pool._in_use_connections):
                     fileno = connection._writer.get_extra_info("socket").fileno()

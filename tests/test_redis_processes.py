@@ -98,5 +98,12 @@ def test_four_processes_on_one_namespace_keep_the_contract(
             assert len(received.get(command["data"], [])) == 1, f"lost: {name} {command['data']}"
 
     for log in logs:  # each consumer's events in (deadline, generation) order
-        keys = [(event["deadline"], event["generation"]) for event in log["events"] if event["attempt"] == 1]
+        # Of the sets that reached the server before their deadline (a flush returned by then): one that arrives after
+        # it, which a loaded machine makes of its shortest ones, is promoted as it arrives, after events of later
+        # deadlines promoted meanwhile (docs/redis.md, "Order").
+        keys = [
+            (event["deadline"], event["generation"])
+            for event in log["events"]
+            if event["attempt"] == 1 and sets[event["data"]]["applied_by"] < event["deadline"] - SLACK
+        ]
         assert keys == sorted(keys)
