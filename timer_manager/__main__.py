@@ -52,6 +52,7 @@ async def demo() -> None:
         if seen == 5:
             _say("Five events received: shutting down (the rest are discarded).")
             await handle.shutdown()
+            break  # a sixth may be ready already, if the machine was slow
     await task
     stats = manager.stats()
     _say(f"Stopped: {stats.fired} fired, {stats.reset} re-set, {stats.cancelled} cancelled.")
