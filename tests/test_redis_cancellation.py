@@ -549,6 +549,104 @@ async def test_an_ack_cancelled_before_its_acknowledgement_left_takes_it_back(
     await _stop(handle, run)
 
 
+async def _until(condition: Callable[[], Any]) -> None:
+    async def wait() -> None:
+        while not condition():
+            await asyncio.sleep(0.002)
+
+    await asyncio.wait_for(wait(), LIMIT)
+
+
+@pytest.mark.parametrize("cancel", [True, False])
+async def test_an_ack_cancelled_while_the_link_ships_an_outbox_of_several_calls_stands_and_loses_no_touch(
+    redis_server: RedisServer, namespace: str, cancel: bool
+) -> None:
+    """The link counts the acknowledgements queued before it sends an outbox that takes several calls, and sends
+    them with the call of the last of those commands. An ack() cancelled while the first calls are on their way is
+    among them: it stands. Taking it back there shrank the list under the link's count (found by a review): an
+    acknowledgement queued later, the retraction of a touched timer's ready event, went in a call before the touch,
+    so the server dropped the event's record first and the touch, which had returned True, found nothing."""
+    manager, handle = TimerManager.new(
+        namespace, 0, 4000, 8, backend=RedisBackend(redis_server.url, namespace=namespace, ack="manual")
+    )
+    run = asyncio.ensure_future(manager.run())
+    await asyncio.wait_for(handle.flush(), LIMIT)
+    engine = manager._runner.engine
+    assert isinstance(engine, RedisEngine)
+    gate = Gate(link_of(manager))
+    await handle.set_timer("x", 0.0)
+    x = await asyncio.wait_for(handle.recv_event(), LIMIT)
+    assert x is not None
+    await asyncio.wait_for(handle.flush(), LIMIT)
+    await handle.set_timer("y", 0.3)
+    await _until(lambda: engine.ready_count() == 1)  # y's event is ready, not received
+    await asyncio.wait_for(handle.flush(), LIMIT)
+    gate.close()
+    handle.try_set_timer("h", FAR)
+    await _until(lambda: gate.held == 1)
+    handle.try_set_timers([(f"f{index}", FAR) for index in range(1500)])  # two calls' worth
+    task = asyncio.ensure_future(handle.ack(x))
+    await _until(lambda: any(ack is x for ack in engine.acks) and len(engine.outbox) >= 1500)
+    gate.open()
+    gate.close()
+    await _until(lambda: gate.held == 2)  # the first call of the outbox is on its way; x's acknowledgement counted
+    assert any(ack is x for ack in engine.acks)
+    if cancel:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert handle.touch("y")  # retracts y's ready event (its acknowledgement queued) and queues the touch
+    gate.open()
+    await asyncio.wait_for(handle.flush(), LIMIT)
+    event = await asyncio.wait_for(handle.recv_event(), LIMIT)
+    assert event is not None and event.name == "y", event
+    async with client_of(redis_server) as client:
+        assert await pending_entries(client, namespace) == 1, "x's acknowledgement, on its way, stands"  # y's
+    await _stop(handle, run)
+    assert manager._runner.stop_reason == "shutdown requested", manager._runner.stop_reason
+
+
+async def test_a_large_ack_cancelled_while_the_link_ships_an_outbox_of_several_calls_does_not_fail_the_manager(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """As above, with an ack() of 10,000 events: taking them back under the link's count sent it past the end of
+    the list (IndexError), and the manager stopped as failed, losing the commands it had accepted (found by a
+    review)."""
+    count = 10_000
+    manager, handle = TimerManager.new(
+        namespace, 0, 20_000, count, backend=RedisBackend(redis_server.url, namespace=namespace, ack="manual")
+    )
+    run = asyncio.ensure_future(manager.run())
+    await asyncio.wait_for(handle.flush(), LIMIT)
+    engine = manager._runner.engine
+    assert isinstance(engine, RedisEngine)
+    gate = Gate(link_of(manager))
+    await handle.set_timers([(f"e{index}", 0.0) for index in range(count)])
+    events: list[Any] = []
+    while len(events) < count:
+        events += await asyncio.wait_for(handle.recv_events(count - len(events)), LIMIT)
+    await asyncio.wait_for(handle.flush(), LIMIT)
+    gate.close()
+    handle.try_set_timer("h", FAR)
+    await _until(lambda: gate.held == 1)
+    handle.try_set_timers([(f"f{index}", FAR) for index in range(1500)])
+    task = asyncio.ensure_future(handle.ack_events(events))
+    await _until(lambda: len(engine.acks) == count and len(engine.outbox) >= 1500)
+    gate.open()
+    gate.close()
+    await _until(lambda: gate.held == 2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gate.open()
+    await asyncio.wait_for(handle.flush(), LIMIT)
+    assert await handle.get_pending_count() == 1501
+    async with client_of(redis_server) as client:
+        assert await pending_entries(client, namespace) == 0  # on their way when cancelled: they stand
+    await _stop(handle, run)
+    assert manager._runner.stop_reason == "shutdown requested", manager._runner.stop_reason
+
+
 async def test_an_ack_refused_because_the_manager_is_shutting_down_acknowledges_nothing(
     redis_server: RedisServer, namespace: str
 ) -> None:

@@ -108,6 +108,9 @@ class RedisEngine:
         self._ack_markers: set[asyncio.Future[None]] = set()
         self.settles = False  # a link serves this engine: its settle follows the stop
         self._acks_settled = False  # the stop's settle has taken the acknowledgements over
+        # How many acknowledgements at the head of ``acks`` the link has counted into the calls it is making: on their
+        # way (its later calls take that many, so a take-back must leave them where they are).
+        self.acks_on_their_way = 0
         self.rearms: list[RedisTimerExpired] = []  # received events of repeating timers, to re-arm
         self.to_check: list[RedisTimerExpired] = []  # read from the stream, to be checked with the next batch
         # One-shot events received and not yet acknowledged (ack "next" or "manual"), to mark as received on the server
@@ -559,13 +562,13 @@ class RedisEngine:
     def _take_back(self, events: list[RedisTimerExpired]) -> bool:
         """Take the acknowledgements of a cancelled ``ack()`` back out while every one of them still waits here for
         the next batch and the stop has not taken them over, and say whether it did; once any is on its way to the
-        server, they all stand. :meth:`acknowledge` appended them together and batches take the oldest first, so
-        they are still a run."""
+        server (sent, or counted by the link into the calls it is making), they all stand. :meth:`acknowledge`
+        appended them together and batches take the oldest first, so they are still a run."""
         acks, count = self.acks, len(events)
         if self._acks_settled or not count:
             return False
-        for start in range(len(acks) - count, -1, -1):  # the latest run, should one event be acknowledged twice
-            if all(acks[start + index] is event for index, event in enumerate(events)):
+        for start in range(len(acks) - count, self.acks_on_their_way - 1, -1):  # the latest run, should one event
+            if all(acks[start + index] is event for index, event in enumerate(events)):  # be acknowledged twice
                 del acks[start : start + count]
                 return True
         return False

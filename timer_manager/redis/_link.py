@@ -89,6 +89,7 @@ _name = operator.attrgetter("name")
 _name_of, _data_of = operator.itemgetter(1), operator.itemgetter(3)  # of a command
 # What the engine queues for the next call besides commands, in the order of APPLY's arguments (see _ship).
 _QUEUED = ("rearms", "acks", "to_check", "marks")
+_ACKS = _QUEUED.index("acks")
 _EMPTY = _length(0)
 _EMPTY_FIELDS = _EMPTY * 3
 _NO_PAYLOAD = _length(1) + b"n"
@@ -359,8 +360,11 @@ class Link:
                 await self.client.zadd(self.keys[4], {CLAIM_MEMBER: 0})
             # This consumer leaves the group if it holds nothing (else it stays until its entries are taken over),
             # with the consumers that stopped before and whose entries were taken over since: idle for claim_after,
-            # as a dead consumer's events are, and for two blocking reads, which a live consumer makes at least.
-            # The group's list of consumers does not grow with each restart.
+            # as a dead consumer's events are, and for two blocking reads. On Redis 7.2 and later a live consumer's
+            # every read resets its idle time; before 7.2 only a read that returns entries does, so a live consumer
+            # with nothing pending that has read nothing for that long may go too, which loses nothing (the script
+            # removes only consumers holding no entry) and its next read makes it again. The group's list of
+            # consumers does not grow with each restart.
             idle = max(self.claim_after, 2 * BLOCK_SECONDS)
             await self._forget(keys=self.keys, args=[GROUP, self.consumer, int(idle * 1000)])
 
@@ -392,6 +396,7 @@ class Link:
                 # call, so that a stop finds there what was not sent.
                 ahead = len(engine.outbox)
                 left = [len(getattr(engine, kind)) for kind in _QUEUED]
+                engine.acks_on_their_way = left[_ACKS]  # counted: a cancelled ack() may no longer take them back
                 while True:
                     commands, used = self._take(ahead)
                     ahead -= len(commands)
@@ -409,6 +414,7 @@ class Link:
                             left[index] -= taken
                             used += more
                             first = first and not taken
+                        engine.acks_on_their_way = left[_ACKS]
                         await self._ship(commands, *pieces)
                         if not any(left):
                             break
