@@ -5,13 +5,14 @@ helpers the Redis tests share."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import redis.asyncio
 from timer_manager import TimerHandle
 from timer_manager.redis import RedisTimerExpired
 
-__all__ = ("LIMIT", "REDIS_SERVER", "RedisCluster", "RedisServer", "client_of", "free_port", "receive")
+__all__ = ("LIMIT", "REDIS_SERVER", "RedisCluster", "RedisServer", "client_of", "eventually", "free_port", "receive")
 
 REDIS_SERVER = shutil.which("redis-server")
 LIMIT = 30.0  # seconds any one wait in the Redis tests may take before it counts as a hang
@@ -213,3 +214,18 @@ async def receive(handle: TimerHandle, count: int) -> list[RedisTimerExpired]:
         assert isinstance(event, RedisTimerExpired)
         events.append(event)
     return events
+
+
+async def eventually(condition: Callable[[], bool | Awaitable[bool]], what: str = "") -> None:
+    """Wait until ``condition()`` (a bool, or an awaitable of one) holds, checking every few milliseconds; fail
+    the test (``what`` says what was awaited) if it does not within LIMIT. For what a loaded machine makes slow,
+    in place of a fixed sleep."""
+    give_up = time.monotonic() + LIMIT
+    while True:
+        held = condition()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
+        assert time.monotonic() < give_up, f"not within {LIMIT} s: {what or condition}"
+        await asyncio.sleep(0.005)

@@ -21,7 +21,7 @@ from typing import Any, cast
 import pytest
 import redis.asyncio
 from redis.crc import key_slot
-from redis_server import LIMIT, RedisServer, client_of, receive
+from redis_server import LIMIT, RedisServer, client_of, eventually, receive
 
 from timer_manager import CancellationToken, ManagerClosed, QueueFull, TimerHandle, TimerManager
 from timer_manager.redis import RedisBackend, RedisTimerExpired, _link
@@ -238,12 +238,11 @@ async def test_a_cancel_from_another_manager_retracts_the_event_of_this_one(
                     except Exception:  # QueueEmpty
                         break
 
-        take_what_is_ready()
-        began = time.monotonic()
-        while not {"a", "d"} <= set(got):  # however long the reads take on a loaded machine
-            assert time.monotonic() - began < LIMIT, got
-            await asyncio.sleep(0.05)
+        def a_and_d_taken() -> bool:  # however long the reads take on a loaded machine
             take_what_is_ready()
+            return {"a", "d"} <= set(got)
+
+        await eventually(a_and_d_taken, "a and d received")
         await asyncio.sleep(0.3)  # a stale "b" or "c" would come meanwhile
         take_what_is_ready()
     assert "b" not in got or "c" not in got  # at most the events already read before the cancel
@@ -322,10 +321,11 @@ async def test_ack_next_acknowledges_when_the_next_event_is_asked_for(
         await handle.flush()
         assert await pending(client, namespace) == 1  # "b" now
         await handle.shutdown()
-        began = time.monotonic()
-        while await pending(client, namespace):  # and at shutdown (once the stop has reached the server)
-            assert time.monotonic() - began < LIMIT
-            await asyncio.sleep(0.01)
+
+        async def none_pending() -> bool:  # and at shutdown (once the stop has reached the server)
+            return await pending(client, namespace) == 0
+
+        await eventually(none_pending, "nothing pending after the shutdown")
 
 
 async def test_ack_manual_and_ack_receive(redis_server: RedisServer, namespace: str) -> None:
@@ -391,10 +391,7 @@ async def test_a_stop_during_a_batch_still_acknowledges_what_was_received(
             return await send(commands, rearms, acks, checks, done, *more)
 
         link._send_batch = unanswered
-        began = time.monotonic()
-        while manager.stats().events_ready < 5:  # all five read
-            assert time.monotonic() - began < LIMIT
-            await asyncio.sleep(0.01)
+        await eventually(lambda: manager.stats().events_ready >= 5, "all five read")
         assert len(handle.try_recv_events(10)) == 5  # received at once: their acknowledgements go in one batch
         await asyncio.sleep(0.1)  # that batch is on its way
         assert await pending(client, namespace) >= 1
@@ -708,10 +705,11 @@ async def test_while_the_event_queue_is_full_events_wait_in_redis_not_in_memory(
         ),
     ):
         await handle.set_timers([(f"n{index:03}", 0.01) for index in range(200)])
-        began = time.monotonic()
-        while await client.xlen(key(namespace, "ev")) < 200:  # all due and promoted; nobody receives
-            assert time.monotonic() - began < LIMIT
-            await asyncio.sleep(0.05)
+
+        async def all_promoted() -> bool:  # all due and promoted; nobody receives
+            return await client.xlen(key(namespace, "ev")) >= 200
+
+        await eventually(all_promoted, "200 events promoted")
         await asyncio.sleep(0.3)  # time for the reader to read more than it should
         engine = manager._runner.engine
         assert engine.ready_count() <= 4

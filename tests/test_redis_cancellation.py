@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from redis_server import LIMIT, RedisServer, client_of, free_port
+from redis_server import LIMIT, RedisServer, client_of, eventually, free_port
 
 from timer_manager import CancellationToken, ManagerClosed, TimerHandle, TimerManager
 from timer_manager.redis import RedisBackend, RedisTimerExpired
@@ -226,11 +226,7 @@ async def _cancel_after(
     then open the gate and cancel ``task`` after ``steps`` loop iterations (-1: before the opening; None: never).
     How it ended; ``seen`` collects where the calls were when cancelled ("waiting" for room, "woken": room promised)."""
 
-    async def held() -> None:
-        while not gate.held:
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(held(), LIMIT)
+    await eventually(lambda: gate.held > 0, "a batch's answer held")
     await asyncio.sleep(0)
     if steps is None:
         gate.open()
@@ -524,11 +520,7 @@ async def test_an_ack_cancelled_before_its_acknowledgement_left_takes_it_back(
     gate.close()
     handle.try_set_timer("held", FAR)  # its batch is answered and the answer held: the link waits for it
 
-    async def held() -> None:
-        while not gate.held:
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(held(), LIMIT)
+    await eventually(lambda: gate.held > 0, "a batch's answer held")
     task = asyncio.ensure_future(handle.ack(event))
     for _ in range(5):
         await asyncio.sleep(0)
@@ -547,14 +539,6 @@ async def test_an_ack_cancelled_before_its_acknowledgement_left_takes_it_back(
     async with client_of(redis_server) as client:
         assert await pending_entries(client, namespace) == 0
     await _stop(handle, run)
-
-
-async def _until(condition: Callable[[], Any]) -> None:
-    async def wait() -> None:
-        while not condition():
-            await asyncio.sleep(0.002)
-
-    await asyncio.wait_for(wait(), LIMIT)
 
 
 @pytest.mark.parametrize("cancel", [True, False])
@@ -579,17 +563,17 @@ async def test_an_ack_cancelled_while_the_link_ships_an_outbox_of_several_calls_
     assert x is not None
     await asyncio.wait_for(handle.flush(), LIMIT)
     await handle.set_timer("y", 0.3)
-    await _until(lambda: engine.ready_count() == 1)  # y's event is ready, not received
+    await eventually(lambda: engine.ready_count() == 1)  # y's event is ready, not received
     await asyncio.wait_for(handle.flush(), LIMIT)
     gate.close()
     handle.try_set_timer("h", FAR)
-    await _until(lambda: gate.held == 1)
+    await eventually(lambda: gate.held == 1)
     handle.try_set_timers([(f"f{index}", FAR) for index in range(1500)])  # two calls' worth
     task = asyncio.ensure_future(handle.ack(x))
-    await _until(lambda: any(ack is x for ack in engine.acks) and len(engine.outbox) >= 1500)
+    await eventually(lambda: any(ack is x for ack in engine.acks) and len(engine.outbox) >= 1500)
     gate.open()
     gate.close()
-    await _until(lambda: gate.held == 2)  # the first call of the outbox is on its way; x's acknowledgement counted
+    await eventually(lambda: gate.held == 2)  # the first call of the outbox is on its way; x's acknowledgement counted
     assert any(ack is x for ack in engine.acks)
     if cancel:
         task.cancel()
@@ -628,13 +612,13 @@ async def test_a_large_ack_cancelled_while_the_link_ships_an_outbox_of_several_c
     await asyncio.wait_for(handle.flush(), LIMIT)
     gate.close()
     handle.try_set_timer("h", FAR)
-    await _until(lambda: gate.held == 1)
+    await eventually(lambda: gate.held == 1)
     handle.try_set_timers([(f"f{index}", FAR) for index in range(1500)])
     task = asyncio.ensure_future(handle.ack_events(events))
-    await _until(lambda: len(engine.acks) == count and len(engine.outbox) >= 1500)
+    await eventually(lambda: len(engine.acks) == count and len(engine.outbox) >= 1500)
     gate.open()
     gate.close()
-    await _until(lambda: gate.held == 2)
+    await eventually(lambda: gate.held == 2)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

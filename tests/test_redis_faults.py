@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, receive
+from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, eventually, receive
 
 from timer_manager import CancellationToken, ManagerClosed, TimerExpired, TimerManager
 from timer_manager.redis import BackendUnavailable, RedisBackend, RedisTimerExpired
@@ -40,10 +40,7 @@ def backend(server: RedisServer, namespace: str, **options: Any) -> RedisBackend
 async def sent(engine: Any) -> None:
     """Wait until ``engine``'s link has sent a batch of commands (to a stalled server: it holds it); fail after
     LIMIT. Quick, but not to be assumed of a loaded machine after a fixed sleep."""
-    started = time.monotonic()
-    while not engine.sending or engine.outbox:
-        assert time.monotonic() - started < LIMIT, "the batch was not sent"
-        await asyncio.sleep(0.01)
+    await eventually(lambda: bool(engine.sending) and not engine.outbox, "the batch was sent")
 
 
 async def test_a_flushed_set_survives_kill_9_and_the_manager_goes_on_after_the_restart(
