@@ -280,9 +280,13 @@ class Link:
 
     async def _argument_limit(self) -> int | None:
         """The server's ``proto-max-bulk-len``, or None where ``CONFIG`` is refused (a managed Redis: an ACL, or the
-        command renamed). A cluster client asks one node."""
+        command renamed). On a cluster, the least of every primary's: the namespace's slot may move to any of them
+        (a cluster client would ask its default node alone)."""
+        options: dict[str, Any] = {}
+        if isinstance(self.client, redis.asyncio.RedisCluster):
+            options["target_nodes"] = redis.asyncio.RedisCluster.PRIMARIES
         try:
-            reply = await self.client.config_get("proto-max-bulk-len")
+            reply = await self.client.config_get("proto-max-bulk-len", **options)
         except redis_errors.ResponseError:
             return None
         limits = _config_values(reply, "proto-max-bulk-len")
