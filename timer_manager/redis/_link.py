@@ -139,6 +139,18 @@ def _fit(items: list[Any], count: int, room: int, first: bool) -> tuple[int, int
     return taken, used
 
 
+def _fit_ids(ids: list[str], room: int, first: bool) -> int:
+    """How many of the first stream entry ids fit ``room`` bytes of a call (APPLY's ``done``: each id and a space);
+    ``first``: none is in the call yet, so that one goes whatever the room."""
+    taken = used = 0
+    for entry in ids:
+        used += len(entry) + 1
+        if used > room and (taken or not first):
+            break
+        taken += 1
+    return taken
+
+
 def _whole_ms(seconds: float) -> int:
     """A period or heartbeat in whole milliseconds, at least 1, as the scripts take it. A finite span may be too
     long for its milliseconds to be a finite float (a period of 1e306 s): it is capped at ``FAR_MS``, as far off."""
@@ -311,16 +323,23 @@ class Link:
             engine.rearms[:0], engine.acks[:0], done[:0], engine.marks[:0] = rearms, acks, sent, marks
 
         async def settle() -> None:
-            rearms, acks, marks = engine.rearms, engine.acks, engine.marks
-            while rearms or acks or marks:  # in calls of CALL_BYTES at most; the entries to XACK with the last
+            rearms, acks, marks, entries = engine.rearms, engine.acks, engine.marks, done
+            # In calls of CALL_BYTES at most. The entries to XACK go once every acknowledgement and re-arm is sent,
+            # with the last of them and in the calls after it: an entry acknowledged first would stay so if the
+            # settle then failed, its events' records left behind (and a received repeating timer never re-armed).
+            while rearms or acks or marks or entries:
                 taken, used = _fit(rearms, len(rearms), CALL_BYTES, True)
                 more, used_more = _fit(acks, len(acks), CALL_BYTES - used, not taken)
-                noted, _ = _fit(marks, len(marks), CALL_BYTES - used - used_more, not (taken or more))
+                used += used_more
+                noted, used_noted = _fit(marks, len(marks), CALL_BYTES - used, not (taken or more))
+                used += used_noted
+                xacked = 0
+                if taken == len(rearms) and more == len(acks) and noted == len(marks):
+                    xacked = _fit_ids(entries, CALL_BYTES - used, not (taken or more or noted))
                 self._batches += 1  # a batch of its own (the one the stop cut short may have been applied)
-                last = taken == len(rearms) and more == len(acks) and noted == len(marks)
-                args = self._batch_args([], rearms[:taken], acks[:more], [], done if last else [], marks[:noted])
+                args = self._batch_args([], rearms[:taken], acks[:more], [], entries[:xacked], marks[:noted])
                 await self._apply(keys=self._apply_keys, args=args)
-                rearms, acks, marks = rearms[taken:], acks[more:], marks[noted:]
+                rearms, acks, marks, entries = rearms[taken:], acks[more:], marks[noted:], entries[xacked:]
             engine.acks, engine.rearms, engine.marks = [], [], []
             for marker in waiting:  # their acknowledgements are on the server: the ack() calls return
                 if not marker.done():
