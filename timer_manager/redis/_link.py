@@ -316,13 +316,31 @@ class Link:
         done = engine.finished(engine.acks)
         if self._unconfirmed is not None:
             # The stop cut a batch short: the server may not have its acknowledgements, re-arms and receipt marks
-            # (sending them twice does no harm). Lost, the entries would stay pending here and go to another
-            # consumer after claim_after, though this one received them; and a touch from another manager would
-            # re-arm a timer whose event this one received and holds unacknowledged (ack="manual").
+            # (sending them twice does no harm: a re-arm names its event's entry, see APPLY). Lost, the entries
+            # would stay pending here and go to another consumer after claim_after, though this one received them;
+            # and a touch from another manager would re-arm a timer whose event this one received and holds
+            # unacknowledged (ack="manual").
             rearms, acks, sent, marks = self._unconfirmed
             engine.rearms[:0], engine.acks[:0], done[:0], engine.marks[:0] = rearms, acks, sent, marks
+        # The acknowledgements still to be sent (ids of their events); a waiting ack() call's others are on the server
+        # (sent in a batch that was answered).
+        unsent = set(map(id, engine.acks))
+
+        def answer() -> None:
+            """The ack() calls whose every acknowledgement is on the server return."""
+            nonlocal waiting
+            for marker, events in waiting:
+                if not marker.done() and unsent.isdisjoint(map(id, events)):
+                    marker.set_result(None)
+            waiting = [(marker, events) for marker, events in waiting if not marker.done()]
+
+        def call(make: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+            # Retried while the server cannot be reached or answer (until the bound below): each call does no harm
+            # twice, and one whose reply was lost may have been applied. An APPLY sent again keeps its batch number.
+            return self._call(make, settling=True)
 
         async def settle() -> None:
+            answer()
             rearms, acks, marks, entries = engine.rearms, engine.acks, engine.marks, done
             # In calls of CALL_BYTES at most. The entries to XACK go once every acknowledgement and re-arm is sent,
             # with the last of them and in the calls after it: an entry acknowledged first would stay so if the
@@ -338,12 +356,11 @@ class Link:
                     xacked = _fit_ids(entries, CALL_BYTES - used, not (taken or more or noted))
                 self._batches += 1  # a batch of its own (the one the stop cut short may have been applied)
                 args = self._batch_args([], rearms[:taken], acks[:more], [], entries[:xacked], marks[:noted])
-                await self._apply(keys=self._apply_keys, args=args)
+                await call(functools.partial(self._apply, keys=self._apply_keys, args=args))
+                unsent.difference_update(map(id, acks[:more]))
+                answer()
                 rearms, acks, marks, entries = rearms[taken:], acks[more:], marks[noted:], entries[xacked:]
             engine.acks, engine.rearms, engine.marks = [], [], []
-            for marker in waiting:  # their acknowledgements are on the server: the ack() calls return
-                if not marker.done():
-                    marker.set_result(None)
             handed_back: list[Any] = list(dict.fromkeys(event.entry for event in unreceived))
             # Entries pending on this consumer that the engine never got: the read the stop cut short after the
             # server had handed them over, its reply lost on its way. Read and never received: handed back too.
@@ -353,13 +370,16 @@ class Link:
             known = set(engine.held()) | engine.acking()
             pending: Any = []
             if self._reading and self._reachable:
-                pending = await self.client.xpending_range(
-                    self.keys[5],
-                    GROUP,
-                    min="-" if self._last_read == "0-0" else f"({self._last_read}",
-                    max="+",
-                    count=min(len(known) + engine.event_capacity + 1, 2**62),  # one read, of at most that many
-                    consumername=self.consumer,
+                pending = await call(
+                    functools.partial(
+                        self.client.xpending_range,
+                        self.keys[5],
+                        GROUP,
+                        min="-" if self._last_read == "0-0" else f"({self._last_read}",
+                        max="+",
+                        count=min(len(known) + engine.event_capacity + 1, 2**62),  # one read, of at most that many
+                        consumername=self.consumer,
+                    )
                 )
             for item in pending:
                 entry = item["message_id"]
@@ -369,18 +389,21 @@ class Link:
             if handed_back:
                 # Their idle time set past claim_after: the next XAUTOCLAIM of any consumer takes them (the events
                 # of an entry that this consumer acknowledged are not taken again: their records are gone).
-                await self.client.xclaim(
-                    self.keys[5],
-                    GROUP,
-                    self.consumer,
-                    0,
-                    handed_back,
-                    idle=int(self.claim_after * 1000),
-                    justid=True,
+                await call(
+                    functools.partial(
+                        self.client.xclaim,
+                        self.keys[5],
+                        GROUP,
+                        self.consumer,
+                        0,
+                        handed_back,
+                        idle=int(self.claim_after * 1000),
+                        justid=True,
+                    )
                 )
                 # and tell another manager of the namespace, whose watcher takes this member of the marker key
                 # first (score 0): its claimer takes them over now, not at its next round (claim_after / 2)
-                await self.client.zadd(self.keys[4], {CLAIM_MEMBER: 0})
+                await call(functools.partial(self.client.zadd, self.keys[4], {CLAIM_MEMBER: 0}))
             # This consumer leaves the group if it holds nothing (else it stays until its entries are taken over),
             # with the consumers that stopped before and whose entries were taken over since: idle for claim_after,
             # as a dead consumer's events are, and for two blocking reads. On Redis 7.2 and later a live consumer's
@@ -389,7 +412,7 @@ class Link:
             # removes only consumers holding no entry) and its next read makes it again. The group's list of
             # consumers does not grow with each restart.
             idle = max(self.claim_after, 2 * BLOCK_SECONDS)
-            await self._forget(keys=self.keys, args=[GROUP, self.consumer, int(idle * 1000)])
+            await call(functools.partial(self._forget, keys=self.keys, args=[GROUP, self.consumer, int(idle * 1000)]))
 
         try:
             await asyncio.wait_for(settle(), min(self.reconnect_timeout, 5.0))
@@ -398,7 +421,7 @@ class Link:
         finally:
             runner = self.runner
             closed = ManagerClosed(f"timer manager {runner.name!r} stopped ({runner.stop_reason})")
-            for marker in waiting:  # not sent: those ack() calls had no effect
+            for marker, _ in waiting:  # not on the server: those ack() calls had no effect
                 if not marker.done():
                     marker.set_exception(closed)
 
@@ -759,13 +782,13 @@ class Link:
             return float(call.result())
         raise ManagerClosed(f"timer manager {runner.name!r} stopped ({runner.stop_reason})")
 
-    async def _call(self, make: Callable[[], Awaitable[T]], *, blocking: bool = False) -> T:
+    async def _call(self, make: Callable[[], Awaitable[T]], *, blocking: bool = False, settling: bool = False) -> T:
         """``await make()``, retried while the server is unreachable or out of memory, for at most
-        ``reconnect_timeout``."""
+        ``reconnect_timeout``; until the stop, or (``settling``: a call of the stop's settle) after it too."""
         limit = self.reconnect_timeout + (self.block_seconds if blocking else 0.0)
         first_failure = 0.0
         pause = 0.02
-        while not self._stopping:
+        while settling or not self._stopping:
             started = time.monotonic()
             try:
                 call = asyncio.ensure_future(make())
