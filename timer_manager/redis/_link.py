@@ -579,7 +579,7 @@ class Link:
                 add(b"C" + _field("") + _EMPTY_FIELDS)
         for event in rearms:
             add(b"r" + _field(event.name) + _field(str(event.generation)) + _field(repr(event.deadline * 1000.0)))
-            add(_EMPTY)
+            add(_field(event.entry))
         # a batch sent again after a dropped connection is recognised by its number for as long as it may be retried
         keep = int(min(self.reconnect_timeout + 60.0, KEEP_LIMIT) * 1000)
         batch = self._batches
