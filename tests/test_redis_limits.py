@@ -89,6 +89,45 @@ async def test_acknowledgements_of_many_long_names_are_split_below_the_servers_a
     assert sorted(event.name for event in events) == names
 
 
+async def test_an_ack_events_whose_acknowledgements_take_several_calls_returns_once_the_last_is_applied(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """ack="manual": forty events named with 16 KiB each, acknowledged by one ``ack_events()``: fifteen such
+    acknowledgements fill a call, so they go in three, the first with the call's flush marker. The call must return
+    once the server has applied every one of them. Catches: the marker confirmed with the first call, the call
+    returning while 25 acknowledgements were still to be sent (a manager that stopped then, unable to send them,
+    left a call that returned without its effect)."""
+    names = [f"{index:02}".ljust(MAX_NAME_BYTES, "n") for index in range(40)]
+    backend = RedisBackend(redis_server.url, namespace=namespace, ack="manual", claim_after=120.0)
+    async with (
+        client_of(redis_server) as client,
+        TimerManager.open(namespace, heartbeat_interval=0, event_buffer_size=64, backend=backend) as handle,
+    ):
+        await handle.set_timers([(name, 0.0) for name in names])
+        events: list[Any] = []
+        while len(events) < len(names):
+            events += await asyncio.wait_for(handle.recv_events(len(names) - len(events)), LIMIT)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        link: Any = handle._runner.store.link  # type: ignore[attr-defined]
+        send = link._send_batch
+        held, release = asyncio.Event(), asyncio.Event()
+
+        async def holding(commands: list[Any], rearms: Any, acks: list[Any], *rest: Any) -> Any:
+            if acks and not commands:  # a call of acknowledgements after the marker's: held a while
+                held.set()
+                await release.wait()
+            return await send(commands, rearms, acks, *rest)
+
+        link._send_batch = holding
+        acked = asyncio.ensure_future(handle.ack_events(events))
+        await asyncio.wait_for(held.wait(), LIMIT)
+        await asyncio.sleep(0.1)
+        assert not acked.done(), await client.hlen(f"{{tm:{namespace}}}:fired")
+        release.set()
+        await asyncio.wait_for(acked, LIMIT)
+        assert await client.hlen(f"{{tm:{namespace}}}:fired") == 0
+
+
 async def test_the_stream_entries_a_stop_acknowledges_are_split_below_the_servers_argument_limit(
     small_bulk: RedisServer, namespace: str
 ) -> None:

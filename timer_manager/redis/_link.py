@@ -216,6 +216,7 @@ class Link:
         self._unconfirmed: (
             tuple[list[RedisTimerExpired], list[RedisTimerExpired], list[str], list[RedisTimerExpired]] | None
         ) = None
+        self._held_flushes: list[Any] = []  # of a call answered, confirmed with a later one (see _ship)
         self._work = asyncio.Event()  # the engine has something to ship
         self._room = asyncio.Event()  # the event queue has room again
         self._marker = asyncio.Event()  # another process set an earlier timer
@@ -461,7 +462,7 @@ class Link:
                             used += more
                             first = first and not taken
                         engine.acks_on_their_way = left[_ACKS]
-                        await self._ship(commands, *pieces)
+                        await self._ship(commands, *pieces, last=not any(left))
                         if not any(left):
                             break
                         commands, used = [], 0
@@ -497,20 +498,35 @@ class Link:
         acks: list[RedisTimerExpired],
         checks: list[RedisTimerExpired],
         marks: list[RedisTimerExpired],
+        *,
+        last: bool = True,
     ) -> None:
         """Send one batch and take in its result (``marks``: one-shot events received here and not yet acknowledged,
-        to mark as received on the server)."""
+        to mark as received on the server; ``last``: the last of the calls that carry the acknowledgements, re-arms,
+        checks and receipts queued with the commands of the first, whose flushes are confirmed with it)."""
         engine = self.engine
         done = engine.finished(acks)
         # Until the server answers, a stop (which cancels this call) must send these again at the finish.
         self._unconfirmed = (rearms, acks, done, marks)
-        engine.sending = commands  # a stop meanwhile fails its flushes, as those still queued
+        held = self._held_flushes
+        engine.sending = [*held, *commands]  # a stop meanwhile fails its flushes, as those still queued
         self._batches += 1  # a new batch; the tries of one batch carry the same number
         result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done, marks))
         self._unconfirmed = None
-        engine.sending = []
         engine.acknowledged(done)
         engine.applied(commands, result)
+        flushes = [command for command in commands if command[0] == FLUSH]
+        if not last:
+            # An ack_events() queues its acknowledgements with its flush: the flush is confirmed once they all are
+            # (they may take the calls after this one), in flight until then.
+            held += flushes
+            engine.in_flight += len(flushes)
+            flushes = []
+        else:
+            engine.in_flight -= len(held)
+            flushes[:0] = held
+            self._held_flushes = held = []
+        engine.sending = held
         if result[4]:
             logger.warning(
                 "timer manager %r: %d sets refused by the server: max_timers=%d reached in the namespace",
@@ -520,8 +536,8 @@ class Link:
             )
         if checks:
             engine.checked(checks, result[6:])
-        for command in commands:
-            if command[0] == FLUSH and not command[2].done():
+        for command in flushes:
+            if not command[2].done():
                 command[2].set_result(None)
         engine.wake()
 
