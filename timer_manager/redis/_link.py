@@ -335,10 +335,14 @@ class Link:
                     marker.set_result(None)
             waiting = [(marker, events) for marker, events in waiting if not marker.done()]
 
+        retry = self._reachable
+
         def call(make: Callable[[], Awaitable[T]]) -> Awaitable[T]:
             # Retried while the server cannot be reached or answer (until the bound below): each call does no harm
             # twice, and one whose reply was lost may have been applied. An APPLY sent again keeps its batch number.
-            return self._call(make, settling=True)
+            # Made once if the server was not answering at the stop (BackendUnavailable, a stop while the first call
+            # is retried): the stop is not held up for a server already waited for.
+            return self._call(make, settling=True) if retry else make()
 
         async def settle() -> None:
             answer()
