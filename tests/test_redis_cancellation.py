@@ -1038,6 +1038,53 @@ async def test_a_receipt_mark_the_stop_catches_on_its_way_is_sent_by_the_settle(
         await asyncio.gather(run, return_exceptions=True)
 
 
+async def test_a_re_arm_the_stop_catches_after_the_server_applied_it_is_not_applied_again(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A repeating timer's event was received (ack="next"); the batch carrying its re-arm is applied on the server,
+    and its answer is on its way when the manager stops (its token). Meanwhile the timer came round again: promoted,
+    its next event is out. The settle sends the batch's re-arm again, since the server may not have it. Applied a
+    second time, the timer was due again while its event was out: two events for one tick, and from then on the
+    timer ran twice. Catches: a re-arm sent again applied whatever became of its timer since (a re-arm now names its
+    event's stream entry, and does nothing once the timer's event is another one)."""
+    token = CancellationToken()
+    backend = RedisBackend(redis_server.url, namespace=namespace, claim_after=120.0)
+    manager, handle = TimerManager.new(namespace, 0, 8, 8, token, backend=backend)
+    run = asyncio.ensure_future(manager.run())
+    try:
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        link = link_of(manager)
+        send = link._send_batch
+        held = asyncio.Event()
+
+        async def holding(*arguments: Any) -> list[int]:
+            result = await send(*arguments)
+            if arguments[1]:  # the re-arm: applied, its answer held
+                held.set()
+                await asyncio.Event().wait()
+            return result
+
+        link._send_batch = holding  # type: ignore[method-assign,assignment]
+        await handle.set_interval("r", 0.3)
+        event = await asyncio.wait_for(handle.recv_event(), LIMIT)
+        assert isinstance(event, RedisTimerExpired) and event.name == "r"
+        await asyncio.wait_for(held.wait(), LIMIT)
+        fired_key, due_key = f"{{tm:{namespace}}}:fired", f"{{tm:{namespace}}}:due"
+        async with client_of(redis_server) as client:
+
+            async def came_round() -> bool:
+                fired = await client.hget(fired_key, "r")
+                return fired is not None and fired != event.entry.encode()
+
+            await eventually(came_round, "the timer promoted again")
+            token.cancel()
+            await asyncio.wait_for(run, LIMIT)
+            assert await client.zscore(due_key, "r") is None  # its event is out: not due as well
+    finally:
+        token.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+
 async def test_an_ack_queued_before_the_manager_ran_raises_manager_closed_when_it_stops_unrun(
     redis_server: RedisServer, namespace: str
 ) -> None:

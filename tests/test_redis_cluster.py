@@ -15,9 +15,9 @@ import redis
 import redis.asyncio
 from redis.asyncio.cluster import ClusterNode
 from redis.crc import key_slot
-from redis_server import RedisCluster, receive
+from redis_server import LIMIT, RedisCluster, receive
 
-from timer_manager import TimerManager
+from timer_manager import ManagerClosed, TimerManager
 from timer_manager.redis import RedisBackend
 from timer_manager.redis._link import namespace_keys
 
@@ -110,3 +110,33 @@ async def test_managers_sharing_a_namespace_split_its_events_and_take_over_a_sto
             extra = second.try_recv_events(1000)
     assert sorted(taken + rest) == names, (taken, rest)
     assert extra == [], (extra, taken)
+
+
+@pytest.mark.parametrize("small", [0, 1, 2])
+async def test_a_max_payload_larger_than_any_primarys_argument_limit_is_refused_at_the_start(
+    redis_cluster: RedisCluster, small: int
+) -> None:
+    """One primary takes arguments of 1 MiB at most (``proto-max-bulk-len``), the others 512 MB: ``run()`` must
+    refuse ``max_payload=2_000_000`` with ``ValueError`` whichever node that is. A cluster client sends ``CONFIG
+    GET`` to one node only (its default node), so the start read that node's limit and missed a smaller one
+    elsewhere, where the namespace's slot may be now or after a resharding. Catches: the limit read from one node."""
+    limited = redis.Redis(port=redis_cluster.nodes[small].port)
+    default = str(limited.config_get("proto-max-bulk-len")["proto-max-bulk-len"])
+    limited.config_set("proto-max-bulk-len", "1mb")
+    try:
+        async with cluster_client(redis_cluster) as client:
+            namespace = namespaces_on_each_node(redis_cluster, "limit")[small]
+            backend = RedisBackend(client=client, namespace=namespace, max_payload=2_000_000, reconnect_timeout=3.0)
+            manager, handle = TimerManager.new(namespace, 0, 8, 8, backend=backend)
+            run = asyncio.ensure_future(manager.run())
+            try:
+                with pytest.raises(ManagerClosed):
+                    await asyncio.wait_for(handle.flush(), LIMIT)  # before: returned, the manager running
+                with pytest.raises(ValueError, match=r"proto-max-bulk-len \(1,048,576\)"):
+                    await asyncio.wait_for(run, LIMIT)
+            finally:
+                run.cancel()
+                await asyncio.gather(run, return_exceptions=True)
+    finally:
+        limited.config_set("proto-max-bulk-len", default)
+        limited.close()

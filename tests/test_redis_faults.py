@@ -356,3 +356,143 @@ async def test_uvlooops_closed_transport_error_is_retried_as_a_lost_connection(
             await asyncio.wait_for(handle.flush(), LIMIT)
         with pytest.raises(RuntimeError, match="a defect"):
             await asyncio.wait_for(task, LIMIT)
+
+
+async def test_an_ack_whose_settle_call_lost_its_reply_returns_as_the_acknowledgement_was_applied(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    """ack="manual": an ack() the stop (its token) catches before the server answered is left to the stop's settle.
+    The settle's call carrying the acknowledgement reaches the server (stalled, SIGSTOP), and its connection drops
+    before the reply: the server applies the call, the reply is lost. The call does no harm twice, so it is sent
+    again, and the ack(), whose acknowledgement is applied, returns. Catches: the settle giving up at its first
+    failed call, the ack() raising ManagerClosed though the event was acknowledged (a call that raised must have
+    had no effect)."""
+    token = CancellationToken()
+    options = {"ack": "manual", "claim_after": 120.0, "reconnect_timeout": 10.0}
+    manager, handle = TimerManager.new(namespace, 0, 8, 8, token, backend=backend(own_redis, namespace, **options))
+    run = asyncio.ensure_future(manager.run())
+    try:
+        await handle.set_timer("x", 0.0)
+        event = await asyncio.wait_for(handle.recv_event(), LIMIT)
+        assert isinstance(event, RedisTimerExpired)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        link: Any = manager._runner.store.link  # type: ignore[attr-defined]
+        send_batch, held = link._send_batch, asyncio.Event()
+
+        async def holding(*arguments: Any) -> Any:  # a batch on its way, its answer held: the ack waits behind it
+            result = await send_batch(*arguments)
+            held.set()
+            await asyncio.Event().wait()
+            return result
+
+        link._send_batch = holding
+        pool = link.client.connection_pool
+        get_connection = pool.get_connection
+        dropped: list[Any] = []
+
+        async def dropping(*arguments: Any, **options: Any) -> Any:
+            connection = await get_connection(*arguments, **options)
+            if link._stopping and not dropped:  # the settle's first call
+                dropped.append(connection)
+                send = connection.send_packed_command
+
+                async def send_then_drop(*sent: Any, **more: Any) -> None:
+                    del connection.send_packed_command
+                    own_redis.pause()  # before the server can read the call: it cannot answer before the drop
+                    try:
+                        await send(*sent, **more)
+                        fileno = connection._writer.get_extra_info("socket").fileno()
+                        with socket.fromfd(fileno, socket.AF_INET, socket.SOCK_STREAM) as copy:
+                            copy.shutdown(socket.SHUT_RDWR)  # the connection drops, the call on the server
+                    finally:
+                        own_redis.resume()  # it reads the call, applies it, and cannot answer
+
+                connection.send_packed_command = send_then_drop
+            return connection
+
+        pool.get_connection = dropping
+        handle.try_set_timer("later", 600.0)
+        await asyncio.wait_for(held.wait(), LIMIT)
+        acked = asyncio.ensure_future(handle.ack(event))
+        await asyncio.sleep(0)
+        token.cancel()
+        (outcome,) = await asyncio.wait_for(asyncio.gather(acked, return_exceptions=True), LIMIT)
+        await asyncio.wait_for(asyncio.gather(run, return_exceptions=True), LIMIT)
+        assert dropped, "the settle made no call"
+        async with client_of(own_redis) as client:
+            await eventually(
+                lambda: _pending(client, namespace, 0), "the acknowledgement applied by the call whose reply was lost"
+            )
+        assert outcome is None, outcome
+    finally:
+        own_redis.resume()
+        token.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+
+async def _pending(client: Any, namespace: str, count: int) -> bool:
+    """Whether ``count`` stream entries of ``namespace`` are read and not acknowledged."""
+    return bool((await client.xpending(f"{{tm:{namespace}}}:ev", "timers"))["pending"] == count)
+
+
+async def test_an_ack_whose_settle_call_was_answered_returns_though_a_later_call_fails_for_good(
+    own_redis: RedisServer, namespace: str
+) -> None:
+    """ack="manual": two ack_events() calls the stop (its token) catches before the server answered, their
+    acknowledgements (names of 16 KiB) in two calls of the settle: the first call's fifteen, then the second's one.
+    The server is killed (-9) as the second call is made, and comes back only after the settle gave up. The first
+    ack_events(), whose acknowledgements the server applied (and answered), returns; the second raises
+    ManagerClosed, its acknowledgement not applied. Catches: every ack() the settle caught raising ManagerClosed once
+    any call of the settle failed, those whose acknowledgements were on the server too."""
+    token = CancellationToken()
+    options = {"ack": "manual", "claim_after": 120.0, "reconnect_timeout": 1.0}
+    manager, handle = TimerManager.new(namespace, 0, 64, 64, token, backend=backend(own_redis, namespace, **options))
+    run = asyncio.ensure_future(manager.run())
+    try:
+        names = [f"{index:02}".ljust(16_384, "n") for index in range(16)]  # 15 acknowledgements fill a call
+        await handle.set_timers([(name, 0.0) for name in names])
+        events: list[Any] = []
+        while len(events) < len(names):
+            events += await asyncio.wait_for(handle.recv_events(len(names) - len(events)), LIMIT)
+        events.sort(key=lambda event: event.name)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        link: Any = manager._runner.store.link  # type: ignore[attr-defined]
+        send_batch, held = link._send_batch, asyncio.Event()
+
+        async def holding(*arguments: Any) -> Any:  # a batch on its way, its answer held: the acks wait behind it
+            result = await send_batch(*arguments)
+            held.set()
+            await asyncio.Event().wait()
+            return result
+
+        link._send_batch = holding
+        pool = link.client.connection_pool
+        get_connection = pool.get_connection
+        settling: list[Any] = []
+
+        async def killing(*arguments: Any, **more: Any) -> Any:
+            if link._stopping:
+                settling.append(None)
+                if len(settling) == 2:  # the settle's second call
+                    own_redis.kill()
+            return await get_connection(*arguments, **more)
+
+        pool.get_connection = killing
+        handle.try_set_timer("later", 600.0)
+        await asyncio.wait_for(held.wait(), LIMIT)
+        first = asyncio.ensure_future(handle.ack_events(events[:15]))
+        second = asyncio.ensure_future(handle.ack_events(events[15:]))
+        await asyncio.sleep(0)
+        token.cancel()
+        outcomes = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), LIMIT)
+        await asyncio.wait_for(asyncio.gather(run, return_exceptions=True), LIMIT)
+        assert len(settling) >= 2, "the settle made fewer than two calls"
+        own_redis.start()  # the append-only file replayed: what the server applied before the kill
+        async with client_of(own_redis) as client:
+            fired = await client.hgetall(f"{{tm:{namespace}}}:fired")
+        assert list(fired) == [events[15].name.encode()]  # the first call's fifteen applied, not the second's
+        assert outcomes[0] is None, outcomes[0]
+        assert isinstance(outcomes[1], ManagerClosed), outcomes[1]
+    finally:
+        token.cancel()
+        await asyncio.gather(run, return_exceptions=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, receive
 
-from timer_manager import ManagerClosed, TimerHandle, TimerManager
+from timer_manager import CancellationToken, ManagerClosed, TimerHandle, TimerManager
 from timer_manager.redis import BackendUnavailable, RedisBackend
 from timer_manager.redis._codec import MAX_NAME_BYTES
 from timer_manager.redis._link import CALL_OVERHEAD, _field, _payload, namespace_keys
@@ -87,6 +87,92 @@ async def test_acknowledgements_of_many_long_names_are_split_below_the_servers_a
         handle.try_set_timer("after", 0.01)
         assert [event.name for event in await receive(handle, 1)] == ["after"]
     assert sorted(event.name for event in events) == names
+
+
+async def test_an_ack_events_whose_acknowledgements_take_several_calls_returns_once_the_last_is_applied(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """ack="manual": forty events named with 16 KiB each, acknowledged by one ``ack_events()``: fifteen such
+    acknowledgements fill a call, so they go in three, the first with the call's flush marker. The call must return
+    once the server has applied every one of them. Catches: the marker confirmed with the first call, the call
+    returning while 25 acknowledgements were still to be sent (a manager that stopped then, unable to send them,
+    left a call that returned without its effect)."""
+    names = [f"{index:02}".ljust(MAX_NAME_BYTES, "n") for index in range(40)]
+    backend = RedisBackend(redis_server.url, namespace=namespace, ack="manual", claim_after=120.0)
+    async with (
+        client_of(redis_server) as client,
+        TimerManager.open(namespace, heartbeat_interval=0, event_buffer_size=64, backend=backend) as handle,
+    ):
+        await handle.set_timers([(name, 0.0) for name in names])
+        events: list[Any] = []
+        while len(events) < len(names):
+            events += await asyncio.wait_for(handle.recv_events(len(names) - len(events)), LIMIT)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        link: Any = handle._runner.store.link  # type: ignore[attr-defined]
+        send = link._send_batch
+        held, release = asyncio.Event(), asyncio.Event()
+
+        async def holding(commands: list[Any], rearms: Any, acks: list[Any], *rest: Any) -> Any:
+            if acks and not commands:  # a call of acknowledgements after the marker's: held a while
+                held.set()
+                await release.wait()
+            return await send(commands, rearms, acks, *rest)
+
+        link._send_batch = holding
+        acked = asyncio.ensure_future(handle.ack_events(events))
+        await asyncio.wait_for(held.wait(), LIMIT)
+        await asyncio.sleep(0.1)
+        assert not acked.done(), await client.hlen(f"{{tm:{namespace}}}:fired")
+        release.set()
+        await asyncio.wait_for(acked, LIMIT)
+        assert await client.hlen(f"{{tm:{namespace}}}:fired") == 0
+
+
+async def test_the_stream_entries_a_stop_acknowledges_are_split_below_the_servers_argument_limit(
+    small_bulk: RedisServer, namespace: str
+) -> None:
+    """ack="manual", one event per stream entry (an event queue of 31): 70,000 events received, then acknowledged by
+    one ``ack_events()`` that the stop (its token) catches before the shipper sends it. The stop's settle sends the
+    acknowledgements in calls of about 1 MiB, and the stream entries to XACK with the last call: 70,000 ids, about
+    1.1 MB in one argument, which the server refused (closing the connection). The events' records were deleted by
+    the earlier calls, yet the entries stayed pending and the ``ack_events()`` call raised ``ManagerClosed``.
+    Catches: the settle's entries to XACK sent whole, whatever their size."""
+    count = 70_000
+    token = CancellationToken()
+    backend = RedisBackend(small_bulk.url, namespace=namespace, ack="manual", claim_after=120.0, reconnect_timeout=10.0)
+    manager, handle = TimerManager.new(namespace, 0, 4096, 31, token, backend=backend)
+    run = asyncio.ensure_future(manager.run())
+    try:
+        for start in range(0, count, 4000):
+            await handle.set_timers([(f"e{index:05}", 0.0) for index in range(start, min(start + 4000, count))])
+        events: list[Any] = []
+        while len(events) < count:
+            events += await asyncio.wait_for(handle.recv_events(count - len(events)), LIMIT)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        link: Any = manager._runner.store.link  # type: ignore[attr-defined]
+        send, held, release = link._send_batch, asyncio.Event(), asyncio.Event()
+
+        async def holding(*arguments: Any) -> Any:  # a batch on its way, its answer held: the acks wait behind it
+            result = await send(*arguments)
+            held.set()
+            await release.wait()
+            return result
+
+        link._send_batch = holding
+        handle.try_set_timer("later", 600.0)
+        await asyncio.wait_for(held.wait(), LIMIT)
+        acked = asyncio.ensure_future(handle.ack_events(events))
+        await asyncio.sleep(0)
+        token.cancel()
+        (outcome,) = await asyncio.wait_for(asyncio.gather(acked, return_exceptions=True), LIMIT)
+        await asyncio.wait_for(asyncio.gather(run, return_exceptions=True), LIMIT)
+        async with client_of(small_bulk) as client:
+            assert (await client.xpending(f"{{tm:{namespace}}}:ev", "timers"))["pending"] == 0
+            assert await client.hlen(f"{{tm:{namespace}}}:fired") == 0
+        assert outcome is None, outcome
+    finally:
+        token.cancel()
+        await asyncio.gather(run, return_exceptions=True)
 
 
 async def test_a_payload_or_name_too_large_is_refused_at_the_call_and_the_manager_goes_on(

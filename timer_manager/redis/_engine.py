@@ -103,9 +103,9 @@ class RedisEngine:
         self.sending: list[Command] = []  # the batch sent and not yet answered (a stop fails its flushes)
         self.in_flight = 0  # commands in the outbox or sent, until the server has applied them
         self.acks: list[RedisTimerExpired] = []  # events to acknowledge with the next batch
-        # The flush markers of ack() calls waiting for the server: a stop leaves them to the link's settle, which
-        # sends their acknowledgements, rather than failing them with the other flushes.
-        self._ack_markers: set[asyncio.Future[None]] = set()
+        # The flush markers of ack() calls waiting for the server, with their events: a stop leaves them to the link's
+        # settle, which sends their acknowledgements, rather than failing them with the other flushes.
+        self._ack_markers: dict[asyncio.Future[None], list[RedisTimerExpired]] = {}
         self.settles = False  # a link serves this engine: its settle follows the stop
         self._acks_settled = False  # the stop's settle has taken the acknowledgements over
         # How many acknowledgements at the head of ``acks`` the link has counted into the calls it is making: on their
@@ -554,8 +554,8 @@ class RedisEngine:
         what takes them back if the call is cancelled (:meth:`_take_back`)."""
         self.acks.extend(events)
         markers = self._ack_markers
-        markers.add(marker)
-        marker.add_done_callback(markers.discard)
+        markers[marker] = events
+        marker.add_done_callback(lambda done: markers.pop(done, None))
         self.kick()
         return functools.partial(self._take_back, events)
 
@@ -573,11 +573,11 @@ class RedisEngine:
                 return True
         return False
 
-    def take_ack_markers(self) -> list[asyncio.Future[None]]:
-        """The flush markers of acknowledgements still waiting for the server (at stop: the settle resolves them,
-        and sends every acknowledgement queued by then, a cancelled call's too)."""
+    def take_ack_markers(self) -> list[tuple[asyncio.Future[None], list[RedisTimerExpired]]]:
+        """The flush markers of acknowledgements still waiting for the server, each with its events (at stop: the
+        settle resolves them, and sends every acknowledgement queued by then, a cancelled call's too)."""
         self._acks_settled = True
-        markers = [marker for marker in self._ack_markers if not marker.done()]
+        markers = [(marker, events) for marker, events in self._ack_markers.items() if not marker.done()]
         self._ack_markers.clear()
         return markers
 

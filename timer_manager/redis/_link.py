@@ -139,6 +139,18 @@ def _fit(items: list[Any], count: int, room: int, first: bool) -> tuple[int, int
     return taken, used
 
 
+def _fit_ids(ids: list[str], room: int, first: bool) -> int:
+    """How many of the first stream entry ids fit ``room`` bytes of a call (APPLY's ``done``: each id and a space);
+    ``first``: none is in the call yet, so that one goes whatever the room."""
+    taken = used = 0
+    for entry in ids:
+        used += len(entry) + 1
+        if used > room and (taken or not first):
+            break
+        taken += 1
+    return taken
+
+
 def _whole_ms(seconds: float) -> int:
     """A period or heartbeat in whole milliseconds, at least 1, as the scripts take it. A finite span may be too
     long for its milliseconds to be a finite float (a period of 1e306 s): it is capped at ``FAR_MS``, as far off."""
@@ -204,6 +216,7 @@ class Link:
         self._unconfirmed: (
             tuple[list[RedisTimerExpired], list[RedisTimerExpired], list[str], list[RedisTimerExpired]] | None
         ) = None
+        self._held_flushes: list[Any] = []  # of a call answered, confirmed with a later one (see _ship)
         self._work = asyncio.Event()  # the engine has something to ship
         self._room = asyncio.Event()  # the event queue has room again
         self._marker = asyncio.Event()  # another process set an earlier timer
@@ -280,9 +293,13 @@ class Link:
 
     async def _argument_limit(self) -> int | None:
         """The server's ``proto-max-bulk-len``, or None where ``CONFIG`` is refused (a managed Redis: an ACL, or the
-        command renamed). A cluster client asks one node."""
+        command renamed). On a cluster, the least of every primary's: the namespace's slot may move to any of them
+        (a cluster client would ask its default node alone)."""
+        options: dict[str, Any] = {}
+        if isinstance(self.client, redis.asyncio.RedisCluster):
+            options["target_nodes"] = redis.asyncio.RedisCluster.PRIMARIES
         try:
-            reply = await self.client.config_get("proto-max-bulk-len")
+            reply = await self.client.config_get("proto-max-bulk-len", **options)
         except redis_errors.ResponseError:
             return None
         limits = _config_values(reply, "proto-max-bulk-len")
@@ -300,27 +317,55 @@ class Link:
         done = engine.finished(engine.acks)
         if self._unconfirmed is not None:
             # The stop cut a batch short: the server may not have its acknowledgements, re-arms and receipt marks
-            # (sending them twice does no harm). Lost, the entries would stay pending here and go to another
-            # consumer after claim_after, though this one received them; and a touch from another manager would
-            # re-arm a timer whose event this one received and holds unacknowledged (ack="manual").
+            # (sending them twice does no harm: a re-arm names its event's entry, see APPLY). Lost, the entries
+            # would stay pending here and go to another consumer after claim_after, though this one received them;
+            # and a touch from another manager would re-arm a timer whose event this one received and holds
+            # unacknowledged (ack="manual").
             rearms, acks, sent, marks = self._unconfirmed
             engine.rearms[:0], engine.acks[:0], done[:0], engine.marks[:0] = rearms, acks, sent, marks
+        # The acknowledgements still to be sent (ids of their events); a waiting ack() call's others are on the server
+        # (sent in a batch that was answered).
+        unsent = set(map(id, engine.acks))
+
+        def answer() -> None:
+            """The ack() calls whose every acknowledgement is on the server return."""
+            nonlocal waiting
+            for marker, events in waiting:
+                if not marker.done() and unsent.isdisjoint(map(id, events)):
+                    marker.set_result(None)
+            waiting = [(marker, events) for marker, events in waiting if not marker.done()]
+
+        retry = self._reachable
+
+        def call(make: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+            # Retried while the server cannot be reached or answer (until the bound below): each call does no harm
+            # twice, and one whose reply was lost may have been applied. An APPLY sent again keeps its batch number.
+            # Made once if the server was not answering at the stop (BackendUnavailable, a stop while the first call
+            # is retried): the stop is not held up for a server already waited for.
+            return self._call(make, settling=True) if retry else make()
 
         async def settle() -> None:
-            rearms, acks, marks = engine.rearms, engine.acks, engine.marks
-            while rearms or acks or marks:  # in calls of CALL_BYTES at most; the entries to XACK with the last
+            answer()
+            rearms, acks, marks, entries = engine.rearms, engine.acks, engine.marks, done
+            # In calls of CALL_BYTES at most. The entries to XACK go once every acknowledgement and re-arm is sent,
+            # with the last of them and in the calls after it: an entry acknowledged first would stay so if the
+            # settle then failed, its events' records left behind (and a received repeating timer never re-armed).
+            while rearms or acks or marks or entries:
                 taken, used = _fit(rearms, len(rearms), CALL_BYTES, True)
                 more, used_more = _fit(acks, len(acks), CALL_BYTES - used, not taken)
-                noted, _ = _fit(marks, len(marks), CALL_BYTES - used - used_more, not (taken or more))
+                used += used_more
+                noted, used_noted = _fit(marks, len(marks), CALL_BYTES - used, not (taken or more))
+                used += used_noted
+                xacked = 0
+                if taken == len(rearms) and more == len(acks) and noted == len(marks):
+                    xacked = _fit_ids(entries, CALL_BYTES - used, not (taken or more or noted))
                 self._batches += 1  # a batch of its own (the one the stop cut short may have been applied)
-                last = taken == len(rearms) and more == len(acks) and noted == len(marks)
-                args = self._batch_args([], rearms[:taken], acks[:more], [], done if last else [], marks[:noted])
-                await self._apply(keys=self._apply_keys, args=args)
-                rearms, acks, marks = rearms[taken:], acks[more:], marks[noted:]
+                args = self._batch_args([], rearms[:taken], acks[:more], [], entries[:xacked], marks[:noted])
+                await call(functools.partial(self._apply, keys=self._apply_keys, args=args))
+                unsent.difference_update(map(id, acks[:more]))
+                answer()
+                rearms, acks, marks, entries = rearms[taken:], acks[more:], marks[noted:], entries[xacked:]
             engine.acks, engine.rearms, engine.marks = [], [], []
-            for marker in waiting:  # their acknowledgements are on the server: the ack() calls return
-                if not marker.done():
-                    marker.set_result(None)
             handed_back: list[Any] = list(dict.fromkeys(event.entry for event in unreceived))
             # Entries pending on this consumer that the engine never got: the read the stop cut short after the
             # server had handed them over, its reply lost on its way. Read and never received: handed back too.
@@ -330,13 +375,16 @@ class Link:
             known = set(engine.held()) | engine.acking()
             pending: Any = []
             if self._reading and self._reachable:
-                pending = await self.client.xpending_range(
-                    self.keys[5],
-                    GROUP,
-                    min="-" if self._last_read == "0-0" else f"({self._last_read}",
-                    max="+",
-                    count=min(len(known) + engine.event_capacity + 1, 2**62),  # one read, of at most that many
-                    consumername=self.consumer,
+                pending = await call(
+                    functools.partial(
+                        self.client.xpending_range,
+                        self.keys[5],
+                        GROUP,
+                        min="-" if self._last_read == "0-0" else f"({self._last_read}",
+                        max="+",
+                        count=min(len(known) + engine.event_capacity + 1, 2**62),  # one read, of at most that many
+                        consumername=self.consumer,
+                    )
                 )
             for item in pending:
                 entry = item["message_id"]
@@ -346,18 +394,21 @@ class Link:
             if handed_back:
                 # Their idle time set past claim_after: the next XAUTOCLAIM of any consumer takes them (the events
                 # of an entry that this consumer acknowledged are not taken again: their records are gone).
-                await self.client.xclaim(
-                    self.keys[5],
-                    GROUP,
-                    self.consumer,
-                    0,
-                    handed_back,
-                    idle=int(self.claim_after * 1000),
-                    justid=True,
+                await call(
+                    functools.partial(
+                        self.client.xclaim,
+                        self.keys[5],
+                        GROUP,
+                        self.consumer,
+                        0,
+                        handed_back,
+                        idle=int(self.claim_after * 1000),
+                        justid=True,
+                    )
                 )
                 # and tell another manager of the namespace, whose watcher takes this member of the marker key
                 # first (score 0): its claimer takes them over now, not at its next round (claim_after / 2)
-                await self.client.zadd(self.keys[4], {CLAIM_MEMBER: 0})
+                await call(functools.partial(self.client.zadd, self.keys[4], {CLAIM_MEMBER: 0}))
             # This consumer leaves the group if it holds nothing (else it stays until its entries are taken over),
             # with the consumers that stopped before and whose entries were taken over since: idle for claim_after,
             # as a dead consumer's events are, and for two blocking reads. On Redis 7.2 and later a live consumer's
@@ -366,7 +417,7 @@ class Link:
             # removes only consumers holding no entry) and its next read makes it again. The group's list of
             # consumers does not grow with each restart.
             idle = max(self.claim_after, 2 * BLOCK_SECONDS)
-            await self._forget(keys=self.keys, args=[GROUP, self.consumer, int(idle * 1000)])
+            await call(functools.partial(self._forget, keys=self.keys, args=[GROUP, self.consumer, int(idle * 1000)]))
 
         try:
             await asyncio.wait_for(settle(), min(self.reconnect_timeout, 5.0))
@@ -375,7 +426,7 @@ class Link:
         finally:
             runner = self.runner
             closed = ManagerClosed(f"timer manager {runner.name!r} stopped ({runner.stop_reason})")
-            for marker in waiting:  # not sent: those ack() calls had no effect
+            for marker, _ in waiting:  # not on the server: those ack() calls had no effect
                 if not marker.done():
                     marker.set_exception(closed)
 
@@ -415,7 +466,7 @@ class Link:
                             used += more
                             first = first and not taken
                         engine.acks_on_their_way = left[_ACKS]
-                        await self._ship(commands, *pieces)
+                        await self._ship(commands, *pieces, last=not any(left))
                         if not any(left):
                             break
                         commands, used = [], 0
@@ -451,20 +502,35 @@ class Link:
         acks: list[RedisTimerExpired],
         checks: list[RedisTimerExpired],
         marks: list[RedisTimerExpired],
+        *,
+        last: bool = True,
     ) -> None:
         """Send one batch and take in its result (``marks``: one-shot events received here and not yet acknowledged,
-        to mark as received on the server)."""
+        to mark as received on the server; ``last``: the last of the calls that carry the acknowledgements, re-arms,
+        checks and receipts queued with the commands of the first, whose flushes are confirmed with it)."""
         engine = self.engine
         done = engine.finished(acks)
         # Until the server answers, a stop (which cancels this call) must send these again at the finish.
         self._unconfirmed = (rearms, acks, done, marks)
-        engine.sending = commands  # a stop meanwhile fails its flushes, as those still queued
+        held = self._held_flushes
+        engine.sending = [*held, *commands]  # a stop meanwhile fails its flushes, as those still queued
         self._batches += 1  # a new batch; the tries of one batch carry the same number
         result = await self._call(functools.partial(self._send_batch, commands, rearms, acks, checks, done, marks))
         self._unconfirmed = None
-        engine.sending = []
         engine.acknowledged(done)
         engine.applied(commands, result)
+        flushes = [command for command in commands if command[0] == FLUSH]
+        if not last:
+            # An ack_events() queues its acknowledgements with its flush: the flush is confirmed once they all are
+            # (they may take the calls after this one), in flight until then.
+            held += flushes
+            engine.in_flight += len(flushes)
+            flushes = []
+        else:
+            engine.in_flight -= len(held)
+            flushes[:0] = held
+            self._held_flushes = held = []
+        engine.sending = held
         if result[4]:
             logger.warning(
                 "timer manager %r: %d sets refused by the server: max_timers=%d reached in the namespace",
@@ -474,8 +540,8 @@ class Link:
             )
         if checks:
             engine.checked(checks, result[6:])
-        for command in commands:
-            if command[0] == FLUSH and not command[2].done():
+        for command in flushes:
+            if not command[2].done():
                 command[2].set_result(None)
         engine.wake()
 
@@ -533,7 +599,7 @@ class Link:
                 add(b"C" + _field("") + _EMPTY_FIELDS)
         for event in rearms:
             add(b"r" + _field(event.name) + _field(str(event.generation)) + _field(repr(event.deadline * 1000.0)))
-            add(_EMPTY)
+            add(_field(event.entry))
         # a batch sent again after a dropped connection is recognised by its number for as long as it may be retried
         keep = int(min(self.reconnect_timeout + 60.0, KEEP_LIMIT) * 1000)
         batch = self._batches
@@ -736,13 +802,13 @@ class Link:
             return float(call.result())
         raise ManagerClosed(f"timer manager {runner.name!r} stopped ({runner.stop_reason})")
 
-    async def _call(self, make: Callable[[], Awaitable[T]], *, blocking: bool = False) -> T:
+    async def _call(self, make: Callable[[], Awaitable[T]], *, blocking: bool = False, settling: bool = False) -> T:
         """``await make()``, retried while the server is unreachable or out of memory, for at most
-        ``reconnect_timeout``."""
+        ``reconnect_timeout``; until the stop, or (``settling``: a call of the stop's settle) after it too."""
         limit = self.reconnect_timeout + (self.block_seconds if blocking else 0.0)
         first_failure = 0.0
         pause = 0.02
-        while not self._stopping:
+        while settling or not self._stopping:
             started = time.monotonic()
             try:
                 call = asyncio.ensure_future(make())

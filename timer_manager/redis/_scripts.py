@@ -141,7 +141,9 @@ end
 #                                         client's call was ``waited`` ago; ``entry``: that of the name's event
 #                                         this manager received and has not yet acknowledged, or empty; a one-shot
 #                                         timer whose event is in that entry is not re-armed)
-#   r name gen      received_ms -         re-arm a repeating timer whose event ``gen`` was received
+#   r name gen      received_ms entry     re-arm a repeating timer whose event ``gen``, in stream entry ``entry``, was
+#                                         received; not once the timer's event is another entry's (promoted again
+#                                         since: a re-arm sent twice, the batch the stop cut short, is applied once)
 #   c name -        -    -                cancel
 #   C -    -        -    -                cancel all
 # An acknowledgement deletes its event's record in ``fired`` (if it is still that event's); the entries in
@@ -254,7 +256,8 @@ while position <= #commands do
         touch(name, a, tonumber(b) or 0)  -- b: empty from a manager of a version before it was sent
     elseif op == 'r' then
         local value = redis.call('HGET', data_key, name)
-        if value and redis.call('ZSCORE', due_key, name) == false then
+        local fired = c ~= '' and redis.call('HGET', fired_key, name)  -- c: empty from a manager before it was sent
+        if value and redis.call('ZSCORE', due_key, name) == false and not (fired and not is_entry(fired, c)) then
             local fields = unpack_timer(value)
             if fields[1] == a then
                 redis.call('ZADD', due_key, next_due(fields, tonumber(b), now_ms), name)
