@@ -128,6 +128,53 @@ async def test_an_ack_events_whose_acknowledgements_take_several_calls_returns_o
         assert await client.hlen(f"{{tm:{namespace}}}:fired") == 0
 
 
+async def test_an_ack_events_followed_by_more_commands_than_a_call_takes_returns_once_its_acknowledgement_is_applied(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """ack="manual": an ``ack_events()`` queues its acknowledgement and its flush marker, then 1,500 sets are queued
+    before the shipper comes round (it is held in a call). The marker goes in the first call of the round, with 999
+    sets; the acknowledgement goes with the last of the commands, in the second call. The call must return once that
+    second call is answered. Catches: the marker confirmed with the first call, the call returning while its
+    acknowledgement was still to be sent."""
+    backend = RedisBackend(redis_server.url, namespace=namespace, ack="manual", claim_after=120.0)
+    async with (
+        client_of(redis_server) as client,
+        TimerManager.open(namespace, heartbeat_interval=0, command_buffer_size=4096, backend=backend) as handle,
+    ):
+        handle.try_set_timer("a", 0.0)
+        [event] = await receive(handle, 1)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        link: Any = handle._runner.store.link  # type: ignore[attr-defined]
+        send = link._send_batch
+        first_held, second_held = asyncio.Event(), asyncio.Event()
+        release_first, release_second = asyncio.Event(), asyncio.Event()
+
+        async def holding(commands: list[Any], rearms: Any, acks: list[Any], *rest: Any) -> Any:
+            if any(command[1] == "hold" for command in commands):  # the call before the round: held a while
+                first_held.set()
+                await release_first.wait()
+            elif acks:  # the round's call that carries the acknowledgement
+                second_held.set()
+                await release_second.wait()
+            return await send(commands, rearms, acks, *rest)
+
+        link._send_batch = holding
+        handle.try_set_timer("hold", 60.0)
+        await asyncio.wait_for(first_held.wait(), LIMIT)
+        acked = asyncio.ensure_future(handle.ack_events([event]))
+        while not acked.done() and not link.engine.acks:
+            await asyncio.sleep(0)
+        handle.try_set_timers([(f"s{index}", 60.0) for index in range(1500)])
+        release_first.set()
+        await asyncio.wait_for(second_held.wait(), LIMIT)
+        await asyncio.sleep(0.1)
+        assert not acked.done(), "ack_events() returned before its acknowledgement was sent"
+        assert await client.hlen(f"{{tm:{namespace}}}:fired") == 1
+        release_second.set()
+        await asyncio.wait_for(acked, LIMIT)
+        assert await client.hlen(f"{{tm:{namespace}}}:fired") == 0
+
+
 async def test_the_stream_entries_a_stop_acknowledges_are_split_below_the_servers_argument_limit(
     small_bulk: RedisServer, namespace: str
 ) -> None:

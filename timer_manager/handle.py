@@ -436,7 +436,7 @@ class TimerHandle:
             return
         applied = runner.bound_loop().create_future()
         await runner.send([(FLUSH, None, applied, None)])
-        take_back = queue(applied)  # with the marker just queued, no await between: sent with its batch or earlier
+        take_back = queue(applied)  # with the marker just queued, no await between: confirmed once they are applied
         try:
             await applied
         except asyncio.CancelledError:

@@ -451,8 +451,9 @@ class Link:
                 while True:
                     commands, used = self._take(ahead)
                     ahead -= len(commands)
-                    if ahead:
-                        await self._ship(commands, [], [], [], [])
+                    if ahead:  # its flushes are confirmed with the round's last call (an ack_events() marker's
+                        # acknowledgements go with the last commands)
+                        await self._ship(commands, [], [], [], [], last=False)
                         continue
                     while True:
                         first = not commands
@@ -506,8 +507,9 @@ class Link:
         last: bool = True,
     ) -> None:
         """Send one batch and take in its result (``marks``: one-shot events received here and not yet acknowledged,
-        to mark as received on the server; ``last``: the last of the calls that carry the acknowledgements, re-arms,
-        checks and receipts queued with the commands of the first, whose flushes are confirmed with it)."""
+        to mark as received on the server; ``last``: the last call of a round, which carries the commands that were in
+        the outbox at its start, then the acknowledgements, re-arms, checks and receipts queued by then; the flushes
+        of the round's earlier calls are confirmed with it)."""
         engine = self.engine
         done = engine.finished(acks)
         # Until the server answers, a stop (which cancels this call) must send these again at the finish.
@@ -522,7 +524,7 @@ class Link:
         flushes = [command for command in commands if command[0] == FLUSH]
         if not last:
             # An ack_events() queues its acknowledgements with its flush: the flush is confirmed once they all are
-            # (they may take the calls after this one), in flight until then.
+            # (they go with the round's last commands and may take calls after them), in flight until then.
             held += flushes
             engine.in_flight += len(flushes)
             flushes = []
