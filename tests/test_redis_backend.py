@@ -878,6 +878,12 @@ async def test_the_promoter_wakes_on_the_tick_however_slow_its_replies(
 ) -> None:
     # The promoter's wait for the next tick is counted from when its PROMOTE left, not from the reply: a reply
     # that takes 40 ms must not make every promotion 40 ms late. Timers due just before the 100 ms ticks.
+    # Counted from the send, the promoter wakes early by its previous call's way to the server (the server reads
+    # its clock on arrival). On a loaded machine that way varies by up to ~20 ms from call to call, so now and
+    # then a PROMOTE arrives just before the tick, promotes nothing, and the next waits out the slow reply: that
+    # promotion is 45 ms late. Beside two busy processes six of the ten were in one run (the median failed, 45 ms):
+    # the machine's share. The fault this catches makes every one of them 45 ms late or more, so the check is
+    # that some (the three earliest) were on time.
     async with (
         client_of(redis_server) as client,
         started(redis_server.url, namespace, heartbeat_interval=0.1) as (manager, handle),
@@ -900,7 +906,7 @@ async def test_the_promoter_wakes_on_the_tick_however_slow_its_replies(
         while len(manager._runner.engine.lateness_window()) < 10:  # the last reply may still be on its way
             await asyncio.sleep(0.01)
         late = sorted(manager._runner.engine.lateness_window())
-    assert late[len(late) // 2] < 0.025, late  # 5 ms to the tick; a 40 ms reply used to add 40 ms to each
+    assert late[2] < 0.025, late  # 5 ms to the tick; a 40 ms reply used to add 40 ms to each
 
 
 async def test_a_client_speaking_resp3_reads_events_too(redis_server: RedisServer, namespace: str) -> None:
