@@ -66,10 +66,12 @@ def withdraw_flush(commands: deque[Command], marker: Any) -> bool:
 
     The search reads a copy: Python 3.12 and later run the collector between bytecodes (a loop's jump back, a
     call), and a ``__del__`` it runs may queue or withdraw commands (a handle's call), which changed the deque
-    under an iterator of it ("deque mutated during iteration") or under an index computed from it. The removal
-    is one C call, ``deque.remove``, which runs no Python code here: it finds the command by identity, or by an
-    equality that a ``FLUSH`` decides on its opcode or its future, neither of which compares user data."""
-    for command in reversed(tuple(commands)):
+    under an iterator of it ("deque mutated during iteration") or under an index computed from it. The copy is
+    a list, made before it is filled (before 3.12 an allocation could start a collection: a tuple, grown as the
+    deque is read, could mid-copy). The removal is one C call, ``deque.remove``, which runs no Python code here:
+    it finds the command by identity, or by an equality that a ``FLUSH`` decides on its opcode or its future,
+    neither of which compares user data."""
+    for command in reversed(list(commands)):
         if command[2] is marker and command[0] == FLUSH:
             try:
                 commands.remove(command)
