@@ -62,10 +62,21 @@ LATENESS_WINDOW = 1024  # samples kept for the lateness percentiles; a power of 
 def withdraw_flush(commands: deque[Command], marker: Any) -> bool:
     """Remove from ``commands`` the ``FLUSH`` whose future is ``marker``, keeping the order of the others; return
     whether it was there. Newest first: the marker is usually the last command queued. Not a hot path: a
-    cancelled flush or query (``Engine.withdraw`` of the pure-Python and the Redis engines)."""
-    for back, command in enumerate(reversed(commands)):
+    cancelled flush or query (``Engine.withdraw`` of the pure-Python and the Redis engines).
+
+    The search reads a copy: Python 3.12 and later run the collector between bytecodes (a loop's jump back, a
+    call), and a ``__del__`` it runs may queue or withdraw commands (a handle's call), which changed the deque
+    under an iterator of it ("deque mutated during iteration") or under an index computed from it. The copy is
+    a list, made before it is filled (before 3.12 an allocation could start a collection: a tuple, grown as the
+    deque is read, could mid-copy). The removal is one C call, ``deque.remove``, which runs no Python code here:
+    it finds the command by identity, or by an equality that a ``FLUSH`` decides on its opcode or its future,
+    neither of which compares user data."""
+    for command in reversed(list(commands)):
         if command[2] is marker and command[0] == FLUSH:
-            del commands[len(commands) - 1 - back]  # returns at once: the iterator is not used again
+            try:
+                commands.remove(command)
+            except ValueError:  # taken off the queue (applied) by code the collector ran during the search
+                return False
             return True
     return False
 

@@ -40,7 +40,9 @@ class TimerTable:
         self._entries: dict[str, _Entry] = {}
         self._next_sequence = 0
         self._peak = 0
-        self._span = 0.0  # the span of every timer while _spans is None
+        self._span = 0.0  # the span of every timer not in _spans
+        # name -> span, once timers were set with different spans; created holding one (a dict of every name
+        # would have to be built by a call, at which the collector may run: see set_with_span)
         self._spans: dict[str, float] | None = None
         self._touches: dict[str, tuple[float, int]] | None = None  # name -> (latest, sequence) of a touch
         self.reinserted = 0  # touched timers put back at their latest key (a benchmark reads it)
@@ -56,27 +58,33 @@ class TimerTable:
             raise ValueError("deadline must not be NaN")
         if not span >= 0.0:
             raise ValueError(f"span must be >= 0, got {span!r}")
-        entries = self._entries
-        old = entries.get(name)
+        # Code that a collection runs (a __del__: a handle's touch) may use the table; a collection starts at an
+        # allocation before Python 3.12 and at a call (or a function's start, a loop's jump back) from 3.12 on.
+        # So the objects are made first and then, with neither until the table is whole, the changes.
         sequence = self._next_sequence
         self._next_sequence = sequence + 1
         entry: _Entry = [deadline, sequence, name]
+        first_spans = {name: span} if self._spans is None and span != self._span and self._entries else None
+        entries = self._entries
+        old = entries[name] if name in entries else None  # noqa: SIM401 (no call: get() is one)
         entries[name] = entry
-        heappush(self._heap, entry)
-        if self._touches:
-            self._touches.pop(name, None)  # the set replaces the touch
-        if self._spans is not None:
-            self._spans[name] = span
+        if old is not None:
+            old[_NAME] = None
+        touches = self._touches
+        if touches and name in touches:
+            del touches[name]  # the set replaces the touch
+        spans = self._spans
+        if spans is not None:
+            spans[name] = span
         elif span != self._span:
-            if len(entries) == 1:
-                self._span = span
+            if first_spans is None:
+                self._span = span  # no other timer: the span of every timer
             else:
-                self._spans = dict.fromkeys(entries, self._span)
-                self._spans[name] = span
+                self._spans = first_spans  # the others keep _span
+        heappush(self._heap, entry)  # a new entry, anywhere in the heap: the table is whole before and after
         if old is None:
-            self._peak = max(self._peak, len(entries))
+            self._peak = max(self._peak, len(self._entries))
             return False
-        old[_NAME] = None
         self._compact_if_sparse()
         return True
 
@@ -84,10 +92,12 @@ class TimerTable:
         """Make ``name`` due at ``now`` + the span it was set with, ordered as a set made now would be;
         return True if it was pending. The heap entry stays where it is (see the module's docstring),
         unless the new deadline is earlier than its place there: then it is a set, which moves it."""
-        entry = self._entries.get(name)
-        if entry is None:
+        entries = self._entries
+        if name not in entries:
             return False
-        span = self._span if self._spans is None else self._spans[name]
+        entry = entries[name]
+        spans = self._spans
+        span = spans[name] if spans is not None and name in spans else self._span
         latest = now + span
         if latest != latest:
             raise ValueError(f"now must be a number of seconds, got {now!r}")
@@ -96,9 +106,16 @@ class TimerTable:
             return True
         sequence = self._next_sequence
         self._next_sequence = sequence + 1
+        key = (latest, sequence)
         if self._touches is None:
-            self._touches = {}
-        self._touches[name] = (latest, sequence)
+            created: dict[str, tuple[float, int]] = {}  # (set_with_span says why the objects come first)
+            if self._touches is None:
+                self._touches = created
+        touches = self._touches
+        entries = self._entries
+        if name not in entries or entries[name] is not entry:  # a collection at an allocation above changed it
+            return self.touch(name, now)
+        touches[name] = key
         return True
 
     def settle(self, now: float, ahead: float = 0.0, /) -> int:
@@ -110,33 +127,47 @@ class TimerTable:
         touches = self._touches
         if not touches:
             return 0
-        heap = self._heap
         moved = 0
-        while heap:
+        while True:
+            heap = self._heap  # afresh at each step: code the collector ran at a call may have replaced it
+            if not heap:
+                break
             top = heap[0]
             name = top[_NAME]
             if name is None:
                 heappop(heap)
                 continue
-            if name not in touches:
+            touches = self._touches
+            if not touches or name not in touches:
                 break
-            span = self._span if self._spans is None else self._spans[name]
+            spans = self._spans
+            span = spans[name] if spans is not None and name in spans else self._span
             if top[_DEADLINE] > now + ahead * span:  # type: ignore[operator]
                 break
-            self._put_back(top, touches.pop(name))
+            # Put back at the touch's key with no call before heapreplace: a collection may run at any call
+            # (pop_due says why), and a __del__ it runs may touch or read the timer.
+            key = touches[name]
+            del touches[name]
+            top[_DEADLINE], top[_SEQUENCE] = key
+            heapreplace(heap, top)
+            self.reinserted += 1
             moved += 1
         return moved
 
     def cancel(self, name: str, /) -> bool:
         """Remove ``name``; return True if it was pending."""
-        old = self._entries.pop(name, None)
-        if old is None:
+        entries = self._entries  # no call until the table is whole (set_with_span says why)
+        if name not in entries:
             return False
+        old = entries[name]
+        del entries[name]
         old[_NAME] = None
-        if self._touches:
-            self._touches.pop(name, None)
-        if self._spans is not None:
-            del self._spans[name]
+        touches = self._touches
+        if touches and name in touches:
+            del touches[name]
+        spans = self._spans
+        if spans is not None and name in spans:
+            del spans[name]
         self._compact_if_sparse()
         return True
 
@@ -154,11 +185,16 @@ class TimerTable:
     def pop_due(self, now: float, limit: int, spans: list[float] | None = None, /) -> list[tuple[str, float]]:
         """Remove and return up to ``limit`` timers with ``deadline <= now``, in order; append their spans
         to ``spans`` if it is given."""
-        due: list[tuple[str, float]] = []  # first: an allocation may start a collection (see below)
-        heap = self._heap
-        entries = self._entries
-        touches = self._touches
-        while heap and len(due) < limit:
+        # Python 3.12 and later run the collector between bytecodes (at a call, a function's start, a loop's jump
+        # back), not at an allocation as 3.11 did; a __del__ it runs may set, touch or cancel timers (a handle's
+        # touch) and so replace the heap or the dicts (_compact_if_sparse, clear). So each step reads them afresh
+        # and makes its changes with no call in between until the table is whole again: the timer leaves the
+        # dicts and its entry turns stale, and only then is the entry popped (a call), spans and due appended.
+        due: list[tuple[str, float]] = []
+        while len(due) < limit:
+            heap = self._heap
+            if not heap:
+                break
             top = heap[0]
             name = top[_NAME]
             if name is None:
@@ -167,23 +203,26 @@ class TimerTable:
             deadline = top[_DEADLINE]
             if deadline > now:  # type: ignore[operator]
                 break
-            if touches and name in touches:  # touched since it was placed: put it back
-                self._put_back(top, touches.pop(name))
-                continue
-            heappop(heap)
-            del entries[name]  # type: ignore[arg-type]
-            if self._spans is not None:
-                span = self._spans.pop(name)  # type: ignore[arg-type]
-                if spans is not None:
-                    spans.append(span)
-            elif spans is not None:
-                spans.append(self._span)
-            # Last, with the table whole: allocating the tuple may start a collection, whose __del__ may set or
-            # touch a timer (a handle's touch) and so replace the heap or the entries (_compact_if_sparse).
-            due.append((name, deadline))  # type: ignore[arg-type]
-            heap = self._heap
-            entries = self._entries
             touches = self._touches
+            if touches and name in touches:  # touched since it was placed: put it back, as settle() does
+                key = touches[name]
+                del touches[name]
+                top[_DEADLINE], top[_SEQUENCE] = key
+                heapreplace(heap, top)
+                self.reinserted += 1
+                continue
+            del self._entries[name]  # type: ignore[arg-type]
+            all_spans = self._spans
+            if all_spans is not None and name in all_spans:
+                span = all_spans[name]
+                del all_spans[name]
+            else:
+                span = self._span
+            top[_NAME] = None  # stale, as a cancelled timer's: the table is whole
+            heappop(heap)
+            if spans is not None:
+                spans.append(span)
+            due.append((name, deadline))  # type: ignore[arg-type]
         self.settle(now)  # so that next_deadline() <= now means a timer is due
         if due:
             self._compact_if_sparse()
@@ -214,19 +253,14 @@ class TimerTable:
         """Return the span ``name`` was set with, or None if it is not pending."""
         if name not in self._entries:
             return None
-        return self._span if self._spans is None else self._spans[name]
+        spans = self._spans
+        return spans[name] if spans is not None and name in spans else self._span
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
-
-    def _put_back(self, top: _Entry, key: tuple[float, int]) -> None:
-        """Re-insert the touched entry at the top of the heap at its latest key."""
-        top[_DEADLINE], top[_SEQUENCE] = key
-        heapreplace(self._heap, top)
-        self.reinserted += 1
 
     def _compact_if_sparse(self) -> None:
         live = len(self._entries)
