@@ -741,6 +741,55 @@ async def test_threads_and_tasks_against_a_redis_manager_lose_nothing_and_apply_
     assert sum(len(caller.accepted) for caller in crowd.task_callers) > 0
 
 
+async def test_a_task_waiting_for_room_gets_its_turn_beside_threads_that_keep_the_queue_full(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A command queue of four on Redis, kept full for a second by four threads calling ``threadsafe().set_timer``
+    in a loop, and one task calling ``await handle.set_timer`` in a loop. Room comes back with each of the server's
+    answers; the task must get a share of it (a fair share is a fifth of the calls: here at least a twentieth of
+    the threads' count). Catches: what threads handed over always queued ahead of a task already waiting for room
+    (the threads refill it at once), so that the task got a few calls a second against the threads' thousands (52
+    against 12,725 in two seconds, measured)."""
+    import threading
+
+    backend = RedisBackend(redis_server.url, namespace=namespace)
+    async with TimerManager.open(namespace, heartbeat_interval=0, command_buffer_size=4, backend=backend) as handle:
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        threadsafe = handle.threadsafe()
+        stop = threading.Event()
+        calls = {"threads": 0, "task": 0}
+        lock = threading.Lock()
+
+        def thread_calls(key: int) -> None:
+            index = 0
+            while not stop.is_set():
+                threadsafe.set_timer(f"t{key}:{index % 50}", FAR, timeout=LIMIT)
+                with lock:
+                    calls["threads"] += 1
+                index += 1
+
+        async def task_calls() -> None:
+            index = 0
+            while not stop.is_set():
+                await handle.set_timer(f"task:{index % 50}", FAR)
+                calls["task"] += 1
+                index += 1
+
+        threads = [threading.Thread(target=thread_calls, args=(key,)) for key in range(4)]
+        for thread in threads:
+            thread.start()
+        task = asyncio.ensure_future(task_calls())
+        try:
+            await asyncio.sleep(1.0)
+        finally:
+            stop.set()
+            for thread in threads:
+                await asyncio.wait_for(asyncio.to_thread(thread.join, LIMIT), LIMIT)
+            await asyncio.wait_for(task, LIMIT)
+        assert calls["threads"] > 0
+        assert calls["task"] * 20 >= calls["threads"], calls
+
+
 # ---------------------------------------------------------------------- stops while the link cannot reach the server
 
 

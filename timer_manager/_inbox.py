@@ -28,7 +28,19 @@ _LOOP_CHECK_SECONDS = 0.1
 class Inbox:
     """Commands handed over from other threads, in order, up to ``capacity`` at a time."""
 
-    __slots__ = ("_arrived", "_room", "capacity", "closed", "commands", "lock", "loop", "name", "wake_pending")
+    __slots__ = (
+        "_arrived",
+        "_room",
+        "appended",
+        "capacity",
+        "closed",
+        "commands",
+        "lock",
+        "loop",
+        "name",
+        "taken",
+        "wake_pending",
+    )
 
     def __init__(self, name: str, capacity: int, arrived: Callable[[], None]) -> None:
         self.name = name
@@ -40,6 +52,10 @@ class Inbox:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = ""  # why no more commands are taken ("" while open)
         self.wake_pending = False  # the loop has been asked to take the commands and has not yet
+        # How many commands were ever appended and taken: a loop-side caller that starts waiting for room notes
+        # ``appended``; once ``taken`` reaches it, what is here came after it started (see Runner.wake_senders).
+        self.appended = 0
+        self.taken = 0
 
     def put(self, commands: list[Command], *, block: bool, timeout: float | None = None) -> None:
         """Append ``commands`` (all or none), waiting for room if ``block``; raise :class:`QueueFull` or
@@ -70,12 +86,14 @@ class Inbox:
             # The commands go in before the loop is asked to come: a pass that is running now may look (without
             # the lock) and find them, or must be followed by the pass asked for here.
             self.commands.extend(commands)
+            self.appended += len(commands)
             if not self.wake_pending:
                 try:
                     loop.call_soon_threadsafe(self._arrived)
                 except RuntimeError as exc:  # closed between the check above and now
                     for _ in commands:
                         self.commands.pop()
+                    self.appended -= len(commands)
                     raise ManagerClosed(f"timer manager {self.name!r}: its event loop is closed") from exc
                 self.wake_pending = True
 
@@ -87,6 +105,7 @@ class Inbox:
                 return None
             taken = list(self.commands)
             self.commands.clear()
+            self.taken += len(taken)
             self.wake_pending = False
             self._room.notify_all()
         return taken
@@ -97,6 +116,7 @@ class Inbox:
             self.closed = reason
             taken = list(self.commands)
             self.commands.clear()
+            self.taken += len(taken)
             self.wake_pending = False  # taken: a put after a reopen() must ask the loop again
             self._room.notify_all()
         return taken

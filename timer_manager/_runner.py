@@ -44,11 +44,12 @@ class Sender:
     commands itself, so a caller cancelled at any moment has queued nothing.
     """
 
-    __slots__ = ("count", "future")
+    __slots__ = ("after", "count", "future")
 
-    def __init__(self, future: asyncio.Future[None], count: int) -> None:
+    def __init__(self, future: asyncio.Future[None], count: int, after: int) -> None:
         self.future = future
         self.count = count
+        self.after = after  # how many commands other threads had handed over when it started waiting
 
 
 class Runner:
@@ -258,7 +259,7 @@ class Runner:
         waiting: nothing was promised, or the promise is passed on to the next caller.
         """
         future = self.bound_loop().create_future()
-        sender = Sender(future, count)
+        sender = Sender(future, count, self.inbox.appended)
         self.senders.append(sender)
         if len(self.senders) == 1:
             # Alone, and blocked only by its size (a batch larger than the whole queue, at an empty queue): it
@@ -284,16 +285,34 @@ class Runner:
             self.promised -= sender.count
 
     def wake_senders(self, inbox_taken: bool = False) -> None:
-        """Promise the free room to waiting senders, oldest first, once what other threads handed over is
-        queued (``inbox_taken``: the caller just saw to it)."""
-        if not inbox_taken and self.inbox.commands and not self.take_inbox():
-            return
-        engine = self.engine
+        """Promise the free room to waiting senders, oldest first. What other threads handed over goes ahead
+        of a sender that started waiting after it was handed over, behind one that was waiting already
+        (``inbox_taken``: the caller just queued it)."""
         if self.state == STOPPED:
             return
+        if not inbox_taken and self.inbox.commands and not self._sender_first() and not self.take_inbox():
+            return
+        self._promise_room()
+        if self.inbox.commands:  # handed over after the senders woken now started waiting: behind them, as it fits
+            self.take_inbox()
+
+    def _sender_first(self) -> bool:
+        """Whether the oldest waiting sender may have room ahead of what other threads have handed over: all of
+        that came after it started waiting. Threads calling in a tight loop keep the inbox full; were it always
+        taken first, a sender would get room only when the inbox happened to be empty (on Redis, where room comes
+        back with each answer: a few calls a second against the threads' thousands)."""
+        for sender in self.senders:
+            if not sender.future.done():
+                return sender.after <= self.inbox.taken
+        return False
+
+    def _promise_room(self) -> None:
+        engine = self.engine
         for sender in self.senders:
             if sender.future.done():  # woken already, or cancelled and not yet gone
                 continue
+            if sender.after > self.inbox.taken:  # it started waiting after a thread's call returned: behind it
+                return
             used = engine.queued() + self.promised
             if used + sender.count > engine.command_capacity and used:
                 return
@@ -433,17 +452,19 @@ class Runner:
             return
         try:
             engine = self.engine
-            if self.inbox.commands:
+            if self.inbox.commands and not (self.senders and self._sender_first()):  # else behind them, below
                 self.take_inbox()
             if engine.queued():
                 log = self._log_command if logger.isEnabledFor(logging.DEBUG) else None
                 if engine.apply(log):
                     self.stop("shutdown requested")
                     return
-            # What threads handed over meanwhile goes ahead of the senders woken now (it is applied next pass).
-            # It must be taken here whenever it fits: nothing else will ask for a pass for it.
-            inbox_taken = not self.inbox.commands or self.take_inbox()
-            if self.senders and inbox_taken:
+            # What threads handed over meanwhile goes ahead of the senders woken now (it is applied next pass),
+            # unless it all came after the oldest started waiting: then behind them. It must be taken here
+            # whenever it fits: nothing else will ask for a pass for it.
+            if self.senders and self.inbox.commands and self._sender_first():
+                self.wake_senders()
+            elif (not self.inbox.commands or self.take_inbox()) and self.senders:
                 self.wake_senders(inbox_taken=True)
             now = self.clock()
             # Each wake-up runs this, cold: calls that would only return their argument or do nothing are
