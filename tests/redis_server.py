@@ -22,7 +22,17 @@ import redis.asyncio
 from timer_manager import TimerHandle
 from timer_manager.redis import RedisTimerExpired
 
-__all__ = ("LIMIT", "REDIS_SERVER", "RedisCluster", "RedisServer", "client_of", "eventually", "free_port", "receive")
+__all__ = (
+    "LIMIT",
+    "REDIS_SERVER",
+    "RedisCluster",
+    "RedisServer",
+    "client_of",
+    "eventually",
+    "free_port",
+    "hold_answers",
+    "receive",
+)
 
 REDIS_SERVER = shutil.which("redis-server")
 LIMIT = 30.0  # seconds any one wait in the Redis tests may take before it counts as a hang
@@ -229,3 +239,18 @@ async def eventually(condition: Callable[[], bool | Awaitable[bool]], what: str 
             return
         assert time.monotonic() < give_up, f"not within {LIMIT} s: {what or condition}"
         await asyncio.sleep(0.005)
+
+
+def hold_answers(link: Any) -> asyncio.Event:
+    """Make a Redis manager's link wait for ever after each batch the server has applied, as if its answer never
+    came (a batch on its way: what is queued behind it waits); return an event set once one is held."""
+    send_batch, held = link._send_batch, asyncio.Event()
+
+    async def holding(*arguments: Any) -> Any:
+        result = await send_batch(*arguments)
+        held.set()
+        await asyncio.Event().wait()
+        return result
+
+    link._send_batch = holding
+    return held

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, eventually, receive
+from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, eventually, hold_answers, receive
 
 from timer_manager import CancellationToken, ManagerClosed, TimerExpired, TimerManager
 from timer_manager.redis import BackendUnavailable, RedisBackend, RedisTimerExpired
@@ -377,7 +377,7 @@ async def test_an_ack_whose_settle_call_lost_its_reply_returns_as_the_acknowledg
         assert isinstance(event, RedisTimerExpired)
         await asyncio.wait_for(handle.flush(), LIMIT)
         link: Any = manager._runner.store.link  # type: ignore[attr-defined]
-        held = _hold_every_answer(link)  # a batch on its way, its answer held: the ack waits behind it
+        held = hold_answers(link)  # a batch on its way, its answer held: the ack waits behind it
         pool = link.client.connection_pool
         get_connection = pool.get_connection
         dropped: list[Any] = []
@@ -422,21 +422,6 @@ async def test_an_ack_whose_settle_call_lost_its_reply_returns_as_the_acknowledg
         await asyncio.gather(run, return_exceptions=True)
 
 
-def _hold_every_answer(link: Any) -> asyncio.Event:
-    """Make the link's batches wait for ever once the server has applied them, as if their answers never came;
-    return an event set once one is held."""
-    send_batch, held = link._send_batch, asyncio.Event()
-
-    async def holding(*arguments: Any) -> Any:
-        result = await send_batch(*arguments)
-        held.set()
-        await asyncio.Event().wait()
-        return result
-
-    link._send_batch = holding
-    return held
-
-
 async def _pending(client: Any, namespace: str, count: int) -> bool:
     """Whether ``count`` stream entries of ``namespace`` are read and not acknowledged."""
     return bool((await client.xpending(f"{{tm:{namespace}}}:ev", "timers"))["pending"] == count)
@@ -464,7 +449,7 @@ async def test_an_ack_whose_settle_call_was_answered_returns_though_a_later_call
         events.sort(key=lambda event: event.name)
         await asyncio.wait_for(handle.flush(), LIMIT)
         link: Any = manager._runner.store.link  # type: ignore[attr-defined]
-        held = _hold_every_answer(link)  # a batch on its way, its answer held: the acks wait behind it
+        held = hold_answers(link)  # a batch on its way, its answer held: the acks wait behind it
         pool = link.client.connection_pool
         get_connection = pool.get_connection
         settling: list[Any] = []

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, receive
+from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, hold_answers, receive
 
 from timer_manager import CancellationToken, ManagerClosed, TimerHandle, TimerManager
 from timer_manager.redis import BackendUnavailable, RedisBackend
@@ -197,15 +197,7 @@ async def test_the_stream_entries_a_stop_acknowledges_are_split_below_the_server
             events += await asyncio.wait_for(handle.recv_events(count - len(events)), LIMIT)
         await asyncio.wait_for(handle.flush(), LIMIT)
         link: Any = manager._runner.store.link  # type: ignore[attr-defined]
-        send, held, release = link._send_batch, asyncio.Event(), asyncio.Event()
-
-        async def holding(*arguments: Any) -> Any:  # a batch on its way, its answer held: the acks wait behind it
-            result = await send(*arguments)
-            held.set()
-            await release.wait()
-            return result
-
-        link._send_batch = holding
+        held = hold_answers(link)  # a batch on its way, its answer held: the acks wait behind it
         handle.try_set_timer("later", 600.0)
         await asyncio.wait_for(held.wait(), LIMIT)
         acked = asyncio.ensure_future(handle.ack_events(events))
