@@ -37,6 +37,7 @@ from redis import exceptions as redis_errors
 
 from .._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, TOUCH, Interval
 from ..errors import BackendUnavailable, ManagerClosed
+from ._clock import ServerClock
 from ._codec import MAX_NAME_BYTES
 from ._event import RedisTimerExpired, entry_events
 from ._scripts import APPLY, CLAIM, FORGET, KEY_NAMES, MARKS, PROMOTE, QUERY
@@ -621,11 +622,13 @@ class Link:
     async def _promote_loop(self) -> None:
         engine = self.engine
         heartbeat = self.heartbeat_ms
+        clock = ServerClock()
         while not self._stopping:
             self._marker.clear()
             sent = time.monotonic()
             result = await self._call(lambda: self._promote(keys=self.keys, args=[PROMOTE_LIMIT, heartbeat, self.pack]))
             promoted, next_due, now_us, engine.live, engine.overdue, engine.unacknowledged = map(int, result[:6])
+            clock.note(sent, time.monotonic(), now_us)
             if promoted:
                 samples: list[float] = []
                 for index in range(6, len(result), 2):  # (ms late, how many) runs
@@ -636,10 +639,8 @@ class Link:
             if next_due < 0:
                 wake_at = time.monotonic() + BLOCK_SECONDS
             else:
-                # Counted from when the call was sent, not from its reply: the server read its clock (now_us)
-                # after the call left, so this never wakes late by the call's own time.
                 tick = next_due if not heartbeat else math.ceil(next_due / heartbeat) * heartbeat
-                wake_at = sent + (tick * 1000 - now_us) / 1e6
+                wake_at = clock.local_time(tick)
             await self._sleep_until(wake_at)
 
     async def _sleep_until(self, wake_at: float) -> None:
