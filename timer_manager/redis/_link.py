@@ -157,6 +157,13 @@ def _whole_ms(seconds: float) -> int:
     return max(1, round(min(seconds * 1000.0, FAR_MS)))
 
 
+def _ms_text(ms: int) -> str:
+    """Whole milliseconds as APPLY reads them (Lua's ``tonumber``), in at most 23 characters: past 2**53 in the
+    shortest float form, which names the same double (a period of 1e250 s written out in full is 254 digits, more
+    than the ``CALL_OVERHEAD`` counted for a command besides its name and payload)."""
+    return str(ms) if ms < 1 << 53 else repr(float(ms))
+
+
 def namespace_keys(namespace: str) -> list[str]:
     """The namespace's keys, in the order the scripts take them (one hash tag: one Cluster slot)."""
     return [f"{{tm:{namespace}}}:{name}" for name in KEY_NAMES]
@@ -588,7 +595,7 @@ class Link:
                 add(_payload(data))
             elif op == SET_INTERVAL:
                 interval: Interval = value
-                period_ms = _whole_ms(interval.period)
+                period_ms = _ms_text(_whole_ms(interval.period))
                 first = repr((interval.origin - now) * 1e6)
                 add(b"i" + _field(name) + _field(first) + _field(f"{period_ms}|{interval.missed}") + _payload(data))
             elif op == TOUCH:  # due at the call + the duration last set: the server takes off the time it waited
