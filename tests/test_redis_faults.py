@@ -61,6 +61,35 @@ async def test_a_flushed_set_survives_kill_9_and_the_manager_goes_on_after_the_r
         assert await handle.get_pending_count() == 300
 
 
+async def test_a_server_restarted_without_its_data_costs_latency_and_the_manager_goes_on(
+    tmp_path: Path, namespace: str
+) -> None:
+    """A server restarted without its data (no append-only file; as a failover to a replica that had not yet the
+    namespace): the timers and events it had are gone, the consumer group too. Each of the manager's calls that
+    names the group (its reader's XREADGROUP, the claimer's, an APPLY that acknowledges) got ``NOGROUP``, which
+    the manager took as fatal: it stopped as failed, and the sets it accepted after the restart were lost (as a
+    fresh start would, it now makes the group again and goes on). Catches: NOGROUP stopping the manager."""
+    assert REDIS_SERVER is not None
+    server = RedisServer(tmp_path / "redis")  # no append-only file: a restart loses everything
+    try:
+        options = {"reconnect_timeout": 10.0, "claim_after": 1.0}  # the claimer asks too, every 0.5 s
+        async with TimerManager.open(
+            namespace, heartbeat_interval=0, backend=backend(server, namespace, **options)
+        ) as handle:
+            await handle.set_timers([("before", 0.0), ("lost", 600.0)])
+            assert [event.name for event in await receive(handle, 1)] == ["before"]
+            server.restart()
+            await handle.set_timer("after", 0.05, data="restart")
+            await asyncio.wait_for(handle.flush(), LIMIT)
+            event = (await receive(handle, 1))[0]  # acknowledges "before", whose entry is gone: nothing to do
+            assert (event.name, event.data) == ("after", "restart")
+            await handle.set_timer("later", 0.0)
+            assert [event.name for event in await receive(handle, 1)] == ["later"]
+            assert await handle.get_pending_count() == 0  # "lost" went with the server's data
+    finally:
+        server.stop()
+
+
 async def test_a_flushed_script_cache_is_reloaded(own_redis: RedisServer, namespace: str) -> None:
     async with TimerManager.open(namespace, heartbeat_interval=0, backend=backend(own_redis, namespace)) as handle:
         await handle.set_timer("before", 0.01)

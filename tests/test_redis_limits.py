@@ -298,6 +298,35 @@ async def test_the_largest_max_payload_the_servers_argument_limit_takes_works_wi
         await asyncio.wait_for(manager.run(), LIMIT)
 
 
+@pytest.mark.parametrize("case", ["longest-name-largest-payload", "two-that-fill-a-call"])
+async def test_a_repeating_timer_with_a_far_period_fits_the_servers_argument_limit(
+    small_bulk: RedisServer, namespace: str, case: str
+) -> None:
+    """A period of 1e250 s is taken (it never comes round), and was sent as its milliseconds written out in full
+    (``period_ms|missed``: 254 digits, up to 301 for the farthest), some 220 bytes more than the room a command has
+    besides its name and payload (``CALL_OVERHEAD``). At the boundary (the longest name, the largest payload a server
+    at 1 MiB takes), or with two such timers whose payloads just fill a call (the default ``max_payload``), the
+    argument went past the server's ``proto-max-bulk-len``: refused at every try, the connection closed, the manager
+    stopped with ``BackendUnavailable``, the sets it had accepted lost. Catches: a command's text longer than the
+    room counted for it."""
+    far = 1e250
+    if case == "longest-name-largest-payload":
+        timers = [("n" * MAX_NAME_BYTES, b"p" * (LARGEST_FITTING - 1))]  # a tag byte makes it LARGEST_FITTING encoded
+        options: dict[str, Any] = {"max_payload": LARGEST_FITTING}
+    else:
+        half = (ONE_MIB - 2 * (CALL_OVERHEAD + 4)) // 2 - 1  # counted with a one-character name: the call is full
+        timers = [(name, b"p" * half) for name in "ab"]
+        options = {}
+    async with opened(small_bulk.url, namespace, **options) as handle:
+        for name, payload in timers:
+            await handle.set_interval(name, far, data=payload)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        assert await handle.get_pending_count() == len(timers)
+        for name, _ in timers:
+            deadline = await handle.get_deadline(name)
+            assert deadline is not None and deadline >= far
+
+
 async def test_a_server_that_refuses_config_keeps_max_payload_as_given(small_bulk: RedisServer, namespace: str) -> None:
     """A managed Redis refuses ``CONFIG`` (here an ACL user without it): the limit cannot be read, and the manager
     starts with ``max_payload`` as given (the server's limit is then the user's to know), as before the check."""

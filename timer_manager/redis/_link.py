@@ -26,6 +26,7 @@ import itertools
 import logging
 import math
 import operator
+import re
 import secrets
 import struct
 import time
@@ -80,6 +81,18 @@ def _closed_transport(exc: BaseException) -> bool:
     where asyncio's transports raise an ``OSError``. A lost connection all the same; any other RuntimeError is
     a defect, which a retry must not hide."""
     return isinstance(exc, RuntimeError) and str(exc).startswith("unable to perform operation on")
+
+
+_PIPELINE_NO_GROUP = re.compile(r"of pipeline caused error: \(['\"]NOGROUP ")  # the repr of the error's args
+
+
+def _no_group(exc: BaseException) -> bool:
+    """Whether ``exc`` is the server's ``NOGROUP`` (no such stream or consumer group): a call's own error, or one that
+    redis-py's pipeline annotated (the reader's XREADGROUP: ``Command # 1 (...) of pipeline caused error: (...)``)."""
+    if not isinstance(exc, redis_errors.ResponseError):
+        return False
+    text = str(exc)
+    return text.startswith("NOGROUP") or _PIPELINE_NO_GROUP.search(text) is not None
 
 
 T = TypeVar("T")
@@ -156,6 +169,13 @@ def _whole_ms(seconds: float) -> int:
     """A period or heartbeat in whole milliseconds, at least 1, as the scripts take it. A finite span may be too
     long for its milliseconds to be a finite float (a period of 1e306 s): it is capped at ``FAR_MS``, as far off."""
     return max(1, round(min(seconds * 1000.0, FAR_MS)))
+
+
+def _ms_text(ms: int) -> str:
+    """Whole milliseconds as APPLY reads them (Lua's ``tonumber``), in at most 23 characters: past 2**53 in the
+    shortest float form, which names the same double (a period of 1e250 s written out in full is 254 digits, more
+    than the ``CALL_OVERHEAD`` counted for a command besides its name and payload)."""
+    return str(ms) if ms < 1 << 53 else repr(float(ms))
 
 
 def namespace_keys(namespace: str) -> list[str]:
@@ -280,17 +300,19 @@ class Link:
         """Check that the largest set fits the server's argument limit (where the server says it), and create the
         namespace's consumer group (reading from the stream's start) if it does not exist."""
 
-        async def create() -> None:
-            try:
-                await self.client.xgroup_create(self.keys[5], GROUP, id="0", mkstream=True)
-            except redis_errors.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-
         limit = await self._call(self._argument_limit)
         if limit is not None:
             _check_max_payload(self.codec.max_payload, limit)
-        await self._call(create)
+        await self._call(self._create_group)
+
+    async def _create_group(self) -> None:
+        """Create the namespace's consumer group, reading from the stream's start (and the stream, if it does not
+        exist), unless it exists."""
+        try:
+            await self.client.xgroup_create(self.keys[5], GROUP, id="0", mkstream=True)
+        except redis_errors.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     async def _argument_limit(self) -> int | None:
         """The server's ``proto-max-bulk-len``, or None where ``CONFIG`` is refused (a managed Redis: an ACL, or the
@@ -589,7 +611,7 @@ class Link:
                 add(_payload(data))
             elif op == SET_INTERVAL:
                 interval: Interval = value
-                period_ms = _whole_ms(interval.period)
+                period_ms = _ms_text(_whole_ms(interval.period))
                 first = repr((interval.origin - now) * 1e6)
                 add(b"i" + _field(name) + _field(first) + _field(f"{period_ms}|{interval.missed}") + _payload(data))
             elif op == TOUCH:  # due at the call + the duration last set: the server takes off the time it waited
@@ -806,14 +828,20 @@ class Link:
         raise ManagerClosed(f"timer manager {runner.name!r} stopped ({runner.stop_reason})")
 
     async def _call(self, make: Callable[[], Awaitable[T]], *, blocking: bool = False, settling: bool = False) -> T:
-        """``await make()``, retried while the server is unreachable or out of memory, for at most
-        ``reconnect_timeout``; until the stop, or (``settling``: a call of the stop's settle) after it too."""
+        """``await make()``, retried while the server is unreachable or out of memory, or without the consumer group
+        (made again first), for at most ``reconnect_timeout``; until the stop, or (``settling``: a call of the stop's
+        settle) after it too."""
         limit = self.reconnect_timeout + (self.block_seconds if blocking else 0.0)
         first_failure = 0.0
         pause = 0.02
+        regroup = False
         while settling or not self._stopping:
             started = time.monotonic()
             try:
+                if regroup:  # made again before the call is (see NOGROUP below)
+                    await asyncio.wait_for(self._create_group(), self.reconnect_timeout)
+                    regroup = False
+                    logger.warning("timer manager %r: made the namespace's consumer group again", self.runner.name)
                 call = asyncio.ensure_future(make())
                 # A call cut short by the stop may still end in an error (its connection closed under it): that
                 # error is taken here, not reported by asyncio as never retrieved.
@@ -821,11 +849,22 @@ class Link:
                 result = await asyncio.wait_for(call, limit)
                 self._reachable = True
                 return result
-            except (*_WAITED, RuntimeError) as exc:
-                if isinstance(exc, RuntimeError) and not _closed_transport(exc):
+            except (*_WAITED, RuntimeError, redis_errors.ResponseError) as exc:
+                if _no_group(exc):
+                    # The consumer group is gone: the server restarted without its data (no persistence, or a
+                    # failover to a replica that did not have it yet), or the stream was deleted. Made again, as a
+                    # start makes it; every call that names the group does no harm when sent again (an APPLY that
+                    # failed at its XPENDING, after its commands, keeps its batch number: they are not applied twice).
+                    regroup = True
+                    what = "without the namespace's consumer group (restarted without its data?)"
+                elif isinstance(exc, _OUT_OF_MEMORY):
+                    self._reachable = False
+                    what = "out of memory (OOM, maxmemory reached)"
+                elif isinstance(exc, _WAITED) or _closed_transport(exc):
+                    self._reachable = False
+                    what = "unreachable"
+                else:
                     raise
-                self._reachable = False
-                what = "out of memory (OOM, maxmemory reached)" if isinstance(exc, _OUT_OF_MEMORY) else "unreachable"
                 if not first_failure:
                     first_failure = started  # the trouble began when the failed call was made
                     logger.warning("timer manager %r: Redis %s, retrying: %r", self.runner.name, what, exc)
