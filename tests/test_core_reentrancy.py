@@ -33,6 +33,7 @@ from support import Core, load_core
 
 from timer_manager._admission import Admission
 from timer_manager._protocol import CANCEL, CANCEL_ALL, FLUSH, SET_INTERVAL, TOUCH, Interval
+from timer_manager.errors import TimerLimitExceeded
 
 INF = float("inf")
 # Before Python 3.12 an allocation of a tracked object could start a collection, even in the middle of C code;
@@ -791,3 +792,29 @@ def test_a_collection_while_a_retraction_rebuilds_the_queue_that_takes(core: Cor
     if core.kind == "c" and not COLLECTS_AT_ALLOCATIONS:
         pytest.skip("Python 3.12+ collects only between bytecodes, and the compiled rebuild runs none")
     assert _in_child("scenario_retraction_rebuild_with_a_collection_that_takes", core.kind) == repr(["n68", "n69"])
+
+
+def test_a_collection_during_fire_that_sets_a_timer_at_the_max_timers_limit(core: Core) -> None:
+    """``fire`` counts the repeating timers it takes out of the table as parked (still pending) once ``pop_due``
+    returns; the pure table's ``pop_due`` makes calls after a timer has left it. A ``__del__`` run by a collection
+    there asks the admission for a new name (a handle's set under ``max_timers``; the admission's lock is
+    re-entrant). Catches: the repeating timer counted nowhere, the new name admitted past the limit (3 timers
+    pending under ``max_timers=2``). The compiled engine counts each timer as it pops it."""
+    engine = _engine(core.kind)
+    admission = Admission("reentrancy", 2, engine)
+    engine.push(SET_INTERVAL, "r", Interval(1.0, 10.0, "skip"), None)
+    engine.push_set("x", 50.0, 0.0, None)
+    admission.reserve(["r", "x"])
+    engine.apply()
+    refused: list[str] = []
+
+    def reserve_one_more() -> None:
+        try:
+            admission.reserve(["new"])
+        except TimerLimitExceeded:
+            refused.append("new")
+
+    with _collector_runs_when(lambda: "r" not in engine.table, reserve_one_more, core.kind == "py"):
+        assert engine.fire(1.0, 1.0) == 1
+    assert engine.live_count() == 2
+    assert refused == ["new"]

@@ -348,10 +348,14 @@ class Engine:
         # Repeating timers leave the table here but stay pending: a thread reading live_count() under the
         # lock must see them in one place or the other.
         with self.lock:
+            # Each counted as parked before it can leave the table, and uncounted after if it did not: pop_due makes
+            # calls, where code the collector runs may ask the admission (which re-enters the lock).
+            counted = len(intervals)
+            self.parked += counted
             due = self.table.pop_due(bound, room, spans)
             self.table.settle(bound, SETTLE_AHEAD)  # so that the runner sees whether a timer is due
-            if intervals:
-                self.parked += sum(1 for name, _ in due if name in intervals)
+            if counted:
+                self.parked -= counted - sum(1 for name, _ in due if name in intervals)
         if not due:
             return 0
         if spans is not None:
