@@ -33,6 +33,7 @@ from support import Core, load_core
 
 from timer_manager._admission import Admission
 from timer_manager._protocol import CANCEL, CANCEL_ALL, FLUSH, SET_INTERVAL, TOUCH, Interval
+from timer_manager.errors import TimerLimitExceeded
 
 INF = float("inf")
 # Before Python 3.12 an allocation of a tracked object could start a collection, even in the middle of C code;
@@ -106,6 +107,33 @@ def _collections_sometimes_calling(action: Callable[[], object], rng: random.Ran
     finally:
         gc.callbacks.remove(callback)
         gc.set_threshold(*thresholds)
+
+
+@contextmanager
+def _collector_runs_when(
+    condition: Callable[[], bool], action: Callable[[], object], required: bool = True
+) -> Iterator[None]:
+    """Run ``action`` once, from the garbage collector, at the first collection that finds ``condition()`` true:
+    the operation in the block has reached the point under test. Collections run as often as they can (a
+    threshold of 1). ``required``: fail if none came there."""
+    done = False
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        nonlocal done
+        if phase == "start" and not done and condition():
+            done = True
+            action()
+
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.callbacks.append(callback)
+    gc.set_threshold(1)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.callbacks.remove(callback)
+    assert done or not required, "no collection came at the point under test"
 
 
 def _names(events: list[Any]) -> list[str]:
@@ -245,7 +273,9 @@ def test_a_del_that_takes_during_cancel_all(core: Core) -> None:
 def test_a_collection_during_fire_that_touches_ready_timers(core: Core) -> None:
     """The collector runs while fire builds an event, and a ``__del__`` (here a gc callback) touches ready
     timers, whose retractions rebuild the queue. Catches: the compiled fire appending the rest of its events
-    to the list it read before the loop, no longer the queue: ready but never received (a receiver hangs)."""
+    to the list it read before the loop, no longer the queue: ready but never received (a receiver hangs).
+    Since fire defers what such code does to timers, a touch in its middle is queued (a TOUCH, applied by the
+    next pass) and reports whether the timer is pending; one before or after it is applied at once."""
     engine = _engine(core.kind)
     engine.direct_touch = True
     for i in range(70):
@@ -258,11 +288,13 @@ def test_a_collection_during_fire_that_touches_ready_timers(core: Core) -> None:
     engine.apply()
 
     def touch_all() -> None:
+        queued = engine.queued()
         for i in range(70):
-            assert engine.touch(f"r{i:02}", 1.5)
+            assert engine.touch(f"r{i:02}", 1.5) or engine.queued() == queued + i + 1
 
     with _collector_runs(touch_all):
         fired = engine.fire(2.5, 2.5)
+    engine.apply()  # the next pass: the touches queued meanwhile, if any
     assert engine.ready_count() == fired
     received = _names(engine.take_many(1000))
     assert received == [f"x{i:02}" for i in range(70)][:fired]
@@ -354,8 +386,8 @@ def test_a_collection_during_a_touch_that_takes_the_event_it_would_retract(core:
 def scenario_engine_under_reentrant_payloads(kind: str, seed: int, steps: int) -> tuple[int, int]:
     """Random commands, fires, takes and touches; two payloads in three, and the collector (its threshold at 3,
     with cyclic garbage made now and then), call the engine back at random (take, touch, queue a set or a
-    cancel, withdraw a flush, the queries), up to three deep. The invariants hold throughout, and at the end
-    every ready event is received once."""
+    cancel, withdraw a flush, apply the queue, the queries), up to three deep. The invariants hold throughout,
+    and at the end every ready event is received once."""
     rng = random.Random(seed)
     engine = _engine(kind, event_capacity=50)
     engine.direct_touch = True
@@ -388,6 +420,8 @@ def scenario_engine_under_reentrant_payloads(kind: str, seed: int, steps: int) -
                 engine.take_many(3)
             elif r < 0.85 and markers:
                 engine.withdraw(markers.pop())
+            elif r < 0.9:
+                engine.apply()  # a receive, or a touch with commands queued, applies them first
             else:
                 engine.live_count()
                 engine.is_live(name)
@@ -435,8 +469,12 @@ def scenario_engine_under_reentrant_payloads(kind: str, seed: int, steps: int) -
                 else:
                     garbage: list[Any] = [payload()]
                     garbage.append(garbage)
-                assert engine.parked >= 0
-                assert engine.live_count() == len(engine.table) + engine.parked
+                gc.disable()  # no collection (nested code) between the reads of the check
+                try:
+                    assert engine.parked >= 0
+                    assert engine.live_count() == len(engine.table) + engine.parked
+                finally:
+                    gc.enable()
     finally:
         stopped = True
     engine.apply()
@@ -468,7 +506,9 @@ def test_an_engine_under_reentrant_payloads_and_collections(core: Core, seed: in
     """Catches what the tests above catch one by one, in combination: a crash, a KeyError out of the engine
     or out of a ``__del__``, an event lost or received twice, ``parked`` or ``live_count`` off. Before the touch's
     fix it failed on the pure engine (a KeyError out of a retraction, seeds 0, 1 and 3); a longer run of it
-    (20,000 steps) found that fix's defect on the compiled one."""
+    (20,000 steps) found that fix's defect on the compiled one. With the nested apply added (a receive or a touch
+    applies the queue first), it failed on the compiled engine before the engines deferred such code while busy
+    (a TypeError out of the table, a command's name read as None, on seeds 0, 1 and 3)."""
     fired, received = ast.literal_eval(_in_child("scenario_engine_under_reentrant_payloads", core.kind, seed, 4000))
     assert fired > 0
     assert received >= 0
@@ -626,3 +666,155 @@ def test_a_collection_during_pop_due_that_resets_timers(core: Core, at: int) -> 
     assert table.deadline("due5") == 500.0
     assert len(table) == 2
     assert table.pop_due(INF, 100) == [("x", 219.0), ("due5", 500.0)]
+
+
+# -- the engine's operations, with the collector run at a call in their middle (Python 3.12+: at any call) ---------
+
+
+def test_a_collection_while_apply_holds_a_command_that_applies_the_queue(core: Core) -> None:
+    """``apply`` takes a command off the queue and then makes Python calls before it has applied all of it (the
+    pure engine's table is Python; the compiled engine calls the admission's ``release``, Python code, before it
+    stores the payload). A ``__del__`` run by a collection there may apply the queue (a receive applies first
+    what is queued, and so does a touch): it applied the commands behind the one held first. Catches: a cancel
+    sent after a set applied before the set, the timer left pending (both engines on 3.11), or between the set's
+    table change and its payload, the payload kept for a timer that is gone (both engines on 3.12)."""
+    engine = _engine(core.kind)
+    admission = Admission("reentrancy", 10, engine)  # max_timers: reservations, released as each set is applied
+    admission.reserve(["a"])
+    engine.push_set("a", 5.0, 0.0, "payload")
+    engine.push(CANCEL, "a", None, None)
+    with _collector_runs_when(lambda: engine.queued() == 1, engine.apply):  # the set taken, the cancel queued
+        engine.apply()
+    assert not engine.is_live("a")
+    assert engine.data == {}
+    assert engine.live_count() == 0
+    assert engine.queued() == 0
+
+
+def test_a_collection_during_fire_that_cancels_the_timers_it_fires(core: Core) -> None:
+    """``fire`` takes due timers out of the table and then builds their events (Python calls) before it makes
+    them ready. A collection between the two, whose ``__del__`` cancels those timers and applies the cancels (a
+    handle's cancel, then a receive), found them in neither place. Catches: the cancelled one-shot's event
+    delivered after the cancel was applied (its payload lost to it), and the cancelled repeating timer
+    counted as parked for good (``live_count`` 1 with nothing pending). The compiled engine builds an event
+    without a Python call: on 3.12+ no collection can come there."""
+    if core.kind == "c" and not COLLECTS_AT_ALLOCATIONS:
+        pytest.skip("Python 3.12+ collects only between bytecodes, and the compiled fire runs none")
+    engine = _engine(core.kind)
+    engine.push_set("a", 1.0, 0.0, "payload")
+    engine.push(SET_INTERVAL, "r", Interval(1.0, 10.0, "skip"), None)
+    engine.apply()
+
+    def cancel_both() -> None:
+        engine.push(CANCEL, "a", None, None)
+        engine.push(CANCEL, "r", None, None)
+        engine.apply()
+
+    def taken_out() -> bool:  # both out of the table, not both ready yet
+        return "a" not in engine.table and "r" not in engine.table and engine.ready_count() < 2
+
+    with _collector_runs_when(taken_out, cancel_both):
+        engine.fire(1.0, 1.0)
+    engine.apply()  # the manager's next pass
+    assert engine.take() is None
+    assert engine.ready_count() == 0
+    assert engine.live_count() == 0
+    assert engine.parked == 0
+    assert engine.data == {}
+
+
+def test_a_collection_during_a_take_that_cancels_the_repeating_timer_it_rearms(core: Core) -> None:
+    """A take of a repeating timer's event re-arms the timer: the pure engine took the event out of ``_ready``
+    and then made Python calls (the next tick, the clock, the lock, the table) before the timer was back in the
+    table; the compiled engine computes the next tick in Python after taking the event out. A ``__del__`` run
+    by a collection there cancels the timer and applies the cancel. Catches: the cancelled timer re-armed,
+    pending for ever (it fires again)."""
+    engine = _engine(core.kind)
+
+    def clock() -> float:  # a call in the window: a collection starts here (3.12+ collects at calls)
+        gc.collect()
+        return 2.0
+
+    engine.clock = clock
+    engine.push(SET_INTERVAL, "r", Interval(1.0, 10.0, "skip"), None)
+    engine.apply()
+    assert engine.fire(1.0, 1.0) == 1
+
+    def cancel() -> None:
+        engine.push(CANCEL, "r", None, None)
+        engine.apply()
+
+    with _collector_runs_when(lambda: engine.ready_count() == 0 and "r" not in engine.table, cancel):
+        taken = engine.take()
+    assert taken is not None and taken.name == "r"
+    engine.apply()  # the manager's next pass
+    assert not engine.is_live("r")
+    assert engine.live_count() == 0
+    assert engine.parked == 0
+    assert engine.fire(INF, INF) == 0
+
+
+def scenario_retraction_rebuild_with_a_collection_that_takes(kind: str) -> list[str]:
+    """70 events ready, 67 retracted; the next retraction rebuilds the queue, and a collection in its middle
+    takes an event. Returns the events received, by the nested take and then by the test."""
+    engine = _engine(kind)
+    for i in range(70):
+        engine.push_set(f"n{i:02}", 1.0, 0.0, None)
+    engine.apply()
+    assert engine.fire(1.0, 1.0) == 70
+    for i in range(67):
+        engine.push(CANCEL, f"n{i:02}", None, None)
+    engine.apply()  # 70 events queued, 3 receivable: the next retraction rebuilds the queue
+    received: list[str] = []
+
+    def nested_take() -> None:
+        event = engine.take()
+        if event is not None:
+            received.append(event.name)
+
+    engine.push(CANCEL, "n67", None, None)
+    # Before 3.12 a collection comes there only if the compiled rebuild's allocation starts one.
+    with _collector_runs_when(lambda: engine.count_retracted == 68, nested_take, not COLLECTS_AT_ALLOCATIONS):
+        engine.apply()
+    received += _names(engine.take_many(10))
+    assert engine.ready_count() == 0
+    return received
+
+
+def test_a_collection_while_a_retraction_rebuilds_the_queue_that_takes(core: Core) -> None:
+    """Retracted events pile up in the queue until a retraction rebuilds it. A ``__del__`` run by a collection
+    in the middle of the rebuild takes an event (a receive) from the old queue. Catches: the pure engine's
+    rebuild reading the deque with Python code (a generator, ``dict.get`` calls), where 3.12+ collects:
+    ``RuntimeError: deque mutated during iteration`` out of the retraction (out of ``apply``: the manager
+    stopped); and on 3.11 the compiled rebuild, whose slice of the list, read from the head it had read before
+    allocating the slice (where 3.11 collects), took the slots the nested take had emptied for events
+    (segfault)."""
+    if core.kind == "c" and not COLLECTS_AT_ALLOCATIONS:
+        pytest.skip("Python 3.12+ collects only between bytecodes, and the compiled rebuild runs none")
+    assert _in_child("scenario_retraction_rebuild_with_a_collection_that_takes", core.kind) == repr(["n68", "n69"])
+
+
+def test_a_collection_during_fire_that_sets_a_timer_at_the_max_timers_limit(core: Core) -> None:
+    """``fire`` counts the repeating timers it takes out of the table as parked (still pending) once ``pop_due``
+    returns; the pure table's ``pop_due`` makes calls after a timer has left it. A ``__del__`` run by a collection
+    there asks the admission for a new name (a handle's set under ``max_timers``; the admission's lock is
+    re-entrant). Catches: the repeating timer counted nowhere, the new name admitted past the limit (3 timers
+    pending under ``max_timers=2``). The compiled engine counts each timer as it pops it."""
+    engine = _engine(core.kind)
+    admission = Admission("reentrancy", 2, engine)
+    engine.push(SET_INTERVAL, "r", Interval(1.0, 10.0, "skip"), None)
+    engine.push_set("x", 50.0, 0.0, None)
+    admission.reserve(["r", "x"])
+    engine.apply()
+    refused: list[str] = []
+
+    def reserve_one_more() -> None:
+        try:
+            admission.reserve(["new"])
+        except TimerLimitExceeded:
+            refused.append("new")
+
+    with _collector_runs_when(lambda: "r" not in engine.table, reserve_one_more, core.kind == "py"):
+        assert engine.fire(1.0, 1.0) == 1
+    assert engine.live_count() == 2
+    assert refused == ["new"]

@@ -111,6 +111,11 @@ cdef class Engine:
     cdef public Py_ssize_t parked   # repeating timers whose event is ready: out of the table, still pending
     cdef public bint direct_touch   # kept by the runner: bound to its loop, open, not in debug mode
     cdef public object handed_over  # the runner's inbox (commands other threads handed over): a Sized
+    # Set while a timer moves between the queue, the table and the ready events (apply, fire, a take or a touch
+    # that re-arms) and Python code may run (a log handler, the admission, a payload's __del__, the collector):
+    # that code must not change timers then. Its apply() does nothing (the outer one, or the pass its commands
+    # woke, applies them in order) and its touch() is queued behind them.
+    cdef bint _busy
 
     cdef CommandSlot* _ring
     cdef Py_ssize_t _ring_size      # a power of two
@@ -285,6 +290,9 @@ cdef class Engine:
         cdef double span
         cdef bint was_parked
         cdef int replaced = 0
+        if self._busy:
+            return False
+        self._busy = True
         try:
             while self._count:
                 slot = &self._ring[self._head]
@@ -348,6 +356,7 @@ cdef class Engine:
                     return True
             return False
         finally:
+            self._busy = False
             self._shrink_ring()
 
     def discard(self):
@@ -407,12 +416,16 @@ cdef class Engine:
         """Make pending timer ``name`` due at ``now`` + the duration it was last set with, as a set made at
         ``now`` would (its ready event, if it fell due and was not received, is retracted and it is armed
         again); keep its payload. Return whether it was pending."""
+        if self._busy:  # from code run in the middle of a timer's move: queued behind it
+            if self._push(OP_TOUCH, name, now, 0.0, None, None, True) == 2:
+                self.wake()
+            return self.is_live(name)
         return self._touch(name, now) == 1
 
     def touch_now(self, name):
         """``touch(name, clock())`` at the call, if nothing may have to come first: ``direct_touch`` is set, no
         command is queued or handed over, and ``name`` is a str. Otherwise None, with nothing done."""
-        if not self.direct_touch or self._count or not PyUnicode_CheckExact(name):
+        if not self.direct_touch or self._count or not PyUnicode_CheckExact(name) or self._busy:
             return None
         if self._table is not None:
             # In a server the table is cold at each message: its first lines are asked for here, and arrive
@@ -448,21 +461,26 @@ cdef class Engine:
         event = self._ready[name]
         span = self._spans.get(name, self._span) if interval is None else interval.period
         cdef bint again = False
-        with self.lock:  # parked and table move together for the admission (max_timers)
-            # A one-shot timer that fell due is not pending: re-arming it takes a place, as a set would. At the
-            # max_timers limit the touch does nothing (its event stays) and reports it was not pending.
-            if interval is None and not self.admit_rearm(name):
-                return 0
-            # Taking the lock and asking the admission are Python calls: the collector may have run, and a __del__
-            # received or retracted the event meanwhile. Then the touch starts again from what is there now.
-            again = self._ready.get(name) is not event
-            if not again:
-                was_parked = self._retract(name)
-                if event.data is not None and interval is None:
-                    self.data[name] = event.data  # fire moved it into the event; the timer keeps it
-                self._set(name, now + span, span)
-                if was_parked:
-                    self.parked -= 1
+        cdef bint busy = self._busy
+        self._busy = True  # from the event's retraction until the timer is armed again
+        try:
+            with self.lock:  # parked and table move together for the admission (max_timers)
+                # A one-shot timer that fell due is not pending: re-arming it takes a place, as a set would. At the
+                # max_timers limit the touch does nothing (its event stays) and reports it was not pending.
+                if interval is None and not self.admit_rearm(name):
+                    return 0
+                # Taking the lock and asking the admission are Python calls: the collector may have run, and a
+                # __del__ received or retracted the event meanwhile. Then the touch starts again from what is there.
+                again = self._ready.get(name) is not event
+                if not again:
+                    was_parked = self._retract(name)
+                    if event.data is not None and interval is None:
+                        self.data[name] = event.data  # fire moved it into the event; the timer keeps it
+                    self._set(name, now + span, span)
+                    if was_parked:
+                        self.parked -= 1
+        finally:
+            self._busy = busy
         if again:
             return self._touch(name, now)
         if interval is None:  # a one-shot that fell due was not pending: re-armed, it is a timer created
@@ -497,6 +515,15 @@ cdef class Engine:
 
     def fire(self, double bound, double now):
         """Move timers due at ``bound`` into the event queue, as far as it has room; return how many."""
+        cdef bint busy = self._busy
+        self._busy = True  # a timer out of the table is not ready until its event is built (an allocation)
+        try:
+            return self._fire(bound, now)
+        finally:
+            self._busy = busy
+
+    @cython.final
+    cdef Py_ssize_t _fire(self, double bound, double now) except -1:
         cdef Py_ssize_t room = self.event_capacity - len(self._ready)
         cdef Py_ssize_t count = 0
         cdef double deadline = 0.0
@@ -572,6 +599,7 @@ cdef class Engine:
         cdef dict ready = self._ready
         cdef list events
         cdef Py_ssize_t head
+        cdef bint busy
         while True:
             # Read afresh each round: dropping a retracted event (below) may have run its payload's __del__,
             # and through it this engine's methods (a take, a touch that rebuilt the queue).
@@ -591,17 +619,20 @@ cdef class Engine:
             self._events_head = head
             name = _event_name(event)
             if ready.get(name) is event:
+                if PyDict_Size(self.intervals) and PyDict_Contains(self.intervals, name):
+                    busy = self._busy
+                    self._busy = True  # until the repeating timer is back in the table: the next tick is Python
+                    try:
+                        del ready[name]
+                        self._rearm(name, event)
+                    finally:
+                        self._busy = busy
+                    self.wake()
+                    return event
                 del ready[name]
                 if PyDict_Size(self._spans):
                     self._spans.pop(name, None)
-                if self.intervals and PyDict_Contains(self.intervals, name):
-                    interval = self.intervals[name]
-                    next_deadline = interval.next_deadline(event.deadline, self.clock())
-                    with self.lock:  # from parked back to the table in one step, for the admission (max_timers)
-                        self._set(name, next_deadline, interval.period)
-                        self.parked -= 1
-                    self.wake()
-                elif self.waiting_for_room:
+                if self.waiting_for_room:
                     self.wake()
                 return event
             # A retracted event: the queue is whole, so its last reference (and its payload's) may go now,
@@ -609,6 +640,18 @@ cdef class Engine:
             event = None
             name = None
             events = None
+
+    @cython.final
+    cdef int _rearm(self, name, event) except -1:
+        """Arm repeating timer ``name`` again, its ``event`` taken: from parked back to the table."""
+        if PyDict_Size(self._spans):
+            self._spans.pop(name, None)
+        interval = self.intervals[name]
+        next_deadline = interval.next_deadline(event.deadline, self.clock())
+        with self.lock:  # from parked back to the table in one step, for the admission (max_timers)
+            self._set(name, next_deadline, interval.period)
+            self.parked -= 1
+        return 0
 
     def take_many(self, Py_ssize_t limit):
         """Remove and return up to ``limit`` receivable events."""
@@ -657,12 +700,20 @@ cdef class Engine:
             self._spans.pop(name, None)
         self.count_retracted += 1
         cdef list events = self._events
+        cdef list rebuilt
+        cdef Py_ssize_t i
         # Retracted events stay in the queue until they reach its front; rebuild it if they pile up.
         if len(events) - self._events_head > 2 * len(self._ready) + 64:
             ready = self._ready
-            self._events = [
-                event for event in events[self._events_head:] if ready.get(_event_name(event)) is event
-            ]
+            # The new list first, and the head read after it: before Python 3.12 its allocation may start a
+            # collection, whose __del__ may take events (moving the head, emptying the slots before it). Appending
+            # and the dict lookups run no Python code.
+            rebuilt = []
+            for i in range(self._events_head, len(events)):
+                event = events[i]
+                if ready.get(_event_name(event)) is event:
+                    rebuilt.append(event)
+            self._events = rebuilt
             self._events_head = 0
             # The old list (``events``) goes, with the retracted events and their payloads, only on return: any
             # __del__ then finds the queue and its head whole.

@@ -73,6 +73,11 @@ class Engine:
         self.parked = 0  # repeating timers whose event is ready: out of the table, still pending
         # Held where a timer moves between the table and ``parked`` (max_timers admission reads both).
         self.lock: AbstractContextManager[Any] = nullcontext()
+        # Set while a timer moves between the queue, the table and the ready events (apply, fire, a take or a
+        # touch that re-arms), through calls: code the collector runs at one (a __del__ using a handle) must not
+        # change timers then. Its apply() does nothing (the outer one, or the pass its commands woke, applies them
+        # in order) and its touch() is queued behind them.
+        self._busy = False
 
         self._commands: deque[Command] = deque()
         self._events: deque[TimerExpired] = deque()
@@ -137,6 +142,15 @@ class Engine:
         ``log`` sees each command just before it is applied; it may queue more (a log handler that sets a
         timer), which are applied in this call too.
         """
+        if self._busy:
+            return False
+        self._busy = True
+        try:
+            return self._apply(log)
+        finally:
+            self._busy = False
+
+    def _apply(self, log: Callable[[int, str | None, Any], None] | None) -> bool:
         commands = self._commands
         table = self.table
         while commands:
@@ -196,7 +210,7 @@ class Engine:
                 if not value.done():
                     value.set_result(None)
             elif op == TOUCH:
-                self.touch(name, value)  # type: ignore[arg-type]
+                self._touch(name, value)  # type: ignore[arg-type]
             else:  # SHUTDOWN
                 return True
         return False
@@ -231,14 +245,21 @@ class Engine:
     def touch_now(self, name: str) -> bool | None:
         """``touch(name, clock())`` at the call, if nothing may have to come first: ``direct_touch`` is set, no
         command is queued or handed over, and ``name`` is a str. Otherwise None, with nothing done."""
-        if not self.direct_touch or self._commands or type(name) is not str or self.handed_over:
+        if not self.direct_touch or self._commands or type(name) is not str or self.handed_over or self._busy:
             return None
-        return self.touch(name, self.clock())
+        return self._touch(name, self.clock())
 
     def touch(self, name: str, now: float) -> bool:
         """Make pending timer ``name`` due at ``now`` + the duration it was last set with, as a set made at
         ``now`` would (its ready event, if it fell due and was not received, is retracted and it is armed
         again); keep its payload. Return whether it was pending."""
+        if self._busy:  # from code the collector ran in the middle of a timer's move: queued behind it
+            if self.push_all([(TOUCH, name, now, None)]) == QUEUED_FIRST:
+                self.wake()
+            return self.is_live(name)
+        return self._touch(name, now)
+
+    def _touch(self, name: str, now: float) -> bool:
         intervals = self.intervals
         interval = intervals.get(name) if intervals else None
         if interval is not None:  # a repeating timer: its grid restarts one period from now
@@ -256,23 +277,28 @@ class Engine:
             return True
         event = self._ready[name]
         span = self._spans.get(name, self._span) if interval is None else interval.period
-        with self.lock:  # parked and table move together for the admission (max_timers)
-            # A one-shot timer that fell due is not pending: re-arming it takes a place, as a set would. At the
-            # max_timers limit the touch does nothing (its event stays) and reports it was not pending.
-            if interval is None and not self.admit_rearm(name):
-                return False
-            # Taking the lock and asking the admission are Python calls: the collector may have run, and a __del__
-            # received or retracted the event meanwhile. Then the touch starts again from what is there now.
-            again = self._ready.get(name) is not event
-            if not again:
-                was_parked = self._retract(name)
-                if event.data is not None and interval is None:
-                    self.data[name] = event.data  # fire moved it into the event; the timer keeps it
-                self.table.set_with_span(name, now + span, span)
-                if was_parked:
-                    self.parked -= 1
+        busy = self._busy
+        self._busy = True  # from the event's retraction until the timer is armed again
+        try:
+            with self.lock:  # parked and table move together for the admission (max_timers)
+                # A one-shot timer that fell due is not pending: re-arming it takes a place, as a set would. At the
+                # max_timers limit the touch does nothing (its event stays) and reports it was not pending.
+                if interval is None and not self.admit_rearm(name):
+                    return False
+                # Taking the lock and asking the admission are Python calls: the collector may have run, and a
+                # __del__ received or retracted the event meanwhile. Then the touch starts again from what is there.
+                again = self._ready.get(name) is not event
+                if not again:
+                    was_parked = self._retract(name)
+                    if event.data is not None and interval is None:
+                        self.data[name] = event.data  # fire moved it into the event; the timer keeps it
+                    self.table.set_with_span(name, now + span, span)
+                    if was_parked:
+                        self.parked -= 1
+        finally:
+            self._busy = busy
         if again:
-            return self.touch(name, now)
+            return self._touch(name, now)
         if interval is None:  # a one-shot that fell due was not pending: re-armed, it is a timer created
             self.count_set += 1
         self.wake()  # the runner arms the wake-up for it
@@ -305,6 +331,14 @@ class Engine:
 
     def fire(self, bound: float, now: float) -> int:
         """Move timers due at ``bound`` into the event queue, as far as it has room; return how many."""
+        busy = self._busy
+        self._busy = True  # timers out of the table are not ready until their events are built (calls)
+        try:
+            return self._fire(bound, now)
+        finally:
+            self._busy = busy
+
+    def _fire(self, bound: float, now: float) -> int:
         room = self.event_capacity - len(self._ready)
         if room <= 0:
             self.table.settle(bound, SETTLE_AHEAD)  # so that the runner sees whether a timer is due
@@ -314,10 +348,14 @@ class Engine:
         # Repeating timers leave the table here but stay pending: a thread reading live_count() under the
         # lock must see them in one place or the other.
         with self.lock:
+            # Each counted as parked before it can leave the table, and uncounted after if it did not: pop_due makes
+            # calls, where code the collector runs may ask the admission (which re-enters the lock).
+            counted = len(intervals)
+            self.parked += counted
             due = self.table.pop_due(bound, room, spans)
             self.table.settle(bound, SETTLE_AHEAD)  # so that the runner sees whether a timer is due
-            if intervals:
-                self.parked += sum(1 for name, _ in due if name in intervals)
+            if counted:
+                self.parked -= counted - sum(1 for name, _ in due if name in intervals)
         if not due:
             return 0
         if spans is not None:
@@ -365,23 +403,38 @@ class Engine:
                 return None
             event = events.popleft()
             name = event.name
-            if ready.get(name) is event:
+            # No call from the check to the event's removal from _ready: a __del__ the collector runs at one may
+            # retract it (a cancel, a touch).
+            if name in ready and ready[name] is event:
+                if self.intervals and name in self.intervals:
+                    busy = self._busy
+                    self._busy = True  # until the repeating timer is back in the table
+                    try:
+                        del ready[name]
+                        self._rearm(name, event)
+                    finally:
+                        self._busy = busy
+                    self.wake()
+                    return event
                 del ready[name]
                 if self._spans:
                     self._spans.pop(name, None)
-                if self.intervals and name in self.intervals:
-                    interval = self.intervals[name]
-                    deadline = interval.next_deadline(event.deadline, self.clock())
-                    with self.lock:  # from parked back to the table in one step, for the admission (max_timers)
-                        self.table.set_with_span(name, deadline, interval.period)
-                        self.parked -= 1
-                    self.wake()
-                elif self.waiting_for_room:
+                if self.waiting_for_room:
                     self.wake()
                 return event
             # A retracted event: its last reference (and its payload's) goes here, before the next one is taken,
             # so that a __del__ that takes an event cannot be handed one queued after the event taken next here.
             del event, events
+
+    def _rearm(self, name: str, event: TimerExpired) -> None:
+        """Arm repeating timer ``name`` again, its ``event`` taken: from parked back to the table."""
+        if self._spans:
+            self._spans.pop(name, None)
+        interval = self.intervals[name]
+        deadline = interval.next_deadline(event.deadline, self.clock())
+        with self.lock:  # from parked back to the table in one step, for the admission (max_timers)
+            self.table.set_with_span(name, deadline, interval.period)
+            self.parked -= 1
 
     def take_many(self, limit: int) -> list[TimerExpired]:
         """Remove and return up to ``limit`` receivable events."""
@@ -412,5 +465,6 @@ class Engine:
         # Retracted events stay in the deque until they reach its front; rebuild it if they pile up.
         if len(events) > 2 * len(self._ready) + 64:
             ready = self._ready
-            self._events = deque(event for event in events if ready.get(event.name) is event)
+            # From a copy: the filter makes calls, where a __del__ the collector runs may take from the queue.
+            self._events = deque([event for event in list(events) if ready.get(event.name) is event])
         return name in self.intervals
