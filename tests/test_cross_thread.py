@@ -147,3 +147,29 @@ async def test_commands_handed_over_behind_an_oversized_batch_wait_for_room() ->
     assert manager.stats().command_queue_high_water <= 3  # the oversized batch, alone
     await handle.shutdown()
     await asyncio.wait_for(run, HANG)
+
+
+@pytest.mark.usefixtures("core")
+async def test_what_a_thread_hands_over_while_a_task_waits_for_room_is_applied_after_the_tasks_command() -> None:
+    """A task waits for room in a full command queue; then a thread sets the same timer. The task's call came
+    first, so its command is applied first and the thread's deadline is the one kept. Catches: room freed was
+    promised to the task, and what the thread had handed over meanwhile was queued at once, ahead of the task's
+    command (which the task queues when it runs)."""
+    import threading
+
+    loop = asyncio.get_running_loop()
+    manager, handle = TimerManager.new("arrival-order", 0.0, 2, 10, CancellationToken())
+    handle.try_set_timers([("p", 100), ("q", 100)])  # the queue is full until run() applies it
+    task = asyncio.ensure_future(handle.set_timer("x", 100))
+    await asyncio.sleep(0)
+    assert manager._runner.senders, "the task waits for room"
+    thread = threading.Thread(target=handle.threadsafe().try_set_timer, args=("x", 200))
+    thread.start()
+    thread.join()
+    run = asyncio.ensure_future(manager.run())
+    await asyncio.wait_for(task, HANG)
+    await handle.flush()
+    deadline = handle.deadline("x")
+    assert deadline is not None and deadline > loop.time() + 150, "the task's set was applied after the thread's"
+    await handle.shutdown()
+    await asyncio.wait_for(run, HANG)

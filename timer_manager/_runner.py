@@ -198,9 +198,11 @@ class Runner:
     def has_room(self, count: int) -> bool:
         """Whether ``count`` commands may be queued now: room behind what other threads handed over, and no
         earlier caller waiting for it."""
+        if self.senders:  # earlier callers first; what threads handed over stays behind those already waiting
+            return False
         if self.inbox.commands and not self.take_inbox():
             return False
-        return not self.senders and self.engine.queued() + count <= self.engine.command_capacity
+        return self.engine.queued() + count <= self.engine.command_capacity
 
     def take_inbox(self) -> bool:
         """Queue what other threads have handed over, if it fits; return whether it did (or there was none).
@@ -250,6 +252,8 @@ class Runner:
             self.drop(commands)
             raise
         self.enqueue_all(commands)
+        if self.inbox.commands:  # handed over while this caller waited, left behind it (see wake_senders)
+            self._take_inbox_in_turn()
 
     async def wait_for_room(self, count: int) -> None:
         """Wait until room for ``count`` commands is promised to this caller, who must then queue them at once
@@ -293,7 +297,14 @@ class Runner:
         if not inbox_taken and self.inbox.commands and not self._sender_first() and not self.take_inbox():
             return
         self._promise_room()
-        if self.inbox.commands:  # handed over after the senders woken now started waiting: behind them, as it fits
+        if self.inbox.commands:
+            self._take_inbox_in_turn()
+
+    def _take_inbox_in_turn(self) -> None:
+        """Queue what other threads handed over, as it fits, unless a sender that started waiting before it was
+        handed over is still to queue (promised room and not yet run, or still waiting): it goes behind them, and
+        the last of them to queue takes it (or, if one gives up, the next wake_senders)."""
+        if not self.promised and not self._sender_first():
             self.take_inbox()
 
     def _sender_first(self) -> bool:
