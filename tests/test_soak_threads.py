@@ -16,10 +16,14 @@ from soak_threads import passed, run_thread_soak
 from support import SOAK, Core
 
 
-def test_short_threaded_soak(core: Core) -> None:
-    """Two seconds of threads and tasks: nothing lost, duplicated or hung, and the accounting at zero."""
+def test_short_threaded_soak(core: Core, caplog: pytest.LogCaptureFixture) -> None:
+    """Two seconds of threads and tasks: nothing lost, duplicated or hung, and the accounting at zero. The
+    library's log records (the small event queue fills often) are counted by the soak and kept out of pytest's
+    capture, which keeps them all: over the ten-minute soak that alone failed its flat-memory check."""
     report = run_thread_soak(2.0, core.TimerTable)
     assert passed(report), json.dumps(report, indent=1)
+    assert report["log_records"].get("WARNING", 0) > 0
+    assert not [record for record in caplog.records if record.name == "timer_manager"]
 
 
 @pytest.mark.soak
