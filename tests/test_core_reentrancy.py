@@ -23,7 +23,7 @@ import subprocess
 import sys
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -68,27 +68,9 @@ def _taking_into(engine: Any, taken: list[str]) -> Callable[[], None]:
     return nested_take
 
 
-@contextmanager
-def _collector_runs(action: Callable[[], object]) -> Iterator[None]:
+def _collector_runs(action: Callable[[], object]) -> AbstractContextManager[None]:
     """Run ``action`` once, from the garbage collector, at the first allocation that starts a collection."""
-    done = False
-
-    def callback(phase: str, info: dict[str, int]) -> None:
-        nonlocal done
-        if phase == "start" and not done:
-            done = True
-            action()
-
-    thresholds = gc.get_threshold()
-    gc.collect()
-    gc.callbacks.append(callback)
-    gc.set_threshold(1)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.callbacks.remove(callback)
-    assert done, "the collector never ran"
+    return _collector_runs_when(lambda: True, action)
 
 
 @contextmanager
