@@ -509,3 +509,198 @@ async def test_an_ack_whose_settle_call_was_answered_returns_though_a_later_call
     finally:
         token.cancel()
         await asyncio.gather(run, return_exceptions=True)
+
+
+@pytest.fixture
+def two_servers(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
+    """Two redis-servers without persistence: the manager's (A), and an empty one (B) that A may be made a replica
+    of. B hands its data to a replica at once (no wait for more replicas before a diskless sync)."""
+    assert REDIS_SERVER is not None
+    servers: list[RedisServer] = []
+    try:
+        servers.append(RedisServer(tmp_path / "a"))
+        servers.append(RedisServer(tmp_path / "b", options=("--repl-diskless-sync-delay", "0")))
+        yield servers[0], servers[1]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def _replica_of(client: Any, primary: RedisServer | None) -> None:
+    """Make the server of ``client`` a replica of ``primary`` and wait until it holds the primary's data (its link
+    up, the full sync loaded); with None, promote it back to a primary (``REPLICAOF NO ONE``)."""
+    if primary is None:
+        await client.execute_command("REPLICAOF", "NO", "ONE")
+        return
+    await client.execute_command("REPLICAOF", "127.0.0.1", primary.port)
+
+    async def synced() -> bool:
+        role = await client.execute_command("ROLE")
+        return bool(role[0] == b"slave" and role[3] == b"connected")
+
+    await eventually(synced, "the replica's sync with its primary")
+
+
+async def test_a_server_demoted_to_a_replica_and_promoted_back_within_reconnect_timeout_costs_latency(
+    two_servers: tuple[RedisServer, RedisServer], namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The manager's server A is made a replica of an empty server B while the manager runs (as a failover that
+    demotes the primary), then promoted back within reconnect_timeout (as a deployment that moves the primary
+    behind the same address). As a replica A refuses every write: the blocked BZPOPMIN is unblocked
+    (``UNBLOCKED``), the reader's XREADGROUP and the APPLY of the sets made meanwhile get ``READONLY``. The link
+    took either as fatal: the manager stopped as failed (``ResponseError``), and what it had accepted was lost. A
+    refused call applied nothing, so it is waited for as an unreachable server and sent again: the sets accepted
+    while A was a replica and after its promotion fire, once each. What A had before is gone with its data (it
+    took B's, empty: the consumer group too, which the manager makes again). Catches: READONLY (or UNBLOCKED)
+    stopping the manager."""
+    a, b = two_servers
+    caplog.set_level("WARNING", logger="timer_manager")
+    options = {"reconnect_timeout": 60.0, "claim_after": 1.0}  # the claimer asks too, every 0.5 s
+    manager, handle = TimerManager.new(namespace, 0, 64, 64, backend=backend(a, namespace, **options))
+    task = asyncio.ensure_future(manager.run())
+    try:
+        await handle.set_timers([("before", 0.0), ("lost", 600.0)])
+        assert [event.name for event in await receive(handle, 1)] == ["before"]
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        await asyncio.sleep(0.2)  # the watcher and the reader blocked on A again
+        async with client_of(a) as client:
+            await _replica_of(client, b)
+            handle.try_set_timers([(f"during{index}", 0.05) for index in range(10)])  # refused by A: READONLY
+            await eventually(
+                lambda: task.done() or "ReadOnlyError" in caplog.text, "a call refused by the replica (READONLY)"
+            )
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.5)  # more refusals, by every task's calls
+            assert not task.done(), task.exception()
+            await _replica_of(client, None)
+        await handle.set_timer("after", 0.05, data="promoted")
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        events = await receive(handle, 11)
+        assert sorted(event.name for event in events) == sorted(["after"] + [f"during{index}" for index in range(10)])
+        assert next(event.data for event in events if event.name == "after") == "promoted"
+        await handle.set_timer("later", 0.0)
+        assert [event.name for event in await receive(handle, 1)] == ["later"]
+        await asyncio.sleep(0.5)
+        with pytest.raises(Exception, match="no event is ready"):
+            handle.try_recv_event()  # nothing more: no set applied twice
+        assert await handle.get_pending_count() == 0  # "lost" went with A's data
+        assert not task.done()
+        await handle.shutdown()
+        await asyncio.wait_for(task, LIMIT)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_server_that_stays_a_replica_past_reconnect_timeout_stops_the_manager_with_backend_unavailable(
+    two_servers: tuple[RedisServer, RedisServer], namespace: str
+) -> None:
+    """The manager's server is made a replica and stays one: every write is refused (``READONLY``) for longer than
+    reconnect_timeout. The manager stops with BackendUnavailable, as for an unreachable server, soon after
+    reconnect_timeout, and every waiting caller is released. Catches: the manager stopping at once with the
+    server's ResponseError (ReadOnlyError), or never stopping."""
+    a, b = two_servers
+    manager, handle = TimerManager.new(namespace, 0, 64, 64, backend=backend(a, namespace, reconnect_timeout=1.0))
+    task = asyncio.ensure_future(manager.run())
+    waiting: list[asyncio.Future[None]] = []
+    try:
+        await handle.set_timer("a", 60.0)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        async with client_of(a) as client:
+            started = time.monotonic()
+            await client.execute_command("REPLICAOF", "127.0.0.1", b.port)  # type: ignore[no-untyped-call]
+            handle.try_set_timer("x", 1.0)
+            waiting.append(asyncio.ensure_future(handle.flush()))
+            with pytest.raises(BackendUnavailable, match=r"Redis read-only .*\(reconnect_timeout=1\)"):
+                await asyncio.wait_for(task, LIMIT)
+            assert time.monotonic() - started < 15.0
+            with pytest.raises(ManagerClosed):
+                await asyncio.wait_for(waiting[0], LIMIT)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, *waiting, return_exceptions=True)
+
+
+class _Proxy:
+    """A TCP proxy on a free loopback port that forwards each new connection to ``port`` on 127.0.0.1, which a test
+    may change (an address that leads to another server from then on: DNS moved by Sentinel or an operator, a
+    proxy); a connection made before keeps its server."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = ""
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        try:
+            server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.append(server_writer)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(1 << 16):
+                    sink.write(data)
+                    await sink.drain()
+            except (OSError, RuntimeError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, server_writer), pipe(server_reader, writer))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.close()
+
+
+async def test_a_failover_that_moves_the_primary_behind_the_same_address_costs_latency(
+    two_servers: tuple[RedisServer, RedisServer], namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The manager reaches its server A through an address (a proxy here; DNS that Sentinel or an operator moves)
+    that leads to B after a failover: A is made a replica of B, B is the primary, and the address leads to B from
+    then on, for new connections. A keeps refusing writes on the manager's open connections (``READONLY``): the
+    manager must drop its pooled connections and connect again, and the sets it accepted meanwhile and after fire,
+    on B. Catches: the manager retrying on its old connections to A, READONLY until it stops with
+    BackendUnavailable (or stopping at once with the ResponseError)."""
+    a, b = two_servers
+    caplog.set_level("WARNING", logger="timer_manager")
+    proxy = _Proxy(a.port)
+    await proxy.start()
+    options = RedisBackend(proxy.url, namespace=namespace, reconnect_timeout=20.0, claim_after=1.0)
+    manager, handle = TimerManager.new(namespace, 0, 64, 64, backend=options)
+    task = asyncio.ensure_future(manager.run())
+    try:
+        await handle.set_timer("before", 0.0)
+        assert [event.name for event in await receive(handle, 1)] == ["before"]
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        await asyncio.sleep(0.2)  # the watcher and the reader blocked on A again
+        async with client_of(a) as client:
+            await _replica_of(client, b)  # the failover: B is the primary, A its replica
+        handle.try_set_timer("during", 0.05)  # refused by A: READONLY
+        await eventually(lambda: task.done() or "ReadOnlyError" in caplog.text, "a call refused by A (READONLY)")
+        assert not task.done(), task.exception()
+        proxy.port = b.port  # the address leads to B from now on
+        await handle.set_timer("after", 0.05, data="moved")
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        events = await receive(handle, 2)
+        assert sorted(event.name for event in events) == ["after", "during"]
+        async with client_of(b) as client:  # on B, the primary
+            assert await client.xlen(f"{{tm:{namespace}}}:ev") >= 1
+        assert not task.done(), task.exception()
+        await handle.shutdown()
+        await asyncio.wait_for(task, LIMIT)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await proxy.close()

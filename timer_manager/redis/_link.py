@@ -13,8 +13,9 @@ Five tasks share one ``redis.asyncio`` client (each blocking call holds its own 
 * the claimer takes over, every ``claim_after / 2``, events that a consumer read and did not
   acknowledge for ``claim_after`` (``XAUTOCLAIM``).
 
-Every call is retried while the server is unreachable or out of memory (``OOM``: the call applied
-nothing), for at most ``reconnect_timeout`` seconds; past that the manager stops with :class:`BackendUnavailable`.
+Every call is retried while the server is unreachable, out of memory (``OOM``: the call applied nothing) or a
+read-only replica (``READONLY``, after a failover: the call applied nothing either), for at most ``reconnect_timeout``
+seconds; past that the manager stops with :class:`BackendUnavailable`.
 """
 
 from __future__ import annotations
@@ -93,6 +94,22 @@ def _no_group(exc: BaseException) -> bool:
         return False
     text = str(exc)
     return text.startswith("NOGROUP") or _PIPELINE_NO_GROUP.search(text) is not None
+
+
+_PIPELINE_UNBLOCKED = re.compile(r"of pipeline caused error: \(['\"]UNBLOCKED ")
+
+
+def _read_only(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server is now a replica (a failover demoted it, or a replica took its address): its
+    ``READONLY`` (redis-py's ``ReadOnlyError``, of a command, a pipeline's, or a script's write), or ``UNBLOCKED``, the
+    end of a blocking call it had not served when it became one (the watcher's BZPOPMIN; it then closes the
+    connection)."""
+    if isinstance(exc, redis_errors.ReadOnlyError):
+        return True
+    if not isinstance(exc, redis_errors.ResponseError):
+        return False
+    text = str(exc)
+    return text.startswith("UNBLOCKED ") or _PIPELINE_UNBLOCKED.search(text) is not None
 
 
 T = TypeVar("T")
@@ -828,9 +845,9 @@ class Link:
         raise ManagerClosed(f"timer manager {runner.name!r} stopped ({runner.stop_reason})")
 
     async def _call(self, make: Callable[[], Awaitable[T]], *, blocking: bool = False, settling: bool = False) -> T:
-        """``await make()``, retried while the server is unreachable or out of memory, or without the consumer group
-        (made again first), for at most ``reconnect_timeout``; until the stop, or (``settling``: a call of the stop's
-        settle) after it too."""
+        """``await make()``, retried while the server is unreachable, out of memory or a read-only replica, or without
+        the consumer group (made again first), for at most ``reconnect_timeout``; until the stop, or (``settling``: a
+        call of the stop's settle) after it too."""
         limit = self.reconnect_timeout + (self.block_seconds if blocking else 0.0)
         first_failure = 0.0
         pause = 0.02
@@ -857,6 +874,15 @@ class Link:
                     # failed at its XPENDING, after its commands, keeps its batch number: they are not applied twice).
                     regroup = True
                     what = "without the namespace's consumer group (restarted without its data?)"
+                elif _read_only(exc):
+                    # A replica refuses every write, from a script's first (each of ours reads, then writes; a
+                    # script runs whole on a primary or on a replica), and ends a blocking call unserved: the call
+                    # applied nothing, and is sent again as to an unreachable server. The pooled connections are
+                    # dropped, so that the next try connects afresh, where the primary may now be behind the same
+                    # address (DNS moved by Sentinel or an operator, a proxy, the server promoted back).
+                    self._reachable = False
+                    await self._drop_connections()
+                    what = "read-only (a replica: READONLY, after a failover?)"
                 elif isinstance(exc, _OUT_OF_MEMORY):
                     self._reachable = False
                     what = "out of memory (OOM, maxmemory reached)"
@@ -877,6 +903,22 @@ class Link:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.5)
         raise asyncio.CancelledError  # stopping
+
+    async def _drop_connections(self) -> None:
+        """Close the client's idle connections (the failed call's is back among them), so that the next call connects
+        afresh. Those in use are left to their calls, which are not cut short (a call cut short may have been
+        applied): each meets the replica's refusal in turn, or is answered. A cluster client is closed, as it closes
+        itself at a ``CLUSTERDOWN`` (its calls in flight cut short, as by a dropped connection): its next call reads
+        the cluster's slots again (a demoted node answers a keyed write with ``MOVED``, which it follows; it ends a
+        blocking call with ``UNBLOCKED``)."""
+        client = self.client
+        with contextlib.suppress(Exception):  # one that fails to close is dropped all the same
+            if isinstance(client, redis.asyncio.RedisCluster):
+                await asyncio.wait_for(client.aclose(), self.reconnect_timeout)
+            else:
+                await asyncio.wait_for(
+                    client.connection_pool.disconnect(inuse_connections=False), self.reconnect_timeout
+                )
 
 
 def _config_values(reply: Any, name: str) -> list[int]:
