@@ -163,7 +163,7 @@ class TimerHandle:
 
     def touch(self, name: str) -> bool:
         """Make pending timer ``name`` due at now + the duration it was last set with; return whether it
-        was pending (nothing happens if it was not).
+        was pending or its event waited to be received (nothing happens if neither).
 
         The cheap way to keep an idle timeout from firing while there is activity: the timer keeps its
         place in the manager's heap and only its latest deadline is written, with no command queued
@@ -212,8 +212,8 @@ class TimerHandle:
         return bool(runner.engine.touch(name, runner.clock()))
 
     def touch_many(self, names: Iterable[str]) -> int:
-        """:meth:`touch` each of ``names``, in order, all at one now; return how many were pending. All
-        names are checked before any is touched."""
+        """:meth:`touch` each of ``names``, in order, all at one now; return how many were pending (or had their
+        event waiting). All names are checked before any is touched."""
         checked = self._names(names)
         runner = self._runner
         runner.check_open()
