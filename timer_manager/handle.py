@@ -177,8 +177,8 @@ class TimerHandle:
         first, so a touch never acts on a timer state they replace. Once the manager's cancellation token is
         cancelled, a touch does nothing (the stop on its way discards it, as it discards the commands still
         queued) and returns whether the timer is pending. Made from code the manager runs in the middle of its own
-        work (a DEBUG log handler, a ``__del__`` run by a garbage collection), a touch is queued behind the commands
-        being applied and returns whether the timer is pending before they are.
+        work (a DEBUG log handler, a ``__del__`` run by a garbage collection), a touch is queued as a command, behind
+        those queued, and returns whether the timer is pending at the call.
 
         On a remote backend (Redis) a touch is a command, applied on the server in order with the
         others: it returns True once queued (only the server knows whether the timer was pending), and
