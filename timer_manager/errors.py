@@ -28,4 +28,5 @@ class TimerLimitExceeded(TimerManagerError):
 
 
 class BackendUnavailable(TimerManagerError):
-    """The manager's backend (the Redis server) stayed unreachable longer than its ``reconnect_timeout``."""
+    """The manager's backend (the Redis server) stayed unreachable, out of memory or a read-only replica longer
+    than its ``reconnect_timeout``."""

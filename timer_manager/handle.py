@@ -163,7 +163,7 @@ class TimerHandle:
 
     def touch(self, name: str) -> bool:
         """Make pending timer ``name`` due at now + the duration it was last set with; return whether it
-        was pending (nothing happens if it was not).
+        was pending or its event waited to be received (nothing happens if neither).
 
         The cheap way to keep an idle timeout from firing while there is activity: the timer keeps its
         place in the manager's heap and only its latest deadline is written, with no command queued
@@ -176,7 +176,9 @@ class TimerHandle:
         it. Commands sent before (from this thread, or from threads whose call returned) are applied
         first, so a touch never acts on a timer state they replace. Once the manager's cancellation token is
         cancelled, a touch does nothing (the stop on its way discards it, as it discards the commands still
-        queued) and returns whether the timer is pending.
+        queued) and returns whether the timer is pending. Made from code the manager runs in the middle of its own
+        work (a DEBUG log handler, a ``__del__`` run by a garbage collection), a touch is queued as a command, behind
+        those queued, and returns whether the timer is pending at the call.
 
         On a remote backend (Redis) a touch is a command, applied on the server in order with the
         others: it returns True once queued (only the server knows whether the timer was pending), and
@@ -210,8 +212,8 @@ class TimerHandle:
         return bool(runner.engine.touch(name, runner.clock()))
 
     def touch_many(self, names: Iterable[str]) -> int:
-        """:meth:`touch` each of ``names``, in order, all at one now; return how many were pending. All
-        names are checked before any is touched."""
+        """:meth:`touch` each of ``names``, in order, all at one now; return how many were pending (or had their
+        event waiting). All names are checked before any is touched."""
         checked = self._names(names)
         runner = self._runner
         runner.check_open()

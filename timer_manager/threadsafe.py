@@ -77,7 +77,7 @@ class ThreadsafeHandle:
     def touch(self, name: str, timeout: float | None = None) -> None:
         """Touch timer ``name`` (:meth:`TimerHandle.touch`; now: this call), blocking until the command is
         queued. It is applied in order with this thread's other commands; it does nothing if the timer
-        is not pending then."""
+        is not pending then (nor its event waiting to be received)."""
         limit = self._timeout(timeout)
         self._put(self._touches([name]), limit, block=True)
 

@@ -53,8 +53,9 @@ class RedisBackend:
     ``ack``: ``"next"`` acknowledges an event when the same consumer asks for the next one (or at
     shutdown), ``"manual"`` leaves it to ``handle.ack(event)``, ``"receive"`` acknowledges at receipt
     (at most once). An event another consumer read and did not acknowledge within ``claim_after``
-    seconds is handed to a live one. While the server is unreachable, calls are retried for up to
-    ``reconnect_timeout`` seconds; then the manager stops with :class:`~timer_manager.BackendUnavailable`.
+    seconds is handed to a live one. While the server is unreachable, out of memory or a read-only replica (a
+    failover), calls are retried for up to ``reconnect_timeout`` seconds; then the manager stops with
+    :class:`~timer_manager.BackendUnavailable`.
     ``serializer``: an object with ``dumps``/``loads`` for payloads (default: JSON, with ``bytes`` and
     ``str`` as they are). ``max_payload``: the longest payload, in bytes as encoded, that a set takes (a longer one
     is refused at the call with ``ValueError``, as is a name longer than 16 KiB in UTF-8); above the default
