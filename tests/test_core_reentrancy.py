@@ -16,6 +16,7 @@ allocator fills freed memory so that a use after free shows), so that the suite 
 from __future__ import annotations
 
 import ast
+import contextlib
 import gc
 import os
 import random
@@ -800,3 +801,43 @@ def test_a_collection_during_fire_that_sets_a_timer_at_the_max_timers_limit(core
         assert engine.fire(1.0, 1.0) == 1
     assert engine.live_count() == 2
     assert refused == ["new"]
+
+
+async def test_a_receive_run_by_a_collection_during_a_passs_fire_leaves_no_command_unapplied(core: Core) -> None:
+    """A task waits for room; a thread hands a command over behind it; the pass that frees the room promises it to
+    the task and fires two timers. A collection in the middle of that fire runs a ``__del__`` that receives: the
+    receive moves what the thread handed over into the command queue (as a receive does) and the engine, busy,
+    applies nothing. Catches: nothing asked for a pass for those commands (the engine's apply was to do it), so the
+    task's command queued behind them and every later one waited for good (a ``flush()`` hung)."""
+    import asyncio
+    import threading
+
+    from timer_manager import CancellationToken, QueueEmpty, TimerManager
+
+    if core.kind == "c" and not COLLECTS_AT_ALLOCATIONS:
+        pytest.skip("Python 3.12+ collects only between bytecodes, and the compiled fire runs none")
+    manager, handle = TimerManager.new("fire-receive", 0.0, 2, 10, CancellationToken())
+    runner = manager._runner
+    engine = runner.engine
+    handle.try_set_timers([("f", 0, "payload"), ("g", 0, "payload")])  # the queue is full until run() applies it
+    task = asyncio.ensure_future(handle.set_timer("x", 100))
+    await asyncio.sleep(0)
+    assert runner.senders, "the task waits for room"
+    thread = threading.Thread(target=handle.threadsafe().try_set_timer, args=("y", 100))
+    thread.start()
+    thread.join()
+
+    def receive() -> None:
+        with contextlib.suppress(QueueEmpty):
+            handle.try_recv_event()
+
+    def in_fire() -> bool:  # f applied, out of the table and not yet ready; the task promised its room
+        return bool(runner.promised) and not engine.queued() and "g" not in engine.table and engine.ready_count() < 2
+
+    with _collector_runs_when(in_fire, receive):
+        run = asyncio.ensure_future(manager.run())
+        await asyncio.wait_for(task, 10)
+    await asyncio.wait_for(handle.flush(), 10)
+    assert "x" in handle and "y" in handle
+    await handle.shutdown()
+    await asyncio.wait_for(run, 10)

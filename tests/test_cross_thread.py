@@ -173,3 +173,66 @@ async def test_what_a_thread_hands_over_while_a_task_waits_for_room_is_applied_a
     assert deadline is not None and deadline > loop.time() + 150, "the task's set was applied after the thread's"
     await handle.shutdown()
     await asyncio.wait_for(run, HANG)
+
+
+@pytest.mark.usefixtures("core")
+async def test_a_pass_between_a_senders_promise_and_its_step_leaves_the_inbox_behind_it() -> None:
+    """A task waits for room in a full command queue; a thread then sets the same timer. The pass that frees the
+    room promises it to the task, and applying a thread's touch of a timer whose event waited asked for another
+    pass, which runs before the task's step. The task's call came first, so its command is applied first and the
+    thread's deadline is the one kept. Catches: that pass took the inbox (the waiting senders it checks skip the
+    promised one), queueing the thread's set ahead of the task's."""
+    import threading
+
+    loop = asyncio.get_running_loop()
+    manager, handle = TimerManager.new("promised-order", 0.0, 2, 10, CancellationToken())
+    run = asyncio.ensure_future(manager.run())
+    await handle.set_timer("f", 0)
+    for _ in range(100):  # f fires; its event waits, not received
+        await asyncio.sleep(0)
+        if manager._runner.engine.ready_count():
+            break
+    assert manager._runner.engine.ready_count() == 1
+    threadsafe = handle.threadsafe()
+
+    def in_thread(call: Any, *args: Any) -> None:
+        thread = threading.Thread(target=call, args=args)
+        thread.start()
+        thread.join()
+
+    task = asyncio.ensure_future(handle.set_timer("x", 100))  # its first step runs first: it finds no room
+    loop.call_soon(in_thread, threadsafe.try_set_timer, "x", 200)  # then a thread sets x, behind it
+    in_thread(threadsafe.touch, "f")  # a touch that re-arms f, so that applying it asks for a pass
+    handle.try_set_timer("a", 100)  # the touch is queued first, then this: the queue is full
+    await asyncio.wait_for(task, HANG)
+    await handle.flush()
+    deadline = handle.deadline("x")
+    assert deadline is not None and deadline > loop.time() + 150, "the thread's set was applied before the task's"
+    await handle.shutdown()
+    await asyncio.wait_for(run, HANG)
+
+
+@pytest.mark.usefixtures("core")
+async def test_a_shutdown_queues_what_threads_handed_over_behind_a_task_that_waited_before_it() -> None:
+    """A task's cancel waits for room in a full command queue; a thread then sets the same timer due at once, and a
+    shutdown() follows. The task's call came first: the cancel is applied, then the set, whose event is delivered and
+    stays receivable after the stop. Catches: the shutdown's close queued what the thread had handed over at once,
+    ahead of the task's cancel, which then retracted the thread's timer's event."""
+    import threading
+
+    manager, handle = TimerManager.new("close-order", 0.0, 2, 10, CancellationToken())
+    handle.try_set_timers([("p", 100), ("q", 100)])  # the queue is full until run() applies it
+    task = asyncio.ensure_future(handle.cancel_timer("x"))
+    await asyncio.sleep(0)
+    assert manager._runner.senders, "the task waits for room"
+    thread = threading.Thread(target=handle.threadsafe().try_set_timer, args=("x", 0))
+    thread.start()
+    thread.join()
+    shutdown = asyncio.ensure_future(handle.shutdown())
+    await asyncio.sleep(0)
+    run = asyncio.ensure_future(manager.run())
+    await asyncio.wait_for(task, HANG)
+    await asyncio.wait_for(shutdown, HANG)
+    await asyncio.wait_for(run, HANG)
+    names = [event.name for event in handle.try_recv_events(10)]
+    assert names == ["x"], "the thread's set was applied before the task's cancel"

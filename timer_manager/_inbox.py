@@ -110,10 +110,14 @@ class Inbox:
             self._room.notify_all()
         return taken
 
-    def close(self, reason: str) -> list[Command]:
-        """Take no more commands (threads waiting for room get :class:`ManagerClosed`); return those here."""
+    def close(self, reason: str, *, take: bool = True) -> list[Command]:
+        """Take no more commands (threads waiting for room get :class:`ManagerClosed`); return those here (unless
+        ``take`` is false: they stay, to be taken in their turn)."""
         with self.lock:
             self.closed = reason
+            if not take:
+                self._room.notify_all()
+                return []
             taken = list(self.commands)
             self.commands.clear()
             self.taken += len(taken)

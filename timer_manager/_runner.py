@@ -294,7 +294,13 @@ class Runner:
         (``inbox_taken``: the caller just queued it)."""
         if self.state == STOPPED:
             return
-        if not inbox_taken and self.inbox.commands and not self._sender_first() and not self.take_inbox():
+        if (
+            not inbox_taken
+            and self.inbox.commands
+            and not self.promised  # a sender promised room and not yet run came before all of it
+            and not self._sender_first()
+            and not self.take_inbox()
+        ):
             return
         self._promise_room()
         if self.inbox.commands:
@@ -336,6 +342,11 @@ class Runner:
         """Take no more commands from anyone; what other threads handed over before goes ahead of the SHUTDOWN."""
         self.closing = True
         self.update_direct_touch()
+        if self.senders and (self.promised or self._sender_first()):
+            # A sender that waited before it was handed over goes first: it stays, taken in its turn (see
+            # wake_senders), and by queue_shutdown at the latest.
+            self.inbox.close("shutting down", take=False)
+            return
         commands = self.inbox.close("shutting down")
         if commands:
             self.enqueue_all(commands)
@@ -390,9 +401,12 @@ class Runner:
             self.shutdown_callers -= 1
 
     def queue_shutdown(self) -> None:
-        """Queue the one SHUTDOWN (room was checked or promised)."""
+        """Queue the one SHUTDOWN (room was checked or promised), behind what threads handed over before the close
+        and left in the inbox behind the senders that waited before it (:meth:`close`)."""
         self.shutdown_queued = True
-        self.enqueue_all([(SHUTDOWN, None, None, None)])
+        commands: list[Command] = (self.inbox.take() or []) if self.inbox.commands else []
+        commands.append((SHUTDOWN, None, None, None))
+        self.enqueue_all(commands)
 
     # ------------------------------------------------------------------ receiving events
 
@@ -463,8 +477,8 @@ class Runner:
             return
         try:
             engine = self.engine
-            if self.inbox.commands and not (self.senders and self._sender_first()):  # else behind them, below
-                self.take_inbox()
+            if self.inbox.commands:  # unless a sender that came before it is to queue first (then below)
+                self._take_inbox_in_turn()
             if engine.queued():
                 log = self._log_command if logger.isEnabledFor(logging.DEBUG) else None
                 if engine.apply(log):
@@ -473,7 +487,8 @@ class Runner:
             # What threads handed over meanwhile goes ahead of the senders woken now (it is applied next pass),
             # unless it all came after the oldest started waiting: then behind them. It must be taken here
             # whenever it fits: nothing else will ask for a pass for it.
-            if self.senders and self.inbox.commands and self._sender_first():
+            # A sender promised room and not yet run (this pass may come before its step) is ahead of all of it.
+            if self.senders and self.inbox.commands and (self.promised or self._sender_first()):
                 self.wake_senders()
             elif (not self.inbox.commands or self.take_inbox()) and self.senders:
                 self.wake_senders(inbox_taken=True)
@@ -539,8 +554,10 @@ class Runner:
         return True. If the engine fails, stop the manager as failed and raise."""
         if self.inbox.commands:
             handed_over = self.inbox.take()
-            if handed_over:
-                self.engine.push_all(handed_over)
+            # A pass for them, as for any command queued first: from code run in the middle of the engine's own
+            # work (a __del__ a collection runs in a fire), the apply below does nothing.
+            if handed_over and self.engine.push_all(handed_over) == QUEUED_FIRST:
+                self.schedule_service()
         log = self._log_command if logger.isEnabledFor(logging.DEBUG) else None
         try:
             shutdown = self.engine.apply(log)
