@@ -2,9 +2,13 @@
 
 A reply that carries the server's clock (Unix microseconds, read while the call was on the server) bounds the
 offset between the two clocks: the server read it after the call was sent and before its reply came back. The
-promoter wakes at a tick by the upper bound, so it never wakes late; the tightest upper bound of the last second's
+promoter wakes at a tick by the upper bound, so it does not wake late; the tightest upper bound of the last second's
 calls makes it wake as late as that allows. The bound of the last call alone moves with that call's own delay on
 its way out, and a PROMOTE that reaches the server before the tick finds nothing and costs one more round trip.
+
+A step of the server's clock forward that a later reply proves (by its lower bound) drops the older bounds at once;
+a smaller one, or NTP slewing the clock, may keep one that is too low for up to :data:`WINDOW`, and the wake-up is
+then late by less than that call's round trip.
 """
 
 from __future__ import annotations
