@@ -19,7 +19,7 @@ from typing import Any, cast
 import pytest
 from stress import Crowd, RecordingTable, applied_by, consume, recording_table
 
-from timer_manager import CancellationToken, QueueFull, TimerManager, _backend
+from timer_manager import CancellationToken, QueueFull, TimerHandle, TimerManager, _backend
 
 HANG = 60.0  # seconds after which a wait counts as a hang (generous: a loaded 2-core machine)
 
@@ -149,30 +149,41 @@ async def test_commands_handed_over_behind_an_oversized_batch_wait_for_room() ->
     await asyncio.wait_for(run, HANG)
 
 
+def _in_a_thread(call: Any, *args: Any) -> None:
+    """``call(*args)`` in another thread, waited for."""
+    import threading
+
+    thread = threading.Thread(target=call, args=args)
+    thread.start()
+    thread.join()
+
+
+async def _the_threads_later_set_of_x_was_kept(handle: TimerHandle, run: asyncio.Task[None]) -> None:
+    """Once what was queued is applied, ``x`` is due in about 200 s (the thread's set), not 100 s (the task's, which
+    came first); then the manager stops."""
+    await handle.flush()
+    deadline = handle.deadline("x")
+    assert deadline is not None, "x is not pending"
+    assert deadline > asyncio.get_running_loop().time() + 150, "the thread's set was applied before the task's"
+    await handle.shutdown()
+    await asyncio.wait_for(run, HANG)
+
+
 @pytest.mark.usefixtures("core")
 async def test_what_a_thread_hands_over_while_a_task_waits_for_room_is_applied_after_the_tasks_command() -> None:
     """A task waits for room in a full command queue; then a thread sets the same timer. The task's call came
     first, so its command is applied first and the thread's deadline is the one kept. Catches: room freed was
     promised to the task, and what the thread had handed over meanwhile was queued at once, ahead of the task's
     command (which the task queues when it runs)."""
-    import threading
-
-    loop = asyncio.get_running_loop()
     manager, handle = TimerManager.new("arrival-order", 0.0, 2, 10, CancellationToken())
     handle.try_set_timers([("p", 100), ("q", 100)])  # the queue is full until run() applies it
     task = asyncio.ensure_future(handle.set_timer("x", 100))
     await asyncio.sleep(0)
     assert manager._runner.senders, "the task waits for room"
-    thread = threading.Thread(target=handle.threadsafe().try_set_timer, args=("x", 200))
-    thread.start()
-    thread.join()
+    _in_a_thread(handle.threadsafe().try_set_timer, "x", 200)
     run = asyncio.ensure_future(manager.run())
     await asyncio.wait_for(task, HANG)
-    await handle.flush()
-    deadline = handle.deadline("x")
-    assert deadline is not None and deadline > loop.time() + 150, "the task's set was applied after the thread's"
-    await handle.shutdown()
-    await asyncio.wait_for(run, HANG)
+    await _the_threads_later_set_of_x_was_kept(handle, run)
 
 
 @pytest.mark.usefixtures("core")
@@ -182,8 +193,6 @@ async def test_a_pass_between_a_senders_promise_and_its_step_leaves_the_inbox_be
     pass, which runs before the task's step. The task's call came first, so its command is applied first and the
     thread's deadline is the one kept. Catches: that pass took the inbox (the waiting senders it checks skip the
     promised one), queueing the thread's set ahead of the task's."""
-    import threading
-
     loop = asyncio.get_running_loop()
     manager, handle = TimerManager.new("promised-order", 0.0, 2, 10, CancellationToken())
     run = asyncio.ensure_future(manager.run())
@@ -194,22 +203,12 @@ async def test_a_pass_between_a_senders_promise_and_its_step_leaves_the_inbox_be
             break
     assert manager._runner.engine.ready_count() == 1
     threadsafe = handle.threadsafe()
-
-    def in_thread(call: Any, *args: Any) -> None:
-        thread = threading.Thread(target=call, args=args)
-        thread.start()
-        thread.join()
-
     task = asyncio.ensure_future(handle.set_timer("x", 100))  # its first step runs first: it finds no room
-    loop.call_soon(in_thread, threadsafe.try_set_timer, "x", 200)  # then a thread sets x, behind it
-    in_thread(threadsafe.touch, "f")  # a touch that re-arms f, so that applying it asks for a pass
+    loop.call_soon(_in_a_thread, threadsafe.try_set_timer, "x", 200)  # then a thread sets x, behind it
+    _in_a_thread(threadsafe.touch, "f")  # a touch that re-arms f, so that applying it asks for a pass
     handle.try_set_timer("a", 100)  # the touch is queued first, then this: the queue is full
     await asyncio.wait_for(task, HANG)
-    await handle.flush()
-    deadline = handle.deadline("x")
-    assert deadline is not None and deadline > loop.time() + 150, "the thread's set was applied before the task's"
-    await handle.shutdown()
-    await asyncio.wait_for(run, HANG)
+    await _the_threads_later_set_of_x_was_kept(handle, run)
 
 
 @pytest.mark.usefixtures("core")
@@ -218,16 +217,12 @@ async def test_a_shutdown_queues_what_threads_handed_over_behind_a_task_that_wai
     shutdown() follows. The task's call came first: the cancel is applied, then the set, whose event is delivered and
     stays receivable after the stop. Catches: the shutdown's close queued what the thread had handed over at once,
     ahead of the task's cancel, which then retracted the thread's timer's event."""
-    import threading
-
     manager, handle = TimerManager.new("close-order", 0.0, 2, 10, CancellationToken())
     handle.try_set_timers([("p", 100), ("q", 100)])  # the queue is full until run() applies it
     task = asyncio.ensure_future(handle.cancel_timer("x"))
     await asyncio.sleep(0)
     assert manager._runner.senders, "the task waits for room"
-    thread = threading.Thread(target=handle.threadsafe().try_set_timer, args=("x", 0))
-    thread.start()
-    thread.join()
+    _in_a_thread(handle.threadsafe().try_set_timer, "x", 0)
     shutdown = asyncio.ensure_future(handle.shutdown())
     await asyncio.sleep(0)
     run = asyncio.ensure_future(manager.run())
