@@ -254,3 +254,20 @@ def hold_answers(link: Any) -> asyncio.Event:
 
     link._send_batch = holding
     return held
+
+
+async def acks_a_stop_catches(
+    handle: TimerHandle, token: Any, run: asyncio.Future[Any], held: asyncio.Event, *acks: Callable[[], Awaitable[Any]]
+) -> list[Any]:
+    """With a batch on its way and its answer held (``held``, from :func:`hold_answers`): queue a set behind it, start
+    each of ``acks`` (calls of ``handle.ack`` or ``ack_events``), and cancel ``token`` before they run on, so that the
+    stop's settle takes their acknowledgements. Return how each ended (its result or exception), once the manager
+    stopped."""
+    handle.try_set_timer("later", 600.0)
+    await asyncio.wait_for(held.wait(), LIMIT)
+    started = [asyncio.ensure_future(ack()) for ack in acks]
+    await asyncio.sleep(0)
+    token.cancel()
+    outcomes = await asyncio.wait_for(asyncio.gather(*started, return_exceptions=True), LIMIT)
+    await asyncio.wait_for(asyncio.gather(run, return_exceptions=True), LIMIT)
+    return outcomes

@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, eventually, hold_answers, receive
+from redis_server import (
+    LIMIT,
+    REDIS_SERVER,
+    RedisServer,
+    acks_a_stop_catches,
+    client_of,
+    eventually,
+    hold_answers,
+    receive,
+)
 
 from timer_manager import CancellationToken, ManagerClosed, TimerExpired, TimerManager
 from timer_manager.redis import BackendUnavailable, RedisBackend, RedisTimerExpired
@@ -432,13 +441,7 @@ async def test_an_ack_whose_settle_call_lost_its_reply_returns_as_the_acknowledg
             return connection
 
         pool.get_connection = dropping
-        handle.try_set_timer("later", 600.0)
-        await asyncio.wait_for(held.wait(), LIMIT)
-        acked = asyncio.ensure_future(handle.ack(event))
-        await asyncio.sleep(0)
-        token.cancel()
-        (outcome,) = await asyncio.wait_for(asyncio.gather(acked, return_exceptions=True), LIMIT)
-        await asyncio.wait_for(asyncio.gather(run, return_exceptions=True), LIMIT)
+        (outcome,) = await acks_a_stop_catches(handle, token, run, held, lambda: handle.ack(event))
         assert dropped, "the settle made no call"
         async with client_of(own_redis) as client:
             await eventually(
@@ -491,14 +494,9 @@ async def test_an_ack_whose_settle_call_was_answered_returns_though_a_later_call
             return await get_connection(*arguments, **more)
 
         pool.get_connection = killing
-        handle.try_set_timer("later", 600.0)
-        await asyncio.wait_for(held.wait(), LIMIT)
-        first = asyncio.ensure_future(handle.ack_events(events[:15]))
-        second = asyncio.ensure_future(handle.ack_events(events[15:]))
-        await asyncio.sleep(0)
-        token.cancel()
-        outcomes = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), LIMIT)
-        await asyncio.wait_for(asyncio.gather(run, return_exceptions=True), LIMIT)
+        outcomes = await acks_a_stop_catches(
+            handle, token, run, held, lambda: handle.ack_events(events[:15]), lambda: handle.ack_events(events[15:])
+        )
         assert len(settling) >= 2, "the settle made fewer than two calls"
         own_redis.start()  # the append-only file replayed: what the server applied before the kill
         async with client_of(own_redis) as client:

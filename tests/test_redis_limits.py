@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from redis_server import LIMIT, REDIS_SERVER, RedisServer, client_of, hold_answers, receive
+from redis_server import LIMIT, REDIS_SERVER, RedisServer, acks_a_stop_catches, client_of, hold_answers, receive
 
 from timer_manager import CancellationToken, ManagerClosed, TimerHandle, TimerManager
 from timer_manager.redis import BackendUnavailable, RedisBackend
@@ -198,13 +198,7 @@ async def test_the_stream_entries_a_stop_acknowledges_are_split_below_the_server
         await asyncio.wait_for(handle.flush(), LIMIT)
         link: Any = manager._runner.store.link  # type: ignore[attr-defined]
         held = hold_answers(link)  # a batch on its way, its answer held: the acks wait behind it
-        handle.try_set_timer("later", 600.0)
-        await asyncio.wait_for(held.wait(), LIMIT)
-        acked = asyncio.ensure_future(handle.ack_events(events))
-        await asyncio.sleep(0)
-        token.cancel()
-        (outcome,) = await asyncio.wait_for(asyncio.gather(acked, return_exceptions=True), LIMIT)
-        await asyncio.wait_for(asyncio.gather(run, return_exceptions=True), LIMIT)
+        (outcome,) = await acks_a_stop_catches(handle, token, run, held, lambda: handle.ack_events(events))
         async with client_of(small_bulk) as client:
             assert (await client.xpending(f"{{tm:{namespace}}}:ev", "timers"))["pending"] == 0
             assert await client.hlen(f"{{tm:{namespace}}}:fired") == 0
