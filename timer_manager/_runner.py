@@ -388,7 +388,12 @@ class Runner:
                 if self.has_room(1):
                     self.queue_shutdown()
                     return
-                await self.wait_for_room(1)
+                try:
+                    await self.wait_for_room(1)
+                except ManagerClosed:
+                    if self.shutdown_queued:  # another call queued the SHUTDOWN this one waited for: as after it
+                        return
+                    raise
                 if self.shutdown_queued:  # another shutdown() call queued it meanwhile: pass the room on
                     self.wake_senders()
                 else:
