@@ -455,7 +455,36 @@ async def test_open_whose_exit_is_cancelled_still_stops_the_manager() -> None:
         captured[0].try_set_timer("x", 1)
 
 
-# ---------------------------------------------------------------------- re-entrant logging
+@pytest.mark.usefixtures("core")
+@pytest.mark.parametrize("stop", ["token", "run-cancelled"])
+async def test_open_whose_exit_waits_for_room_when_the_manager_stops_ends_as_the_manager_did(stop: str) -> None:
+    """The block ends normally with the command queue full, so the exit's shutdown() waits for room, and the manager
+    stops meanwhile: by its token, open() ends normally, as it does when the token stopped the manager before the
+    exit; its task cancelled, open() raises CancelledError, as ``await task`` does. It raised the waiting
+    shutdown()'s ManagerClosed instead."""
+    token = CancellationToken()
+    captured: list[Any] = []
+
+    async def block() -> None:
+        before = asyncio.all_tasks()
+        async with TimerManager.open("exit", 0, command_buffer_size=1, cancel_token=token) as handle:
+            captured.append(handle)
+            handle.try_set_timer("fills the queue", 1000)
+            # Run after the run() task's first step, while the exit's shutdown() waits for room.
+            if stop == "token":
+                asyncio.get_running_loop().call_soon(token.cancel)
+            else:
+                (run,) = asyncio.all_tasks() - before
+                asyncio.get_running_loop().call_soon(run.cancel)
+
+    task = asyncio.ensure_future(block())
+    if stop == "token":
+        await asyncio.wait_for(task, HANG)
+    else:
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, HANG)
+    with pytest.raises(ManagerClosed):
+        captured[0].try_set_timer("x", 1)
 
 
 @pytest.mark.usefixtures("core")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._backend import Backend, LocalBackend
 from ._runner import Runner
 from ._validate import check_size, seconds
+from .errors import ManagerClosed
 from .handle import TimerHandle
 from .stats import TimerStats, snapshot
 from .token import CancellationToken
@@ -141,7 +142,10 @@ class TimerManager:
         try:
             yield manager._handle
             if not task.done():
-                await manager._handle.shutdown()
+                # ManagerClosed: the manager stopped while the shutdown waited for room (its token, its task
+                # cancelled, a failure); the task tells how, as it does for a stop before the exit.
+                with contextlib.suppress(ManagerClosed):
+                    await manager._handle.shutdown()
             await task
         finally:
             # The body raised, or the exit was cancelled: the manager must not outlive the block.
