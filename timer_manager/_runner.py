@@ -489,6 +489,9 @@ class Runner:
                 if engine.apply(log):
                     self.stop("shutdown requested")
                     return
+                if self.token_cancelled:  # cancelled during the apply (a log handler, another thread): it stopped there
+                    self.stop("cancellation token cancelled")
+                    return
             # What threads handed over meanwhile goes ahead of the senders woken now (it is applied next pass),
             # unless it all came after the oldest started waiting: then behind them. It must be taken here
             # whenever it fits: nothing else will ask for a pass for it.

@@ -188,6 +188,7 @@ class TimerManager:
             # the stop itself runs on the loop's thread, never in the middle of the manager's own work (the
             # token may be cancelled from a log handler it called).
             runner.token_cancelled = True
+            runner.engine.halted = True  # an apply under way (from a log handler, or while this thread runs) stops
             runner.update_direct_touch()  # a touch from now on is discarded with the commands still queued
             if not loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # closed just now
