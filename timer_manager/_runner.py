@@ -137,9 +137,12 @@ class Runner:
         nothing is queued: once bound to its loop, while open, on a local table, not in debug mode (where
         every call checks its thread), and no token stop is on its way (which discards a touch, as it does the
         commands still queued). Called wherever one of those changes."""
-        self.engine.direct_touch = self.loop is not None and not (
-            self.debug or self.closing or self.remote or self.token_cancelled
-        )
+        direct = self.loop is not None and not (self.debug or self.closing or self.remote or self.token_cancelled)
+        self.engine.direct_touch = direct
+        if direct and self.token_cancelled:
+            # The token's callback, in another thread, set the flag after the read above and wrote False before the
+            # write: read again after writing, or a touch would be applied at the call after the cancel.
+            self.engine.direct_touch = False
 
     def bound_loop(self) -> asyncio.AbstractEventLoop:
         """The manager's loop, binding the running one on first use."""
