@@ -513,15 +513,27 @@ async def test_open_whose_exit_is_cancelled_still_stops_the_manager() -> None:
         captured[0].try_set_timer("x", 1)
 
 
-@pytest.mark.usefixtures("core")
-@pytest.mark.parametrize("stop", ["token", "run-cancelled"])
-async def test_open_whose_exit_waits_for_room_when_the_manager_stops_ends_as_the_manager_did(stop: str) -> None:
+@pytest.mark.parametrize("stop", ["token", "run-cancelled", "fails"])
+async def test_open_whose_exit_waits_for_room_when_the_manager_stops_ends_as_the_manager_did(
+    stop: str, core: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The block ends normally with the command queue full, so the exit's shutdown() waits for room, and the manager
     stops meanwhile: by its token, open() ends normally, as it does when the token stopped the manager before the
-    exit; its task cancelled, open() raises CancelledError, as ``await task`` does. It raised the waiting
-    shutdown()'s ManagerClosed instead."""
+    exit; its task cancelled, open() raises CancelledError, as ``await task`` does; failed, open() re-raises the
+    failure. It raised the waiting shutdown()'s ManagerClosed instead (for a failure, hiding it)."""
     token = CancellationToken()
     captured: list[Any] = []
+    base: Any = core.Engine
+
+    class Failing(base):  # type: ignore[misc]
+        fail = False
+
+        def apply(self, log: Any = None) -> bool:
+            if self.fail:
+                raise ValueError("engine failed")
+            return bool(super().apply(log))
+
+    monkeypatch.setattr(_backend, "Engine", Failing)
 
     async def block() -> None:
         before = asyncio.all_tasks()
@@ -531,15 +543,20 @@ async def test_open_whose_exit_waits_for_room_when_the_manager_stops_ends_as_the
             # Run after the run() task's first step, while the exit's shutdown() waits for room.
             if stop == "token":
                 asyncio.get_running_loop().call_soon(token.cancel)
-            else:
+            elif stop == "run-cancelled":
                 (run,) = asyncio.all_tasks() - before
                 asyncio.get_running_loop().call_soon(run.cancel)
+            else:
+                handle._runner.engine.fail = True  # type: ignore[attr-defined]  # the manager's first pass fails
 
     task = asyncio.ensure_future(block())
     if stop == "token":
         await asyncio.wait_for(task, HANG)
-    else:
+    elif stop == "run-cancelled":
         with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, HANG)
+    else:
+        with pytest.raises(ValueError, match="engine failed"):
             await asyncio.wait_for(task, HANG)
     with pytest.raises(ManagerClosed):
         captured[0].try_set_timer("x", 1)
