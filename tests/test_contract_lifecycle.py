@@ -190,6 +190,25 @@ async def test_shutdown_is_idempotent_both_forms() -> None:
     assert manager._runner.stop_reason == "shutdown requested"
 
 
+@pytest.mark.parametrize("capacity", [1, 2])
+async def test_shutdown_calls_waiting_together_for_room_all_return(capacity: int) -> None:
+    """Several shutdown() calls wait for room in a full command queue: the first to get it queues the SHUTDOWN,
+    and every other returns, as a shutdown() made after it does, whether the stop came before or after it was
+    given room. catches: a call still waiting when the first one's SHUTDOWN stopped the manager raised
+    ManagerClosed("... stopped (shutdown requested)")."""
+    manager, handle = TimerManager.new("idem-waiting", 0, capacity, 8)
+    run = asyncio.ensure_future(manager.run())
+    for index in range(capacity):
+        handle.try_set_timer(f"blocker {index}", 1000)
+    calls = []
+    for _ in range(3):
+        calls.append(asyncio.ensure_future(handle.shutdown()))
+        await asyncio.sleep(0)  # each starts waiting before the manager applies anything
+    assert await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), HANG) == [None, None, None]
+    await asyncio.wait_for(run, HANG)
+    assert manager._runner.stop_reason == "shutdown requested"
+
+
 # -- 8. the cancellation token ----------------------------------------------------------------------------
 
 

@@ -252,6 +252,63 @@ async def test_token_cancelled_from_the_managers_own_logging(needle: str) -> Non
         pass
 
 
+async def test_a_token_cancelled_while_the_manager_applies_a_command_discards_the_commands_behind_it() -> None:
+    """The token cancelled from a DEBUG log handler, on the record of a set the manager is about to apply: the
+    commands queued behind it are discarded, as every command still queued at a token stop is (contract 8), so the
+    event that a cancel among them would retract stays receivable, and nothing more is delivered.
+    catches: the engine's apply went on with the queue, and the pass then delivered what fell due: the cancel
+    retracted the waiting event, received by nobody."""
+    token = CancellationToken()
+    manager, handle, task = await _start("halted", 0, 8, 8, token)
+    await handle.set_timer("a", 0.0)
+    while manager.stats().events_ready < 1:
+        await asyncio.sleep(0.001)
+    logger = logging.getLogger("timer_manager")
+    handler = _CancelOnRecord(token, "set 'x'")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        handle.try_set_timer("x", 0.0)  # logged, and the token cancelled, before it is applied
+        handle.try_cancel_timer("a")
+        handle.try_set_timer("b", 0.0)
+        await asyncio.wait_for(task, 2.0)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert manager._runner.stop_reason == "cancellation token cancelled"
+    assert [event.name async for event in handle] == ["a"]
+    assert len([m for m in handler.seen if "stopped" in m]) == 1, handler.seen
+
+
+@pytest.mark.parametrize("touch", ["touch", "touch_many"])
+async def test_a_touch_whose_queued_commands_cancel_the_token_as_they_are_applied_is_discarded(touch: str) -> None:
+    """A touch with a command queued applies it first; a DEBUG log handler cancels the token on that command's
+    record. The touch then comes after the cancel, and is discarded as a touch made after it is (contract 8): the
+    one-shot timer's waiting event stays receivable. catches: the touch went on, withdrew the event and armed the
+    timer, which the stop then discarded: the event was lost."""
+    token = CancellationToken()
+    manager, handle, task = await _start("touch halted", 0, 8, 8, token)
+    await handle.set_timer("a", 0.0)
+    while manager.stats().events_ready < 1:
+        await asyncio.sleep(0.001)
+    logger = logging.getLogger("timer_manager")
+    handler = _CancelOnRecord(token, "set 'x'")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        handle.try_set_timer("x", 1000.0)
+        touched = handle.touch("a") if touch == "touch" else handle.touch_many(["a"])
+        await asyncio.wait_for(task, 2.0)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert token.is_cancelled()
+    assert [event.name async for event in handle] == ["a"]
+    assert touched in (False, 0)  # "a" is not pending: its event waits
+
+
 # ---------------------------------------------------------------------- lifecycle misuse
 
 

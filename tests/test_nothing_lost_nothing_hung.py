@@ -403,6 +403,64 @@ async def test_commands_queued_at_a_token_stop_are_discarded(when: str) -> None:
     assert manager.stats().set == 0
 
 
+async def test_a_token_cancelled_by_a_thread_while_the_loop_updates_direct_touch_keeps_touches_discarded(
+    core: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner recomputes whether a touch may be applied at the call (``update_direct_touch``: read the flags,
+    then write the engine's ``direct_touch``) on the loop's thread, and the token's callback does the same from the
+    thread that cancels it. A thread switch between the loop's read and its write (played here by running the
+    cancel, in a thread of its own, from that write) left ``direct_touch`` set with the token cancelled: a touch
+    then went to the table at the call, withdrew a one-shot timer's waiting event and armed the timer, which the
+    stop discarded: the event was lost, where a touch after the cancel does nothing (reliability row 32)."""
+    token = CancellationToken()
+    switch = threading.Event()  # set: the loop's next write of True lets the cancelling thread run first
+    loop_thread = threading.get_ident()
+    base: Any = core.Engine
+    field = getattr(base, "direct_touch", None)  # the compiled engine's own field; the pure one keeps an attribute
+
+    class Switching(base):  # type: ignore[misc]
+        @property
+        def direct_touch(self) -> bool:
+            return bool(field.__get__(self) if field is not None else self.__dict__["_direct_touch"])
+
+        @direct_touch.setter
+        def direct_touch(self, value: bool) -> None:
+            if value and switch.is_set() and threading.get_ident() == loop_thread:
+                switch.clear()
+                thread = threading.Thread(target=token.cancel)
+                thread.start()
+                thread.join()
+            if field is not None:
+                field.__set__(self, value)
+            else:
+                self.__dict__["_direct_touch"] = value
+
+    monkeypatch.setattr(_backend, "Engine", Switching)
+    manager, handle = TimerManager.new("switched", 0, 8, 8, token)
+    run = asyncio.ensure_future(manager.run())
+    await handle.set_timer("a", 0.0)
+    while manager.stats().events_ready < 1:
+        await asyncio.sleep(0.001)
+    logger = logging.getLogger("timer_manager")
+    handler = logging.NullHandler(logging.DEBUG)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)  # each command applied is logged, and direct_touch recomputed after its record
+    try:
+        handle.try_set_timer("x", 1000.0)
+        switch.set()
+        handle.touch("a")  # applies the set first: the token is cancelled as direct_touch is written after its record
+        assert token.is_cancelled()
+        assert not switch.is_set()
+        touched = handle.touch("a")
+        await asyncio.wait_for(run, HANG)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert [event.name async for event in handle] == ["a"]
+    assert touched is False
+
+
 # ---------------------------------------------------------------------- starting and stopping
 
 
@@ -451,6 +509,55 @@ async def test_open_whose_exit_is_cancelled_still_stops_the_manager() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    with pytest.raises(ManagerClosed):
+        captured[0].try_set_timer("x", 1)
+
+
+@pytest.mark.parametrize("stop", ["token", "run-cancelled", "fails"])
+async def test_open_whose_exit_waits_for_room_when_the_manager_stops_ends_as_the_manager_did(
+    stop: str, core: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The block ends normally with the command queue full, so the exit's shutdown() waits for room, and the manager
+    stops meanwhile: by its token, open() ends normally, as it does when the token stopped the manager before the
+    exit; its task cancelled, open() raises CancelledError, as ``await task`` does; failed, open() re-raises the
+    failure. It raised the waiting shutdown()'s ManagerClosed instead (for a failure, hiding it)."""
+    token = CancellationToken()
+    captured: list[Any] = []
+    base: Any = core.Engine
+
+    class Failing(base):  # type: ignore[misc]
+        fail = False
+
+        def apply(self, log: Any = None) -> bool:
+            if self.fail:
+                raise ValueError("engine failed")
+            return bool(super().apply(log))
+
+    monkeypatch.setattr(_backend, "Engine", Failing)
+
+    async def block() -> None:
+        before = asyncio.all_tasks()
+        async with TimerManager.open("exit", 0, command_buffer_size=1, cancel_token=token) as handle:
+            captured.append(handle)
+            handle.try_set_timer("fills the queue", 1000)
+            # Run after the run() task's first step, while the exit's shutdown() waits for room.
+            if stop == "token":
+                asyncio.get_running_loop().call_soon(token.cancel)
+            elif stop == "run-cancelled":
+                (run,) = asyncio.all_tasks() - before
+                asyncio.get_running_loop().call_soon(run.cancel)
+            else:
+                handle._runner.engine.fail = True  # type: ignore[attr-defined]  # the manager's first pass fails
+
+    task = asyncio.ensure_future(block())
+    if stop == "token":
+        await asyncio.wait_for(task, HANG)
+    elif stop == "run-cancelled":
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, HANG)
+    else:
+        with pytest.raises(ValueError, match="engine failed"):
+            await asyncio.wait_for(task, HANG)
     with pytest.raises(ManagerClosed):
         captured[0].try_set_timer("x", 1)
 

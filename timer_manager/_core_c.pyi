@@ -48,6 +48,7 @@ class Engine:
     waiting_for_room: bool
     direct_touch: bool
     handed_over: Sized
+    halted: bool
     data: dict[str, Any]
     intervals: dict[str, Any]
     reserved: dict[str, int]

@@ -111,6 +111,7 @@ cdef class Engine:
     cdef public Py_ssize_t parked   # repeating timers whose event is ready: out of the table, still pending
     cdef public bint direct_touch   # kept by the runner: bound to its loop, open, not in debug mode
     cdef public object handed_over  # the runner's inbox (commands other threads handed over): a Sized
+    cdef public bint halted         # set (from any thread) by a token's cancellation: apply nothing more
     # Set while a timer moves between the queue, the table and the ready events (apply, fire, a take or a touch
     # that re-arms) and Python code may run (a log handler, the admission, a payload's __del__, the collector):
     # that code must not change timers then. Its apply() does nothing (the outer one, or the pass its commands
@@ -294,7 +295,7 @@ cdef class Engine:
             return False
         self._busy = True
         try:
-            while self._count:
+            while self._count and not self.halted:
                 slot = &self._ring[self._head]
                 op = slot.op
                 deadline = slot.deadline

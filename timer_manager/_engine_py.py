@@ -62,6 +62,7 @@ class Engine:
         # Kept by the runner: a touch may be applied at the call (bound to its loop, open, not in debug mode).
         self.direct_touch = False
         self.handed_over: Sized = ()  # the runner's inbox: commands other threads handed over
+        self.halted = False  # set (from any thread) by a token's cancellation: apply nothing more
 
         self.data: dict[str, Any] = {}
         self.intervals: dict[str, Interval] = {}
@@ -153,7 +154,7 @@ class Engine:
     def _apply(self, log: Callable[[int, str | None, Any], None] | None) -> bool:
         commands = self._commands
         table = self.table
-        while commands:
+        while commands and not self.halted:
             op, name, value, data = commands.popleft()
             if log is not None:
                 log(op, name, value[0] if op == SET and type(value) is tuple else value)

@@ -129,6 +129,7 @@ class EngineInterface(Protocol):
     waiting_for_room: bool  # due timers wait for room in the event queue (the runner decides and sets it)
     direct_touch: bool  # a touch may be applied at the call: bound to its loop, open, local, not in debug mode
     handed_over: Sized  # the runner's inbox: commands other threads handed over, which a touch waits behind
+    halted: bool  # set (from any thread) by a token's cancellation: apply stops before its next command
     reserved: dict[str, int]  # queued sets per name, under max_timers (shared with the admission)
     release: Callable[[str], None]  # called once a set of a reserved name is applied
     admit_rearm: Callable[[str], bool]  # under lock: may a touch re-arm this fired one-shot (max_timers)?

@@ -137,9 +137,12 @@ class Runner:
         nothing is queued: once bound to its loop, while open, on a local table, not in debug mode (where
         every call checks its thread), and no token stop is on its way (which discards a touch, as it does the
         commands still queued). Called wherever one of those changes."""
-        self.engine.direct_touch = self.loop is not None and not (
-            self.debug or self.closing or self.remote or self.token_cancelled
-        )
+        direct = self.loop is not None and not (self.debug or self.closing or self.remote or self.token_cancelled)
+        self.engine.direct_touch = direct
+        if direct and self.token_cancelled:
+            # The token's callback, in another thread, set the flag after the read above and wrote False before the
+            # write: read again after writing, or a touch would be applied at the call after the cancel.
+            self.engine.direct_touch = False
 
     def bound_loop(self) -> asyncio.AbstractEventLoop:
         """The manager's loop, binding the running one on first use."""
@@ -388,7 +391,12 @@ class Runner:
                 if self.has_room(1):
                     self.queue_shutdown()
                     return
-                await self.wait_for_room(1)
+                try:
+                    await self.wait_for_room(1)
+                except ManagerClosed:
+                    if self.shutdown_queued:  # another call queued the SHUTDOWN this one waited for: as after it
+                        return
+                    raise
                 if self.shutdown_queued:  # another shutdown() call queued it meanwhile: pass the room on
                     self.wake_senders()
                 else:
@@ -483,6 +491,9 @@ class Runner:
                 log = self._log_command if logger.isEnabledFor(logging.DEBUG) else None
                 if engine.apply(log):
                     self.stop("shutdown requested")
+                    return
+                if self.token_cancelled:  # cancelled during the apply (a log handler, another thread): it stopped there
+                    self.stop("cancellation token cancelled")
                     return
             # What threads handed over meanwhile goes ahead of the senders woken now (it is applied next pass),
             # unless it all came after the oldest started waiting: then behind them. It must be taken here

@@ -209,6 +209,8 @@ class TimerHandle:
             # command being applied (which is no longer counted as queued).
             runner.enqueue_all([(TOUCH, name, runner.clock(), None)])
             return bool(runner.engine.is_live(name))
+        if runner.token_cancelled:  # cancelled while those were applied (from a DEBUG log handler): as above
+            return bool(runner.engine.is_live(name))
         return bool(runner.engine.touch(name, runner.clock()))
 
     def touch_many(self, names: Iterable[str]) -> int:
@@ -226,6 +228,8 @@ class TimerHandle:
         queued = self._handed_over or runner.engine.queued() or runner.logging_command
         if queued and not runner.apply_queued():
             runner.enqueue_all([(TOUCH, name, now, None) for name in checked])
+            return sum(1 for name in checked if runner.engine.is_live(name))
+        if runner.token_cancelled:  # cancelled while those were applied, as in touch()
             return sum(1 for name in checked if runner.engine.is_live(name))
         touch = runner.engine.touch
         return sum(1 for name in checked if touch(name, now))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._backend import Backend, LocalBackend
 from ._runner import Runner
 from ._validate import check_size, seconds
+from .errors import ManagerClosed
 from .handle import TimerHandle
 from .stats import TimerStats, snapshot
 from .token import CancellationToken
@@ -141,7 +142,10 @@ class TimerManager:
         try:
             yield manager._handle
             if not task.done():
-                await manager._handle.shutdown()
+                # ManagerClosed: the manager stopped while the shutdown waited for room (its token, its task
+                # cancelled, a failure); the task tells how, as it does for a stop before the exit.
+                with contextlib.suppress(ManagerClosed):
+                    await manager._handle.shutdown()
             await task
         finally:
             # The body raised, or the exit was cancelled: the manager must not outlive the block.
@@ -184,6 +188,7 @@ class TimerManager:
             # the stop itself runs on the loop's thread, never in the middle of the manager's own work (the
             # token may be cancelled from a log handler it called).
             runner.token_cancelled = True
+            runner.engine.halted = True  # an apply under way (from a log handler, or while this thread runs) stops
             runner.update_direct_touch()  # a touch from now on is discarded with the commands still queued
             if not loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # closed just now

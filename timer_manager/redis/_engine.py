@@ -92,6 +92,7 @@ class RedisEngine:
         self.room_freed: Callable[[], None] = _nothing  # tells the link's reader it may read more
         self.waiting_for_room = False
         self.direct_touch = False  # never: a touch is a command here
+        self.halted = False  # set (from any thread) by a token's cancellation: apply nothing more
         self.handed_over: Sized = ()
         self.reserved: dict[str, int] = {}
         self.release: Callable[[str], None] = _nothing
@@ -214,7 +215,7 @@ class RedisEngine:
         before it applied on the server."""
         commands = self._commands
         moved = False
-        while commands:
+        while commands and not self.halted:
             command = commands[0]
             op, name = command[0], command[1]
             if op == SHUTDOWN:
