@@ -10,9 +10,10 @@ Cluster slot and every script may touch all of its keys:
 ``fired``   HASH    promoted events not yet acknowledged: name -> the id of the stream entry holding it (``r`` and
                     the id once the consumer that read it has received it)
 ``seq``     STRING  the generation counter (``INCR``): unique per set, and the order of sets
-``wake``    ZSET    one member whose score is the earliest due time, moved earlier by a set: the marker
-                    that an idle manager blocks on (``BZPOPMIN``); and member ``c`` (score 0) when a manager that
-                    stopped handed back events it read: the manager that pops it claims them at once
+``wake``    ZSET    one member (``w``) whose score is the earliest due time, moved earlier by a set: the marker
+                    that an idle manager blocks on (``BZPOPMIN``; a manager that stops puts it back at score 0, as
+                    it may have popped it unseen); and member ``c`` (score 0) when a manager that stopped handed
+                    back events it read: the manager that pops it claims them at once
 ``ev``      STREAM  promoted events, up to ``pack`` per entry (consecutive in promotion order): one field per
                     event, its name, whose value is ``due ms|record`` (the timer's record in ``data`` when it
                     was promoted, payload last); consumer group ``timers``
