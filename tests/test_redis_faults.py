@@ -840,3 +840,47 @@ async def test_a_marker_popped_by_a_manager_that_stops_before_acting_on_it_wakes
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
         await given.aclose()
+
+
+async def test_entries_a_claim_lost_on_its_way_back_took_over_are_taken_again_at_once(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """B stopped holding an event it received and never acknowledged (``ack="manual"``); after claim_after, A's
+    claimer takes it over (XAUTOCLAIM: it is now pending on A), and the reply is lost on its way back (the connection
+    drops). The retried claim finds nothing (the entry is no longer idle), and the event must still come at once.
+    Catches: the entry left pending on A, unread, until it was idle for claim_after again (four more seconds here),
+    when a claim took it over once more."""
+    import redis.exceptions
+
+    b_backend = RedisBackend(redis_server.url, namespace=namespace, ack="manual", claim_after=4.0)
+    async with TimerManager.open(namespace, heartbeat_interval=0, backend=b_backend) as b:
+        await b.set_timer("x", 0.0)
+        held = await asyncio.wait_for(b.recv_event(), LIMIT)
+        assert held is not None and held.name == "x"  # received, never acknowledged: pending on B after its stop
+    a_backend = RedisBackend(redis_server.url, namespace=namespace, claim_after=4.0)
+    manager, a = TimerManager.new(namespace, 0, 64, 64, backend=a_backend)
+    run = asyncio.ensure_future(manager.run())
+    try:
+        await asyncio.wait_for(a.flush(), LIMIT)
+        link = manager._runner.store.link  # type: ignore[attr-defined]
+        claim = link._claim
+        lost = asyncio.Event()
+        lost_at = 0.0
+
+        async def lost_once(*arguments: Any, **options: Any) -> Any:
+            nonlocal lost_at
+            result = await claim(*arguments, **options)
+            if len(result) > 1 and not lost.is_set():  # taken over on the server; the reply never arrives
+                lost_at = time.monotonic()
+                lost.set()
+                raise redis.exceptions.ConnectionError("Connection closed by server.")
+            return result
+
+        link._claim = lost_once
+        await asyncio.wait_for(lost.wait(), LIMIT)
+        event = await asyncio.wait_for(a.recv_event(), LIMIT)
+        assert event is not None and event.name == "x"
+        assert time.monotonic() - lost_at < 2.0, "taken again only once idle for claim_after"
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)

@@ -824,33 +824,80 @@ class Link:
             # round stopped, as far as the event queue has room; for a quarter of claim_after at most, so that the
             # next renewal of what this consumer holds is not held up.
             until = time.monotonic() + self.claim_after / 4
+            lost = False
             for _ in range(CLAIM_CALLS):
                 room = engine.event_capacity - engine.pending_events()
                 if room <= 0 or self._stopping or time.monotonic() > until:
                     break
-                entries = max(1, room // self.pack)
-                claim = functools.partial(
-                    self._claim,
-                    keys=self.keys,
-                    args=[GROUP, self.consumer, int(self.claim_after * 1000), entries, self._claim_from],
-                )
-                result: Any = await self._call(claim)
+                args = [GROUP, self.consumer, int(self.claim_after * 1000), max(1, room // self.pack), self._claim_from]
+                result, retried = await self._claim_call(args)
+                lost = lost or retried
                 self._claim_from = result[0].decode("ascii")
-                events = [
-                    event
-                    for index in range(1, len(result), 4)
-                    for event in entry_events(
-                        result[index].decode("ascii"),
-                        result[index + 1 : index + 3],
-                        int(result[index + 3]),
-                        self._decode,
-                    )
-                ]
-                if events:
-                    logger.info("timer manager %r: took over %d unacknowledged events", self.runner.name, len(events))
-                    engine.read(events)
+                self._took_over(result)
                 if self._claim_from == "0-0":
                     break
+            while lost and not self._stopping:
+                lost = await self._retake()
+
+    async def _claim_call(self, args: list[Any]) -> tuple[Any, bool]:
+        """A CLAIM call; and whether it was tried more than once (a try whose reply did not come back, a dropped
+        connection or a stall, may have taken entries over for this consumer: they are pending on it unread)."""
+        tries = 0
+
+        def claim() -> Awaitable[Any]:
+            nonlocal tries
+            tries += 1
+            return self._claim(keys=self.keys, args=args)
+
+        result = await self._call(claim)
+        return result, tries > 1
+
+    def _took_over(self, result: Any) -> None:
+        """Hand the events of a CLAIM reply to the engine, which checks them on the server."""
+        events = [
+            event
+            for index in range(1, len(result), 4)
+            for event in entry_events(
+                result[index].decode("ascii"), result[index + 1 : index + 3], int(result[index + 3]), self._decode
+            )
+        ]
+        if events:
+            logger.info("timer manager %r: took over %d unacknowledged events", self.runner.name, len(events))
+            self.engine.read(events)
+
+    async def _retake(self) -> bool:
+        """Take again the entries that a claim whose reply was lost took over for this consumer: pending on it, and
+        neither held nor being acknowledged here (left so, they would wait for claim_after before any consumer took
+        them, this one included). An entry the reader's read on its way has (delivered once) is left to it; one
+        delivered more than once is taken (an entry both a read and this bring is handed over once, and checked).
+        Return whether a CLAIM call of its own had to be tried again (the same may have happened to it)."""
+        engine = self.engine
+        known = set(engine.held()) | engine.acking()
+        pending: Any = await self._call(
+            functools.partial(
+                self.client.xpending_range,
+                self.keys[5],
+                GROUP,
+                min="-",
+                max="+",
+                count=min(len(known) + 2 * engine.event_capacity + 1, 2**62),
+                consumername=self.consumer,
+            )
+        )
+        known |= set(engine.held()) | engine.acking()
+        ids: list[str] = []
+        for item in pending:
+            entry = item["message_id"]
+            entry = entry.decode("ascii") if isinstance(entry, bytes) else str(entry)
+            if entry not in known and int(item["times_delivered"]) > 1:
+                ids.append(entry)
+        lost = False
+        for start in range(0, len(ids), BATCH):
+            chunk = ids[start : start + BATCH]
+            result, retried = await self._claim_call([GROUP, self.consumer, 0, len(chunk), "0-0", *chunk])
+            lost = lost or retried
+            self._took_over(result)
+        return lost
 
     # ------------------------------------------------------------------ helpers
 

@@ -480,18 +480,25 @@ return result
 """
 )
 
-# CLAIM(group, consumer, min_idle_ms, count, start) -> {next start, then entry id, name, due|record, deliveries...}
+# CLAIM(group, consumer, min_idle_ms, count, start, ids...) -> {next start, then entry id, name, due|record,
+# deliveries...}
 # Takes over stream entries (``count`` at most) that another consumer read and did not acknowledge for
 # min_idle_ms (XAUTOCLAIM), keeping the events whose ``fired`` record still names the entry (not acknowledged,
 # not retracted); an entry with none left is acknowledged. The events kept are checked again with the commands,
 # as read ones are. XAUTOCLAIM looks at ten pending entries per entry asked for, from ``start``: the next call
 # starts where this one stopped (``0-0`` once the pending list has been gone through), so that idle entries
-# behind many that live consumers hold are reached too.
+# behind many that live consumers hold are reached too. With ``ids``, those entries are taken over (XCLAIM) instead:
+# a claim whose reply was lost took them for this consumer, which takes them again to get them.
 CLAIM = (
     _PRELUDE
     + """
 local group, consumer, min_idle, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local claimed = redis.call('XAUTOCLAIM', ev_key, group, consumer, min_idle, ARGV[5] or '0-0', 'COUNT', count)
+local claimed
+if #ARGV > 5 then  -- these entries (XCLAIM), not the pending list from ``start``
+    claimed = {'0-0', redis.call('XCLAIM', ev_key, group, consumer, min_idle, unpack(ARGV, 6))}
+else
+    claimed = redis.call('XAUTOCLAIM', ev_key, group, consumer, min_idle, ARGV[5] or '0-0', 'COUNT', count)
+end
 local result = {claimed[1]}
 for _, entry in ipairs(claimed[2]) do
     local id, fields = entry[1], entry[2]
