@@ -1254,3 +1254,37 @@ async def test_a_touch_refused_under_max_timers_leaves_the_event_that_waits_here
         assert manager.stats().refused == 1
         event = await asyncio.wait_for(handle.recv_event(), 5.0)
         assert event is not None and event.name == "a"
+
+
+async def test_a_touch_refused_under_max_timers_after_its_events_check_left_leaves_the_event(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """As above, with the event not yet in the event queue: read, and its check on the server on its way (held here)
+    when the touch is applied. The check answers for the moment before the touch; the event is checked again after
+    it, and handed over, the touch refused. Catches: the event dropped as a set's or cancel's retracts it (lost, the
+    touch refused; checked by marking it so in place of the second check, and on the engine before the fix)."""
+    async with started(redis_server.url, namespace, max_timers=2) as (manager, handle):
+        await handle.flush()
+        link = manager._runner.store.link  # type: ignore[attr-defined]
+        send_batch = link._send_batch
+        gate, holding = asyncio.Event(), asyncio.Event()
+
+        async def held_while_it_checks(*arguments: Any) -> Any:
+            if arguments[3] and not gate.is_set():  # a batch carrying checks: held before it leaves
+                holding.set()
+                await gate.wait()
+            return await send_batch(*arguments)
+
+        link._send_batch = held_while_it_checks
+        await handle.set_timer("x", 0.0)  # set here while the reader waits: its event is checked after the read
+        await asyncio.wait_for(holding.wait(), LIMIT)
+        async with client_of(redis_server) as client:  # the namespace at max_timers (x's one-shot record is gone)
+            now_ms = int(await server_time(client) * 1000)
+            await _apply_at(client, namespace, [("b", now_ms + 600_000), ("c", now_ms + 600_000)])
+        handle.touch("x")
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        assert manager.stats().refused == 1
+        event = await asyncio.wait_for(handle.recv_event(), 5.0)
+        assert event is not None and event.name == "x"
