@@ -25,6 +25,7 @@ from redis_server import LIMIT, RedisServer, client_of, eventually, receive
 
 from timer_manager import CancellationToken, ManagerClosed, QueueFull, TimerHandle, TimerManager
 from timer_manager.redis import RedisBackend, RedisTimerExpired, _link
+from timer_manager.redis._engine import RedisEngine
 from timer_manager.redis._event import entry_events, make_event
 from timer_manager.redis._link import Link, _field, _payload, namespace_keys
 from timer_manager.redis._scripts import APPLY, PROMOTE
@@ -1190,3 +1191,100 @@ async def test_a_consumer_that_stops_holding_an_event_stays_until_another_takes_
         await asyncio.sleep(1.1)  # "first" idle for two blocking reads
     async with client_of(redis_server) as client:
         assert await consumers(client, namespace) == {}
+
+
+async def test_a_cancel_all_that_drops_events_read_and_not_yet_ready_lets_the_reader_read_on(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """The reader has filled the event queue's room with events read and checked, not yet moved into the event
+    queue (the pass that moves them has not run); a cancel_all_timers() is applied before that pass (a receive
+    applies what is queued first). It drops those events and frees their room. Catches: the room freed without
+    telling the reader, which waited for room for good: a timer set afterwards fell due on the server and was
+    never read, its receive hanging."""
+    backend = RedisBackend(redis_server.url, namespace=namespace)
+    manager, handle = TimerManager.new(namespace, 0, 16, 16, backend=backend)  # one event per stream entry
+    run = asyncio.ensure_future(manager.run())
+    try:
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        engine = cast(RedisEngine, manager._runner.engine)
+        read_unread = engine.read_unread
+        armed, cancelled = asyncio.Event(), asyncio.Event()
+
+        def cancel_all_on_a_full_read(events: list[RedisTimerExpired], marked: Any = ()) -> None:
+            read_unread(events, marked)
+            if events and armed.is_set() and not cancelled.is_set():  # the reader has filled the room with them
+                assert engine.pending_events() == 16 and engine.ready_count() == 0, "all sixteen in one read"
+                cancelled.set()
+                handle.try_cancel_all_timers()  # queued before the pass that would move them into the event queue
+
+        engine.read_unread = cancel_all_on_a_full_read  # type: ignore[method-assign]
+        # The event queue filled, the reader waits for room; all taken at once, its next read asks for sixteen.
+        await handle.set_timers([(f"warm{index:02}", 0.0) for index in range(16)])
+        await eventually(lambda: engine.ready_count() == 16, "the event queue full")
+        assert len(handle.try_recv_events(16)) == 16
+        armed.set()
+        async with client_of(redis_server) as client:  # set elsewhere: no command of this manager makes them suspect
+            now_ms = int(await server_time(client) * 1000)
+            await _apply_at(client, namespace, [(f"n{index:02}", now_ms) for index in range(16)])
+        await asyncio.wait_for(cancelled.wait(), LIMIT)
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        await handle.set_timer("after", 0.0)
+        event = await asyncio.wait_for(handle.recv_event(), 5.0)
+        assert event is not None and event.name == "after"
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_a_touch_refused_under_max_timers_leaves_the_event_that_waits_here(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A one-shot timer's event waits in this manager's event queue, and the namespace is at max_timers; a touch of
+    that timer asks to re-arm it, which the server refuses (no place is free), as a local touch at the limit does
+    nothing and the event stays (tests/test_feature_limits.py). Catches: the event withdrawn and acknowledged here
+    as the touch was sent, whatever the server made of it: the timer not re-armed and its event gone, lost."""
+    async with started(redis_server.url, namespace, max_timers=2) as (manager, handle):
+        await handle.set_timer("a", 0.0)
+        engine = cast(RedisEngine, manager._runner.engine)
+        await eventually(lambda: engine.ready_count() == 1, "a's event ready")
+        await handle.set_timers([("b", 600.0), ("c", 600.0)])  # the namespace at max_timers
+        await handle.flush()
+        handle.touch("a")
+        await handle.flush()
+        assert manager.stats().refused == 1
+        event = await asyncio.wait_for(handle.recv_event(), 5.0)
+        assert event is not None and event.name == "a"
+
+
+async def test_a_touch_refused_under_max_timers_after_its_events_check_left_leaves_the_event(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """As above, with the event not yet in the event queue: read, and its check on the server on its way (held here)
+    when the touch is applied. The check answers for the moment before the touch; the event is checked again after
+    it, and handed over, the touch refused. Catches: the event dropped as a set's or cancel's retracts it (lost, the
+    touch refused; checked by marking it so in place of the second check, and on the engine before the fix)."""
+    async with started(redis_server.url, namespace, max_timers=2) as (manager, handle):
+        await handle.flush()
+        link = manager._runner.store.link  # type: ignore[attr-defined]
+        send_batch = link._send_batch
+        gate, holding = asyncio.Event(), asyncio.Event()
+
+        async def held_while_it_checks(*arguments: Any) -> Any:
+            if arguments[3] and not gate.is_set():  # a batch carrying checks: held before it leaves
+                holding.set()
+                await gate.wait()
+            return await send_batch(*arguments)
+
+        link._send_batch = held_while_it_checks
+        await handle.set_timer("x", 0.0)  # set here while the reader waits: its event is checked after the read
+        await asyncio.wait_for(holding.wait(), LIMIT)
+        async with client_of(redis_server) as client:  # the namespace at max_timers (x's one-shot record is gone)
+            now_ms = int(await server_time(client) * 1000)
+            await _apply_at(client, namespace, [("b", now_ms + 600_000), ("c", now_ms + 600_000)])
+        handle.touch("x")
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        assert manager.stats().refused == 1
+        event = await asyncio.wait_for(handle.recv_event(), 5.0)
+        assert event is not None and event.name == "x"

@@ -702,3 +702,185 @@ async def test_a_failover_that_moves_the_primary_behind_the_same_address_costs_l
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await proxy.close()
+
+
+async def test_entries_a_read_lost_on_its_way_back_are_read_again_at_once_and_in_order(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """The server hands entries to this consumer (XREADGROUP: they are pending on it) and the reply is lost on its
+    way back (the connection drops); the read is retried, and ``>`` gives only entries never handed to anyone. The
+    events of the lost reply are this consumer's, read by no one: a dropped connection costs latency, never an
+    event, and each consumer receives its share in deadline order (docs/redis.md). Catches: the lost entries left
+    pending on this consumer until its own claimer took them over after claim_after (two minutes here, the
+    events then out of order and counted as a second delivery)."""
+    import redis.exceptions
+
+    backend = RedisBackend(redis_server.url, namespace=namespace, claim_after=120.0)
+    manager, handle = TimerManager.new(namespace, 0, 64, 64, backend=backend)
+    run = asyncio.ensure_future(manager.run())
+    try:
+        await asyncio.wait_for(handle.flush(), LIMIT)
+        link = manager._runner.store.link  # type: ignore[attr-defined]
+        read = link._read_new
+        lost = asyncio.Event()
+
+        async def lost_once(stream: str, count: int) -> Any:
+            reply = await read(stream, count)
+            if reply[0] and not lost.is_set():  # read on the server; the reply never arrives
+                lost.set()
+                raise redis.exceptions.ConnectionError("Connection closed by server.")
+            return reply
+
+        link._read_new = lost_once
+        await handle.set_timer("warm", 0.0)  # the read on its way went out before the wrapper: this event for it
+        warm = await asyncio.wait_for(handle.recv_event(), LIMIT)
+        assert warm is not None and warm.name == "warm"
+        await handle.set_timer("first", 0.0)
+        await asyncio.wait_for(lost.wait(), LIMIT)
+        await handle.set_timer("second", 0.0)
+        events = []
+        for _ in range(2):
+            event = await asyncio.wait_for(handle.recv_event(), 5.0)
+            assert isinstance(event, RedisTimerExpired)
+            events.append(event)
+        assert [(event.name, event.attempt) for event in events] == [("first", 1), ("second", 1)]
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_a_marker_popped_by_a_watch_whose_reply_was_lost_still_wakes_the_promoter(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """The promoter sleeps until the earliest deadline it knows (here ten minutes away); a set of an earlier timer
+    moves the namespace's marker, and the watcher's BZPOPMIN pops it, but the reply is lost on its way back (the
+    connection drops) and the pop is retried. Catches: the marker gone with the lost reply, so that no promoter
+    learned of the earlier timer, and its event came when the promoter next woke (the ten minutes)."""
+    import redis.exceptions
+
+    backend = RedisBackend(redis_server.url, namespace=namespace)
+    manager, handle = TimerManager.new(namespace, 0, 64, 64, backend=backend)
+    run = asyncio.ensure_future(manager.run())
+    try:
+        await handle.set_timer("warm", 0.0)
+        warm = await asyncio.wait_for(handle.recv_event(), LIMIT)  # the watch on its way went out before the wrapper
+        assert warm is not None and warm.name == "warm"
+        client = manager._runner.store.link.client  # type: ignore[attr-defined]
+        pop = client.bzpopmin
+        lost = asyncio.Event()
+
+        async def lost_once(*arguments: Any, **options: Any) -> Any:
+            popped = await pop(*arguments, **options)
+            if popped and not lost.is_set():  # popped on the server; the reply never arrives
+                lost.set()
+                raise redis.exceptions.ConnectionError("Connection closed by server.")
+            return popped
+
+        client.bzpopmin = lost_once
+        await handle.set_timer("far", 600.0)
+        await handle.flush()
+        await asyncio.sleep(0.2)  # the promoter asleep until "far"; the watch renewed through the wrapper
+        lost.clear()
+        await handle.set_timer("near", 0.1)
+        await asyncio.wait_for(lost.wait(), LIMIT)
+        event = await asyncio.wait_for(handle.recv_event(), 5.0)
+        assert event is not None and event.name == "near"
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_a_marker_popped_by_a_manager_that_stops_before_acting_on_it_wakes_another(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A's promoter sleeps until the earliest deadline it knows (minutes away). A sets an earlier timer; B's watcher
+    pops the namespace's marker, and B stops before its promoter looked (the pop's reply on its way). Each event of
+    the namespace must still come at its deadline from the managers that run. Catches: the marker gone with B, so
+    that A learned of the earlier timer when its promoter next woke (minutes later)."""
+    import redis.asyncio
+
+    given = redis.asyncio.Redis.from_url(redis_server.url)
+    pop = given.bzpopmin
+    hold = asyncio.Event()
+    popped = asyncio.Event()
+
+    async def held(*arguments: Any, **options: Any) -> Any:
+        reply = await pop(*arguments, **options)
+        if reply and hold.is_set():  # popped on the server; the reply stays on its way
+            popped.set()
+            await asyncio.Event().wait()
+        return reply
+
+    given.bzpopmin = held  # type: ignore[method-assign]
+    manager, b = TimerManager.new(namespace, 0, 64, 64, backend=RedisBackend(client=given, namespace=namespace))
+    run = asyncio.ensure_future(manager.run())
+    try:
+        await asyncio.wait_for(b.flush(), LIMIT)
+        await asyncio.sleep(0.2)  # B's watcher blocked on the marker
+        a_backend = RedisBackend(redis_server.url, namespace=namespace)
+        async with TimerManager.open(namespace, heartbeat_interval=0, backend=a_backend) as a:
+            await a.flush()
+            await asyncio.sleep(0.2)  # A's watcher blocked behind B's
+            # Blocked pops are served in the order they blocked: B's takes the first marker, and blocks again behind
+            # A's, which takes the second, so that A's promoter sleeps until "far".
+            await a.set_timer("farther", 600.0)
+            await a.flush()
+            await asyncio.sleep(0.2)
+            await a.set_timer("far", 500.0)
+            await a.flush()
+            await asyncio.sleep(0.2)
+            hold.set()
+            await a.set_timer("near", 0.2)  # its marker to B's pop, held
+            await asyncio.wait_for(popped.wait(), LIMIT)
+            await b.shutdown()
+            await asyncio.wait_for(asyncio.gather(run, return_exceptions=True), LIMIT)
+            event = await asyncio.wait_for(a.recv_event(), 5.0)
+            assert event is not None and event.name == "near"
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        await given.aclose()
+
+
+async def test_entries_a_claim_lost_on_its_way_back_took_over_are_taken_again_at_once(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """B stopped holding an event it received and never acknowledged (``ack="manual"``); after claim_after, A's
+    claimer takes it over (XAUTOCLAIM: it is now pending on A), and the reply is lost on its way back (the connection
+    drops). The retried claim finds nothing (the entry is no longer idle), and the event must still come at once.
+    Catches: the entry left pending on A, unread, until it was idle for claim_after again (four more seconds here),
+    when a claim took it over once more."""
+    import redis.exceptions
+
+    b_backend = RedisBackend(redis_server.url, namespace=namespace, ack="manual", claim_after=4.0)
+    async with TimerManager.open(namespace, heartbeat_interval=0, backend=b_backend) as b:
+        await b.set_timer("x", 0.0)
+        held = await asyncio.wait_for(b.recv_event(), LIMIT)
+        assert held is not None and held.name == "x"  # received, never acknowledged: pending on B after its stop
+    a_backend = RedisBackend(redis_server.url, namespace=namespace, claim_after=4.0)
+    manager, a = TimerManager.new(namespace, 0, 64, 64, backend=a_backend)
+    run = asyncio.ensure_future(manager.run())
+    try:
+        await asyncio.wait_for(a.flush(), LIMIT)
+        link = manager._runner.store.link  # type: ignore[attr-defined]
+        claim = link._claim
+        lost = asyncio.Event()
+        lost_at = 0.0
+
+        async def lost_once(*arguments: Any, **options: Any) -> Any:
+            nonlocal lost_at
+            result = await claim(*arguments, **options)
+            if len(result) > 1 and not lost.is_set():  # taken over on the server; the reply never arrives
+                lost_at = time.monotonic()
+                lost.set()
+                raise redis.exceptions.ConnectionError("Connection closed by server.")
+            return result
+
+        link._claim = lost_once
+        await asyncio.wait_for(lost.wait(), LIMIT)
+        event = await asyncio.wait_for(a.recv_event(), LIMIT)
+        assert event is not None and event.name == "x"
+        assert time.monotonic() - lost_at < 2.0, "taken again only once idle for claim_after"
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)

@@ -124,6 +124,8 @@ class RedisEngine:
         self._stale: set[int] = set()  # ids of the events in _checking that their check found superseded
         self._unchecked: dict[str, list[RedisTimerExpired]] = {}  # the events in _checking, by name
         self._dead: set[int] = set()  # ids of unchecked events that a command applied here has retracted
+        # ids of events in _checking whose check went to the server before a touch of their name: checked again after
+        self._recheck: set[int] = set()
         self._unchecked_count = 0
         # Per stream entry read, the names of its events held here and not yet acknowledged; and the entries
         # whose acknowledgement is on its way to the server.
@@ -235,7 +237,10 @@ class RedisEngine:
                 log(op, name, value[0] if op == SET and type(value) is tuple else value)
             if op <= CANCEL or op == TOUCH:  # a touch is a set there, with the duration last set
                 assert name is not None
-                self._retract(name)
+                if op == TOUCH:
+                    self._touched(name)
+                else:
+                    self._retract(name)
                 unconfirmed = self._unconfirmed
                 unconfirmed[name] = unconfirmed.get(name, 0) + 1
                 if self._reading:
@@ -245,9 +250,11 @@ class RedisEngine:
                 self._suspect_all = True
                 for ready in list(self._ready):
                     self._retract(ready)
-                self.acks.extend(self._incoming)
-                self._incoming.clear()
-                self._incoming_names.clear()
+                if self._incoming:  # checked, not yet in the event queue: dropped, their room freed
+                    self.acks.extend(self._incoming)
+                    self._incoming.clear()
+                    self._incoming_names.clear()
+                    self.room_freed()
                 for events in self._unchecked.values():
                     self._dead.update(map(id, events))
                 self._unchecked.clear()
@@ -306,6 +313,7 @@ class RedisEngine:
         self._stale.clear()
         self._unchecked.clear()
         self._dead.clear()
+        self._recheck.clear()
         self._unchecked_count = 0
         return events
 
@@ -417,11 +425,20 @@ class RedisEngine:
         """The server checked ``events`` (read from the stream, in order): the current ones, and those read
         after them, go on to the event queue in order, unless a command applied here has retracted them since;
         the others are acknowledged (in their entry's count: the server has nothing of theirs to delete)."""
-        awaiting, stale = self._awaiting, self._stale
+        awaiting, stale, recheck = self._awaiting, self._stale, self._recheck
+        again = False
         for event, flag in zip(events, flags, strict=True):
-            awaiting.discard(id(event))
+            key = id(event)
+            if key in recheck:  # a touch of its name went after this check: asked again, after the touch
+                recheck.discard(key)
+                self.to_check.append(event)
+                again = True
+                continue
+            awaiting.discard(key)
             if not flag:
-                stale.add(id(event))
+                stale.add(key)
+        if again:
+            self.kick()
         self._release()
 
     def _release(self) -> None:
@@ -647,6 +664,44 @@ class RedisEngine:
         same = self._unchecked.pop(name, None)
         if same is not None:
             self._dead.update(map(id, same))
+
+    def _touched(self, name: str) -> None:
+        """A touch of ``name`` goes to the server, which re-arms the timer and retracts its event, or leaves both as
+        they are (``max_timers`` reached: no place for it; or the timer not pending): the name's events here are
+        taken out of the event queue and checked on the server after the touch, each handed over again if it is
+        still current there, and dropped otherwise. (Withdrawn and acknowledged at once, as a set or cancel's are,
+        the event of a touch the server refused was lost: not re-armed, and never delivered.)"""
+        moved: list[RedisTimerExpired] = []
+        event = self._ready.pop(name, None)
+        if event is not None:
+            moved.append(event)
+            if len(self._events) > 2 * len(self._ready) + 64:
+                ready = self._ready
+                self._events = deque(event for event in self._events if ready.get(event.name) is event)
+        if name in self._incoming_names:
+            del self._incoming_names[name]
+            moved += [event for event in self._incoming if event.name == name]
+            self._incoming = deque(event for event in self._incoming if event.name != name)
+        same = self._unchecked.get(name)
+        if same:  # read and being checked, or waiting behind events being checked
+            awaiting = self._awaiting
+            queued = set(map(id, self.to_check))  # their checks go with the touch, after it
+            for other in same:
+                key = id(other)
+                if key not in awaiting:  # no check of its own (or its check answered): one after the touch
+                    self.to_check.append(other)
+                    awaiting.add(key)
+                elif key not in queued:  # its check is on its way, maybe ahead of the touch: asked again after
+                    self._recheck.add(key)
+        if moved:  # ahead of the events read after them, in their order
+            self._checking.extendleft(reversed(moved))
+            unchecked = self._unchecked.setdefault(name, [])
+            unchecked += moved
+            self._unchecked_count += len(moved)
+            self.to_check += moved
+            self._awaiting.update(map(id, moved))
+        if moved or same:
+            self.kick()
 
     def _unincoming(self, name: str) -> None:
         names = self._incoming_names

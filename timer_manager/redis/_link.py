@@ -61,7 +61,8 @@ BATCH = 1000  # commands per APPLY call
 CALL_BYTES = 1 << 20
 CALL_OVERHEAD = 128  # what a command, re-arm, acknowledgement or check takes besides its name and payload, with room
 PROMOTE_LIMIT = 1000  # events per PROMOTE call
-CLAIM_MEMBER = "c"  # in the marker key: a stopped manager handed back events (the timers' member is "w")
+CLAIM_MEMBER = "c"  # in the marker key: a stopped manager handed back events
+WAKE_MEMBER = "w"  # in the marker key, scored with the earliest due time: a set moved it earlier (see APPLY)
 CLAIM_CALLS = 100  # CLAIM calls per round of the claimer at most (the next round goes on from where it stopped)
 PACK = 64  # events per stream entry at most (one XADD, pending entry and XACK for them all)
 BLOCK_SECONDS = 10.0  # longest blocking read; a stalled connection is noticed within this plus the timeout
@@ -250,6 +251,11 @@ class Link:
             self._reader = redis.asyncio.Redis(connection_pool=client.connection_pool)
             self._reader.response_callbacks.pop("XREADGROUP", None)
         self._last_read = "0-0"  # the last stream entry this consumer read as new
+        # A read whose reply did not come back (a dropped connection, a stall) may have been served: the entries it got
+        # are pending on this consumer, and a read of new entries (">") never returns them. Until a read's reply comes
+        # back, the next one reads this consumer's own pending entries past the last read (its history) instead.
+        self._reread = False
+        self._read_since = ">"  # what the last read asked for: ">" (new entries) or the entry its history starts after
         self._claim_from = "0-0"  # where the claimer's next XAUTOCLAIM starts in the pending list
         self._unconfirmed: (
             tuple[list[RedisTimerExpired], list[RedisTimerExpired], list[str], list[RedisTimerExpired]] | None
@@ -449,6 +455,11 @@ class Link:
                 # and tell another manager of the namespace, whose watcher takes this member of the marker key
                 # first (score 0): its claimer takes them over now, not at its next round (claim_after / 2)
                 await call(functools.partial(self.client.zadd, self.keys[4], {CLAIM_MEMBER: 0}))
+            # The marker this manager's watcher may have popped (a set of an earlier timer, elsewhere too) and its
+            # promoter not yet acted on (the stop cut either short): put back, due at once, so that another manager's
+            # promoter looks for that timer now rather than at the deadline it knew (minutes away, say). Harmless
+            # when there was none: a promoter that pops it finds nothing new.
+            await call(functools.partial(self.client.zadd, self.keys[4], {WAKE_MEMBER: 0}))
             # This consumer leaves the group if it holds nothing (else it stays until its entries are taken over),
             # with the consumers that stopped before and whose entries were taken over since: idle for claim_after,
             # as a dead consumer's events are, and for two blocking reads. On Redis 7.2 and later a live consumer's
@@ -695,8 +706,22 @@ class Link:
 
     async def _watch_loop(self) -> None:
         wake_key = self.keys[4]
+        tries = 0
+
+        def pop() -> Awaitable[Any]:
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                # The try before, whose reply did not come back (a dropped connection, a stall), may have popped a
+                # member no one else will see: the promoter looks for an earlier timer, the claimer for events handed
+                # back.
+                self._marker.set()
+                self._claim_now.set()
+            return self.client.bzpopmin(wake_key, timeout=self.block_seconds)
+
         while not self._stopping:
-            popped = await self._call(lambda: self.client.bzpopmin(wake_key, timeout=self.block_seconds), blocking=True)
+            tries = 0
+            popped = await self._call(pop, blocking=True)
             if popped:
                 if popped[1] == CLAIM_MEMBER.encode():
                     self._claim_now.set()
@@ -714,19 +739,24 @@ class Link:
                     await self._room.wait()
                 continue
             # whole entries: as many as fit the room when every entry is full, and at least one
+            count = max(1, room // self.pack)
             self._reading = True
-            reply, marked = await self._call(
-                functools.partial(self._read_new, stream, max(1, room // self.pack)), blocking=True
-            )
+            reply, marked = await self._call(functools.partial(self._read_new, stream, count), blocking=True)
             self._reading = False
             # the raw reply: [[stream, [[entry id, [name, value, name, value...]], ...]]] (RESP3: a map), or None
             entries = (next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]) if reply else []
+            # the reply is here: a read of the history goes on while it fills its count (more may be pending here)
+            self._reread = self._read_since != ">" and len(entries) >= count
             events: list[RedisTimerExpired] = []
             for raw_entry, fields in entries:
                 if fields:
                     events += entry_events(raw_entry.decode("ascii"), fields, 1, self._decode)
             if entries:
                 self._last_read = entries[-1][0].decode("ascii")
+            if self._read_since != ">":
+                # Its history may hold an entry this consumer took over (a claim whose reply is still on its way, or
+                # was lost) whose other events the consumer that read it first acknowledged: each is checked.
+                marked = [entry[0] for entry in entries]
             engine.read_unread(events, {mark.decode("ascii") for mark in marked} if marked else ())
 
     async def _read_new(self, stream: str, count: int) -> tuple[Any, list[bytes]]:
@@ -734,9 +764,18 @@ class Link:
         entries this consumer now holds past the last one it read hold a retracted event."""
         self.engine.begin_read()
         marks: list[Any] = ["EVAL", MARKS, len(self.keys), *self.keys, GROUP, self.consumer, self._last_read]
+        # After a read whose reply was lost, this consumer's pending entries past the last one read (not blocking:
+        # the server answers at once), until a read of them returns fewer than it asked for; else new entries.
+        since = self._read_since = self._last_read if self._reread else ">"
+        self._reread = True  # until the read loop has this read's reply
         if self._reader is None:  # a cluster client: MARKS in a call of its own, still after the read
-            reply = await self._read_new_parsed(stream, count)
+            reply = await self._read_new_parsed(stream, count, since)
             return reply, await self.client.execute_command(*marks)
+        return await self._read_pipelined(stream, count, since, marks)
+
+    async def _read_pipelined(self, stream: str, count: int, since: str, marks: list[Any]) -> tuple[Any, list[bytes]]:
+        """XREADGROUP from ``since``, then MARKS, in one round trip on the raw reader."""
+        assert self._reader is not None
         pipe = self._reader.pipeline(transaction=False)
         pipe.execute_command(
             "XREADGROUP",
@@ -749,17 +788,17 @@ class Link:
             int(self.block_seconds * 1000),
             "STREAMS",
             stream,
-            ">",
+            since,
         )
         # EVAL with the script's text: nothing to reload after a server restart (NOSCRIPT) in a pipeline
         pipe.execute_command(*marks)
         reply, marked = await pipe.execute()
         return reply, marked
 
-    async def _read_new_parsed(self, stream: str, count: int) -> Any:
+    async def _read_new_parsed(self, stream: str, count: int, since: str = ">") -> Any:
         """XREADGROUP through a client that parses the reply (a cluster client), in the raw reply's shape."""
         reply: Any = await self.client.xreadgroup(
-            GROUP, self.consumer, {stream: ">"}, count=count, block=int(self.block_seconds * 1000)
+            GROUP, self.consumer, {stream: since}, count=count, block=int(self.block_seconds * 1000)
         )
         if not reply:
             return None
@@ -785,33 +824,80 @@ class Link:
             # round stopped, as far as the event queue has room; for a quarter of claim_after at most, so that the
             # next renewal of what this consumer holds is not held up.
             until = time.monotonic() + self.claim_after / 4
+            lost = False
             for _ in range(CLAIM_CALLS):
                 room = engine.event_capacity - engine.pending_events()
                 if room <= 0 or self._stopping or time.monotonic() > until:
                     break
-                entries = max(1, room // self.pack)
-                claim = functools.partial(
-                    self._claim,
-                    keys=self.keys,
-                    args=[GROUP, self.consumer, int(self.claim_after * 1000), entries, self._claim_from],
-                )
-                result: Any = await self._call(claim)
+                args = [GROUP, self.consumer, int(self.claim_after * 1000), max(1, room // self.pack), self._claim_from]
+                result, retried = await self._claim_call(args)
+                lost = lost or retried
                 self._claim_from = result[0].decode("ascii")
-                events = [
-                    event
-                    for index in range(1, len(result), 4)
-                    for event in entry_events(
-                        result[index].decode("ascii"),
-                        result[index + 1 : index + 3],
-                        int(result[index + 3]),
-                        self._decode,
-                    )
-                ]
-                if events:
-                    logger.info("timer manager %r: took over %d unacknowledged events", self.runner.name, len(events))
-                    engine.read(events)
+                self._took_over(result)
                 if self._claim_from == "0-0":
                     break
+            while lost and not self._stopping:
+                lost = await self._retake()
+
+    async def _claim_call(self, args: list[Any]) -> tuple[Any, bool]:
+        """A CLAIM call; and whether it was tried more than once (a try whose reply did not come back, a dropped
+        connection or a stall, may have taken entries over for this consumer: they are pending on it unread)."""
+        tries = 0
+
+        def claim() -> Awaitable[Any]:
+            nonlocal tries
+            tries += 1
+            return self._claim(keys=self.keys, args=args)
+
+        result = await self._call(claim)
+        return result, tries > 1
+
+    def _took_over(self, result: Any) -> None:
+        """Hand the events of a CLAIM reply to the engine, which checks them on the server."""
+        events = [
+            event
+            for index in range(1, len(result), 4)
+            for event in entry_events(
+                result[index].decode("ascii"), result[index + 1 : index + 3], int(result[index + 3]), self._decode
+            )
+        ]
+        if events:
+            logger.info("timer manager %r: took over %d unacknowledged events", self.runner.name, len(events))
+            self.engine.read(events)
+
+    async def _retake(self) -> bool:
+        """Take again the entries that a claim whose reply was lost took over for this consumer: pending on it, and
+        neither held nor being acknowledged here (left so, they would wait for claim_after before any consumer took
+        them, this one included). An entry the reader's read on its way has (delivered once) is left to it; one
+        delivered more than once is taken (an entry both a read and this bring is handed over once, and checked).
+        Return whether a CLAIM call of its own had to be tried again (the same may have happened to it)."""
+        engine = self.engine
+        known = set(engine.held()) | engine.acking()
+        pending: Any = await self._call(
+            functools.partial(
+                self.client.xpending_range,
+                self.keys[5],
+                GROUP,
+                min="-",
+                max="+",
+                count=min(len(known) + 2 * engine.event_capacity + 1, 2**62),
+                consumername=self.consumer,
+            )
+        )
+        known |= set(engine.held()) | engine.acking()
+        ids: list[str] = []
+        for item in pending:
+            entry = item["message_id"]
+            entry = entry.decode("ascii") if isinstance(entry, bytes) else str(entry)
+            if entry not in known and int(item["times_delivered"]) > 1:
+                ids.append(entry)
+        lost = False
+        for start in range(0, len(ids), BATCH):
+            chunk = ids[start : start + BATCH]
+            result, retried = await self._claim_call([GROUP, self.consumer, 0, len(chunk), "0-0", *chunk])
+            lost = lost or retried
+            self._took_over(result)
+        return lost
 
     # ------------------------------------------------------------------ helpers
 

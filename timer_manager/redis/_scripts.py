@@ -10,9 +10,10 @@ Cluster slot and every script may touch all of its keys:
 ``fired``   HASH    promoted events not yet acknowledged: name -> the id of the stream entry holding it (``r`` and
                     the id once the consumer that read it has received it)
 ``seq``     STRING  the generation counter (``INCR``): unique per set, and the order of sets
-``wake``    ZSET    one member whose score is the earliest due time, moved earlier by a set: the marker
-                    that an idle manager blocks on (``BZPOPMIN``); and member ``c`` (score 0) when a manager that
-                    stopped handed back events it read: the manager that pops it claims them at once
+``wake``    ZSET    one member (``w``) whose score is the earliest due time, moved earlier by a set: the marker
+                    that an idle manager blocks on (``BZPOPMIN``; a manager that stops puts it back at score 0, as
+                    it may have popped it unseen); and member ``c`` (score 0) when a manager that stopped handed
+                    back events it read: the manager that pops it claims them at once
 ``ev``      STREAM  promoted events, up to ``pack`` per entry (consecutive in promotion order): one field per
                     event, its name, whose value is ``due ms|record`` (the timer's record in ``data`` when it
                     was promoted, payload last); consumer group ``timers``
@@ -479,18 +480,25 @@ return result
 """
 )
 
-# CLAIM(group, consumer, min_idle_ms, count, start) -> {next start, then entry id, name, due|record, deliveries...}
+# CLAIM(group, consumer, min_idle_ms, count, start, ids...) -> {next start, then entry id, name, due|record,
+# deliveries...}
 # Takes over stream entries (``count`` at most) that another consumer read and did not acknowledge for
 # min_idle_ms (XAUTOCLAIM), keeping the events whose ``fired`` record still names the entry (not acknowledged,
 # not retracted); an entry with none left is acknowledged. The events kept are checked again with the commands,
 # as read ones are. XAUTOCLAIM looks at ten pending entries per entry asked for, from ``start``: the next call
 # starts where this one stopped (``0-0`` once the pending list has been gone through), so that idle entries
-# behind many that live consumers hold are reached too.
+# behind many that live consumers hold are reached too. With ``ids``, those entries are taken over (XCLAIM) instead:
+# a claim whose reply was lost took them for this consumer, which takes them again to get them.
 CLAIM = (
     _PRELUDE
     + """
 local group, consumer, min_idle, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local claimed = redis.call('XAUTOCLAIM', ev_key, group, consumer, min_idle, ARGV[5] or '0-0', 'COUNT', count)
+local claimed
+if #ARGV > 5 then  -- these entries (XCLAIM), not the pending list from ``start``
+    claimed = {'0-0', redis.call('XCLAIM', ev_key, group, consumer, min_idle, unpack(ARGV, 6))}
+else
+    claimed = redis.call('XAUTOCLAIM', ev_key, group, consumer, min_idle, ARGV[5] or '0-0', 'COUNT', count)
+end
 local result = {claimed[1]}
 for _, entry in ipairs(claimed[2]) do
     local id, fields = entry[1], entry[2]
