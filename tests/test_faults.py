@@ -8,6 +8,7 @@ Virtual-time tests use looptime on asyncio's loop; the rest run on every loop (c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +222,31 @@ class _CancelOnRecord(logging.Handler):
             self.token.cancel()
 
 
+@contextlib.contextmanager
+def _handling_debug_records(handler: logging.Handler) -> Iterator[None]:
+    """The library's logger at DEBUG, with ``handler`` added, for the block."""
+    logger = logging.getLogger("timer_manager")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+async def _start_with_an_event_waiting(
+    name: str, token: CancellationToken
+) -> tuple[TimerManager, Any, asyncio.Task[None]]:
+    """A running manager whose one-shot timer ``a`` has fired and waits to be received."""
+    manager, handle, task = await _start(name, 0, 8, 8, token)
+    await handle.set_timer("a", 0.0)
+    while manager.stats().events_ready < 1:
+        await asyncio.sleep(0.001)
+    return manager, handle, task
+
+
 @pytest.mark.parametrize("needle", ["started", ": set ", "the event queue is full"])
 async def test_token_cancelled_from_the_managers_own_logging(needle: str) -> None:
     """A logging.Handler cancels the token from inside the manager's own log call (on the start
@@ -259,23 +286,13 @@ async def test_a_token_cancelled_while_the_manager_applies_a_command_discards_th
     catches: the engine's apply went on with the queue, and the pass then delivered what fell due: the cancel
     retracted the waiting event, received by nobody."""
     token = CancellationToken()
-    manager, handle, task = await _start("halted", 0, 8, 8, token)
-    await handle.set_timer("a", 0.0)
-    while manager.stats().events_ready < 1:
-        await asyncio.sleep(0.001)
-    logger = logging.getLogger("timer_manager")
+    manager, handle, task = await _start_with_an_event_waiting("halted", token)
     handler = _CancelOnRecord(token, "set 'x'")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    with _handling_debug_records(handler):
         handle.try_set_timer("x", 0.0)  # logged, and the token cancelled, before it is applied
         handle.try_cancel_timer("a")
         handle.try_set_timer("b", 0.0)
         await asyncio.wait_for(task, 2.0)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
     assert manager._runner.stop_reason == "cancellation token cancelled"
     assert [event.name async for event in handle] == ["a"]
     assert len([m for m in handler.seen if "stopped" in m]) == 1, handler.seen
@@ -288,22 +305,11 @@ async def test_a_touch_whose_queued_commands_cancel_the_token_as_they_are_applie
     one-shot timer's waiting event stays receivable. catches: the touch went on, withdrew the event and armed the
     timer, which the stop then discarded: the event was lost."""
     token = CancellationToken()
-    manager, handle, task = await _start("touch halted", 0, 8, 8, token)
-    await handle.set_timer("a", 0.0)
-    while manager.stats().events_ready < 1:
-        await asyncio.sleep(0.001)
-    logger = logging.getLogger("timer_manager")
-    handler = _CancelOnRecord(token, "set 'x'")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    _, handle, task = await _start_with_an_event_waiting("touch halted", token)
+    with _handling_debug_records(_CancelOnRecord(token, "set 'x'")):
         handle.try_set_timer("x", 1000.0)
         touched = handle.touch("a") if touch == "touch" else handle.touch_many(["a"])
         await asyncio.wait_for(task, 2.0)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
     assert token.is_cancelled()
     assert [event.name async for event in handle] == ["a"]
     assert touched in (False, 0)  # "a" is not pending: its event waits
