@@ -390,6 +390,31 @@ async def test_odd_heartbeats_work() -> None:
         await _stop(handle, task)
 
 
+@pytest.mark.usefixtures("core")
+@virtual
+@pytest.mark.parametrize("heartbeat", [5e-324, 1e-310, 1e-305], ids=repr)
+async def test_a_heartbeat_too_fine_to_count_its_ticks_keeps_the_manager_running(heartbeat: float) -> None:
+    """A positive heartbeat so small that the ticks since the start overflow a float (a subnormal at once,
+    1e-305 after half an hour): accepted, and the timers still fire at their deadlines, in order, never early.
+    catches: the grid's floor computing ``math.floor(inf)``, ``run()`` failing and every timer discarded."""
+    _manager_obj, handle, task = await _manager(heartbeat)
+    start = min(handle.deadline(n) - d for n, d in KEEP)
+    await asyncio.sleep(3600.0 if heartbeat == 1e-305 else 0.5)  # 1e-305: (now - origin) / heartbeat past 1.8e308
+    assert not task.done(), task.exception() if task.done() else None
+    await handle.set_timer("later", 2.0)  # after keep-3 either way
+    loop = asyncio.get_running_loop()
+    got: list[TimerExpired] = []
+    for _ in range(len(KEEP) + 1):
+        event = await asyncio.wait_for(handle.recv_event(), 10.0)
+        assert isinstance(event, TimerExpired)
+        assert loop.time() >= event.deadline
+        got.append(event)
+    assert [event.name for event in got] == [*(name for name, _ in KEEP), "later"]
+    assert [event.deadline for event in got][:3] == [start + d for _, d in KEEP]
+    assert not task.done(), task.exception() if task.done() else None
+    await _stop(handle, task)
+
+
 # ---------------------------------------------------------------------- the Redis backend
 # The same promises on the Redis backend, against a real redis-server (``redis_server`` in conftest.py): odd input
 # is refused at the call, or accepted and harmless; the manager keeps running and the backends agree.

@@ -609,7 +609,12 @@ class Runner:
         step = self.heartbeat
         if step == 0.0:
             return now
-        index = math.floor((now - self.origin) / step)
+        ticks = (now - self.origin) / step
+        # Beyond the grid's precision (an infinite count with a subnormal heartbeat) there is no tick to floor to,
+        # as in _ceil_on, which arms such deadlines off the grid: every deadline up to now is due.
+        if not ticks <= _EXACT_TICKS:
+            return now
+        index = math.floor(ticks)
         if self.origin + (index + 1) * step <= now:  # float rounding in the division above
             index += 1
         return min(self.origin + index * step, now)
