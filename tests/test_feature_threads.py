@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -346,3 +347,38 @@ async def test_a_threadsafe_try_batch_larger_than_the_queue_is_refused_as_on_the
         await asyncio.to_thread(threadsafe.set_timers, items)  # the blocking form: let in alone
         await handle.flush()
         assert handle.pending_count() == 5
+
+
+def test_a_blocking_call_from_a_thread_given_the_ended_loop_threads_id_gets_manager_closed() -> None:
+    """The manager ran and stopped on a loop in a thread that then ended; another thread, which the system gave that
+    ended thread's id (ids are reused: the test sets it, so as not to depend on the reuse), makes a blocking call: it
+    gets ManagerClosed, as any thread does. Catches: the check that refuses the loop's own thread compared thread ids,
+    and refused it with RuntimeError ("on the loop's thread they would block the loop")."""
+    handles: list[ThreadsafeHandle] = []
+
+    async def run_and_stop() -> None:
+        manager, handle = TimerManager.new("ended", 0.0, 4, 8)
+        run = asyncio.ensure_future(manager.run())
+        handles.append(handle.threadsafe())
+        await handle.shutdown()
+        await run
+
+    loop_thread = threading.Thread(target=asyncio.run, args=(run_and_stop(),))
+    loop_thread.start()
+    loop_thread.join()
+    threadsafe = handles[0]
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        threadsafe._runner.thread_id = threading.get_ident()  # as the system may give it
+        try:
+            threadsafe.set_timer("a", 1, timeout=5)
+            outcome.append(None)
+        except BaseException as exc:  # recorded, asserted below
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    caller.join(60)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], ManagerClosed), outcome[0]

@@ -92,6 +92,8 @@ class Runner:
         self.on_bind: list[Callable[[], None]] = []  # called after each bind (the handle picks its receive path)
         self.clock: Callable[[], float] = time.monotonic
         self.thread_id = 0
+        # The loop's thread itself: its id may be given to another thread once it ended, the object never is.
+        self.thread: threading.Thread | None = None
         self.debug = False
         self.state = NEW
         self.closing = False  # no command is taken: a shutdown was sent or is waiting for room, or the manager stopped
@@ -125,6 +127,7 @@ class Runner:
         self.clock = time.monotonic if stock else loop.time
         self.engine.clock = self.clock
         self.thread_id = threading.get_ident()
+        self.thread = threading.current_thread()
         self.debug = loop.get_debug()
         with self.inbox.lock:
             self.inbox.loop = loop

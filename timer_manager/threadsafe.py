@@ -132,8 +132,8 @@ class ThreadsafeHandle:
 
     def _timeout(self, timeout: float | None) -> float | None:
         """Check a blocking call: its ``timeout``, and that it is not made on the loop's thread, which it would block
-        (every blocking method calls this first)."""
-        if threading.get_ident() == self._runner.thread_id:
+        (every blocking method calls this first). The thread, not its id: an ended loop thread's id may be another's."""
+        if threading.current_thread() is self._runner.thread:
             raise RuntimeError(
                 "ThreadsafeHandle's blocking methods are for other threads: on the loop's thread they would block the "
                 "loop they wait for; use the TimerHandle itself (or the try_ methods)"
