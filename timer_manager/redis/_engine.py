@@ -647,19 +647,28 @@ class RedisEngine:
             self._handed = []
             self.kick()
 
-    def _retract(self, name: str) -> None:
+    def _withdraw(self, name: str) -> tuple[RedisTimerExpired | None, list[RedisTimerExpired] | None]:
+        """Take ``name``'s event out of the event queue, and its checked events out of those on their way to it
+        (None if it had none there)."""
         event = self._ready.pop(name, None)
+        if event is not None and len(self._events) > 2 * len(self._ready) + 64:
+            ready = self._ready
+            self._events = deque(event for event in self._events if ready.get(event.name) is event)
+        incoming = None
+        if name in self._incoming_names:
+            del self._incoming_names[name]
+            incoming = [event for event in self._incoming if event.name == name]
+            self._incoming = deque(event for event in self._incoming if event.name != name)
+        return event, incoming
+
+    def _retract(self, name: str) -> None:
+        event, incoming = self._withdraw(name)
         if event is not None:
             self.acks.append(event)
             self.count_retracted += 1
             self.room_freed()
-            if len(self._events) > 2 * len(self._ready) + 64:
-                ready = self._ready
-                self._events = deque(event for event in self._events if ready.get(event.name) is event)
-        if name in self._incoming_names:
-            del self._incoming_names[name]
-            self.acks.extend(event for event in self._incoming if event.name == name)
-            self._incoming = deque(event for event in self._incoming if event.name != name)
+        if incoming is not None:
+            self.acks.extend(incoming)
             self.room_freed()
         same = self._unchecked.pop(name, None)
         if same is not None:
@@ -671,17 +680,8 @@ class RedisEngine:
         taken out of the event queue and checked on the server after the touch, each handed over again if it is
         still current there, and dropped otherwise. (Withdrawn and acknowledged at once, as a set or cancel's are,
         the event of a touch the server refused was lost: not re-armed, and never delivered.)"""
-        moved: list[RedisTimerExpired] = []
-        event = self._ready.pop(name, None)
-        if event is not None:
-            moved.append(event)
-            if len(self._events) > 2 * len(self._ready) + 64:
-                ready = self._ready
-                self._events = deque(event for event in self._events if ready.get(event.name) is event)
-        if name in self._incoming_names:
-            del self._incoming_names[name]
-            moved += [event for event in self._incoming if event.name == name]
-            self._incoming = deque(event for event in self._incoming if event.name != name)
+        event, incoming = self._withdraw(name)
+        moved = ([] if event is None else [event]) + (incoming or [])
         same = self._unchecked.get(name)
         if same:  # read and being checked, or waiting behind events being checked
             awaiting = self._awaiting
