@@ -53,6 +53,7 @@ from timer_manager._cpython cimport (
 
 from contextlib import nullcontext
 
+from timer_manager._futures import resolve
 from timer_manager._protocol import (
     CANCEL,
     CANCEL_ALL,

@@ -349,8 +349,7 @@ cdef class Engine:
                     self.intervals.clear()
                     self.data.clear()
                 elif op == OP_FLUSH:
-                    if not value.done():
-                        value.set_result(None)
+                    resolve(value)  # no handler runs between a C future's check and set, but a Python one's
                 elif op == OP_TOUCH:
                     self._touch(name, deadline)
                 else:  # SHUTDOWN

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sized
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from ._futures import resolve
 from ._protocol import (
     CANCEL,
     CANCEL_ALL,
@@ -208,8 +209,7 @@ class Engine:
                 self.intervals.clear()
                 self.data.clear()
             elif op == FLUSH:
-                if not value.done():
-                    value.set_result(None)
+                resolve(value)
             elif op == TOUCH:
                 self._touch(name, value)  # type: ignore[arg-type]
             else:  # SHUTDOWN

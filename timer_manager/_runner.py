@@ -24,6 +24,7 @@ from typing import Any
 
 from ._admission import Admission
 from ._backend import LocalStore, Store
+from ._futures import fail, resolve
 from ._inbox import Inbox
 from ._protocol import OP_NAMES, QUEUED_FIRST, SET, SET_INTERVAL, SHUTDOWN, Command, EngineInterface
 from ._wakeup import LOOP_RESOLUTION, Wakeup, create_wakeup
@@ -339,8 +340,8 @@ class Runner:
             used = engine.queued() + self.promised
             if used + sender.count > engine.command_capacity and used:
                 return
-            self.promised += sender.count
-            sender.future.set_result(None)
+            if resolve(sender.future):  # else cancelled just now (a signal handler): the room goes to the next
+                self.promised += sender.count
 
     # ------------------------------------------------------------------ shutting down
 
@@ -442,8 +443,7 @@ class Runner:
         if receivers:
             self.receivers = {}
             for waiter in receivers:
-                if not waiter.done():
-                    waiter.set_result(None)
+                resolve(waiter)
 
     # ------------------------------------------------------------------ the manager's work
 
@@ -678,20 +678,17 @@ class Runner:
             return
         closed = ManagerClosed(f"timer manager {self.name!r} stopped ({reason})")
         for future in flushes:
-            if not future.done():
-                future.set_exception(closed)
+            fail(future, closed)
         for sender in senders:
-            if not sender.future.done():
-                sender.future.set_exception(closed)
+            fail(sender.future, closed)
         for waiter in receivers:
-            if not waiter.done():
-                waiter.set_result(None)
+            resolve(waiter)
         done = self.done
-        if done is not None and not done.done():
+        if done is not None:
             if exc is None:
-                done.set_result(None)
+                resolve(done)
             else:
-                done.set_exception(exc)
+                fail(done, exc)
         log = logger.error if exc is not None else logger.info
         log(
             "timer manager %r stopped: %s (pending timers discarded: %d; events still to receive: %d)",

@@ -9,6 +9,8 @@ import threading
 import weakref
 from collections.abc import Callable
 
+from ._futures import resolve
+
 __all__ = ("CancellationToken",)
 
 logger = logging.getLogger("timer_manager")
@@ -69,7 +71,7 @@ class CancellationToken:
 
         def wake() -> None:
             if not loop.is_closed():
-                loop.call_soon_threadsafe(_resolve, waiter)
+                loop.call_soon_threadsafe(resolve, waiter)
 
         remove = self.add_callback(wake)
         try:
@@ -104,11 +106,6 @@ class CancellationToken:
     def _remove_callback(self, callback: Callable[[], None]) -> None:
         with self._lock, contextlib.suppress(ValueError):
             self._callbacks.remove(callback)
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 def _nothing() -> None:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis.asyncio
 from redis import exceptions as redis_errors
 
+from .._futures import fail, resolve
 from .._protocol import CANCEL, CANCEL_ALL, FLUSH, SET, SET_INTERVAL, TOUCH, Interval
 from ..errors import BackendUnavailable, ManagerClosed
 from ._clock import ServerClock
@@ -378,7 +379,7 @@ class Link:
             nonlocal waiting
             for marker, events in waiting:
                 if not marker.done() and unsent.isdisjoint(map(id, events)):
-                    marker.set_result(None)
+                    resolve(marker)
             waiting = [(marker, events) for marker, events in waiting if not marker.done()]
 
         retry = self._reachable
@@ -478,8 +479,7 @@ class Link:
             runner = self.runner
             closed = ManagerClosed(f"timer manager {runner.name!r} stopped ({runner.stop_reason})")
             for marker, _ in waiting:  # not on the server: those ack() calls had no effect
-                if not marker.done():
-                    marker.set_exception(closed)
+                fail(marker, closed)
 
     # ------------------------------------------------------------------ the tasks
 
@@ -594,8 +594,7 @@ class Link:
         if checks:
             engine.checked(checks, result[6:])
         for command in flushes:
-            if not command[2].done():
-                command[2].set_result(None)
+            resolve(command[2])
         engine.wake()
 
     async def _send_batch(
