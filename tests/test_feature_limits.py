@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from support import recv, running, virtual
 
-from timer_manager import QueueFull, TimerLimitExceeded, TimerManager, TimerManagerError
+from timer_manager import QueueFull, TimerLimitExceeded, TimerManager, TimerManagerError, _backend
 
 
 def test_timer_limit_exceeded_is_a_timer_manager_error() -> None:
@@ -281,4 +281,77 @@ async def test_a_thread_admitted_while_the_engine_applies_a_set_sees_a_consisten
             await asyncio.sleep(0.01)
             await handle.flush()
             assert handle.pending_count() == 3 and "thread" in handle
+        assert manager._runner.admission is not None and manager._runner.admission.reserved == {}
+
+
+def _in_a_thread(call: Callable[[], object]) -> str:
+    """Run ``call`` in a thread of its own, joined: "accepted", or "refused" (TimerLimitExceeded)."""
+    outcome: list[str] = []
+
+    def run() -> None:
+        try:
+            call()
+        except TimerLimitExceeded:
+            outcome.append("refused")
+        else:
+            outcome.append("accepted")
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return outcome[0]
+
+
+@pytest.mark.parametrize(
+    "case", ["a cancel of a repeating timer", "a cancel of a repeating timer whose event waits", "a cancel_all"]
+)
+async def test_a_thread_admitted_while_the_engine_cancels_a_repeating_timer_sees_a_consistent_count(
+    core: Any, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """A repeating timer "x" is cancelled, and a set of "x" is queued behind the cancel (its reservation holds the
+    place "x" takes again). While the engine takes "x" out of the table (or out of ``parked``, its event waiting),
+    admission must count it once: live (``intervals``, which ``is_live`` reads, and the table or ``parked``, which
+    ``live_count`` reads) or reserved and not live. The engine took "x" out of the table or ``parked`` before it took it
+    out of ``intervals``: in between "x" looked live but was not counted, nor was its reservation; a thread's set of
+    a new name admitted there, at the limit, made three timers live under ``max_timers=2``. (The table here calls the
+    thread as it cancels or clears, in the middle of the engine's work, where a thread switch may come: between any
+    two bytecodes in the pure-Python engine.)"""
+    outcome: list[str] = []
+    threadsafe_call: list[Callable[[], object]] = []
+
+    class TableCallingAThread(core.TimerTable):  # type: ignore[misc]
+        def cancel(self, name: str, /) -> bool:
+            removed = bool(super().cancel(name))
+            if threadsafe_call:
+                outcome.append(_in_a_thread(threadsafe_call.pop()))
+            return removed
+
+        def clear(self) -> int:
+            cleared = int(super().clear())
+            if threadsafe_call:
+                outcome.append(_in_a_thread(threadsafe_call.pop()))
+            return cleared
+
+    monkeypatch.setattr(_backend, "TimerTable", TableCallingAThread)
+    async with running(heartbeat=0, max_timers=2) as (manager, handle, _task):
+        threadsafe = handle.threadsafe()
+        await handle.set_timer("a", 100)
+        await handle.set_interval("x", 0.01 if "event waits" in case else 100)
+        await handle.flush()
+        if "event waits" in case:
+            await asyncio.sleep(0.05)  # "x" fell due: parked, its event waits
+            await handle.flush()
+            assert manager._runner.engine.ready_count() == 1
+        assert handle.pending_count() == 2
+        if case == "a cancel_all":
+            handle.try_cancel_all_timers()
+            handle.try_set_timer("a", 100)
+        else:
+            handle.try_cancel_timer("x")
+        handle.try_set_timer("x", 100)  # "x" keeps its place: every place is taken
+        threadsafe_call.append(lambda: threadsafe.try_set_timer("thread", 100))
+        await handle.flush()
+        assert outcome == ["refused"]
+        await handle.flush()
+        assert handle.pending_count() == 2 and "thread" not in handle
         assert manager._runner.admission is not None and manager._runner.admission.reserved == {}

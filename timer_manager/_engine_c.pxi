@@ -330,13 +330,17 @@ cdef class Engine:
                     elif self.data:
                         self.data.pop(name, None)
                 elif op == OP_CANCEL:
-                    if self._ready and PyDict_Contains(self._ready, name) and self._retract(name):
+                    was_parked = self._ready and PyDict_Contains(self._ready, name) and self._retract(name)
+                    # Out of the repeating timers before it leaves parked or the table: a timer that is_live() sees and
+                    # live_count() no longer counts would be counted nowhere by max_timers admission, nor a set of its
+                    # name queued behind this cancel (reserved, but taken for live).
+                    if self.intervals:
+                        self.intervals.pop(name, None)
+                    if was_parked:
                         self.parked -= 1  # a parked repeating timer, pending, out of the table: cancelled
                         self.count_cancelled += 1
                     if (self._table._cancel(name) if self._table is not None else self.table.cancel(name)):
                         self.count_cancelled += 1
-                    if self.intervals:
-                        self.intervals.pop(name, None)
                     if self.data:
                         self.data.pop(name, None)
                 elif op == OP_CANCEL_ALL:
@@ -344,9 +348,9 @@ cdef class Engine:
                         # A retraction may drop events, whose payloads' __del__ may take events from the queue.
                         if PyDict_Contains(self._ready, ready_name):
                             self._retract(ready_name)
+                    self.intervals.clear()  # first, as for OP_CANCEL
                     self.count_cancelled += self.table.clear() + self.parked  # parked repeating timers are pending too
                     self.parked = 0
-                    self.intervals.clear()
                     self.data.clear()
                 elif op == OP_FLUSH:
                     resolve(value)  # no handler runs between a C future's check and set, but a Python one's

@@ -190,13 +190,17 @@ class Engine:
                 elif self.data:
                     self.data.pop(name, None)  # type: ignore[arg-type]
             elif op == CANCEL:
-                if self._ready and name in self._ready and self._retract(name):
+                was_parked = self._ready and name in self._ready and self._retract(name)
+                # Out of the repeating timers before it leaves parked or the table: a timer that is_live() sees and
+                # live_count() no longer counts would be counted nowhere by max_timers admission, nor a set of its
+                # name queued behind this cancel (reserved, but taken for live).
+                if self.intervals:
+                    self.intervals.pop(name, None)  # type: ignore[arg-type]
+                if was_parked:
                     self.parked -= 1  # a parked repeating timer, pending, out of the table: cancelled
                     self.count_cancelled += 1
                 if table.cancel(name):
                     self.count_cancelled += 1
-                if self.intervals:
-                    self.intervals.pop(name, None)  # type: ignore[arg-type]
                 if self.data:
                     self.data.pop(name, None)  # type: ignore[arg-type]
             elif op == CANCEL_ALL:
@@ -204,9 +208,9 @@ class Engine:
                     # A retraction may drop events, whose payloads' __del__ may take events from the queue.
                     if ready_name in self._ready:
                         self._retract(ready_name)
+                self.intervals.clear()  # first, as for CANCEL
                 self.count_cancelled += table.clear() + self.parked  # parked repeating timers are pending too
                 self.parked = 0
-                self.intervals.clear()
                 self.data.clear()
             elif op == FLUSH:
                 resolve(value)
