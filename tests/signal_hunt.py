@@ -18,10 +18,11 @@ last step, after the effect: asyncio checks ``_must_cancel`` when the coroutine 
 limitation, counted apart (``late``), not as a defect; its effect is still checked as a return's.
 
 ``tests/test_signal_handlers.py`` runs the local line sweep (about 10 s per core). Run it on its own:
-``python tests/signal_hunt.py [--core c|py] [--scenario NAME ...] [--max-runs N] [--opcodes] [--redis]``
-(``--opcodes``: cancel between any two bytecodes, not only at lines; ``--redis``: the Redis scenarios too, on a
-redis-server of its own); it exits non-zero if any run broke an invariant, listing the scenario, k and the
-library line where the cancel landed.
+``python tests/signal_hunt.py [--core c|py] [--scenario NAME ...] [--max-runs N] [--opcodes] [--redis]
+[--debug-log] [--loop-debug]`` (``--opcodes``: cancel between any two bytecodes, not only at lines; ``--redis``: the
+Redis scenarios too, on a redis-server of its own; ``--debug-log``: the ``timer_manager`` logger at DEBUG, where the
+engine calls back into Python for each command; ``--loop-debug``: asyncio's debug mode); it exits non-zero if any
+run broke an invariant, listing the scenario, k and the library line where the cancel landed.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ from timer_manager import CancellationToken, ManagerClosed, TimerHandle, TimerMa
 
 LIBRARY = str(Path(timer_manager.__file__).parent)
 HANG = 10.0
+# --debug-log: the timer_manager logger at DEBUG (the engine calls back into Python for each command);
+# --loop-debug: asyncio's debug mode (every call checks its thread).
+OPTIONS = {"debug_log": False, "loop_debug": False}
 
 
 class Injector:
@@ -792,6 +796,9 @@ async def _one(
     handler = _Errors(ctx.errors)
     logger = logging.getLogger("timer_manager")
     logger.addHandler(handler)
+    level = logger.level
+    if OPTIONS["debug_log"]:
+        logger.setLevel(logging.DEBUG)
     previous = sys.gettrace()
     sys.settrace(ctx.injector._call)
     try:
@@ -802,6 +809,7 @@ async def _one(
     finally:
         sys.settrace(previous)
         logger.removeHandler(handler)
+        logger.setLevel(level)
     if outcome.kind not in ("returned", "cancelled", "late"):
         ctx.problems.append(f"the call: {outcome.kind}")
     ctx.problems += [f"error: {error}" for error in ctx.errors]
@@ -811,7 +819,7 @@ async def _one(
 def run_one(
     scenario: Callable[[Context], Awaitable[Outcome]], at: int | None, opcodes: bool = False
 ) -> tuple[Context, Outcome]:
-    return asyncio.run(_one(scenario, at, opcodes))
+    return asyncio.run(_one(scenario, at, opcodes), debug=OPTIONS["loop_debug"])
 
 
 def hunt(name: str, max_runs: int, opcodes: bool = False, out: Any = sys.stdout) -> tuple[dict[str, int], list[str]]:
@@ -845,11 +853,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--core", choices=("c", "py"), default="py")
     parser.add_argument("--scenario", action="append", choices=sorted({**SCENARIOS, **REDIS_SCENARIOS}))
+    parser.add_argument("--debug-log", action="store_true", help="the timer_manager logger at DEBUG")
+    parser.add_argument("--loop-debug", action="store_true", help="asyncio's debug mode")
     parser.add_argument("--opcodes", action="store_true", help="cancel between bytecodes, not only at lines")
     parser.add_argument("--redis", action="store_true", help="also the Redis scenarios, on a redis-server of its own")
     parser.add_argument("--max-runs", type=int, default=400, help="at most this many injections per scenario")
     args = parser.parse_args()
     use_core(args.core)
+    OPTIONS.update(debug_log=args.debug_log, loop_debug=args.loop_debug)
     found: list[str] = []
     names = args.scenario or [*SCENARIOS, *(REDIS_SCENARIOS if args.redis else ())]
     server = None
