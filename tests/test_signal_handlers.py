@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import linecache
 import re
 import sys
@@ -26,6 +27,7 @@ from types import FrameType
 from typing import Any
 
 import pytest
+from signal_hunt import SCENARIOS, hunt
 from support import HANG, Core, running
 
 import timer_manager
@@ -194,3 +196,16 @@ async def test_a_token_waiter_cancelled_as_the_token_wakes_it() -> None:
     assert len(signal.sites) == 1, signal.sites  # the loop's call of the token's wake-up
     assert waiting.cancelled()
     assert errors == []
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_a_cancel_of_the_main_task_at_any_library_line(scenario: str) -> None:
+    """``tests/signal_hunt.py``'s sweep: the main task makes one call on a running manager (a set with room or into
+    a full queue, a receive, a flush, a shutdown, ``run()`` itself, ``open()``'s exit, ``token.cancelled()``, a
+    touch...) and is cancelled, as ``asyncio.run``'s SIGINT handler would, at the k-th library line event of the
+    run, for every k (whichever task or callback runs that line). Each call raises CancelledError with no effect, or
+    returns with its whole effect; the manager never fails, logs no error, hangs nowhere and shuts down cleanly.
+    (The sweep between bytecodes, and on Redis: ``python tests/signal_hunt.py --opcodes --redis``.)"""
+    tally, problems = hunt(scenario, max_runs=1000, out=io.StringIO())
+    assert not problems, problems
+    assert tally["runs"] > 0 and tally["cancelled"] + tally["late"] > 0, tally
