@@ -4,7 +4,11 @@ child tokens, callbacks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
+
+import pytest
 
 from timer_manager import CancellationToken
 
@@ -90,3 +94,29 @@ def test_a_grandchild_follows_its_grandparent_when_the_child_in_between_is_dropp
     gc.collect()
     root.cancel()
     assert grandchild.is_cancelled()
+
+
+async def test_a_cancel_while_the_waiters_loop_closes_logs_no_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A thread cancels the token as the loop of a ``cancelled()`` waiter closes: the loop is still open when the
+    wake-up looks and closed when it calls (``call_soon_threadsafe`` raises ``RuntimeError``, as a closed loop's
+    does). There is nobody left to wake. Catches: the wake-up's error logged at ERROR as a raising callback."""
+    token = CancellationToken()
+    waiting = asyncio.ensure_future(token.cancelled())
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+
+    def closed_meanwhile(*args: object) -> None:
+        raise RuntimeError("Event loop is closed")
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", closed_meanwhile)
+    canceller = threading.Thread(target=token.cancel)  # not to_thread: its answer comes through that call
+    with caplog.at_level(logging.ERROR, logger="timer_manager"):
+        canceller.start()
+        canceller.join()
+    monkeypatch.undo()
+    assert [record.getMessage() for record in caplog.records] == []
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting

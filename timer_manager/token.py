@@ -71,7 +71,8 @@ class CancellationToken:
 
         def wake() -> None:
             if not loop.is_closed():
-                loop.call_soon_threadsafe(resolve, waiter)
+                with contextlib.suppress(RuntimeError):  # closed since the check (another thread): nobody to wake
+                    loop.call_soon_threadsafe(resolve, waiter)
 
         remove = self.add_callback(wake)
         try:
