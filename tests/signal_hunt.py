@@ -34,6 +34,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -160,6 +161,57 @@ async def _ticks(count: int = 3) -> None:
         await asyncio.sleep(0)
 
 
+async def _settled(ctx: Context, others: list[asyncio.Future[Any]], what: str) -> None:
+    """Wait for the callers started beside the main task's call (``what``); a failure is a problem."""
+    try:
+        await asyncio.wait_for(others[0], HANG)
+    except Exception as exc:
+        ctx.problems.append(f"{what}: {exc!r}")
+
+
+def _started_full(
+    names: list[str], capacity: int | None = None
+) -> tuple[TimerManager, TimerHandle, asyncio.Task[None]]:
+    """A manager whose command queue (of ``capacity``, default: as many as ``names``) holds the sets of ``names``,
+    full until the manager's first pass, and its ``run()`` task."""
+    manager, handle = TimerManager.new("hunt", 0.0, capacity or len(names), 8)
+    for name in names:
+        handle.try_set_timer(name, 1000)
+    return manager, handle, asyncio.ensure_future(manager.run())
+
+
+async def _with_another_behind(
+    ctx: Context, call: Callable[[], Awaitable[Any]], behind: Callable[[], Awaitable[Any]], what: str
+) -> Outcome:
+    """The main task's ``call``, with ``behind()`` (``what``) started in a task of its own once the call waits;
+    a failure of that one is a problem."""
+    others: list[asyncio.Future[Any]] = []
+
+    async def during() -> None:
+        others.append(asyncio.ensure_future(behind()))
+
+    out = await ctx.call(call, during)
+    await _settled(ctx, others, what)
+    return out
+
+
+async def _set_with_a_sender_behind(ctx: Context, handle: TimerHandle) -> Outcome:
+    """The main task sets ``x`` into a full command queue, a second sender (``y``) waiting behind it."""
+    return await _with_another_behind(
+        ctx, lambda: handle.set_timer("x", 1000), lambda: handle.set_timer("y", 1000), "the second sender"
+    )
+
+
+async def _shut_down(ctx: Context, manager: TimerManager, task: asyncio.Task[None]) -> None:
+    """A ``shutdown()`` returned: ``run()`` ends, without an error, as shut down."""
+    try:
+        await asyncio.wait_for(asyncio.shield(task), HANG)
+    except Exception as exc:
+        ctx.problems.append(f"run() after the shutdown: {exc!r}")
+    reason = manager._runner.stop_reason
+    ctx.check(reason == "shutdown requested", f"stopped as {reason!r}")
+
+
 # ---------------------------------------------------------------------- scenarios
 
 
@@ -173,33 +225,13 @@ async def set_with_room(ctx: Context) -> Outcome:
 
 
 async def _set_full(ctx: Context, size: int) -> Outcome:
-    manager, handle = TimerManager.new("hunt", 0.0, size, 8)
-    for i in range(size):
-        handle.try_set_timer(f"p{i}", 1000)  # full until the manager's first pass
-    task = asyncio.ensure_future(manager.run())
-    others: list[asyncio.Future[None]] = []
-
-    async def during() -> None:
-        others.append(asyncio.ensure_future(handle.set_timer("y", 1000)))  # a sender behind the main task's
-
-    out = await ctx.call(lambda: handle.set_timer("x", 1000), during)
-    try:
-        await asyncio.wait_for(others[0], HANG)
-    except Exception as exc:
-        ctx.problems.append(f"the second sender: {exc!r}")
+    manager, handle, task = _started_full([f"p{i}" for i in range(size)])
+    out = await _set_with_a_sender_behind(ctx, handle)
     await asyncio.wait_for(handle.flush(), HANG)
     ctx.check(("x" in handle) == out.took_effect, f"x set: {'x' in handle}")
     ctx.check("y" in handle and all(f"p{i}" in handle for i in range(size)), "y or p lost")
     await ctx.finish(manager, handle, task)
     return out
-
-
-async def set_full_1(ctx: Context) -> Outcome:
-    return await _set_full(ctx, 1)
-
-
-async def set_full_2(ctx: Context) -> Outcome:
-    return await _set_full(ctx, 2)
 
 
 async def _receive(ctx: Context, how: str, due_later: bool = False) -> Outcome:
@@ -231,38 +263,13 @@ async def _receive(ctx: Context, how: str, due_later: bool = False) -> Outcome:
     return out
 
 
-async def recv_event(ctx: Context) -> Outcome:
-    return await _receive(ctx, "one")
-
-
-async def recv_events(ctx: Context) -> Outcome:
-    return await _receive(ctx, "many")
-
-
-async def async_for(ctx: Context) -> Outcome:
-    return await _receive(ctx, "iter")
-
-
-async def recv_event_due_later(ctx: Context) -> Outcome:
-    return await _receive(ctx, "one", due_later=True)
-
-
-async def flush(ctx: Context) -> Outcome:
-    manager, handle, task = await ctx.running()
-    handle.try_set_timer("f", 1000)
-    out = await ctx.call(handle.flush)
-    if out.took_effect:
-        ctx.check("f" in handle, "a flush returned before the command sent before it was applied")
-    await _ticks()
-    ctx.check(manager._runner.engine.queued() == 0, "a marker left queued")
-    await ctx.finish(manager, handle, task)
-    return out
-
-
-async def flush_full(ctx: Context) -> Outcome:
-    manager, handle = TimerManager.new("hunt", 0.0, 1, 8)
-    handle.try_set_timer("f", 1000)
-    task = asyncio.ensure_future(manager.run())
+async def _flush(ctx: Context, full: bool) -> Outcome:
+    """A flush with a set queued before it, into a command queue with room or (``full``) of one, full."""
+    if full:
+        manager, handle, task = _started_full(["f"])
+    else:
+        manager, handle, task = await ctx.running()
+        handle.try_set_timer("f", 1000)
     out = await ctx.call(handle.flush)
     if out.took_effect:
         ctx.check("f" in handle, "a flush returned before the command sent before it was applied")
@@ -274,20 +281,11 @@ async def flush_full(ctx: Context) -> Outcome:
 
 
 async def _shutdown(ctx: Context, full: bool) -> Outcome:
-    if full:
-        manager, handle = TimerManager.new("hunt", 0.0, 1, 8)
-        handle.try_set_timer("p", 1000)
-        task = asyncio.ensure_future(manager.run())
-    else:
-        manager, handle, task = await ctx.running()
+    manager, handle, task = _started_full(["p"]) if full else await ctx.running()
     out = await ctx.call(handle.shutdown)
     runner = manager._runner
     if out.took_effect:
-        try:
-            await asyncio.wait_for(asyncio.shield(task), HANG)
-        except Exception as exc:
-            ctx.problems.append(f"run() after the shutdown: {exc!r}")
-        ctx.check(runner.stop_reason == "shutdown requested", f"stopped as {runner.stop_reason!r}")
+        await _shut_down(ctx, manager, task)
     else:
         await _ticks()
         ctx.check(runner.state == "running" and not runner.closing, f"a cancelled shutdown: {runner.state}")
@@ -298,17 +296,8 @@ async def _shutdown(ctx: Context, full: bool) -> Outcome:
     return out
 
 
-async def shutdown(ctx: Context) -> Outcome:
-    return await _shutdown(ctx, False)
-
-
-async def shutdown_full(ctx: Context) -> Outcome:
-    return await _shutdown(ctx, True)
-
-
-async def run_awaited(ctx: Context) -> Outcome:
-    manager, handle = TimerManager.new("hunt", 0.0, 2, 8)
-    workers: list[asyncio.Future[Any]] = []
+async def _run_awaited(ctx: Context, manager: TimerManager, handle: TimerHandle) -> Outcome:
+    """``run()`` awaited by the main task, a worker setting, receiving and shutting down meanwhile."""
 
     async def work() -> Any:
         with contextlib.suppress(ManagerClosed):
@@ -318,19 +307,16 @@ async def run_awaited(ctx: Context) -> Outcome:
             await handle.shutdown()
         return event
 
-    async def during() -> None:
-        workers.append(asyncio.ensure_future(work()))
-
-    out = await ctx.call(manager.run, during)
-    try:
-        await asyncio.wait_for(workers[0], HANG)
-    except Exception as exc:
-        ctx.problems.append(f"the worker: {exc!r}")
+    out = await _with_another_behind(ctx, manager.run, work, "the worker")
     runner = manager._runner
     ctx.check(runner.state == "stopped", f"run() ended with the manager {runner.state}")
     ctx.check(not runner.stop_reason.startswith("failed"), f"stopped as {runner.stop_reason}")
     ctx.check(out.kind in ("returned", "cancelled", "late"), f"run(): {out.kind}")
     return out
+
+
+async def run_awaited(ctx: Context) -> Outcome:
+    return await _run_awaited(ctx, *TimerManager.new("hunt", 0.0, 2, 8))
 
 
 async def open_exit(ctx: Context) -> Outcome:
@@ -377,14 +363,6 @@ async def _token(ctx: Context, from_thread: bool) -> Outcome:
     return out
 
 
-async def token_cancelled(ctx: Context) -> Outcome:
-    return await _token(ctx, False)
-
-
-async def token_cancelled_from_a_thread(ctx: Context) -> Outcome:
-    return await _token(ctx, True)
-
-
 async def _touch(ctx: Context, variant: str) -> Outcome:
     manager, handle, task = await ctx.running()
     handle.try_set_timer("t", 100 if variant != "fired" else 0)
@@ -415,18 +393,6 @@ async def _touch(ctx: Context, variant: str) -> Outcome:
         ctx.check(("q" in handle) == out.took_effect, "q")
     await ctx.finish(manager, handle, task)
     return out
-
-
-async def touch(ctx: Context) -> Outcome:
-    return await _touch(ctx, "plain")
-
-
-async def touch_queued(ctx: Context) -> Outcome:
-    return await _touch(ctx, "queued")
-
-
-async def touch_fired(ctx: Context) -> Outcome:
-    return await _touch(ctx, "fired")
 
 
 async def recv_with_another_receiver(ctx: Context) -> Outcome:
@@ -481,19 +447,8 @@ async def recv_interval(ctx: Context) -> Outcome:
 
 async def flush_with_a_sender_behind(ctx: Context) -> Outcome:
     """A flush waits in a full queue with a sender behind it: a cancelled flush's place goes to the sender."""
-    manager, handle = TimerManager.new("hunt", 0.0, 1, 8)
-    handle.try_set_timer("f", 1000)
-    task = asyncio.ensure_future(manager.run())
-    others: list[asyncio.Future[None]] = []
-
-    async def during() -> None:
-        others.append(asyncio.ensure_future(handle.set_timer("y", 1000)))
-
-    out = await ctx.call(handle.flush, during)
-    try:
-        await asyncio.wait_for(others[0], HANG)
-    except Exception as exc:
-        ctx.problems.append(f"the sender behind: {exc!r}")
+    manager, handle, task = _started_full(["f"])
+    out = await _with_another_behind(ctx, handle.flush, lambda: handle.set_timer("y", 1000), "the sender behind")
     await asyncio.wait_for(handle.flush(), HANG)
     ctx.check("f" in handle and "y" in handle, "f or y lost")
     ctx.check(manager._runner.engine.queued() == 0, "a marker left queued")
@@ -503,9 +458,7 @@ async def flush_with_a_sender_behind(ctx: Context) -> Outcome:
 
 async def set_timers_batch(ctx: Context) -> Outcome:
     """A batch of three into a queue of two, with one command queued: all or nothing."""
-    manager, handle = TimerManager.new("hunt", 0.0, 2, 8)
-    handle.try_set_timer("p", 1000)
-    task = asyncio.ensure_future(manager.run())
+    manager, handle, task = _started_full(["p"], capacity=2)
     out = await ctx.call(lambda: handle.set_timers([("x1", 1000), ("x2", 1000), ("x3", 1000)]))
     await asyncio.wait_for(handle.flush(), HANG)
     present = [name in handle for name in ("x1", "x2", "x3")]
@@ -533,22 +486,9 @@ async def set_under_max_timers(ctx: Context) -> Outcome:
 async def two_shutdowns(ctx: Context) -> Outcome:
     """Two shutdown() calls wait for room for the one SHUTDOWN; the main task's is cancelled: the other's
     still stops the manager."""
-    manager, handle = TimerManager.new("hunt", 0.0, 1, 8)
-    handle.try_set_timer("p", 1000)
-    task = asyncio.ensure_future(manager.run())
-    others: list[asyncio.Future[None]] = []
-
-    async def during() -> None:
-        others.append(asyncio.ensure_future(handle.shutdown()))
-
-    out = await ctx.call(handle.shutdown, during)
-    try:
-        await asyncio.wait_for(others[0], HANG)
-        await asyncio.wait_for(asyncio.shield(task), HANG)
-    except Exception as exc:
-        ctx.problems.append(f"the other shutdown: {exc!r}")
-    runner = manager._runner
-    ctx.check(runner.stop_reason == "shutdown requested", f"stopped as {runner.stop_reason!r}")
+    manager, handle, task = _started_full(["p"])
+    out = await _with_another_behind(ctx, handle.shutdown, handle.shutdown, "the other shutdown")
+    await _shut_down(ctx, manager, task)
     return out
 
 
@@ -567,9 +507,7 @@ async def query(ctx: Context) -> Outcome:
 
 async def set_behind_a_thread(ctx: Context) -> Outcome:
     """The main task sets while another thread's handle waits for room in a full queue."""
-    manager, handle = TimerManager.new("hunt", 0.0, 1, 8)
-    handle.try_set_timer("p", 1000)
-    task = asyncio.ensure_future(manager.run())
+    manager, handle, task = _started_full(["p"])
     await asyncio.sleep(0)
     threadsafe = handle.threadsafe()
     thread = asyncio.ensure_future(asyncio.to_thread(threadsafe.set_timer, "t", 1000))
@@ -654,33 +592,11 @@ async def redis_ack(ctx: Context) -> Outcome:
 
 
 async def redis_run_awaited(ctx: Context) -> Outcome:
-    """``run()`` of a Redis-backed manager awaited by the main task, a worker setting, receiving, shutting down."""
+    """``run()`` of a Redis-backed manager awaited by the main task."""
     from timer_manager.redis import RedisBackend
 
     backend = RedisBackend(REDIS_URL, namespace=f"hunt-{next(_namespaces)}")
-    manager, handle = TimerManager.new("hunt", 0.0, 2, 8, backend=backend)
-    workers: list[asyncio.Future[Any]] = []
-
-    async def work() -> Any:
-        with contextlib.suppress(ManagerClosed):
-            await handle.set_timer("w", 0)
-        event = await handle.recv_event()
-        with contextlib.suppress(ManagerClosed):
-            await handle.shutdown()
-        return event
-
-    async def during() -> None:
-        workers.append(asyncio.ensure_future(work()))
-
-    out = await ctx.call(manager.run, during)
-    try:
-        await asyncio.wait_for(workers[0], HANG)
-    except Exception as exc:
-        ctx.problems.append(f"the worker: {exc!r}")
-    runner = manager._runner
-    ctx.check(runner.state == "stopped", f"run() ended with the manager {runner.state}")
-    ctx.check(not runner.stop_reason.startswith("failed"), f"stopped as {runner.stop_reason}")
-    return out
+    return await _run_awaited(ctx, *TimerManager.new("hunt", 0.0, 2, 8, backend=backend))
 
 
 async def redis_set_full(ctx: Context) -> Outcome:
@@ -691,16 +607,7 @@ async def redis_set_full(ctx: Context) -> Outcome:
     manager, handle = TimerManager.new("hunt", 0.0, 1, 8, backend=backend)
     handle.try_set_timer("p", 1000)
     task = asyncio.ensure_future(manager.run())
-    others: list[asyncio.Future[None]] = []
-
-    async def during() -> None:
-        others.append(asyncio.ensure_future(handle.set_timer("y", 1000)))
-
-    out = await ctx.call(lambda: handle.set_timer("x", 1000), during)
-    try:
-        await asyncio.wait_for(others[0], HANG)
-    except Exception as exc:
-        ctx.problems.append(f"the second sender: {exc!r}")
+    out = await _set_with_a_sender_behind(ctx, handle)
     deadlines = [await asyncio.wait_for(handle.get_deadline(name), HANG) for name in ("x", "y", "p")]
     ctx.check((deadlines[0] is not None) == out.took_effect, f"x set: {deadlines[0]}")
     ctx.check(None not in deadlines[1:], f"y or p lost: {deadlines}")
@@ -714,11 +621,7 @@ async def redis_shutdown(ctx: Context) -> Outcome:
     out = await ctx.call(handle.shutdown)
     runner = manager._runner
     if out.took_effect:
-        try:
-            await asyncio.wait_for(asyncio.shield(task), HANG)
-        except Exception as exc:
-            ctx.problems.append(f"run() after the shutdown: {exc!r}")
-        ctx.check(runner.stop_reason == "shutdown requested", f"stopped as {runner.stop_reason!r}")
+        await _shut_down(ctx, manager, task)
     else:
         ctx.check(runner.state == "running" and not runner.closing, f"a cancelled shutdown: {runner.state}")
         deadline = await asyncio.wait_for(handle.get_deadline("s"), HANG)
@@ -742,35 +645,38 @@ REDIS_SCENARIOS: dict[str, Callable[[Context], Awaitable[Outcome]]] = {
 
 
 SCENARIOS: dict[str, Callable[[Context], Awaitable[Outcome]]] = {
-    function.__name__: function
-    for function in (
-        set_with_room,
-        set_full_1,
-        set_full_2,
-        recv_event,
-        recv_events,
-        async_for,
-        recv_event_due_later,
-        flush,
-        flush_full,
-        shutdown,
-        shutdown_full,
-        run_awaited,
-        open_exit,
-        token_cancelled,
-        token_cancelled_from_a_thread,
-        touch,
-        touch_queued,
-        touch_fired,
-        recv_with_another_receiver,
-        recv_interval,
-        flush_with_a_sender_behind,
-        set_timers_batch,
-        set_under_max_timers,
-        two_shutdowns,
-        query,
-        set_behind_a_thread,
-    )
+    **{
+        function.__name__: function
+        for function in (
+            set_with_room,
+            run_awaited,
+            open_exit,
+            recv_with_another_receiver,
+            recv_interval,
+            flush_with_a_sender_behind,
+            set_timers_batch,
+            set_under_max_timers,
+            two_shutdowns,
+            query,
+            set_behind_a_thread,
+        )
+    },
+    # the variants of one scenario
+    "flush": partial(_flush, full=False),
+    "flush_full": partial(_flush, full=True),
+    "set_full_1": partial(_set_full, size=1),
+    "set_full_2": partial(_set_full, size=2),
+    "recv_event": partial(_receive, how="one"),
+    "recv_events": partial(_receive, how="many"),
+    "async_for": partial(_receive, how="iter"),
+    "recv_event_due_later": partial(_receive, how="one", due_later=True),
+    "shutdown": partial(_shutdown, full=False),
+    "shutdown_full": partial(_shutdown, full=True),
+    "token_cancelled": partial(_token, from_thread=False),
+    "token_cancelled_from_a_thread": partial(_token, from_thread=True),
+    "touch": partial(_touch, variant="plain"),
+    "touch_queued": partial(_touch, variant="queued"),
+    "touch_fired": partial(_touch, variant="fired"),
 }
 
 # ---------------------------------------------------------------------- the hunt
