@@ -170,11 +170,11 @@ async def _settled(ctx: Context, others: list[asyncio.Future[Any]], what: str) -
 
 
 def _started_full(
-    names: list[str], capacity: int | None = None
+    names: list[str], capacity: int | None = None, **options: Any
 ) -> tuple[TimerManager, TimerHandle, asyncio.Task[None]]:
-    """A manager whose command queue (of ``capacity``, default: as many as ``names``) holds the sets of ``names``,
-    full until the manager's first pass, and its ``run()`` task."""
-    manager, handle = TimerManager.new("hunt", 0.0, capacity or len(names), 8)
+    """A manager (``options``: ``TimerManager.new``'s) whose command queue (of ``capacity``, default: as many as
+    ``names``) holds the sets of ``names``, full until the manager's first pass, and its ``run()`` task."""
+    manager, handle = TimerManager.new("hunt", 0.0, capacity or len(names), 8, **options)
     for name in names:
         handle.try_set_timer(name, 1000)
     return manager, handle, asyncio.ensure_future(manager.run())
@@ -530,11 +530,15 @@ REDIS_URL = ""
 _namespaces = iter(range(1 << 30))
 
 
-async def _redis(ctx: Context, **options: Any) -> tuple[TimerManager, TimerHandle, asyncio.Task[None]]:
+def _redis_backend(**options: Any) -> Any:
+    """A ``RedisBackend`` on the hunt's server, in a namespace of its own (``options``: its own)."""
     from timer_manager.redis import RedisBackend
 
-    backend = RedisBackend(REDIS_URL, namespace=f"hunt-{next(_namespaces)}", **options)
-    manager, handle = TimerManager.new("hunt", 0.0, 8, 8, backend=backend)
+    return RedisBackend(REDIS_URL, namespace=f"hunt-{next(_namespaces)}", **options)
+
+
+async def _redis(ctx: Context, **options: Any) -> tuple[TimerManager, TimerHandle, asyncio.Task[None]]:
+    manager, handle = TimerManager.new("hunt", 0.0, 8, 8, backend=_redis_backend(**options))
     task = asyncio.ensure_future(manager.run())
     await asyncio.wait_for(handle.flush(), HANG)  # connected
     return manager, handle, task
@@ -593,20 +597,12 @@ async def redis_ack(ctx: Context) -> Outcome:
 
 async def redis_run_awaited(ctx: Context) -> Outcome:
     """``run()`` of a Redis-backed manager awaited by the main task."""
-    from timer_manager.redis import RedisBackend
-
-    backend = RedisBackend(REDIS_URL, namespace=f"hunt-{next(_namespaces)}")
-    return await _run_awaited(ctx, *TimerManager.new("hunt", 0.0, 2, 8, backend=backend))
+    return await _run_awaited(ctx, *TimerManager.new("hunt", 0.0, 2, 8, backend=_redis_backend()))
 
 
 async def redis_set_full(ctx: Context) -> Outcome:
     """A set into a full command queue of one (room comes back with the server's answers), a sender behind it."""
-    from timer_manager.redis import RedisBackend
-
-    backend = RedisBackend(REDIS_URL, namespace=f"hunt-{next(_namespaces)}")
-    manager, handle = TimerManager.new("hunt", 0.0, 1, 8, backend=backend)
-    handle.try_set_timer("p", 1000)
-    task = asyncio.ensure_future(manager.run())
+    manager, handle, task = _started_full(["p"], backend=_redis_backend())
     out = await _set_with_a_sender_behind(ctx, handle)
     deadlines = [await asyncio.wait_for(handle.get_deadline(name), HANG) for name in ("x", "y", "p")]
     ctx.check((deadlines[0] is not None) == out.took_effect, f"x set: {deadlines[0]}")

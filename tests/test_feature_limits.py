@@ -199,6 +199,24 @@ async def test_a_touch_that_would_rearm_a_fired_timer_past_max_timers_does_nothi
         assert handle.pending_count() == 1
 
 
+def _in_a_thread(call: Callable[[], object]) -> str:
+    """Run ``call`` in a thread of its own, joined: "accepted", or "refused" (TimerLimitExceeded)."""
+    outcome: list[str] = []
+
+    def run() -> None:
+        try:
+            call()
+        except TimerLimitExceeded:
+            outcome.append("refused")
+        else:
+            outcome.append("accepted")
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return outcome[0]
+
+
 class _LockWithAThreadFirst(contextlib.AbstractContextManager[Any]):
     """The admission's lock, as the engine sees it: at the first acquisition after ``arm()`` another thread's call
     (``call``, run in a thread of its own and joined) takes the lock first, as a thread does that acquires it while
@@ -216,18 +234,7 @@ class _LockWithAThreadFirst(contextlib.AbstractContextManager[Any]):
     def __enter__(self) -> object:
         if self.armed:
             self.armed = False
-
-            def run() -> None:
-                try:
-                    self.call()
-                except TimerLimitExceeded:
-                    self.outcome.append("refused")
-                else:
-                    self.outcome.append("accepted")
-
-            thread = threading.Thread(target=run)
-            thread.start()
-            thread.join()
+            self.outcome.append(_in_a_thread(self.call))
         return self.lock.__enter__()  # type: ignore[attr-defined]
 
     def __exit__(self, *exc: Any) -> bool | None:
@@ -282,24 +289,6 @@ async def test_a_thread_admitted_while_the_engine_applies_a_set_sees_a_consisten
             await handle.flush()
             assert handle.pending_count() == 3 and "thread" in handle
         assert manager._runner.admission is not None and manager._runner.admission.reserved == {}
-
-
-def _in_a_thread(call: Callable[[], object]) -> str:
-    """Run ``call`` in a thread of its own, joined: "accepted", or "refused" (TimerLimitExceeded)."""
-    outcome: list[str] = []
-
-    def run() -> None:
-        try:
-            call()
-        except TimerLimitExceeded:
-            outcome.append("refused")
-        else:
-            outcome.append("accepted")
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    return outcome[0]
 
 
 @pytest.mark.parametrize(
