@@ -87,9 +87,9 @@ def _extensions() -> list[Extension]:
     # setuptools look for a C file that no one generated.
     import Cython.Build  # noqa: F401
 
-    # One module for the table and the engine (_core_c.pyx includes both), so that the engine calls the
-    # table's C methods directly.
-    parts = ["_table_c.pxi", "_engine_c.pxi", "_cpython.pxd", "_compat.pxd", "_compat.h"]
+    # One module for the table, the engine and the handle's touch (_core_c.pyx includes them), so that each
+    # calls the C methods of the one below it directly.
+    parts = ["_table_c.pxi", "_engine_c.pxi", "_handle_core_c.pxi", "_cpython.pxd", "_compat.pxd", "_compat.h"]
     extensions = [
         Extension(
             "timer_manager._core_c",

@@ -1,4 +1,5 @@
-"""Smoke runs of ``idle_server.py`` and ``touch_ratios.py`` in the normal test run, so that they cannot rot.
+"""Smoke runs of ``idle_server.py``, ``touch_ratios.py`` and ``touch_call.py`` in the normal test run, so that they
+cannot rot.
 
 The idle server runs every variant on every loop at a tiny size (100 connections, 1 s idle, a 1.5 s
 window: about 35 s in all); the assertions are on behaviour only (every idle connection closed, none
@@ -6,7 +7,7 @@ early on the stock loop, no active one closed), never on speed or on how late a 
 connection sends every 50 ms, so a server closes it only if the client (or the server, on uvloop, whose
 timers run before the reads) stalls for nearly the whole idle time: with 0.3 s idle, a run beside two busy
 processes saw 14 active connections of the naive variant (plain call_later) closed. The touch ratios run at
-2,000 timers, one round; only that they run and print is checked.
+2,000 timers, one round, and the touch call at 200 timers, one round; only that they run and print is checked.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import idle_server
 import pytest
+import touch_call
 import touch_ratios
 
 from timer_manager import _env
@@ -62,3 +64,10 @@ def test_touch_ratios_run(capsys: pytest.CaptureFixture[str]) -> None:
     printed = capsys.readouterr().out
     assert "| c |" in printed or "| py |" in printed
     assert "re-insert" in printed
+
+
+def test_touch_call_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert touch_call.main(["--timers", "200", "--rounds", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "| asyncio | hot |" in printed
+    assert "| asyncio | cold |" in printed

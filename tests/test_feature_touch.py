@@ -7,9 +7,13 @@ interval, and bad input. The manager-level model check against ``set_timer`` is 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import inspect
 import logging
 import math
+import os
 import random
+import sys
 import threading
 import tracemalloc
 from typing import Any
@@ -20,6 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from support import EPS, now, recv, running, virtual
 
+import timer_manager
 from timer_manager import ManagerClosed, TimerExpired, TimerManager
 
 pytestmark = pytest.mark.usefixtures("core")
@@ -331,6 +336,109 @@ def test_the_engines_touch_at_the_call_only_when_nothing_may_come_first(core: An
     engine.direct_touch = True
     assert engine.touch_now("a") is True
     assert engine.pending_deadline("a") == 21.0
+
+
+@virtual
+async def test_a_touch_at_the_call_runs_no_python_code_of_the_library(core: Any) -> None:
+    """On the compiled core a touch at the call is C from the caller's call to the timer's touch record: no Python
+    frame of the library runs (a profiler sees none). On the pure-Python core only the engine's and the table's run,
+    never the handle's (unless the extension is missing, when the pure twin of the handle's core runs too).
+    Catches: a Python frame back on the hot path of idle timeouts (``TimerHandle.touch`` written in Python again)."""
+    import timer_manager._core as selected
+
+    package = os.path.dirname(timer_manager.__file__)
+    expected: set[str] = set() if core.kind == "c" else {"_engine_py.py", "_table_py.py"}
+    if selected.HandleCore.__module__ == "timer_manager._handle_core_py":
+        expected.add("_handle_core_py.py")
+    async with running(heartbeat=0) as (_, handle, _):
+        handle.try_set_timer("conn", 2.0)
+        await asyncio.sleep(0.5)
+        frames: list[str] = []
+
+        def profile(frame: Any, event: str, _: Any) -> None:
+            if event == "call" and frame.f_code.co_filename.startswith(package):
+                frames.append(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_code.co_name}")
+
+        sys.setprofile(profile)
+        try:
+            touched = handle.touch("conn")
+        finally:
+            sys.setprofile(None)
+        assert touched is True
+        assert handle.deadline("conn") == pytest.approx(now() + 2.0)
+        assert {frame.split(":")[0] for frame in frames} <= expected, frames
+        if core.kind == "c":
+            assert frames == []
+
+
+def test_both_handle_cores_answer_for_the_engine_and_else_touch_in_order(core: Any) -> None:
+    """``HandleCore.touch`` (compiled, and its pure twin) returns the engine's answer to ``touch_now`` and takes the
+    subclass's ordered path where it answers None. The compiled one asks its own engine in C and any other engine
+    (the pure one, Redis's) through ``touch_now``. Catches: an answer of the wrong engine, a touch that skips the
+    ordered path when the engine may not touch at the call, or one that takes it (and queues) when it may."""
+    base: type[Any] = importlib.import_module(
+        "timer_manager._core_c" if core.kind == "c" else "timer_manager._handle_core_py"
+    ).HandleCore
+
+    class Handle(base):  # type: ignore[misc]
+        __slots__ = ("ordered",)
+
+        def __init__(self, engine: Any) -> None:
+            self.ordered: list[str] = []
+            self._use_engine(engine)
+
+        def _touch_in_order(self, name: str) -> bool:
+            self.ordered.append(name)
+            return False
+
+    class Answers:
+        def __init__(self, answer: bool | None) -> None:
+            self.answer = answer
+
+        def touch_now(self, name: str) -> bool | None:
+            return self.answer
+
+    for answer in (True, False):
+        handle = Handle(Answers(answer))
+        assert handle.touch("a") is answer
+        assert handle.ordered == []
+    handle = Handle(Answers(None))
+    assert handle.touch("a") is False
+    assert handle.ordered == ["a"]
+
+    engines = [core.Engine]
+    if core.kind == "c":
+        from timer_manager._engine_py import Engine as PureEngine
+
+        engines.append(PureEngine)
+    for engine_class in engines:
+        engine = engine_class(core.TimerTable(), 8, 8)
+        engine.clock = lambda: 10.0
+        engine.push_set("a", 11.0, 1.0, None)
+        engine.apply()
+        handle = Handle(engine)
+        assert handle.touch("a") is False  # direct_touch not set: the ordered path
+        assert handle.ordered == ["a"]
+        engine.direct_touch = True
+        assert handle.touch("a") is True
+        assert handle.touch("missing") is False
+        assert handle.ordered == ["a"]
+        assert engine.pending_deadline("a") == 11.0
+        engine.push_set("b", 30.0, 1.0, None)  # queued: it comes first
+        assert handle.touch("a") is False
+        assert handle.ordered == ["a", "a"]
+
+
+@pytest.mark.c_extension
+def test_the_two_handle_cores_say_the_same_of_touch() -> None:
+    """``TimerHandle.touch``'s documentation lives in both twins of the handle's core; whichever is live, a reader
+    gets the same. Catches: one twin's docstring edited and not the other."""
+    from timer_manager._core_c import HandleCore as Compiled
+    from timer_manager._handle_core_py import HandleCore as Pure
+
+    signature, _, compiled = (Compiled.touch.__doc__ or "").partition("\n")  # the build embeds the signature
+    assert signature == "HandleCore.touch(self, name)"
+    assert inspect.cleandoc(compiled) == inspect.getdoc(Pure.touch)
 
 
 async def test_the_runner_allows_a_touch_at_the_call_only_while_bound_open_and_not_in_debug_mode(core: Any) -> None:

@@ -199,7 +199,7 @@ async def test_a_token_waiter_cancelled_as_the_token_wakes_it() -> None:
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_a_cancel_of_the_main_task_at_any_library_line(scenario: str) -> None:
+def test_a_cancel_of_the_main_task_at_any_library_line(scenario: str, core: Core) -> None:
     """``tests/signal_hunt.py``'s sweep: the main task makes one call on a running manager (a set with room or into
     a full queue, a receive, a flush, a shutdown, ``run()`` itself, ``open()``'s exit, ``token.cancelled()``, a
     touch...) and is cancelled, as ``asyncio.run``'s SIGINT handler would, at the k-th library line event of the
@@ -208,4 +208,7 @@ def test_a_cancel_of_the_main_task_at_any_library_line(scenario: str) -> None:
     (The sweep between bytecodes, and on Redis: ``python tests/signal_hunt.py --opcodes --redis``.)"""
     tally, problems = hunt(scenario, max_runs=1000, out=io.StringIO())
     assert not problems, problems
+    if scenario == "touch" and core.kind == "c":  # C from the call to the touch record: no line to cancel at
+        assert tally["runs"] == 0, tally
+        return
     assert tally["runs"] > 0 and tally["cancelled"] + tally["late"] > 0, tally

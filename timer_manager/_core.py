@@ -1,10 +1,10 @@
-"""Picks the compiled core (``_core_c``: the timer table and the engine that drives it) or its pure-Python
-twin (``_table_py`` and ``_engine_py``).
+"""Picks the compiled core (``_core_c``: the timer table, the engine that drives it and the handle's touch) or its
+pure-Python twin (``_table_py``, ``_engine_py`` and ``_handle_core_py``).
 
 The compiled module is used unless it is missing or ``TIMER_MANAGER_NO_EXTENSIONS`` is set to a true
 value; ``CORE`` says which is live and ``CORE_REASON`` why. A missing extension is never silent: the
 import warns (``RuntimeWarning``) unless the variable chose the pure-Python core. The type checker
-always reads the pure-Python pair.
+always reads the pure-Python set.
 """
 
 from __future__ import annotations
@@ -14,24 +14,26 @@ from typing import TYPE_CHECKING
 
 from ._env import NO_EXTENSIONS_VARIABLE, no_extensions
 
-__all__ = ("CORE", "CORE_REASON", "Engine", "TimerTable")
+__all__ = ("CORE", "CORE_REASON", "Engine", "HandleCore", "TimerTable")
 
 NO_EXTENSIONS = no_extensions()
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._engine_py import Engine
+    from ._handle_core_py import HandleCore
     from ._table_py import TimerTable
 
     CORE = "python"
     CORE_REASON = f"{NO_EXTENSIONS_VARIABLE} is set"
 else:
     try:
-        from ._core_c import Engine, TimerTable
+        from ._core_c import Engine, HandleCore, TimerTable
 
         CORE = "cython"
         CORE_REASON = "the compiled extension timer_manager._core_c is installed"
     except ImportError as exc:  # pragma: no cover - only where the extension was not built
         from ._engine_py import Engine
+        from ._handle_core_py import HandleCore
         from ._table_py import TimerTable
 
         CORE = "python"

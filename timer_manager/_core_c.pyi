@@ -1,5 +1,5 @@
-"""Typed interface of the compiled core: the same ``TimerTable`` as ``_table_py`` and ``Engine`` as
-``_engine_py``."""
+"""Typed interface of the compiled core: the same ``TimerTable`` as ``_table_py``, ``Engine`` as ``_engine_py``
+and ``HandleCore`` as ``_handle_core_py``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing_extensions import Self, disjoint_base
 from ._protocol import Command
 from .events import TimerExpired
 
-__all__ = ("Engine", "TimerTable")
+__all__ = ("Engine", "HandleCore", "TimerTable")
 
 @disjoint_base
 class TimerTable:
@@ -87,3 +87,10 @@ class Engine:
 def _builds_events_directly() -> bool: ...
 def _timerfd_native() -> bool: ...
 def _timerfd_arm(fd: int, when_ns: int, /) -> None: ...
+
+@disjoint_base
+class HandleCore:
+    """The part of the handle compiled with the engine: its ``touch``."""
+
+    def _use_engine(self, engine: Any, /) -> None: ...
+    def touch(self, name: str) -> bool: ...

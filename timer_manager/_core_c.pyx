@@ -1,9 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The compiled core: the timer table and the engine that drives it, in one extension module.
+"""The compiled core: the timer table, the engine that drives it and the handle's touch, in one extension module.
 
-The same ``TimerTable`` as ``_table_py.py`` and the same ``Engine`` as ``_engine_py.py``; ``_core.py``
-chooses between the two pairs. The engine is compiled into the table's module so that it calls the
-table's C methods directly. Its parts: ``_table_c.pxi`` and ``_engine_c.pxi``; the C API they use
+The same ``TimerTable`` as ``_table_py.py``, ``Engine`` as ``_engine_py.py`` and ``HandleCore`` as
+``_handle_core_py.py``; ``_core.py`` chooses between the two sets. The engine is compiled into the table's module
+so that it calls the table's C methods directly, and the handle's touch calls the engine's. Its parts:
+``_table_c.pxi``, ``_engine_c.pxi`` and ``_handle_core_c.pxi``; the C API they use
 beyond Cython's own declarations, in ``_cpython.pxd``; C shims, in ``_compat.h`` (``_compat.pxd``).
 """
 
@@ -70,10 +71,11 @@ from timer_manager._protocol import (
 )
 from timer_manager.events import TimerExpired
 
-__all__ = ("Engine", "TimerTable")
+__all__ = ("Engine", "HandleCore", "TimerTable")
 
 include "_table_c.pxi"
 include "_engine_c.pxi"
+include "_handle_core_c.pxi"
 
 
 # -- the wake-up's timerfd (_wakeup.py), called from C ----------------------------------------------

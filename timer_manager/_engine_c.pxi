@@ -429,14 +429,20 @@ cdef class Engine:
     def touch_now(self, name):
         """``touch(name, clock())`` at the call, if nothing may have to come first: ``direct_touch`` is set, no
         command is queued or handed over, and ``name`` is a str. Otherwise None, with nothing done."""
+        cdef int touched = self._touch_now(name)
+        return None if touched < 0 else touched == 1
+
+    @cython.final
+    cdef int _touch_now(self, name) except -2:
+        """``touch_now`` for C callers (``HandleCore.touch``): -1 where it answers None, else 1 if touched."""
         if not self.direct_touch or self._count or not PyUnicode_CheckExact(name) or self._busy:
-            return None
+            return -1
         if self._table is not None:
             # In a server the table is cold at each message: its first lines are asked for here, and arrive
             # while the inbox and the clock are read (a third less CPU in the touch, benches/idle_server.py).
             self._table._expect(_str_hash(name))
         if len(self.handed_over):
-            return None
+            return -1
         return self._touch(name, self.clock()) == 1
 
     @cython.final

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from . import _runner
+from ._core import HandleCore
 from ._protocol import (
     CANCEL,
     CANCEL_ALL,
@@ -40,7 +41,7 @@ def _full(runner: Runner) -> QueueFull:
     return QueueFull(f"timer manager {runner.name!r}: the command queue is full ({capacity} commands)")
 
 
-class TimerHandle:
+class TimerHandle(HandleCore):
     """Sets and cancels timers, receives their events, and shuts the manager down.
 
     Every command has an awaitable form, which waits for room in the bounded command queue, and a
@@ -55,6 +56,7 @@ class TimerHandle:
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
         self._engine = runner.engine
+        self._use_engine(runner.engine)
         # recv_event's fast path: an event, if no command waits to be applied (one may retract it); in debug
         # mode behind the thread check (_bound).
         self._take = runner.engine.take_now
@@ -161,38 +163,10 @@ class TimerHandle:
 
     # ------------------------------------------------------------------ touching
 
-    def touch(self, name: str) -> bool:
-        """Make pending timer ``name`` due at now + the duration it was last set with; return whether it
-        was pending or its event waited to be received (nothing happens if neither).
-
-        The cheap way to keep an idle timeout from firing while there is activity: the timer keeps its
-        place in the manager's heap and only its latest deadline is written, with no command queued
-        (it is put back at that deadline when its earlier one comes round: about once per period).
-        Otherwise it behaves exactly as ``set_timer(name, duration)`` made now would, payload kept: same
-        order among equal deadlines, never early, and an event that fell due and was not received yet
-        is retracted and the timer armed again (under ``max_timers``, only if a place is free: otherwise the touch
-        does nothing, the event stays, and it returns False). A timer set with :meth:`set_timer_at` took ``when`` -
-        now as its duration; a repeating timer's next tick moves to now + its period, and its grid with
-        it. Commands sent before (from this thread, or from threads whose call returned) are applied
-        first, so a touch never acts on a timer state they replace. Once the manager's cancellation token is
-        cancelled, a touch does nothing (the stop on its way discards it, as it discards the commands still
-        queued) and returns whether the timer is pending. Made from code the manager runs in the middle of its own
-        work (a DEBUG log handler, a ``__del__`` run by a garbage collection), a touch is queued as a command, behind
-        those queued, and returns whether the timer is pending at the call.
-
-        On a remote backend (Redis) a touch is a command, applied on the server in order with the
-        others: it returns True once queued (only the server knows whether the timer was pending), and
-        raises :class:`QueueFull` if the command queue has no room.
-        """
-        # The hot path is one call into the engine, which checks in C what the runner keeps for it (bound,
-        # open, local, not in debug mode), that nothing is queued or handed over, and that the name is a
-        # str; then reads the clock and touches. Anything else answers None, and takes the ordered path.
-        touched = self._engine.touch_now(name)
-        if touched is None:
-            return self._touch_in_order(check_name(name))
-        return touched
+    # touch(): HandleCore's (compiled with the engine), which calls this when the touch may not be made at once.
 
     def _touch_in_order(self, name: str) -> bool:
+        name = check_name(name)
         runner = self._runner
         runner.bound_loop()
         runner.check_open()
