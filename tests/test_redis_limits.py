@@ -384,6 +384,52 @@ async def test_a_server_out_of_memory_longer_than_reconnect_timeout_stops_the_ma
             await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), LIMIT)
 
 
+def _eviction_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if "maxmemory-policy" in record.getMessage()]
+
+
+@pytest.mark.parametrize("policy", ["volatile-lru", "allkeys-lru"])
+async def test_a_server_that_may_evict_keys_is_named_in_a_warning_at_the_start(
+    own_redis: RedisServer, namespace: str, policy: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under an eviction policy, a server at ``maxmemory`` drops keys and nothing tells the managers: ``allkeys-*``
+    timers and events, ``volatile-*`` the records that make a batch re-sent after a lost reply apply once (the
+    only keys the manager gives a time to live). The manager read nothing of it and said nothing. Its start now
+    warns once, naming the policy and what it may take; the manager runs as before."""
+    caplog.set_level("WARNING", logger="timer_manager")
+    async with client_of(own_redis) as client:
+        await client.config_set("maxmemory-policy", policy)
+    async with opened(own_redis.url, namespace) as handle:
+        handle.try_set_timer("a", 0.01)
+        assert [event.name for event in await receive(handle, 1)] == ["a"]
+        await asyncio.wait_for(handle.flush(), LIMIT)
+    (warning,) = _eviction_warnings(caplog)
+    assert f"(maxmemory-policy {policy})" in warning
+    assert ("timers, events" in warning) == policy.startswith("allkeys")
+    assert warning.endswith("set maxmemory-policy noeviction")
+
+
+async def test_no_eviction_warning_where_the_server_evicts_nothing_or_does_not_say(
+    own_redis: RedisServer, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``noeviction`` (Redis's default) draws no warning. A server that refuses ``CONFIG`` (here an ACL user without
+    it) does not say its policy: the start warns of nothing, even where the server evicts, and goes on as before
+    (a refused ``CONFIG`` must never stop it)."""
+    caplog.set_level("WARNING", logger="timer_manager")
+    async with opened(own_redis.url, namespace) as handle:
+        handle.try_set_timer("a", 0.01)
+        assert [event.name for event in await receive(handle, 1)] == ["a"]
+    async with client_of(own_redis) as client:
+        await client.config_set("maxmemory-policy", "volatile-lru")
+        await client.acl_setuser(
+            "noconfig", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-config"]
+        )
+    async with opened(own_redis.url.replace("redis://", "redis://noconfig:pw@"), namespace) as handle:
+        handle.try_set_timer("b", 0.01)
+        assert [event.name for event in await receive(handle, 1)] == ["b"]
+    assert _eviction_warnings(caplog) == []
+
+
 # ---------------------------------------------------------------------- names of keys and consumers
 
 

@@ -321,12 +321,14 @@ class Link:
             await self._finish()
 
     async def _prepare(self) -> None:
-        """Check that the largest set fits the server's argument limit (where the server says it), and create the
-        namespace's consumer group (reading from the stream's start) if it does not exist."""
-
-        limit = await self._call(self._argument_limit)
-        if limit is not None:
-            _check_max_payload(self.codec.max_payload, limit)
+        """Check the server's settings (where it shows them): the largest set must fit its argument limit, and a
+        policy that evicts keys is warned of; then create the namespace's consumer group (reading from the
+        stream's start) if it does not exist."""
+        settings = await self._call(self._settings)
+        limits = [int(value) for value in _config_values(settings, "proto-max-bulk-len")]
+        if limits:
+            _check_max_payload(self.codec.max_payload, min(limits))
+        _warn_of_eviction(self.runner.name, _config_values(settings, "maxmemory-policy"))
         await self._call(self._create_group)
 
     async def _create_group(self) -> None:
@@ -338,19 +340,17 @@ class Link:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _argument_limit(self) -> int | None:
-        """The server's ``proto-max-bulk-len``, or None where ``CONFIG`` is refused (a managed Redis: an ACL, or the
-        command renamed). On a cluster, the least of every primary's: the namespace's slot may move to any of them
-        (a cluster client would ask its default node alone)."""
+    async def _settings(self) -> Any:
+        """The server's ``proto-max-bulk-len`` and ``maxmemory-policy`` (a ``CONFIG GET`` reply), or None where
+        ``CONFIG`` is refused (a managed Redis: an ACL, or the command renamed). On a cluster, every primary's: the
+        namespace's slot may move to any of them (a cluster client would ask its default node alone)."""
         options: dict[str, Any] = {}
         if isinstance(self.client, redis.asyncio.RedisCluster):
             options["target_nodes"] = redis.asyncio.RedisCluster.PRIMARIES
         try:
-            reply = await self.client.config_get("proto-max-bulk-len", **options)
+            return await self.client.config_get("proto-max-bulk-len", "maxmemory-policy", **options)
         except redis_errors.ResponseError:
             return None
-        limits = _config_values(reply, "proto-max-bulk-len")
-        return min(limits) if limits else None
 
     async def _finish(self) -> None:
         """After the stop: acknowledge received events (``ack="next"``, and those of ``ack()`` calls the stop caught
@@ -1006,17 +1006,38 @@ class Link:
                 )
 
 
-def _config_values(reply: Any, name: str) -> list[int]:
+def _config_values(reply: Any, name: str) -> list[str]:
     """The values of setting ``name`` in a ``CONFIG GET`` reply: a dict of settings (str or bytes), or of nodes to
-    such dicts (a cluster client's)."""
-    values: list[int] = []
+    such dicts (a cluster client's); none in None (``CONFIG`` refused)."""
+    values: list[str] = []
     if isinstance(reply, dict):
         for key, value in reply.items():
             if isinstance(value, dict):
                 values += _config_values(value, name)
             elif key in (name, name.encode()):
-                values.append(int(value))
+                values.append(value.decode() if isinstance(value, bytes) else str(value))
     return values
+
+
+def _warn_of_eviction(manager: str, policies: list[str]) -> None:
+    """Warn (once, at the start) if a server may evict keys at ``maxmemory``. Nothing tells the managers of an
+    eviction: an ``allkeys-*`` policy may take timers, events and their records; a ``volatile-*`` one, the only
+    keys the manager gives a time to live, the records that make a batch re-sent after a lost reply apply once
+    (evicted, it applies twice: its sets arm their timers again, even one that fired meanwhile)."""
+    evicting = sorted({policy for policy in policies if policy != "noeviction"})
+    if not evicting:
+        return
+    if any(policy.startswith("allkeys") for policy in evicting):
+        what = "timers, events and the records of applied batches"
+    else:
+        what = "the records of applied batches (a batch re-sent after a lost reply may then apply twice)"
+    logger.warning(
+        "timer manager %r: the Redis server may evict %s at maxmemory (maxmemory-policy %s), and nothing tells "
+        "the managers; set maxmemory-policy noeviction",
+        manager,
+        what,
+        ", ".join(evicting),
+    )
 
 
 def _check_max_payload(max_payload: int, limit: int) -> None:
