@@ -1038,8 +1038,8 @@ def _warn_of_eviction(manager: str, policies: list[str]) -> None:
     """Warn (once, at the start) of servers that may evict keys at ``maxmemory`` (``policies``: theirs). Nothing
     tells the managers of an eviction: an ``allkeys-*`` policy may take timers, events and their records; a
     ``volatile-*`` one, the only keys the manager gives a time to live, the records that make a batch re-sent
-    after a lost reply apply once (evicted, it applies twice: its sets arm their timers again, even one that
-    fired meanwhile)."""
+    after a lost reply apply once (evicted, it applies twice: its cancels remove what other managers set since, its
+    sets arm their timers again)."""
     evicting = sorted(set(policies))
     if not evicting:
         return
