@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +102,17 @@ def test_error_hierarchy() -> None:
     assert issubclass(QueueFull, asyncio.QueueFull)
     assert issubclass(QueueEmpty, asyncio.QueueEmpty)
     assert not issubclass(ManagerClosed, (asyncio.QueueFull, asyncio.QueueEmpty))
+
+
+@pytest.mark.usefixtures("core")
+def test_a_handle_cannot_be_copied_or_pickled() -> None:
+    """A handle belongs to its manager. A copy once shared its runner but missed what binding told the handle; with
+    the touch compiled, a copy kept only the touch's fields, and its other methods failed. Both are refused
+    with a TypeError. Catches: a copy that looks usable and is not."""
+    _, handle = TimerManager.new("a", 0, 4, 4)
+    for copier in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(TypeError, match="cannot be copied or pickled"):
+            copier(handle)
 
 
 @pytest.mark.usefixtures("core")

@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import redis.asyncio
+import redis.exceptions
 from redis_server import LIMIT, REDIS_SERVER, RedisServer, acks_a_stop_catches, client_of, hold_answers, receive
 
 from timer_manager import CancellationToken, ManagerClosed, TimerHandle, TimerManager
@@ -321,6 +323,32 @@ async def test_a_repeating_timer_with_a_far_period_fits_the_servers_argument_lim
             assert deadline is not None and deadline >= far
 
 
+class _OneSettingPerConfigGet(redis.asyncio.Redis):
+    """A client whose server answers ``CONFIG GET`` of one setting only, as a server before Redis 7 (or a proxy)
+    does: more are refused with the error such a server gives."""
+
+    async def config_get(self, pattern: Any = "*", *args: Any, **kwargs: Any) -> Any:
+        if args:
+            raise redis.exceptions.ResponseError("ERR wrong number of arguments for 'config|get' command")
+        return await super().config_get(pattern, **kwargs)
+
+
+async def test_a_server_that_reads_one_setting_per_config_get_still_refuses_too_large_a_max_payload(
+    small_bulk: RedisServer, namespace: str
+) -> None:
+    """The start asks for its settings in one ``CONFIG GET``; a server that takes one setting at a time refuses
+    that, and the start then asks for the argument limit alone, as it did before it read the eviction policy.
+    Catches: the limit's check lost on such servers (the refusal taken as a refused ``CONFIG``)."""
+    client = _OneSettingPerConfigGet.from_url(small_bulk.url)
+    try:
+        backend = RedisBackend(client=client, namespace=namespace, max_payload=2_000_000, reconnect_timeout=3.0)
+        manager, _ = TimerManager.new(namespace, 0, 8, 8, backend=backend)
+        with pytest.raises(ValueError, match="proto-max-bulk-len"):
+            await asyncio.wait_for(manager.run(), LIMIT)
+    finally:
+        await client.aclose()
+
+
 async def test_a_server_that_refuses_config_keeps_max_payload_as_given(small_bulk: RedisServer, namespace: str) -> None:
     """A managed Redis refuses ``CONFIG`` (here an ACL user without it): the limit cannot be read, and the manager
     starts with ``max_payload`` as given (the server's limit is then the user's to know), as before the check."""
@@ -399,6 +427,7 @@ async def test_a_server_that_may_evict_keys_is_named_in_a_warning_at_the_start(
     caplog.set_level("WARNING", logger="timer_manager")
     async with client_of(own_redis) as client:
         await client.config_set("maxmemory-policy", policy)
+        await client.config_set("maxmemory", "1gb")  # a server evicts only with a maxmemory set
     async with opened(own_redis.url, namespace) as handle:
         handle.try_set_timer("a", 0.01)
         assert [event.name for event in await receive(handle, 1)] == ["a"]
@@ -412,15 +441,20 @@ async def test_a_server_that_may_evict_keys_is_named_in_a_warning_at_the_start(
 async def test_no_eviction_warning_where_the_server_evicts_nothing_or_does_not_say(
     own_redis: RedisServer, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """``noeviction`` (Redis's default) draws no warning. A server that refuses ``CONFIG`` (here an ACL user without
-    it) does not say its policy: the start warns of nothing, even where the server evicts, and goes on as before
-    (a refused ``CONFIG`` must never stop it)."""
+    """``noeviction`` (Redis's default) draws no warning, with a ``maxmemory`` or without; nor does an evicting
+    policy without a ``maxmemory`` (0: no limit, nothing evicted). A server that refuses ``CONFIG`` (here an ACL
+    user without it) does not say its policy: the start warns of nothing, even where the server evicts, and goes
+    on as before (a refused ``CONFIG`` must never stop it)."""
     caplog.set_level("WARNING", logger="timer_manager")
-    async with opened(own_redis.url, namespace) as handle:
-        handle.try_set_timer("a", 0.01)
-        assert [event.name for event in await receive(handle, 1)] == ["a"]
     async with client_of(own_redis) as client:
+        for policy, limit in (("noeviction", "0"), ("noeviction", "1gb"), ("allkeys-lru", "0")):
+            await client.config_set("maxmemory-policy", policy)
+            await client.config_set("maxmemory", limit)
+            async with opened(own_redis.url, namespace) as handle:
+                handle.try_set_timer(policy, 0.01)
+                assert [event.name for event in await receive(handle, 1)] == [policy]
         await client.config_set("maxmemory-policy", "volatile-lru")
+        await client.config_set("maxmemory", "1gb")
         await client.acl_setuser(
             "noconfig", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-config"]
         )

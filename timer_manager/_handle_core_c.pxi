@@ -3,6 +3,8 @@
 
 
 @cython.binding(False)  # a plain C method: the caller's call goes straight into it, with no frame
+@cython.embedsignature.format("clinic")  # a signature inspect reads (__text_signature__), as a bound one would give
+@cython.auto_pickle(False)  # its state is the subclass's too: a copy goes through TimerHandle's own reduction
 cdef class HandleCore:
     """The part of the handle compiled with the engine: ``touch``, which goes from the caller to the timer's
     touch record in C when nothing has to come first. The subclass gives ``_touch_in_order``, the ordered path."""
@@ -12,7 +14,7 @@ cdef class HandleCore:
 
     def _use_engine(self, engine, /):
         """Touch through ``engine``."""
-        if isinstance(engine, Engine):
+        if type(engine) is Engine:  # exactly: a subclass may answer touch_now otherwise
             self._compiled, self._other = engine, None
         else:
             self._compiled, self._other = None, engine
@@ -41,8 +43,9 @@ cdef class HandleCore:
         raises :class:`QueueFull` if the command queue has no room.
         """
         cdef int touched
-        if self._compiled is not None:
-            touched = self._compiled._touch_now(name)
+        cdef Engine engine = self._compiled  # a reference of its own: Python code may run inside the touch
+        if engine is not None:
+            touched = engine._touch_now(name)
             if touched >= 0:
                 return touched == 1
         elif self._other is not None:

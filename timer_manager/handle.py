@@ -7,7 +7,7 @@ import math
 import sys
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from . import _runner
 from ._core import HandleCore
@@ -65,6 +65,10 @@ class TimerHandle(HandleCore):
 
     def __repr__(self) -> str:
         return f"<TimerHandle of {self._runner.name!r}>"
+
+    def __reduce__(self) -> NoReturn:
+        """Refuse: a handle belongs to its manager (a copy would miss what the manager told it when bound)."""
+        raise TypeError(f"a TimerHandle cannot be copied or pickled: use {self!r} itself")
 
     def _bound(self) -> None:
         """The manager was bound to its loop: in debug mode every receive checks its thread, the fast one too."""

@@ -328,7 +328,7 @@ class Link:
         limits = [int(value) for value in _config_values(settings, "proto-max-bulk-len")]
         if limits:
             _check_max_payload(self.codec.max_payload, min(limits))
-        _warn_of_eviction(self.runner.name, _config_values(settings, "maxmemory-policy"))
+        _warn_of_eviction(self.runner.name, _evicting_policies(settings))
         await self._call(self._create_group)
 
     async def _create_group(self) -> None:
@@ -341,16 +341,17 @@ class Link:
                 raise
 
     async def _settings(self) -> Any:
-        """The server's ``proto-max-bulk-len`` and ``maxmemory-policy`` (a ``CONFIG GET`` reply), or None where
+        """The server's ``proto-max-bulk-len``, ``maxmemory`` and ``maxmemory-policy`` (a ``CONFIG GET`` reply); only
+        the first where the server takes one setting per ``CONFIG GET`` (before Redis 7, or a proxy); None where
         ``CONFIG`` is refused (a managed Redis: an ACL, or the command renamed). On a cluster, every primary's: the
         namespace's slot may move to any of them (a cluster client would ask its default node alone)."""
         options: dict[str, Any] = {}
         if isinstance(self.client, redis.asyncio.RedisCluster):
             options["target_nodes"] = redis.asyncio.RedisCluster.PRIMARIES
-        try:
-            return await self.client.config_get("proto-max-bulk-len", "maxmemory-policy", **options)
-        except redis_errors.ResponseError:
-            return None
+        for names in (("proto-max-bulk-len", "maxmemory", "maxmemory-policy"), ("proto-max-bulk-len",)):
+            with contextlib.suppress(redis_errors.ResponseError):
+                return await self.client.config_get(*names, **options)
+        return None
 
     async def _finish(self) -> None:
         """After the stop: acknowledge received events (``ack="next"``, and those of ``ack()`` calls the stop caught
@@ -1019,12 +1020,27 @@ def _config_values(reply: Any, name: str) -> list[str]:
     return values
 
 
+def _evicting_policies(reply: Any) -> list[str]:
+    """The ``maxmemory-policy`` of each server in a ``CONFIG GET`` reply (as for ``_config_values``) that may evict
+    keys: one with a ``maxmemory`` set and a policy other than ``noeviction``."""
+    if not isinstance(reply, dict):
+        return []
+    if any(isinstance(value, dict) for value in reply.values()):  # a cluster client's: node -> its settings
+        return [policy for node in reply.values() for policy in _evicting_policies(node)]
+    limit = _config_values(reply, "maxmemory")
+    policy = _config_values(reply, "maxmemory-policy")
+    if limit and int(limit[0]) > 0 and policy and policy[0] != "noeviction":
+        return policy
+    return []
+
+
 def _warn_of_eviction(manager: str, policies: list[str]) -> None:
-    """Warn (once, at the start) if a server may evict keys at ``maxmemory``. Nothing tells the managers of an
-    eviction: an ``allkeys-*`` policy may take timers, events and their records; a ``volatile-*`` one, the only
-    keys the manager gives a time to live, the records that make a batch re-sent after a lost reply apply once
-    (evicted, it applies twice: its sets arm their timers again, even one that fired meanwhile)."""
-    evicting = sorted({policy for policy in policies if policy != "noeviction"})
+    """Warn (once, at the start) of servers that may evict keys at ``maxmemory`` (``policies``: theirs). Nothing
+    tells the managers of an eviction: an ``allkeys-*`` policy may take timers, events and their records; a
+    ``volatile-*`` one, the only keys the manager gives a time to live, the records that make a batch re-sent
+    after a lost reply apply once (evicted, it applies twice: its cancels remove what other managers set since, its
+    sets arm their timers again)."""
+    evicting = sorted(set(policies))
     if not evicting:
         return
     if any(policy.startswith("allkeys") for policy in evicting):
