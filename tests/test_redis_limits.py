@@ -349,14 +349,19 @@ async def test_a_server_that_reads_one_setting_per_config_get_still_refuses_too_
         await client.aclose()
 
 
+async def _user_without_config(client: redis.asyncio.Redis, server: RedisServer) -> str:
+    """The URL of ``server`` for an ACL user who may run everything but ``CONFIG``, as on a managed Redis."""
+    await client.acl_setuser(
+        "noconfig", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-config"]
+    )
+    return server.url.replace("redis://", "redis://noconfig:pw@")
+
+
 async def test_a_server_that_refuses_config_keeps_max_payload_as_given(small_bulk: RedisServer, namespace: str) -> None:
     """A managed Redis refuses ``CONFIG`` (here an ACL user without it): the limit cannot be read, and the manager
     starts with ``max_payload`` as given (the server's limit is then the user's to know), as before the check."""
     async with client_of(small_bulk) as client:
-        await client.acl_setuser(
-            "noconfig", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-config"]
-        )
-    url = small_bulk.url.replace("redis://", "redis://noconfig:pw@")
+        url = await _user_without_config(client, small_bulk)
     async with opened(url, namespace, max_payload=2_000_000) as handle:
         handle.try_set_timer("fits", 0.01, data=b"x" * 100_000)
         (event,) = await receive(handle, 1)
@@ -455,10 +460,8 @@ async def test_no_eviction_warning_where_the_server_evicts_nothing_or_does_not_s
                 assert [event.name for event in await receive(handle, 1)] == [policy]
         await client.config_set("maxmemory-policy", "volatile-lru")
         await client.config_set("maxmemory", "1gb")
-        await client.acl_setuser(
-            "noconfig", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-config"]
-        )
-    async with opened(own_redis.url.replace("redis://", "redis://noconfig:pw@"), namespace) as handle:
+        url = await _user_without_config(client, own_redis)
+    async with opened(url, namespace) as handle:
         handle.try_set_timer("b", 0.01)
         assert [event.name for event in await receive(handle, 1)] == ["b"]
     assert _eviction_warnings(caplog) == []
