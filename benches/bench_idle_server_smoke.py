@@ -2,12 +2,13 @@
 cannot rot.
 
 The idle server runs every variant on every loop at a tiny size (100 connections, 1 s idle, a 1.5 s
-window: about 35 s in all); the assertions are on behaviour only (every idle connection closed, none
-early on the stock loop, no active one closed), never on speed or on how late a closing was. An active
-connection sends every 50 ms, so a server closes it only if the client (or the server, on uvloop, whose
-timers run before the reads) stalls for nearly the whole idle time: with 0.3 s idle, a run beside two busy
-processes saw 14 active connections of the naive variant (plain call_later) closed. The touch ratios run at
-2,000 timers, one round, and the touch call at 200 timers, one round; only that they run and print is checked.
+window; the five servers of a loop side by side, about 5 s in all); the assertions are on behaviour only
+(every idle connection closed, none early on the stock loop, no active one closed), never on speed or on
+how late a closing was. An active connection sends every 50 ms, so a server closes it only if the client
+(or the server, on uvloop, whose timers run before the reads) stalls for nearly the whole idle time: with
+0.3 s idle, a run beside two busy processes saw 14 active connections of the naive variant (plain
+call_later) closed. The touch ratios run at 2,000 timers, one round, and the touch call at 200 timers,
+one round; only that they run and print is checked.
 """
 
 from __future__ import annotations

@@ -16,8 +16,12 @@ and ``none``, no idle timeout at all, as the floor: what a message costs the ser
 
 Each server measures its own CPU time (``time.process_time``) and message count over a window that
 starts once every connection is open, its RSS before and after the connections were opened, and when
-it closed each connection and why. Cells (variant x loop x size) run in interleaved rounds, so that
-ratios are taken between runs seconds apart; the verdict is on the median of the rounds' ratios.
+it closed each connection and why. For each loop and size, the five servers run at the same time, each
+with a load client of its own, so that every ratio is taken between servers that ran side by side on the
+same machine, in the same state; the verdict is on the median of the rounds' ratios. (Run one after
+another, seconds apart, the same server's CPU per message varied by 10 to 30% from run to run on the
+shared 2-CPU machine this was written on, as much as the timers cost; side by side, touch / re-check at
+4,000 connections on uvloop varied from 0.867 to 0.880 over three rounds.)
 
 Every server process starts with glibc's malloc thresholds set (``MALLOC_TUNABLES``): on the stock loop each
 read allocates 256 KiB, and whether glibc mapped that afresh at each read (about 20 µs more per message) or
@@ -29,7 +33,7 @@ ever closed. Loopback only; every run is bounded in time, and every process it s
 its pid.
 
     python benches/idle_server.py --quick        # one size, one round (well under a minute)
-    python benches/idle_server.py                # 1,000 and 4,000 connections, 3 rounds (about 5 minutes)
+    python benches/idle_server.py                # 1,000 and 4,000 connections, 5 rounds (about 2 minutes)
 """
 
 from __future__ import annotations
@@ -374,33 +378,54 @@ def _stop(process: subprocess.Popen[str]) -> None:
             process.wait(timeout=3)
 
 
-def run_cell(variant: str, loop: str, size: int, args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    """One server and one client; returns the server's measurements and the checks' findings."""
+def run_group(variants: list[str], loop: str, size: int, args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
+    """One server per variant, all at once, each with a client of its own (the same seed: the same quiet
+    connections, the same schedule); returns each server's measurements and the checks' findings.
+
+    The servers run side by side so that they share the machine's state: run one after another, seconds
+    apart, the same server's CPU per message varied by 10 to 30% from run to run on this shared 2-CPU
+    machine, as much as the timers cost."""
     common = ["--connections", str(size), "--idle", str(args.idle), "--window", str(args.window)]
     common += ["--rate", str(args.rate)]
     here = str(Path(__file__).resolve())
     limit = args.window + args.idle + 30.0  # bounded: nothing below may outlive this
-    server = subprocess.Popen(
-        [sys.executable, here, "--serve", "--variant", variant, "--loop", loop, *common],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=server_environment(dict(os.environ)),
-    )
-    client = None
+    processes: list[subprocess.Popen[str]] = []
     try:
-        assert server.stdout is not None
-        port = json.loads(server.stdout.readline())["port"]
-        client = subprocess.Popen(
-            [sys.executable, here, "--load", "--port", str(port), "--seed", str(seed), *common],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        client_out, _ = client.communicate(timeout=limit)
-        server_out, _ = server.communicate(timeout=limit)
+        servers = {}
+        for variant in variants:
+            servers[variant] = subprocess.Popen(
+                [sys.executable, here, "--serve", "--variant", variant, "--loop", loop, *common],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=server_environment(dict(os.environ)),
+            )
+            processes.append(servers[variant])
+        ports = {}
+        for variant, server in servers.items():
+            assert server.stdout is not None
+            ports[variant] = json.loads(server.stdout.readline())["port"]
+        clients = {}
+        for variant in variants:
+            clients[variant] = subprocess.Popen(
+                [sys.executable, here, "--load", "--port", str(ports[variant]), "--seed", str(seed), *common],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            processes.append(clients[variant])
+        deadline = time.monotonic() + limit
+        outputs = {}
+        for variant in variants:
+            client_out, _ = clients[variant].communicate(timeout=max(1.0, deadline - time.monotonic()))
+            server_out, _ = servers[variant].communicate(timeout=max(1.0, deadline - time.monotonic()))
+            outputs[variant] = (server_out, client_out)
     finally:
-        for process in (client, server):
-            if process is not None:
-                _stop(process)
+        for process in processes:
+            _stop(process)
+    return [_record(variant, loop, size, *outputs[variant]) for variant in variants]
+
+
+def _record(variant: str, loop: str, size: int, server_out: str, client_out: str) -> dict[str, Any]:
+    """One server's measurements and its client's findings, as a record."""
     measured = json.loads(server_out.strip().splitlines()[-1])
     seen = json.loads(client_out.strip().splitlines()[-1])
     heartbeat = HEARTBEAT if variant in ("try_set", "touch") else 0.0
@@ -468,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quick = args.quick
     sizes = args.sizes or ([500] if quick else [1000, 4000])
-    rounds = args.rounds or (1 if quick else 3)
+    rounds = args.rounds or (1 if quick else 5)
     loops = args.loops or (["asyncio", "uvloop"] if _has_uvloop() else ["asyncio"])
     args.idle = args.idle or (0.5 if quick else 2.0)
     args.window = args.window or (1.5 if quick else 3.0)
@@ -484,11 +509,10 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             for loop in loops:
                 cells = [*VARIANTS, FLOOR]
-                random.Random(round_index).shuffle(cells)  # no variant always runs first
-                for variant in cells:
-                    record = run_cell(variant, loop, size, args, seed=round_index + 1)
+                random.Random(round_index).shuffle(cells)  # no variant always starts first
+                for record in run_group(cells, loop, size, args, seed=round_index + 1):
                     record["round"] = round_index
-                    record["check"] = check(record) if variant != FLOOR else ""
+                    record["check"] = check(record) if record["variant"] != FLOOR else ""
                     records.append(record)
     elapsed = time.monotonic() - started
     status = report(records, sizes, loops, rounds, args, elapsed)

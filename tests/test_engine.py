@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pickle
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -232,3 +233,26 @@ def test_a_withdrawn_flush_leaves_the_other_commands_in_order(position: str) -> 
         assert applied == [*names, other]
         assert not marker.done() and other.done()
         assert engine.withdraw(other) is False  # applied: nothing to take out
+
+
+def test_a_touch_at_the_call_reads_the_engines_clock_whichever_it_is() -> None:
+    """``touch_now`` takes its now from the engine's clock: a test clock when one is set, ``time.monotonic`` (which
+    the compiled engine reads in C) otherwise, and the clock set last. Catches: the compiled engine reading the
+    monotonic clock for a clock that is not ``time.monotonic`` (a loop's own, looptime's), or still reading it after
+    the clock was replaced; a C reading that is not ``time.monotonic()``'s."""
+    for engine in engines():
+        engine.direct_touch = True
+        engine.push_set("a", 1.0, 10.0, None)
+        engine.apply()
+        engine.clock = lambda: 50.0
+        assert engine.touch_now("a") is True
+        assert engine.pending_deadline("a") == 60.0
+        engine.clock = time.monotonic
+        assert engine.clock is time.monotonic
+        before = time.monotonic()
+        assert engine.touch_now("a") is True
+        after = time.monotonic()
+        assert before + 10.0 <= engine.pending_deadline("a") <= after + 10.0
+        engine.clock = lambda: 1e6
+        assert engine.touch_now("a") is True
+        assert engine.pending_deadline("a") == 1e6 + 10.0

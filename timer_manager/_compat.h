@@ -97,4 +97,33 @@ static TM_INLINE int tm_timerfd_arm(int fd, long long when_ns) {
 #endif
 
 
+/* time.monotonic() read in C, to the same double (Linux: CPython reads CLOCK_MONOTONIC and divides its
+   nanoseconds as _PyTime_AsSecondsDouble does). A touch calls it in place of the Python-level clock: a
+   call, a float made and freed. Elsewhere CPython's clock may be another one: TM_HAVE_MONOTONIC is 0 and
+   tm_monotonic is never called. */
+#if defined(__linux__)
+#include <time.h>
+#define TM_HAVE_MONOTONIC 1
+static TM_INLINE double tm_monotonic(void) {
+    struct timespec ts;
+    volatile double d;
+    long long ns;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
+        return -1.0;  /* never for CLOCK_MONOTONIC on Linux; the caller falls back to the Python clock */
+    }
+    ns = (long long)ts.tv_sec * 1000000000LL + (long long)ts.tv_nsec;
+    if (ns % 1000000000LL == 0) {
+        d = (double)(ns / 1000000000LL);
+    } else {
+        d = (double)ns;
+        d /= 1e9;
+    }
+    return d;
+}
+#else
+#define TM_HAVE_MONOTONIC 0
+static TM_INLINE double tm_monotonic(void) { return -1.0; }
+#endif
+
+
 #endif /* TIMER_MANAGER_COMPAT_H */

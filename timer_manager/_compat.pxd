@@ -10,3 +10,5 @@ cdef extern from "_compat.h":
     Py_hash_t _cached_str_hash "TM_CACHED_STR_HASH"(object) noexcept
     bint _tfd_native "TM_HAVE_TIMERFD"
     int _tfd_arm "tm_timerfd_arm"(int, long long) noexcept nogil
+    bint _have_monotonic "TM_HAVE_MONOTONIC"
+    double _monotonic "tm_monotonic"() noexcept nogil

@@ -19,7 +19,9 @@ from cpython.exc cimport PyErr_SetFromErrno
 
 from timer_manager._compat cimport (
     _cached_str_hash,
+    _have_monotonic,
     _least_of_four,
+    _monotonic,
     _prefetch,
     _tfd_arm,
     _tfd_native,
@@ -53,6 +55,7 @@ from timer_manager._cpython cimport (
 )
 
 from contextlib import nullcontext
+from time import monotonic as _time_monotonic
 
 from timer_manager._futures import resolve
 from timer_manager._protocol import (

@@ -95,39 +95,43 @@ _check_event_layout()
 cdef class Engine:
     """The command queue, the timer table and the ready events of one manager."""
 
-    cdef readonly object table
+    # First, together, what a touch at the call reads: in a server each message finds them out of the caches,
+    # and each further line they spread over was one more miss.
     cdef TimerTable _table          # the same table when it is exactly a TimerTable, else None
-    cdef public Py_ssize_t command_capacity
-    cdef public Py_ssize_t event_capacity
-    cdef public object clock
-    cdef public object wake
-    cdef public bint waiting_for_room
-    cdef public dict data
-    cdef public dict intervals
-    cdef public dict reserved
-    cdef public object release      # called with a name once a reserved set of it is applied
-    cdef public object admit_rearm  # max_timers: may a touch re-arm a one-shot that fell due (under lock)?
-    cdef public object lock         # held while a reserved set is applied (max_timers admission reads from threads)
-    cdef public Py_ssize_t parked   # repeating timers whose event is ready: out of the table, still pending
-    cdef public bint direct_touch   # kept by the runner: bound to its loop, open, not in debug mode
     cdef public object handed_over  # the runner's inbox (commands other threads handed over): a Sized
-    cdef public bint halted         # set (from any thread) by a token's cancellation: apply nothing more
+    cdef object _clock
+    cdef public dict intervals
+    cdef dict _ready                # name -> its receivable event
+    cdef Py_ssize_t _count          # commands in the ring
+    cdef public bint direct_touch   # kept by the runner: bound to its loop, open, not in debug mode
     # Set while a timer moves between the queue, the table and the ready events (apply, fire, a take or a touch
     # that re-arms) and Python code may run (a log handler, the admission, a payload's __del__, the collector):
     # that code must not change timers then. Its apply() does nothing (the outer one, or the pass its commands
     # woke, applies them in order) and its touch() is queued behind them.
     cdef bint _busy
+    cdef bint _monotonic            # the clock is time.monotonic: a touch reads it in C
+
+    cdef readonly object table
+    cdef public Py_ssize_t command_capacity
+    cdef public Py_ssize_t event_capacity
+    cdef public object wake
+    cdef public bint waiting_for_room
+    cdef public dict data
+    cdef public dict reserved
+    cdef public object release      # called with a name once a reserved set of it is applied
+    cdef public object admit_rearm  # max_timers: may a touch re-arm a one-shot that fell due (under lock)?
+    cdef public object lock         # held while a reserved set is applied (max_timers admission reads from threads)
+    cdef public Py_ssize_t parked   # repeating timers whose event is ready: out of the table, still pending
+    cdef public bint halted         # set (from any thread) by a token's cancellation: apply nothing more
 
     cdef CommandSlot* _ring
     cdef Py_ssize_t _ring_size      # a power of two
     cdef Py_ssize_t _head
-    cdef Py_ssize_t _count
 
     # Ready events in order, from _events_head on: a list used as a queue (appending and indexing
     # a list are C calls; a deque's methods are Python calls). Emptied or compacted as it drains.
     cdef list _events
     cdef Py_ssize_t _events_head
-    cdef dict _ready                # name -> its receivable event
     # A touch of a timer whose event is ready re-arms it with its span. While every set used one span
     # (NaN before the first set) that is _span, and nothing is kept per event; after, _spans has it.
     cdef double _span
@@ -173,6 +177,16 @@ cdef class Engine:
     def __dealloc__(self):
         self._drop_commands()
         PyMem_Free(self._ring)
+
+    @property
+    def clock(self):
+        """The manager's clock: a callable returning its time in seconds."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock):
+        self._clock = clock
+        self._monotonic = _have_monotonic and clock is _time_monotonic
 
     # -- the command queue ------------------------------------------------------------------------
 
@@ -443,7 +457,10 @@ cdef class Engine:
             self._table._expect(_str_hash(name))
         if len(self.handed_over):
             return -1
-        return self._touch(name, self.clock()) == 1
+        cdef double now = _monotonic() if self._monotonic else -1.0
+        if now < 0.0:
+            now = self._clock()
+        return self._touch(name, now) == 1
 
     @cython.final
     cdef int _touch(self, name, double now) except -1:
@@ -657,7 +674,7 @@ cdef class Engine:
         if PyDict_Size(self._spans):
             self._spans.pop(name, None)
         interval = self.intervals[name]
-        next_deadline = interval.next_deadline(event.deadline, self.clock())
+        next_deadline = interval.next_deadline(event.deadline, self._clock())
         with self.lock:  # from parked back to the table in one step, for the admission (max_timers)
             self._set(name, next_deadline, interval.period)
             self.parked -= 1

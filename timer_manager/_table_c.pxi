@@ -142,23 +142,26 @@ cdef char* _realloc_aligned(char** block, char* start, size_t size, size_t keep)
 cdef class TimerTable:
     """Named timers ordered by ``(deadline, sequence)``; the manager's whole timer state."""
 
-    cdef HeapEntry* _heap           # _heap_block rounded up to ALIGN
-    cdef char* _heap_block
-    cdef PyObject** _names          # _names[pos] is the name of the timer at _heap[pos]
-    cdef char* _name_block
+    # First, in the order a touch reads them: a server's touch finds the table out of the caches, and each
+    # further line the fields spread over was one more miss.
     cdef Slot* _slots
     cdef size_t _mask               # number of slots - 1
-    cdef Py_ssize_t _live
-    cdef Py_ssize_t _capacity       # heap entries and names allocated (besides the HEAP0 unused)
-    cdef uint64_t _next_sequence
-    cdef uint64_t _sequence_limit   # SEQUENCES, or less in tests of the renumbering
-    cdef bint _exact_names          # no name was ever a str subclass (checking at expiry costs a miss)
     # Touch state, held per hash slot (slots move only on a cancel's back-shift and on a rebuild, never
     # in a sift), so that the heap and the names stay as they are for timers nobody touches.
-    cdef double _span               # the span of every timer while _spans is NULL
-    cdef double* _spans             # per slot: the span its timer was set with; NULL while all share _span
     cdef Touch* _touches            # per slot; NULL until the first touch
+    cdef PyObject** _names          # _names[pos] is the name of the timer at _heap[pos]
+    cdef HeapEntry* _heap           # _heap_block rounded up to ALIGN
+    cdef double* _spans             # per slot: the span its timer was set with; NULL while all share _span
+    cdef double _span               # the span of every timer while _spans is NULL
+    cdef uint64_t _next_sequence
+    cdef uint64_t _sequence_limit   # SEQUENCES, or less in tests of the renumbering
     cdef Py_ssize_t _touched        # slots whose touch is not yet put back in the heap
+
+    cdef char* _heap_block
+    cdef char* _name_block
+    cdef Py_ssize_t _live
+    cdef Py_ssize_t _capacity       # heap entries and names allocated (besides the HEAP0 unused)
+    cdef bint _exact_names          # no name was ever a str subclass (checking at expiry costs a miss)
     cdef public Py_ssize_t reinserted  # touched timers put back at their latest key (a benchmark reads it)
     # Makes Cython give the type garbage-collector slots, which _traverse/_clear extend to names.
     cdef object _gc_anchor
