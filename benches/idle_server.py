@@ -247,6 +247,8 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(args.window)
     cpu, messages = time.process_time() - cpu0, server.messages - messages0
     window = server.loop.time() - t0
+    if not server.rss_open:  # some connection never sent once all were open (its client closed it)
+        server.rss_open = _rss_bytes()
     await asyncio.sleep(1.0)  # the client checks its connections, then closes them
     still_open = list(server.connections)
     tcp.close()
