@@ -256,3 +256,55 @@ def test_a_touch_at_the_call_reads_the_engines_clock_whichever_it_is() -> None:
         engine.clock = lambda: 1e6
         assert engine.touch_now("a") is True
         assert engine.pending_deadline("a") == 1e6 + 10.0
+
+
+class _ManualClock:
+    """A clock whose time is set by hand, read through a bound method (as a loop's ``time()`` is)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.reads = 0
+
+    def time(self) -> float:
+        self.reads += 1
+        return self.now
+
+    def broken(self) -> float:
+        raise RuntimeError("clock failed")
+
+    def whole(self) -> int:
+        return 7
+
+
+def test_a_touch_reads_a_bound_method_clock_as_the_method_would() -> None:
+    """A clock that is a bound method (a loop's ``time()``; the compiled engine calls its function with its self in
+    C) is read at each touch, through the method last set, with its own result: a raise from it comes out of the
+    touch and leaves the timer as it was, and an int is taken as seconds. Catches: the compiled engine calling the
+    first bound method's function or self after the clock was replaced, dropping the clock's exception, or a
+    conversion that refuses what ``float()`` takes."""
+    for engine in engines():
+        engine.direct_touch = True
+        engine.push_set("a", 1.0, 10.0, None)
+        engine.apply()
+        first, second = _ManualClock(100.0), _ManualClock(200.0)
+        engine.clock = first.time
+        assert engine.touch_now("a") is True
+        assert engine.pending_deadline("a") == 110.0
+        first.now = 150.0
+        assert engine.touch_now("a") is True
+        assert engine.pending_deadline("a") == 160.0
+        assert first.reads == 2
+        engine.clock = second.time
+        assert engine.touch_now("a") is True
+        assert engine.pending_deadline("a") == 210.0
+        assert (first.reads, second.reads) == (2, 1)
+        engine.clock = second.broken
+        with pytest.raises(RuntimeError, match="clock failed"):
+            engine.touch_now("a")
+        assert engine.pending_deadline("a") == 210.0
+        engine.clock = second.whole
+        assert engine.touch_now("a") is True
+        assert engine.pending_deadline("a") == 17.0
+        engine.clock = [300.0].pop  # a builtin's bound method: no Python function behind it
+        assert engine.touch_now("a") is True
+        assert engine.pending_deadline("a") == 310.0

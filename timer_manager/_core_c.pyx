@@ -36,6 +36,9 @@ from timer_manager._cpython cimport (
     PyDict_Size,
     PyFloat_FromDouble,
     PyMemberDescrObject,
+    PyMethod_Check,
+    PyMethod_GET_FUNCTION,
+    PyMethod_GET_SELF,
     PyNumber_AsSsize_t,
     PyObject,
     PyObject_GC_UnTrack,
@@ -48,9 +51,11 @@ from timer_manager._cpython cimport (
     PyUnicode_CheckExact,
     PyUnicode_Compare,
     PyUnicode_FromObject,
+    PyVectorcall_Function,
     _GCSlots,
     _inquiry,
     _traverseproc,
+    _vectorcallfunc,
     _visitproc,
 )
 

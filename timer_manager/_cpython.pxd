@@ -31,3 +31,9 @@ cdef extern from "Python.h":
     PyObject* PyType_GenericAlloc(PyTypeObject*, Py_ssize_t) except NULL
     int PyDict_Contains(object, object) except -1
     Py_ssize_t PyDict_Size(object) noexcept
+    # A callable's C entry point (PEP 590); called with a bound method's self as its one argument.
+    ctypedef object (*_vectorcallfunc "vectorcallfunc")(PyObject*, PyObject**, size_t, PyObject*)
+    _vectorcallfunc PyVectorcall_Function(object) noexcept
+    bint PyMethod_Check(object) noexcept
+    PyObject* PyMethod_GET_FUNCTION(object) noexcept
+    PyObject* PyMethod_GET_SELF(object) noexcept
