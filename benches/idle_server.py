@@ -33,7 +33,8 @@ not depended on unrelated allocations, from run to run and variant to variant.
 
 Checks in every run: each connection the client let go idle was closed by the server no earlier than
 ``idle`` after its last message and no later than ``idle + heartbeat + 50 ms``; no active connection was
-ever closed. Loopback only; every run is bounded in time, and every process it starts is stopped by
+ever closed. A run closed late names its server's longest garbage collection in the window and its
+client's longest pause between ticks: on a loaded machine either may be why. Loopback only; every run is bounded in time, and every process it starts is stopped by
 its pid.
 
     python benches/idle_server.py --quick        # one size, one round (well under a minute)
@@ -45,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -225,6 +227,21 @@ class Connection(asyncio.Protocol):
                 server.handle.try_cancel_timer(self.name)
 
 
+class CollectorPauses:
+    """The longest garbage collection while it is in ``gc.callbacks`` (wall clock): a closing due while one ran is
+    late."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.longest = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.longest = max(self.longest, time.perf_counter() - self.started)
+
+
 async def serve(args: argparse.Namespace) -> dict[str, Any]:
     server = Server(args.variant, args.idle, args.connections, args.window)
     # Every variant's server runs a manager and its consumer task, used or not, so that they share its loop
@@ -243,9 +260,12 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
     port = tcp.sockets[0].getsockname()[1]
     print(json.dumps({"port": port}), flush=True)
     await asyncio.wait_for(server.all_open, args.connect_timeout)
+    pauses = CollectorPauses()
+    gc.callbacks.append(pauses)
     cpu0, messages0, t0 = time.process_time(), server.messages, server.loop.time()
     await asyncio.sleep(args.window)
     cpu, messages = time.process_time() - cpu0, server.messages - messages0
+    gc.callbacks.remove(pauses)
     window = server.loop.time() - t0
     if not server.rss_open:  # some connection never sent once all were open (its client closed it)
         server.rss_open = _rss_bytes()
@@ -265,6 +285,7 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         "closed": server.closed,
         "open": still_open,
         "opening_seconds": server.opening_seconds,
+        "longest_collection": pauses.longest,
         "start": t0,
     }
 
@@ -343,8 +364,14 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
     position = 0
     end = began + args.window + 0.2
     next_tick = began
+    # The longest the client's loop was away between two ticks: a closing it sees late by up to this much may be
+    # the client's lateness (a loaded machine), not the server's.
+    longest_pause = 0.0
+    previous = began
     while True:
         now = time.monotonic()
+        longest_pause = max(longest_pause, now - previous)
+        previous = now
         if now >= end:
             break
         for _ in range(per_tick):
@@ -372,6 +399,7 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
         "quiet": len(quiet),
         "quiet_left_open": len(quiet_open),
         "lateness": lateness,
+        "longest_pause": longest_pause,
     }
 
 
@@ -477,6 +505,8 @@ def _record(variant: str, loop: str, size: int, server_out: str, client_out: str
         "late": late,
         "lateness_max_ms": max(lateness, default=0.0) * 1000,
         "opening_seconds": measured["opening_seconds"],
+        "client_pause_ms": seen["longest_pause"] * 1000,
+        "server_collection_ms": measured["longest_collection"] * 1000,
         "check": "",
     }
 
@@ -490,7 +520,12 @@ def check(record: dict[str, Any]) -> str:
     if record["early"]:
         problems.append(f"{record['early']} closed before idle")
     if record["late"]:
-        problems.append(f"{record['late']} closed later than idle + heartbeat + 50 ms")
+        problems.append(
+            f"{record['late']} closed later than idle + heartbeat + 50 ms (latest {record['lateness_max_ms']:.0f} ms "
+            f"past idle; the server's longest garbage collection in the window took "
+            f"{record['server_collection_ms']:.0f} ms, the client's loop paused up to "
+            f"{record['client_pause_ms']:.0f} ms between ticks)"
+        )
     return "; ".join(problems)
 
 
