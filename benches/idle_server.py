@@ -34,8 +34,8 @@ not depended on unrelated allocations, from run to run and variant to variant.
 Checks in every run: each connection the client let go idle was closed by the server no earlier than
 ``idle`` after its last message and no later than ``idle + heartbeat + 50 ms``; no active connection was
 ever closed. A run closed late names its server's longest garbage collection in the window and its
-client's longest pause between ticks: on a loaded machine either may be why. Loopback only; every run is bounded in time, and every process it starts is stopped by
-its pid.
+client's longest pause between ticks: on a loaded machine either may be why. Loopback only; every run
+is bounded in time, and every process it starts is stopped by its pid.
 
     python benches/idle_server.py --quick        # one size, one round (well under a minute)
     python benches/idle_server.py                # 1,000 and 4,000 connections, 5 rounds (about 2 minutes)
