@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import pytest
-from support import ASYNCIO_ONLY, running
+from support import ASYNCIO_ONLY, recv, running
 
 from timer_manager import _wakeup
 from timer_manager._wakeup import LoopTimerWakeup, TimerFdWakeup
@@ -386,3 +386,42 @@ def test_loop_timer_back_off_starts_afresh_for_a_new_instant(between: str) -> No
     now[0] = tick - 0.0005
     wakeup.fire()  # 0.5 ms early, the first for this instant
     assert loop.calls[-1] == pytest.approx(now[0] + 2 * 0.0005)
+
+
+@pytest.mark.usefixtures("core")
+async def test_passes_that_leave_the_earliest_deadline_alone_keep_the_wake_up_and_a_lost_one_is_armed_again() -> None:
+    """A pass skips the grid's arithmetic when neither the earliest deadline nor the last delivery changed since
+    it last armed the wake-up, and the wake-up still holds that instant.
+    catches: a pass re-arming the same instant (a cancel and a new loop timer each time); trusting the last
+    arming after the wake-up was disarmed or came (a timer never delivered); keeping it when an earlier timer came."""
+    async with running(heartbeat=0.01, name="arming") as (manager, handle, task):
+        runner = manager._runner
+        wakeup = runner.wakeup
+        assert wakeup is not None
+        handle.try_set_timer("far", 30.0)
+        await handle.flush()
+        armed = wakeup.when
+        assert armed is not None
+        arms: list[float] = []
+        original_arm = wakeup.arm
+
+        def counting_arm(when: float) -> None:
+            arms.append(when)
+            original_arm(when)
+
+        wakeup.arm = counting_arm  # type: ignore[method-assign]
+        for i in range(20):  # each flush is a pass for one command, its deadline later than "far"
+            handle.try_set_timer(f"later{i}", 60.0)
+            await handle.flush()
+        assert arms == [] and wakeup.when == armed
+        wakeup.disarm()  # as if it had come, or been replaced, with nothing else changed
+        handle.try_set_timer("later0", 60.0)
+        await handle.flush()
+        assert arms == [armed] and wakeup.when == armed
+        handle.try_set_timer("near", 0.05)
+        await handle.flush()
+        assert wakeup.when is not None and wakeup.when < armed
+        event = await recv(handle, 5.0)
+        assert event is not None and event.name == "near"
+        await handle.shutdown()
+        await task

@@ -70,6 +70,10 @@ class Runner:
         self.heartbeat = heartbeat
         self.slack = slack  # a wake-up for due timers comes at least this long after the last delivery
         self.last_delivery = -math.inf  # the clock at the last pass that delivered a timer
+        # What arm_timer last armed the wake-up at, and for which earliest deadline and last delivery.
+        self.armed_when: float | None = None
+        self.armed_for: float | None = None
+        self.armed_after = -math.inf
         self.max_timers = max_timers
         # A size past sys.maxsize is no bound at all; the engine counts in C ssize_t.
         command_capacity = min(command_capacity, sys.maxsize)
@@ -508,8 +512,15 @@ class Runner:
                 self.wake_senders(inbox_taken=True)
             now = self.clock()
             # Each wake-up runs this, cold: calls that would only return their argument or do nothing are
-            # skipped (no heartbeat: the grid is the clock; an event queue with room: nothing to note).
-            if engine.fire(now if self.heartbeat == 0.0 else self._grid_floor(now), now):
+            # skipped (no heartbeat: the grid is the clock; an event queue with room: nothing to note). With
+            # nothing due by now (a pass for commands), no grid tick can be either: the fire only puts back
+            # touched timers, for which now is as good a bound as the tick before it.
+            bound = now
+            if self.heartbeat != 0.0:
+                earliest = self.table.next_deadline()
+                if earliest is not None and earliest <= now:
+                    bound = self._grid_floor(now)
+            if engine.fire(bound, now):
                 self.last_delivery = now
                 self.wake_receivers()
             if engine.waiting_for_room or engine.ready_count() >= engine.event_capacity:
@@ -646,6 +657,16 @@ class Runner:
         if next_deadline is None or next_deadline == math.inf:
             wakeup.disarm()
             return
+        # A pass that changed neither the earliest deadline nor the last delivery (most passes for commands)
+        # would arm what is armed: skip the grid's arithmetic. A wake-up that came or was replaced has another
+        # ``when``, so it is computed afresh.
+        if (
+            wakeup.when is not None
+            and wakeup.when == self.armed_when
+            and next_deadline == self.armed_for
+            and self.last_delivery == self.armed_after
+        ):
+            return
         # Timers due within timer_slack of the last delivery wait for one wake-up together: each wake-up
         # costs far more than a timer (docs/benchmarks.md, "Steady rates").
         tick = next_deadline if self.heartbeat == 0.0 else self._grid_ceil(next_deadline)
@@ -655,6 +676,7 @@ class Runner:
         when = min(when, self.clock() + _LONGEST_WAIT)
         if wakeup.when != when:
             wakeup.arm(when)
+        self.armed_when, self.armed_for, self.armed_after = when, next_deadline, self.last_delivery
 
     def stop(self, reason: str, exc: BaseException | None = None) -> None:
         """Stop for good: discard pending timers and commands, release every waiter."""
