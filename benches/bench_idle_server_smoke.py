@@ -51,6 +51,41 @@ def test_every_variant_closes_the_idle_connections_and_only_those(tmp_path: Path
         assert r["closings_timed"] == 20, r
 
 
+@pytest.mark.skipif(
+    _env.no_extensions(),
+    reason=f"{_env.NO_EXTENSIONS_VARIABLE} is set: the idle-server benchmark's servers measure the compiled core only",
+)
+def test_the_diagnostic_variants_close_like_the_recheck_and_only_one_of_them_touches(tmp_path: Path) -> None:
+    """Catches: a diagnostic variant that closes nothing or closes active connections (its ratio to the re-check
+    would not be the re-check plus one part of the touch), or whose touches miss its timers (recheck_touch would
+    then time a lookup that finds nothing)."""
+    out = tmp_path / "diagnosed.json"
+    argv = ["--sizes", "100", "--rounds", "1", "--idle", "1.0", "--window", "1.5", "--rate", "2000", "--loops"]
+    argv += ["asyncio", "--variants", "recheck", *idle_server.DIAGNOSTIC, "--json", str(out)]
+    idle_server.main(argv)
+    records = {r["variant"]: r for r in json.loads(out.read_text())["records"]}
+    assert set(records) == {"recheck", *idle_server.DIAGNOSTIC, idle_server.FLOOR}
+    for variant in ("recheck", *idle_server.DIAGNOSTIC):
+        r = records[variant]
+        assert r["closed_active"] == r["quiet_left_open"] == r["early"] == 0, r
+        assert r["closed"] == r["quiet"] == r["closings_timed"] == 20, r
+        assert r["open_at_end"] >= 80, r
+    # Each active connection's timer was due PARKED idle timeouts after a touch near the window's end.
+    assert records["recheck_touch"]["touched_lately"] == 80
+    assert records["recheck_sets"]["touched_lately"] == 0  # set at the start, never touched
+    assert records["recheck"]["touched_lately"] == 0  # no timer at all
+
+
+def test_a_ratios_interval_holds_its_median_and_is_the_same_each_time() -> None:
+    assert idle_server._spread([1.0, 1.0, 1.0]) == "1.000 (95% interval 1.000 to 1.000; 3 rounds, 1.00 to 1.00)"
+    values = [0.91, 1.02, 0.97, 1.05, 0.95, 0.99, 1.01]
+    printed = idle_server._spread(values)
+    assert printed == idle_server._spread(values)
+    low, high = (float(word) for word in printed.split("interval ")[1].split(";")[0].split(" to "))
+    assert min(values) <= low <= 0.99 <= high <= max(values)
+    assert low < high
+
+
 def test_every_server_starts_with_the_same_malloc_thresholds() -> None:
     """Catches: a server left to glibc's dynamic mmap threshold, under which the stock loop's 256 KiB read
     buffers were mapped afresh at each read in some runs and not in others (about 31 against 12 µs per message);

@@ -14,6 +14,18 @@ closed. Four ways to run the idle timeout, each in a server process of its own:
 
 and ``none``, no idle timeout at all, as the floor: what a message costs the server without a timer.
 
+Two diagnostic variants, run only when named in ``--variants``, take the touch's cost apart beside the
+re-check (each is the re-check, closing its idle connections itself, plus one part of the touch variant's
+work; the library's timers are set for ``PARKED`` times the idle timeout, so they never fall due in a run):
+
+- ``recheck_sets``: plus a library timer set per connection at its start: the manager and its passes for
+  the sets, with nothing touched and nothing delivered;
+- ``recheck_touch``: plus that timer touched on every message as well: the touch's cost at the call, in
+  the server, with no delivery.
+
+``touch`` against ``recheck_touch`` is then what the library's deliveries (wake-ups, passes, the task
+receiving the events) cost against the re-check's own per-message store and callbacks.
+
 Each server measures its own CPU time (``time.process_time``) and message count over a window that
 starts once every connection is open, its RSS before the connections were opened and after (their
 timers included), and when it closed each connection and why. A connection's idle timeout starts at
@@ -44,6 +56,7 @@ time, and every process it starts is stopped by its pid.
 
     python benches/idle_server.py --quick        # one size, one round (well under a minute)
     python benches/idle_server.py                # 1,000 and 4,000 connections, 5 rounds (about 2 minutes)
+    python benches/idle_server.py --sizes 1000 --rounds 10 --variants recheck recheck_sets recheck_touch touch
 """
 
 from __future__ import annotations
@@ -68,6 +81,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 VARIANTS = ("naive", "recheck", "try_set", "touch")
+DIAGNOSTIC = ("recheck_sets", "recheck_touch")  # run only when named in --variants (see the module's docstring)
+BOOTSTRAP_RESAMPLES = 10_000
+PARKED = 1000.0  # the diagnostic variants' library timers last this many idle timeouts: never due in a run
 FLOOR = "none"  # no idle timeout at all: the server's cost per message without any timer (not checked)
 HOST = "127.0.0.1"
 MESSAGE = b"ping....\n"  # 9 bytes; the server counts messages by bytes
@@ -203,6 +219,9 @@ class Connection(asyncio.Protocol):
             self.timer = self.loop.call_later(self.idle, server.close_idle, self.name)
         elif self.variant == "recheck":
             self.timer = self.loop.call_at(self.last + self.idle, self.recheck)
+        elif self.variant in DIAGNOSTIC:
+            self.timer = self.loop.call_at(self.last + self.idle, self.recheck)
+            server.handle.try_set_timer(self.name, PARKED * self.idle)
         elif self.variant in ("try_set", "touch"):
             server.handle.try_set_timer(self.name, self.idle)
 
@@ -228,6 +247,13 @@ class Connection(asyncio.Protocol):
         elif variant == "naive":
             self.timer.cancel()  # type: ignore[union-attr]
             self.timer = self.loop.call_later(self.idle, server.close_idle, self.name)
+        # The diagnostic variants come last: they pay up to four more string comparisons than the re-check, a few
+        # ns of the about 10 µs a message costs.
+        elif variant == "recheck_touch":
+            self.last = self.loop.time()
+            server.handle.touch(self.name)
+        elif variant == "recheck_sets":
+            self.last = self.loop.time()
 
     def recheck(self) -> None:
         due = self.last + self.idle
@@ -241,7 +267,7 @@ class Connection(asyncio.Protocol):
         if server.connections.pop(self.name, None) is not None:  # closed by the client: stop timing it
             if self.timer is not None:
                 self.timer.cancel()
-            elif self.variant in ("try_set", "touch") and not server.handle_closed:
+            if self.variant in ("try_set", "touch", *DIAGNOSTIC) and not server.handle_closed:
                 server.handle.try_cancel_timer(self.name)
 
 
@@ -285,6 +311,14 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
     cpu, messages = time.process_time() - cpu0, server.messages - messages0
     gc.callbacks.remove(pauses)
     window = server.loop.time() - t0
+    # The diagnostic variants' proof that their touches reached pending timers: an active connection's timer, set
+    # for PARKED idle timeouts at its start, is due that long after its latest touch, near the window's end.
+    touched_lately = sum(
+        1
+        for name in server.connections
+        if (deadline := server.handle.deadline(name)) is not None and deadline - PARKED * args.idle >= t0 + window - 1.0
+    )
+    open_at_end = len(server.connections)
     if not server.rss_open:  # some connection never sent once all were open (its client closed it)
         server.rss_open = _rss_bytes()
     await asyncio.sleep(1.0)  # the client checks its connections, then closes them
@@ -302,6 +336,8 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
         "rss_per_connection": (server.rss_open - server.rss_start) / args.connections,
         "closed": server.closed,
         "closing_lateness": server.closing_lateness,
+        "touched_lately": touched_lately,
+        "open_at_end": open_at_end,
         "open": still_open,
         "opening_seconds": server.opening_seconds,
         "longest_collection": pauses.longest,
@@ -534,6 +570,8 @@ def _record(variant: str, loop: str, size: int, server_out: str, client_out: str
         "early": early,
         "closed_before_last_message": before_last,
         "closings_timed": len(timed),
+        "open_at_end": measured["open_at_end"],
+        "touched_lately": measured["touched_lately"],
         "early_seen": early_seen,
         "late": late,
         "lateness_max_ms": max(timed, default=0.0) * 1000,
@@ -564,6 +602,18 @@ def check(record: dict[str, Any]) -> str:
     return "; ".join(problems)
 
 
+def _spread(values: list[float]) -> str:
+    """The median of same-round ratios, a bootstrap 95% interval of it (seeded: the same records print the same),
+    and the rounds' range."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(BOOTSTRAP_RESAMPLES))
+    low, high = medians[int(0.025 * len(medians))], medians[int(0.975 * len(medians)) - 1]
+    return (
+        f"{statistics.median(values):.3f} (95% interval {low:.3f} to {high:.3f}; "
+        f"{len(values)} round{'s' if len(values) != 1 else ''}, {min(values):.2f} to {max(values):.2f})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one size, one round, short windows")
@@ -575,10 +625,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=None, help="messages per second offered, all connections")
     parser.add_argument("--idle-fraction", type=float, default=0.2)
     parser.add_argument("--json", type=Path, default=None, help="also write the records here")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=(*VARIANTS, *DIAGNOSTIC),
+        help="the servers to run beside the floor (default: the four ways; the diagnostic ones on request)",
+    )
     # Internal: the two kinds of child process.
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--variant", choices=(*VARIANTS, FLOOR), help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=(*VARIANTS, *DIAGNOSTIC, FLOOR), help=argparse.SUPPRESS)
     parser.add_argument("--loop", default="asyncio", help=argparse.SUPPRESS)
     parser.add_argument("--connections", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -609,14 +666,14 @@ def main(argv: list[str] | None = None) -> int:
     for round_index in range(rounds):
         for size in sizes:
             for loop in loops:
-                cells = [*VARIANTS, FLOOR]
+                cells = [*dict.fromkeys(args.variants), FLOOR]
                 random.Random(round_index).shuffle(cells)  # no variant always starts first
                 for record in run_group(cells, loop, size, args, seed=round_index + 1):
                     record["round"] = round_index
                     record["check"] = check(record) if record["variant"] != FLOOR else ""
                     records.append(record)
     elapsed = time.monotonic() - started
-    status = report(records, sizes, loops, rounds, args, elapsed)
+    status = report(records, sizes, loops, rounds, args, elapsed, [*dict.fromkeys(args.variants)])
     if args.json is not None:
         args.json.write_text(json.dumps({"records": records}, indent=1))
     return status
@@ -629,6 +686,7 @@ def report(
     rounds: int,
     args: argparse.Namespace,
     elapsed: float,
+    variants: list[str],
 ) -> int:
     def cell(variant: str, loop: str, size: int) -> list[dict[str, Any]]:
         return [r for r in records if (r["variant"], r["loop"], r["size"]) == (variant, loop, size)]
@@ -655,12 +713,13 @@ def report(
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for loop in loops:
         for size in sizes:
-            for variant in (*VARIANTS, FLOOR):
+            for variant in (*variants, FLOOR):
                 rs = cell(variant, loop, size)
                 if not rs:
                     continue
                 cpu = statistics.median(r["cpu_per_message_us"] for r in rs)
-                ratio = statistics.median(ratios(variant, "naive", loop, size) or [float("nan")])
+                to_naive = ratios(variant, "naive", loop, size)
+                ratio = f" ({statistics.median(to_naive):.2f}x)" if to_naive else ""
                 rss = statistics.median(r["rss_per_connection"] for r in rs)
                 rate = statistics.median(r["messages_per_second"] for r in rs)
                 closed = f"{sum(r['closed'] for r in rs)}/{sum(r['quiet'] for r in rs)}"
@@ -669,10 +728,12 @@ def report(
                 if variant == FLOOR:
                     closed, worst, seen = "none (floor)", "-", "-"
                 print(
-                    f"| {loop} | {size} | {variant} | {rate:,.0f} | {cpu:.2f} ({ratio:.2f}x) | {rss:,.0f} | "
+                    f"| {loop} | {size} | {variant} | {rate:,.0f} | {cpu:.2f}{ratio} | {rss:,.0f} | "
                     f"{closed} | {worst} | {seen} |"
                 )
-    print("\nTargets (same-run ratios of CPU per message, median of rounds):")
+    print(
+        "\nTargets (same-run ratios of CPU per message: the median of rounds, its bootstrap 95% interval, the rounds):"
+    )
     status = 0
     for loop in loops:
         for size in sizes:
@@ -686,8 +747,21 @@ def report(
                     continue
                 median = statistics.median(values)
                 verdict = "PASS" if median <= bound else "FAIL"
-                spread = f"rounds {min(values):.2f} to {max(values):.2f}"
-                print(f"  {verdict}  {label} @ {loop}, {size} connections: {median:.3f} ({spread}), need <= {bound}")
+                print(f"  {verdict}  {label} @ {loop}, {size} connections: {_spread(values)}, need <= {bound}")
+    if "recheck" in variants and set(DIAGNOSTIC) & set(variants):
+        print("\nThe touch taken apart (same-run ratios to the re-check; see the module's docstring):")
+        for loop in loops:
+            for size in sizes:
+                for variant in (*DIAGNOSTIC, "touch"):
+                    values = ratios(variant, "recheck", loop, size)
+                    if values:
+                        print(f"  {variant} / recheck @ {loop}, {size} connections: {_spread(values)}")
+        if "recheck_touch" in variants:
+            proof = [f"{r['touched_lately']}/{r['open_at_end']}" for r in records if r["variant"] == "recheck_touch"]
+            print(
+                f"  (recheck_touch, per run: active connections whose timer a touch near the end had moved / open: "
+                f"{', '.join(proof)})"
+            )
     opening = max(r["opening_seconds"] for r in records)
     print(f"(Opening every connection took a server up to {opening:.1f} s; the idle timeouts start after.)")
     print(f"({FLOOR}: the same server with no idle timeout, the floor; it closes nothing and is not checked.")
