@@ -2,7 +2,10 @@
 
 A ``Caller`` is one thread or task with its own random stream and its own names (``"<key>:<n>"``), which
 records every call that returned normally; ``recording_table`` makes a table class that logs what the
-engine applies, so that each caller's accepted calls can be matched against what was applied.
+engine applies, so that each caller's accepted calls can be matched against what was applied. A caller
+made with ``touches=True`` also touches its recent names (a quarter of its calls), in every form its side
+has; ``same_calls`` matches those, and ``record_refused_rearms`` logs the touches that ``max_timers`` turned
+down.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ class RecordingTable(Protocol):
 
 def recording_table(base: Any) -> Any:
     """A subclass of the table class ``base`` that logs what the engine applies: ("set", name, replaced),
-    ("cancel", name, removed) and ("clear", "", cleared); see ``RecordingTable``."""
+    ("cancel", name, removed), ("touch", name, touched) and ("clear", "", cleared); see ``RecordingTable``.
+    A touch of a timer whose event waits is applied as a set (the event retracted, the timer armed again)."""
 
     class Recording(base):  # type: ignore[misc]
         limit: int | None = None
@@ -52,6 +56,11 @@ def recording_table(base: Any) -> Any:
             self.log.append(("cancel", name, removed))
             return removed
 
+        def touch(self, name: str, now: float, /) -> bool:
+            touched = bool(super().touch(name, now))
+            self.log.append(("touch", name, touched))
+            return touched
+
         def clear(self) -> int:
             cleared = int(super().clear())
             self.log.append(("clear", "", bool(cleared)))
@@ -60,15 +69,43 @@ def recording_table(base: Any) -> Any:
     return Recording
 
 
+def record_refused_rearms(engine: Any, table: RecordingTable) -> None:
+    """Log ("touch", name, False) in ``table`` for each touch that ``max_timers`` kept from re-arming a fired
+    timer: the engine then leaves the table alone, and the touch would not show in its log."""
+    admit = engine.admit_rearm
+
+    def admit_and_record(name: str) -> bool:
+        admitted = bool(admit(name))
+        if not admitted:
+            table.log.append(("touch", name, False))
+        return admitted
+
+    engine.admit_rearm = admit_and_record
+
+
+def same_calls(applied: list[tuple[str, str]], accepted: list[tuple[str, str]]) -> bool:
+    """Whether ``applied`` is ``accepted``, call for call: a touch is applied as a touch, or as a set where it
+    re-armed a timer whose event waited."""
+    return len(applied) == len(accepted) and all(
+        got == expected or (expected[0] == "touch" and got == ("set", expected[1]))
+        for got, expected in zip(applied, accepted, strict=True)
+    )
+
+
 class Caller:
     """One thread's or task's calls: what it sent, in order, and which returned normally."""
 
     def __init__(
-        self, key: str, seed: int, durations: tuple[float, ...] = (0.0, 0.001, 1000.0, 1000.0, 1000.0)
+        self,
+        key: str,
+        seed: int,
+        durations: tuple[float, ...] = (0.0, 0.001, 1000.0, 1000.0, 1000.0),
+        touches: bool = False,
     ) -> None:
         self.key = key
         self.random = random.Random(seed)
-        self.accepted: deque[tuple[str, str]] = deque()  # ("set" | "cancel", name), in call order
+        self.touches = touches
+        self.accepted: deque[tuple[str, str]] = deque()  # ("set" | "cancel" | "touch", name), in call order
         self.refused = 0
         self.sequence = 0
         self.mine: deque[str] = deque(maxlen=64)  # recent names, to reset and cancel
@@ -87,8 +124,28 @@ class Caller:
         return self.random.choice(self.durations)
 
 
+def thread_touch(caller: Caller, threadsafe: ThreadsafeHandle) -> list[tuple[str, str]]:
+    """Make one random threadsafe touch (of one name or several, blocking or not); return the commands it sent."""
+    roll = caller.random.random()
+    if roll < 0.5:
+        name = caller.known_name()
+        if roll < 0.25:
+            threadsafe.try_touch(name)
+        else:
+            threadsafe.touch(name, timeout=caller.random.choice((None, 0.0, 0.001, 0.05)))
+        return [("touch", name)]
+    names = [caller.known_name() for _ in range(caller.random.randint(1, 3))]
+    if roll < 0.75:
+        threadsafe.try_touch_many(names)
+    else:
+        threadsafe.touch_many(names, timeout=0.05)
+    return [("touch", name) for name in names]
+
+
 def thread_call(caller: Caller, threadsafe: ThreadsafeHandle) -> list[tuple[str, str]]:
     """Make one random threadsafe call; return the commands it sent (it raised if refused)."""
+    if caller.touches and caller.random.random() < 0.25:
+        return thread_touch(caller, threadsafe)
     roll = caller.random.random()
     if roll < 0.35:
         name = caller.new_name() if caller.random.random() < 0.7 else caller.known_name()
@@ -135,6 +192,14 @@ def thread_body(
 
 async def task_call(caller: Caller, handle: TimerHandle) -> list[tuple[str, str]]:
     """Make one random loop-side call; return the commands it sent (it raised if refused or timed out)."""
+    if caller.touches and caller.random.random() < 0.25:  # at the call, or behind the commands queued before it
+        if caller.random.random() < 0.5:
+            name = caller.known_name()
+            handle.touch(name)
+            return [("touch", name)]
+        names = [caller.known_name() for _ in range(caller.random.randint(1, 3))]
+        handle.touch_many(names)
+        return [("touch", name) for name in names]
     roll = caller.random.random()
     if roll < 0.3:
         name = caller.new_name() if caller.random.random() < 0.7 else caller.known_name()
@@ -188,10 +253,15 @@ def applied_by(log: list[tuple[str, str, bool]], key: str) -> list[tuple[str, st
 
 
 class Crowd:
-    """Four threads (``threadsafe()``) and three loop tasks calling one manager at random until stopped."""
+    """Four threads (``threadsafe()``) and three loop tasks calling one manager at random until stopped (touching
+    too, with ``touches``)."""
 
-    def __init__(self, handle: TimerHandle, seed: int, durations: tuple[float, ...] | None = None) -> None:
-        options = {} if durations is None else {"durations": durations}
+    def __init__(
+        self, handle: TimerHandle, seed: int, durations: tuple[float, ...] | None = None, touches: bool = False
+    ) -> None:
+        options: dict[str, Any] = {"touches": touches}
+        if durations is not None:
+            options["durations"] = durations
         self.thread_callers = [Caller(f"t{i}", seed * 100 + i, **options) for i in range(4)]
         self.task_callers = [Caller(f"a{i}", seed * 100 + 50 + i, **options) for i in range(3)]
         self.errors: list[BaseException] = []
