@@ -653,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.sizes or ([500] if quick else [1000, 4000])
     rounds = args.rounds or (1 if quick else 5)
     loops = args.loops or (["asyncio", "uvloop"] if _has_uvloop() else ["asyncio"])
+    variants = list(dict.fromkeys(args.variants))  # each once, in the order given
     args.idle = args.idle or (0.5 if quick else 2.0)
     args.window = args.window or (1.5 if quick else 3.0)
     args.rate = args.rate or 10000.0
@@ -666,14 +667,14 @@ def main(argv: list[str] | None = None) -> int:
     for round_index in range(rounds):
         for size in sizes:
             for loop in loops:
-                cells = [*dict.fromkeys(args.variants), FLOOR]
+                cells = [*variants, FLOOR]
                 random.Random(round_index).shuffle(cells)  # no variant always starts first
                 for record in run_group(cells, loop, size, args, seed=round_index + 1):
                     record["round"] = round_index
                     record["check"] = check(record) if record["variant"] != FLOOR else ""
                     records.append(record)
     elapsed = time.monotonic() - started
-    status = report(records, sizes, loops, rounds, args, elapsed, [*dict.fromkeys(args.variants)])
+    status = report(records, sizes, loops, rounds, args, elapsed, variants)
     if args.json is not None:
         args.json.write_text(json.dumps({"records": records}, indent=1))
     return status
