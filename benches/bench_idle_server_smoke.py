@@ -15,6 +15,7 @@ one round; only that they run and print is checked.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import idle_server
@@ -49,6 +50,31 @@ def test_every_variant_closes_the_idle_connections_and_only_those(tmp_path: Path
         # The server read each quiet connection's marked last message before closing it, and timed every closing.
         assert r["closed_before_last_message"] == 0, r
         assert r["closings_timed"] == 20, r
+
+
+@pytest.mark.skipif(
+    _env.no_extensions(),
+    reason=f"{_env.NO_EXTENSIONS_VARIABLE} is set: the idle-server benchmark's servers measure the compiled core only",
+)
+def test_a_baseline_checkouts_library_runs_beside_this_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--baseline``: each library variant also runs from the other checkout, side by side, and is compared.
+    Catches: a baseline server that imports this checkout's library (the comparison would be of one build with
+    itself), or one whose closings are not checked."""
+    here = Path(idle_server.__file__).resolve().parent.parent
+    baseline = tmp_path / "baseline"
+    shutil.copytree(here / "timer_manager", baseline / "timer_manager", ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "idle.json"
+    argv = ["--sizes", "100", "--rounds", "1", "--idle", "1.0", "--window", "1.5", "--rate", "2000"]
+    argv += ["--loops", "asyncio", "--variants", "recheck", "touch", "--baseline", str(baseline)]
+    idle_server.main([*argv, "--json", str(out)])
+    records = {r["variant"]: r for r in json.loads(out.read_text())["records"]}
+    assert set(records) == {"recheck", "touch", "touch@base", idle_server.FLOOR}
+    assert Path(records["touch@base"]["library"]) == baseline / "timer_manager"
+    assert Path(records["touch"]["library"]) == here / "timer_manager"
+    for variant in ("touch", "touch@base"):
+        assert records[variant]["closed_active"] == records[variant]["quiet_left_open"] == 0
+        assert records[variant]["closed"] == records[variant]["quiet"] == 20
+    assert "touch / touch@base @ asyncio, 100 connections:" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(

@@ -57,6 +57,14 @@ time, and every process it starts is stopped by its pid.
     python benches/idle_server.py --quick        # one size, one round (well under a minute)
     python benches/idle_server.py                # 1,000 and 4,000 connections, 5 rounds (about 2 minutes)
     python benches/idle_server.py --sizes 1000 --rounds 10 --variants recheck recheck_sets recheck_touch touch
+
+``--baseline FOLDER`` compares two builds of the library in the server: each library variant chosen also runs
+from another checkout (its extension built in place), as ``<variant>@base``, side by side with the others,
+and the report gives this checkout's against it (same-run ratios)::
+
+    git -C /path/to/main archive HEAD | tar -x -C /tmp/main-build
+    (cd /tmp/main-build && python setup.py -q build_ext --inplace)
+    python benches/idle_server.py --sizes 1000 --rounds 10 --variants recheck touch --baseline /tmp/main-build
 """
 
 from __future__ import annotations
@@ -82,6 +90,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 VARIANTS = ("naive", "recheck", "try_set", "touch")
 DIAGNOSTIC = ("recheck_sets", "recheck_touch")  # run only when named in --variants (see the module's docstring)
+LIBRARY_VARIANTS = ("try_set", "touch", *DIAGNOSTIC)  # those that use the library: --baseline runs them twice
+BASELINE = "@base"  # the suffix of a variant run from the --baseline checkout
 BOOTSTRAP_RESAMPLES = 10_000
 PARKED = 1000.0  # the diagnostic variants' library timers last this many idle timeouts: never due in a run
 FLOOR = "none"  # no idle timeout at all: the server's cost per message without any timer (not checked)
@@ -346,11 +356,20 @@ async def serve(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def server_main(args: argparse.Namespace) -> None:
+    if args.library is not None:  # a --baseline run: that checkout's library, ahead of this one's
+        sys.path.insert(0, str(args.library))
+        import timer_manager
+
+        if not Path(timer_manager.__file__).resolve().is_relative_to(args.library.resolve()):
+            raise SystemExit(f"the baseline's library was not imported from {args.library}: {timer_manager.__file__}")
     loop = _new_loop(args.loop)
     try:
         result = loop.run_until_complete(serve(args))
     finally:
         loop.close()
+    import timer_manager
+
+    result["library"] = str(Path(timer_manager.__file__).resolve().parent)  # whose library this server ran
     print(json.dumps(result), flush=True)
 
 
@@ -512,8 +531,11 @@ def run_group(variants: list[str], loop: str, size: int, args: argparse.Namespac
     try:
         servers = {}
         for variant in variants:
+            serve = ["--serve", "--variant", variant.removesuffix(BASELINE), "--loop", loop]
+            if variant.endswith(BASELINE):
+                serve += ["--library", str(args.baseline)]
             servers[variant] = subprocess.Popen(
-                [sys.executable, here, "--serve", "--variant", variant, "--loop", loop, *common],
+                [sys.executable, here, *serve, *common],
                 stdout=subprocess.PIPE,
                 text=True,
                 env=server_environment(dict(os.environ)),
@@ -547,7 +569,7 @@ def _record(variant: str, loop: str, size: int, server_out: str, client_out: str
     """One server's measurements and its client's findings, as a record."""
     measured = json.loads(server_out.strip().splitlines()[-1])
     seen = json.loads(client_out.strip().splitlines()[-1])
-    heartbeat = HEARTBEAT if variant in ("try_set", "touch") else 0.0
+    heartbeat = HEARTBEAT if variant.removesuffix(BASELINE) in ("try_set", "touch") else 0.0
     lateness = seen["lateness"]  # the client's view: from its last send to its seeing the close
     # The server's view: from the arrival of the connection's last message to the close (None: closed before it came).
     served = measured["closing_lateness"]
@@ -579,6 +601,7 @@ def _record(variant: str, loop: str, size: int, server_out: str, client_out: str
         "opening_seconds": measured["opening_seconds"],
         "client_pause_ms": seen["longest_pause"] * 1000,
         "server_collection_ms": measured["longest_collection"] * 1000,
+        "library": measured["library"],
         "check": "",
     }
 
@@ -626,6 +649,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-fraction", type=float, default=0.2)
     parser.add_argument("--json", type=Path, default=None, help="also write the records here")
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout, its extension built in place: each library variant chosen also runs from it "
+        f"(as <variant>{BASELINE}), side by side",
+    )
+    parser.add_argument(
         "--variants",
         nargs="+",
         default=list(VARIANTS),
@@ -637,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=(*VARIANTS, *DIAGNOSTIC, FLOOR), help=argparse.SUPPRESS)
     parser.add_argument("--loop", default="asyncio", help=argparse.SUPPRESS)
+    parser.add_argument("--library", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--connections", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
@@ -654,6 +685,11 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (1 if quick else 5)
     loops = args.loops or (["asyncio", "uvloop"] if _has_uvloop() else ["asyncio"])
     variants = list(dict.fromkeys(args.variants))  # each once, in the order given
+    if args.baseline is not None:
+        if not (args.baseline / "timer_manager" / "__init__.py").is_file():
+            print(f"--baseline {args.baseline}: not a checkout of timer_manager", file=sys.stderr)
+            return 2
+        variants += [variant + BASELINE for variant in variants if variant in LIBRARY_VARIANTS]
     args.idle = args.idle or (0.5 if quick else 2.0)
     args.window = args.window or (1.5 if quick else 3.0)
     args.rate = args.rate or 10000.0
@@ -763,6 +799,16 @@ def report(
                 f"  (recheck_touch, per run: active connections whose timer a touch near the end had moved / open: "
                 f"{', '.join(proof)})"
             )
+    compared = [variant for variant in variants if variant.endswith(BASELINE)]
+    if compared:
+        print(f"\nThis checkout against {args.baseline} (same-run ratios; below 1: this one costs less):")
+        for loop in loops:
+            for size in sizes:
+                for variant in compared:
+                    mine = variant.removesuffix(BASELINE)
+                    values = ratios(mine, variant, loop, size)
+                    if values:
+                        print(f"  {mine} / {variant} @ {loop}, {size} connections: {_spread(values)}")
     opening = max(r["opening_seconds"] for r in records)
     print(f"(Opening every connection took a server up to {opening:.1f} s; the idle timeouts start after.)")
     print(f"({FLOOR}: the same server with no idle timeout, the floor; it closes nothing and is not checked.")

@@ -16,6 +16,7 @@ import random
 import sys
 import threading
 import tracemalloc
+from collections import deque
 from typing import Any
 
 import pytest
@@ -326,6 +327,13 @@ def test_the_engines_touch_at_the_call_only_when_nothing_may_come_first(core: An
     assert engine.touch_now(Name("a")) is None
     engine.handed_over = [("a command", "from a thread")]
     assert engine.touch_now("a") is None
+    engine.handed_over = deque([("a command", "from a thread")])  # the runner's inbox (its length is read off it)
+    assert engine.touch_now("a") is None
+    engine.handed_over = deque()
+    assert engine.touch_now("a") is True
+    engine.clock = lambda: 10.0  # back to the deadline it had
+    assert engine.touch_now("a") is True
+    engine.clock = lambda: 20.0
     engine.handed_over = []
     engine.push_set("b", 30.0, 1.0, None)
     assert engine.touch_now("a") is None
@@ -440,6 +448,34 @@ def test_the_two_handle_cores_say_the_same_of_touch() -> None:
     assert inspect.getdoc(Compiled.touch) == inspect.getdoc(Pure.touch)
     assert list(inspect.signature(Compiled.touch).parameters) == list(inspect.signature(Pure.touch).parameters)
     assert list(inspect.signature(TimerManager.new("a", 0, 4, 4)[1].touch).parameters) == ["name"]
+
+
+@pytest.mark.c_extension
+def test_the_handle_has_the_compiled_touch_as_a_method_of_its_own() -> None:
+    """CPython specialises a call of a C method only where the object's type is exactly the method's own, so
+    ``TimerHandle`` gets the compiled ``touch`` as its own method (``adopt_touch``): the same C function, with the
+    same documentation and signature. Catches: the adoption dropped (every touch then takes the generic call, which
+    checks the subclass), or a descriptor made of another method."""
+    from timer_manager._core_c import HandleCore as Compiled
+    from timer_manager.handle import TimerHandle
+
+    own = TimerHandle.__dict__["touch"]
+    assert type(own) is type(Compiled.__dict__["touch"])
+    assert own.__objclass__ is TimerHandle
+    assert inspect.getdoc(own) == inspect.getdoc(Compiled.touch)
+    assert inspect.signature(own) == inspect.signature(Compiled.touch)
+
+
+@pytest.mark.parametrize("twin", ["_core_c", "_handle_core_py"])
+def test_adopt_touch_takes_only_subclasses_of_the_handle_core(twin: str) -> None:
+    """A compiled method called on an object of another layout would read the wrong memory. Catches: an adoption
+    that accepts any class (or an instance)."""
+    if twin == "_core_c" and timer_manager._env.no_extensions():
+        pytest.skip("the compiled core is not under test")
+    module = importlib.import_module(f"timer_manager.{twin}")
+    for wrong in (int, type("Unrelated", (), {}), module.HandleCore()):
+        with pytest.raises(TypeError, match="subclass of HandleCore"):
+            module.adopt_touch(wrong)
 
 
 async def test_the_runner_allows_a_touch_at_the_call_only_while_bound_open_and_not_in_debug_mode(core: Any) -> None:

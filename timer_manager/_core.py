@@ -14,26 +14,26 @@ from typing import TYPE_CHECKING
 
 from ._env import NO_EXTENSIONS_VARIABLE, no_extensions
 
-__all__ = ("CORE", "CORE_REASON", "Engine", "HandleCore", "TimerTable")
+__all__ = ("CORE", "CORE_REASON", "Engine", "HandleCore", "TimerTable", "adopt_touch")
 
 NO_EXTENSIONS = no_extensions()
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._engine_py import Engine
-    from ._handle_core_py import HandleCore
+    from ._handle_core_py import HandleCore, adopt_touch
     from ._table_py import TimerTable
 
     CORE = "python"
     CORE_REASON = f"{NO_EXTENSIONS_VARIABLE} is set"
 else:
     try:
-        from ._core_c import Engine, HandleCore, TimerTable
+        from ._core_c import Engine, HandleCore, TimerTable, adopt_touch
 
         CORE = "cython"
         CORE_REASON = "the compiled extension timer_manager._core_c is installed"
     except ImportError as exc:  # pragma: no cover - only where the extension was not built
         from ._engine_py import Engine
-        from ._handle_core_py import HandleCore
+        from ._handle_core_py import HandleCore, adopt_touch
         from ._table_py import TimerTable
 
         CORE = "python"

@@ -12,7 +12,7 @@ from typing_extensions import Self, disjoint_base
 from ._protocol import Command
 from .events import TimerExpired
 
-__all__ = ("Engine", "HandleCore", "TimerTable")
+__all__ = ("Engine", "HandleCore", "TimerTable", "adopt_touch")
 
 @disjoint_base
 class TimerTable:
@@ -94,3 +94,5 @@ class HandleCore:
 
     def _use_engine(self, engine: Any, /) -> None: ...
     def touch(self, name: str) -> bool: ...
+
+def adopt_touch(cls: type[HandleCore], /) -> None: ...

@@ -32,10 +32,13 @@ from timer_manager._cpython cimport (
     Py_DECREF,
     Py_INCREF,
     Py_XDECREF,
+    Py_SIZE,
+    PyDescr_NewMethod,
     PyDict_Contains,
-    PyDict_Size,
+    PyDict_GET_SIZE,
     PyFloat_FromDouble,
     PyMemberDescrObject,
+    PyMethodDescrObject,
     PyMethod_Check,
     PyMethod_GET_FUNCTION,
     PyMethod_GET_SELF,
@@ -59,8 +62,10 @@ from timer_manager._cpython cimport (
     _visitproc,
 )
 
+from collections import deque
 from contextlib import nullcontext
 from time import monotonic as _time_monotonic
+from types import MethodDescriptorType
 
 from timer_manager._futures import resolve
 from timer_manager._protocol import (
@@ -79,7 +84,7 @@ from timer_manager._protocol import (
 )
 from timer_manager.events import TimerExpired
 
-__all__ = ("Engine", "HandleCore", "TimerTable")
+__all__ = ("Engine", "HandleCore", "TimerTable", "adopt_touch")
 
 include "_table_c.pxi"
 include "_engine_c.pxi"

@@ -31,6 +31,13 @@ cdef extern from "Python.h":
     PyObject* PyType_GenericAlloc(PyTypeObject*, Py_ssize_t) except NULL
     int PyDict_Contains(object, object) except -1
     Py_ssize_t PyDict_Size(object) noexcept
+    Py_ssize_t PyDict_GET_SIZE(object) noexcept  # a read of the dict's count: no call
+    Py_ssize_t Py_SIZE(object) noexcept  # a variable-size object's item count (a deque's length)
+    # A C method's definition, behind its descriptor: a subclass may get a descriptor of its own for it.
+    ctypedef struct PyMethodDef
+    ctypedef struct PyMethodDescrObject:
+        PyMethodDef* d_method
+    object PyDescr_NewMethod(PyTypeObject*, PyMethodDef*)
     # A callable's C entry point (PEP 590); called with a bound method's self as its one argument.
     ctypedef object (*_vectorcallfunc "vectorcallfunc")(PyObject*, PyObject**, size_t, PyObject*)
     _vectorcallfunc PyVectorcall_Function(object) noexcept

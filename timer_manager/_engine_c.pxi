@@ -91,6 +91,17 @@ _check_event_layout()
 
 # -- the engine -----------------------------------------------------------------------------------
 
+cdef object _deque = deque
+
+
+cdef inline Py_ssize_t _length(object sized) except -1:
+    """``len(sized)``; of a deque (the runner's inbox), read off the object with no call: a touch at the call
+    reads it on every message, out of the caches."""
+    if type(sized) is _deque:
+        return Py_SIZE(sized)
+    return len(sized)
+
+
 @cython.binding(False)  # plain C methods: CPython's call specialisations apply to them
 cdef class Engine:
     """The command queue, the timer table and the ready events of one manager."""
@@ -467,7 +478,7 @@ cdef class Engine:
             # In a server the table is cold at each message: its first lines are asked for here, and arrive
             # while the inbox and the clock are read (a third less CPU in the touch, benches/idle_server.py).
             self._table._expect(_str_hash(name))
-        if len(self.handed_over):
+        if _length(self.handed_over):
             return -1
         cdef double now = _monotonic() if self._monotonic else -1.0
         cdef PyObject* owner
@@ -484,11 +495,11 @@ cdef class Engine:
     @cython.final
     cdef int _touch(self, name, double now) except -1:
         cdef double span
-        interval = self.intervals.get(name) if PyDict_Size(self.intervals) else None
+        interval = self.intervals.get(name) if PyDict_GET_SIZE(self.intervals) else None
         if interval is not None:  # a repeating timer: its grid restarts one period from now
             interval.origin = now + interval.period
         cdef int touched
-        if not (PyDict_Size(self._ready) and PyDict_Contains(self._ready, name)):
+        if not (PyDict_GET_SIZE(self._ready) and PyDict_Contains(self._ready, name)):
             if self._table is not None:  # the usual case: one write beside the timer's heap entry
                 touched = self._table._touch(name, now)
                 if touched == 2:
@@ -604,10 +615,10 @@ cdef class Engine:
                 break
             if self._spans_vary:
                 spans[name] = span
-            if PyDict_Size(self.intervals) and PyDict_Contains(self.intervals, name):
+            if PyDict_GET_SIZE(self.intervals) and PyDict_Contains(self.intervals, name):
                 self.parked += 1
-                event = _new_event(name, deadline, data.get(name) if PyDict_Size(data) else None)
-            elif PyDict_Size(data):
+                event = _new_event(name, deadline, data.get(name) if PyDict_GET_SIZE(data) else None)
+            elif PyDict_GET_SIZE(data):
                 event = _new_event(name, deadline, data.pop(name, None))
             else:
                 event = _new_event(name, deadline, None)
@@ -636,7 +647,7 @@ cdef class Engine:
         """``take()``, if no command waits to be applied (queued, or handed over by another thread): a reset or a
         cancel among them may retract the event. Otherwise None, with nothing taken (the receive's slow path
         applies them first)."""
-        if self._count or len(self.handed_over):
+        if self._count or _length(self.handed_over):
             return None
         return self.take()
 
@@ -665,7 +676,7 @@ cdef class Engine:
             self._events_head = head
             name = _event_name(event)
             if ready.get(name) is event:
-                if PyDict_Size(self.intervals) and PyDict_Contains(self.intervals, name):
+                if PyDict_GET_SIZE(self.intervals) and PyDict_Contains(self.intervals, name):
                     busy = self._busy
                     self._busy = True  # until the repeating timer is back in the table: the next tick is Python
                     try:
@@ -676,7 +687,7 @@ cdef class Engine:
                     self.wake()
                     return event
                 del ready[name]
-                if PyDict_Size(self._spans):
+                if PyDict_GET_SIZE(self._spans):
                     self._spans.pop(name, None)
                 if self.waiting_for_room:
                     self.wake()
@@ -690,7 +701,7 @@ cdef class Engine:
     @cython.final
     cdef int _rearm(self, name, event) except -1:
         """Arm repeating timer ``name`` again, its ``event`` taken: from parked back to the table."""
-        if PyDict_Size(self._spans):
+        if PyDict_GET_SIZE(self._spans):
             self._spans.pop(name, None)
         interval = self.intervals[name]
         next_deadline = interval.next_deadline(event.deadline, self._clock())
@@ -742,7 +753,7 @@ cdef class Engine:
     cdef int _retract(self, name) except -1:
         """Withdraw ``name``'s ready event; return whether ``name`` was parked (the caller uncounts it)."""
         del self._ready[name]
-        if PyDict_Size(self._spans):
+        if PyDict_GET_SIZE(self._spans):
             self._spans.pop(name, None)
         self.count_retracted += 1
         cdef list events = self._events

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ._protocol import EngineInterface
 
-__all__ = ("HandleCore",)
+__all__ = ("HandleCore", "adopt_touch")
 
 
 class HandleCore:
@@ -49,3 +49,10 @@ class HandleCore:
     def _touch_in_order(self, name: str) -> bool:
         """A touch that may have to wait for what comes first: the subclass's."""
         raise NotImplementedError
+
+
+def adopt_touch(cls: type[HandleCore], /) -> None:
+    """The compiled core gives ``cls`` a ``touch`` of its own, for CPython's call specialisation; a Python method's
+    calls are specialised in subclasses too, so here there is nothing to do."""
+    if not (isinstance(cls, type) and issubclass(cls, HandleCore)):
+        raise TypeError(f"expected a subclass of HandleCore, got {cls!r}")

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from . import _runner
-from ._core import HandleCore
+from ._core import HandleCore, adopt_touch
 from ._protocol import (
     CANCEL,
     CANCEL_ALL,
@@ -536,3 +536,6 @@ class TimerHandle(HandleCore):
             runner.drop(commands)
             raise
         runner.enqueue_all(commands)
+
+
+adopt_touch(TimerHandle)  # touch() is called on every message of an idle timeout: its call must be specialised
