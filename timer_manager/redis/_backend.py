@@ -157,8 +157,8 @@ class RedisStore:
         owned = backend.client is None
         if owned:
             import redis.asyncio
+            from redis.asyncio.retry import Retry  # an asyncio client's own (redis-py 8.2 warns of the other)
             from redis.backoff import NoBackoff
-            from redis.retry import Retry
 
             from ._link import BLOCK_SECONDS
 
