@@ -86,7 +86,8 @@ def _closed_transport(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and str(exc).startswith("unable to perform operation on")
 
 
-_PIPELINE_NO_GROUP = re.compile(r"of pipeline caused error: \(['\"]NOGROUP ")  # the repr of the error's args
+# redis-py's annotation of a pipeline's error: the error's args (``: ('NOGROUP ...',)``) up to 8.1, its text from 8.2.
+_PIPELINE_NO_GROUP = re.compile(r"of pipeline caused error: (?:\(['\"])?NOGROUP ")
 
 
 def _no_group(exc: BaseException) -> bool:
@@ -98,7 +99,7 @@ def _no_group(exc: BaseException) -> bool:
     return text.startswith("NOGROUP") or _PIPELINE_NO_GROUP.search(text) is not None
 
 
-_PIPELINE_UNBLOCKED = re.compile(r"of pipeline caused error: \(['\"]UNBLOCKED ")
+_PIPELINE_UNBLOCKED = re.compile(r"of pipeline caused error: (?:\(['\"])?UNBLOCKED ")
 
 
 def _read_only(exc: BaseException) -> bool:
