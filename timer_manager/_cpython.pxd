@@ -30,7 +30,6 @@ cdef extern from "Python.h":
         PyMemberDef* d_member
     PyObject* PyType_GenericAlloc(PyTypeObject*, Py_ssize_t) except NULL
     int PyDict_Contains(object, object) except -1
-    Py_ssize_t PyDict_Size(object) noexcept
     Py_ssize_t PyDict_GET_SIZE(object) noexcept  # a read of the dict's count: no call
     Py_ssize_t Py_SIZE(object) noexcept  # a variable-size object's item count (a deque's length)
     # A C method's definition, behind its descriptor: a subclass may get a descriptor of its own for it.
