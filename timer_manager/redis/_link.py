@@ -86,8 +86,10 @@ def _closed_transport(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and str(exc).startswith("unable to perform operation on")
 
 
-# redis-py's annotation of a pipeline's error: the error's args (``: ('NOGROUP ...',)``) up to 8.1, its text from 8.2.
-_PIPELINE_NO_GROUP = re.compile(r"of pipeline caused error: (?:\(['\"])?NOGROUP ")
+# redis-py's annotation of a pipeline's error, before the server's word: the error's args (``: ('NOGROUP ...',)``)
+# up to 8.1, its text from 8.2.
+_PIPELINE_ERROR = r"of pipeline caused error: (?:\(['\"])?"
+_PIPELINE_NO_GROUP = re.compile(_PIPELINE_ERROR + "NOGROUP ")
 
 
 def _no_group(exc: BaseException) -> bool:
@@ -99,7 +101,7 @@ def _no_group(exc: BaseException) -> bool:
     return text.startswith("NOGROUP") or _PIPELINE_NO_GROUP.search(text) is not None
 
 
-_PIPELINE_UNBLOCKED = re.compile(r"of pipeline caused error: (?:\(['\"])?UNBLOCKED ")
+_PIPELINE_UNBLOCKED = re.compile(_PIPELINE_ERROR + "UNBLOCKED ")
 
 
 def _read_only(exc: BaseException) -> bool:
