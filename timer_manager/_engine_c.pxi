@@ -115,8 +115,8 @@ cdef class Engine:
     cdef dict _ready                # name -> its receivable event
     cdef Py_ssize_t _count          # commands in the ring
     cdef public bint direct_touch   # kept by the runner: bound to its loop, open, not in debug mode
-    # Set at the first repeating timer, never cleared: until then a touch reads neither dict above (each
-    # is a line of its own, out of the caches in a server).
+    # Set at the first repeating timer, never cleared: until then a touch does not read the repeating timers (a
+    # line of its own, out of the caches in a server).
     cdef bint _had_intervals
     # Set while a timer moves between the queue, the table and the ready events (apply, fire, a take or a touch
     # that re-arms) and Python code may run (a log handler, the admission, a payload's __del__, the collector):
@@ -499,28 +499,22 @@ cdef class Engine:
     cdef int _touch(self, name, double now) except -1:
         cdef double span
         cdef int touched
-        if self._table is not None and not self._had_intervals:
-            # The usual case, asked of the table first: a timer in the table has no ready event (its fire takes it
-            # out; a set or a touch withdraws the event before putting it back), so the ready events are looked at
-            # only for a name the table does not hold.
-            touched = self._table._touch(name, now)
-            if touched == 2:
-                self.wake()  # moved earlier: see below
-            if touched or not (PyDict_GET_SIZE(self._ready) and PyDict_Contains(self._ready, name)):
-                return 1 if touched else 0
-        interval = self.intervals.get(name) if PyDict_GET_SIZE(self.intervals) else None
+        interval = self.intervals.get(name) if self._had_intervals and PyDict_GET_SIZE(self.intervals) else None
         if interval is not None:  # a repeating timer: its grid restarts one period from now
             interval.origin = now + interval.period
-        if not (PyDict_GET_SIZE(self._ready) and PyDict_Contains(self._ready, name)):
-            if self._table is not None:  # the usual case: one write beside the timer's heap entry
-                touched = self._table._touch(name, now)
-                if touched == 2:
-                    # Earlier than its place (a repeating timer whose first tick was more than a period away): the
-                    # table moved it, and the wake-up armed for its old deadline may come too late. A touch at the
-                    # call queues no command, so nothing else would re-arm it.
-                    self.wake()
-                    return 1
-                return touched
+        if self._table is not None:
+            # The usual case: one write beside the timer's heap entry, asked of the table first. A timer in the table
+            # has no ready event (its fire takes it out; a set or a touch withdraws the event before putting it
+            # back), so the ready events are looked at only for a name the table does not hold.
+            touched = self._table._touch(name, now)
+            if touched == 2:
+                # Earlier than its place (a repeating timer whose first tick was more than a period away): the
+                # table moved it, and the wake-up armed for its old deadline may come too late. A touch at the
+                # call queues no command, so nothing else would re-arm it.
+                self.wake()
+            if touched or not (PyDict_GET_SIZE(self._ready) and PyDict_Contains(self._ready, name)):
+                return 1 if touched else 0
+        elif not (PyDict_GET_SIZE(self._ready) and PyDict_Contains(self._ready, name)):
             before = self.table.deadline(name)
             if not self.table.touch(name, now):
                 return 0
