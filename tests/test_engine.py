@@ -241,7 +241,7 @@ def test_a_touch_at_the_call_reads_the_engines_clock_whichever_it_is() -> None:
     monotonic clock for a clock that is not ``time.monotonic`` (a loop's own, looptime's), or still reading it after
     the clock was replaced; a C reading that is not ``time.monotonic()``'s."""
     for engine in engines():
-        engine.direct_touch = True
+        engine.applies_at_call = True
         engine.push_set("a", 1.0, 10.0, None)
         engine.apply()
         engine.clock = lambda: 50.0
@@ -283,7 +283,7 @@ def test_a_touch_reads_a_bound_method_clock_as_the_method_would() -> None:
     first bound method's function or self after the clock was replaced, dropping the clock's exception, or a
     conversion that refuses what ``float()`` takes."""
     for engine in engines():
-        engine.direct_touch = True
+        engine.applies_at_call = True
         engine.push_set("a", 1.0, 10.0, None)
         engine.apply()
         first, second = _ManualClock(100.0), _ManualClock(200.0)
