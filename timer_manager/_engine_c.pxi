@@ -114,7 +114,7 @@ cdef class Engine:
     cdef public dict intervals
     cdef dict _ready                # name -> its receivable event
     cdef Py_ssize_t _count          # commands in the ring
-    cdef public bint applies_at_call  # kept by the runner: bound to its loop, open, local, not in debug mode
+    cdef public bint applies_at_call  # kept by the runner: running on its loop, open, local, not in debug mode
     cdef public double wake_for     # kept by the runner: the earliest deadline its armed wake-up is for (inf: none)
     # Set at the first repeating timer, never cleared: until then a touch does not read the repeating timers (a
     # line of its own, out of the caches in a server).
@@ -243,6 +243,7 @@ cdef class Engine:
             not self.applies_at_call
             or self._count
             or self._busy
+            or self.halted
             or not PyUnicode_CheckExact(name)
             or _length(self.handed_over)
             or self._logging()
@@ -260,8 +261,8 @@ cdef class Engine:
     @cython.final
     cdef bint _logging(self) except -1:
         """Whether the runner logs each command it applies (then a set is queued, and logged as it is applied).
-        The logger's own cache of its answers (``log_cache``) spares the call to ``logs_commands`` where it
-        holds one: a Python call, as long as the rest of the set's work at the call."""
+        The logger's own cache of its answers (``log_cache``) spares the Python call to ``logs_commands`` where it
+        holds one."""
         if self.log_cache is not None:
             cached = self.log_cache.get(_DEBUG)
             if cached is not None:

@@ -141,6 +141,7 @@ class Engine:
             not self.applies_at_call
             or self._commands
             or self._busy
+            or self.halted
             or type(name) is not str
             or self.handed_over
             or self._logging()
