@@ -240,9 +240,9 @@ async def test_a_set_at_the_call_wakes_the_manager_only_before_its_armed_wake_up
         handle.try_set_timer("near", 0.5)  # t0 + 1: before it
         assert runner.service_soon
         await asyncio.sleep(0)
-        handle.try_set_timer("moved", 2.5)  # t0 + 3, armed for in a pass
+        handle.try_set_timer("moved", 2.5)  # t0 + 3: after the wake-up armed for near
         await asyncio.sleep(0)
-        handle.try_set_timer("moved", 4.5)  # reset to t0 + 5: no pass; the wake-up at t0 + 1 re-arms
+        handle.try_set_timer("moved", 4.5)  # reset to t0 + 5: no pass either; the wake-up at t0 + 1 re-arms
         assert not runner.service_soon
         received = []
         for _ in range(4):
@@ -250,6 +250,28 @@ async def test_a_set_at_the_call_wakes_the_manager_only_before_its_armed_wake_up
             assert event is not None
             received.append((event.name, round(event.deadline - t0, 6), round(loop.time() - t0, 6)))
         assert received == [("near", 1.0, 1.0), ("moved", 5.0, 5.0), ("far", 10.0, 10.0), ("later", 20.0, 20.0)]
+
+
+@ASYNCIO_ONLY
+@pytest.mark.looptime
+async def test_a_pass_that_leaves_the_wake_up_as_it_was_still_lets_a_later_set_at_the_call_ask_for_one_virtual() -> (
+    None
+):
+    """A set at the call asked for a pass, which found the armed wake-up right as it was (the set's timer was
+    cancelled meanwhile): a later set at the call before that wake-up must ask for a pass again. Catches: the
+    runner skipping its note of the armed deadline when nothing changed (the later set delivered late)."""
+    loop = asyncio.get_running_loop()
+    async with running(heartbeat=0.0) as (_manager, handle, _task):
+        t0 = loop.time()
+        handle.try_set_timer("far", 10.0)
+        await asyncio.sleep(0)  # armed for t0 + 10
+        handle.try_set_timer("x", 5.0)  # before it: a pass is asked for
+        handle.try_cancel_timer("x")  # queued; that pass applies it, and leaves the wake-up armed for far
+        await asyncio.sleep(0)
+        handle.try_set_timer("near", 1.0)
+        event = await asyncio.wait_for(handle.recv_event(), 30.0)
+        assert event is not None
+        assert (event.name, loop.time() - t0) == ("near", 1.0)
 
 
 async def test_try_set_timers_is_all_or_nothing() -> None:

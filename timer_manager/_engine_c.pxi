@@ -115,7 +115,9 @@ cdef class Engine:
     cdef dict _ready                # name -> its receivable event
     cdef Py_ssize_t _count          # commands in the ring
     cdef public bint applies_at_call  # kept by the runner: running on its loop, open, local, not in debug mode
-    cdef public double wake_for     # kept by the runner: the earliest deadline its armed wake-up is for (inf: none)
+    # Kept by the runner: the earliest deadline its armed wake-up is for (inf: none is armed; -inf: a set at the call
+    # asked for a pass, which arms it afresh).
+    cdef public double wake_for
     # Set at the first repeating timer, never cleared: until then a touch does not read the repeating timers (a
     # line of its own, out of the caches in a server).
     cdef bint _had_intervals
@@ -255,6 +257,8 @@ cdef class Engine:
         finally:
             self._busy = False
         if deadline < self.wake_for:
+            # The pass asked for arms the wake-up for whatever is earliest then: no set before it asks again.
+            self.wake_for = -INFINITY
             self.wake()
         return APPLIED
 

@@ -153,6 +153,8 @@ class Engine:
         finally:
             self._busy = False
         if deadline < self.wake_for:
+            # The pass asked for arms the wake-up for whatever is earliest then: no set before it asks again.
+            self.wake_for = -math.inf
             self.wake()
         return APPLIED
 

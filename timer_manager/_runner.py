@@ -676,6 +676,8 @@ class Runner:
             wakeup.disarm()
             self.engine.wake_for = math.inf
             return
+        # A set applied at the call for this deadline or later is delivered by this wake-up or one it arms.
+        self.engine.wake_for = next_deadline
         # A pass that changed neither the earliest deadline nor the last delivery (most passes for commands)
         # would arm what is armed: skip the grid's arithmetic. A wake-up that came or was replaced has another
         # ``when``, so it is computed afresh.
@@ -696,8 +698,6 @@ class Runner:
         if wakeup.when != when:
             wakeup.arm(when)
         self.armed_when, self.armed_for, self.armed_after = when, next_deadline, self.last_delivery
-        # A set applied at the call for this deadline or later is delivered by this wake-up or a later one it arms.
-        self.engine.wake_for = next_deadline
 
     def stop(self, reason: str, exc: BaseException | None = None) -> None:
         """Stop for good: discard pending timers and commands, release every waiter."""
