@@ -240,12 +240,10 @@ cdef class Engine:
         """A loop-side set: applied at once where nothing may have to come first (``applies_at_call`` is set, no
         command is queued or handed over, no command is being logged, ``name`` is a str), answering ``APPLIED``;
         otherwise ``push_set``'s answer. A set applied at once asks for a pass only where its deadline comes
-        before the one the armed wake-up is for (``wake_for``); until that pass, sets are queued for it, which
-        applies a burst of them together, in less time than one by one at the call (``benches/set_burst.py``)."""
+        before the one the armed wake-up is for (``wake_for``)."""
         if (
             not self.applies_at_call
             or self._count
-            or self.wake_for == -INFINITY  # a pass is on its way: it applies this set with the others of a burst
             or self._busy
             or self.halted
             or not PyUnicode_CheckExact(name)

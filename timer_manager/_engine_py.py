@@ -136,11 +136,10 @@ class Engine:
         """A loop-side set: applied at once where nothing may have to come first (``applies_at_call`` is set, no
         command is queued or handed over, no command is being logged, ``name`` is a str), answering ``APPLIED``;
         otherwise ``push_set``'s answer. A set applied at once asks for a pass only where its deadline comes
-        before the one the armed wake-up is for (``wake_for``); until that pass, sets are queued for it."""
+        before the one the armed wake-up is for (``wake_for``)."""
         if (
             not self.applies_at_call
             or self._commands
-            or self.wake_for == -math.inf  # a pass is on its way: it applies this set with the others of a burst
             or self._busy
             or self.halted
             or type(name) is not str
