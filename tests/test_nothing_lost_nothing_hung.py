@@ -24,6 +24,7 @@ from timer_manager import (
     ManagerClosed,
     QueueFull,
     TimerExpired,
+    TimerHandle,
     TimerLimitExceeded,
     TimerManager,
     _backend,
@@ -603,11 +604,10 @@ async def test_a_debug_log_handler_that_sets_timers_does_not_kill_the_manager() 
         logger.setLevel(old_level)
 
 
-async def test_an_engine_step_that_raises_releases_every_waiter_and_run_reraises(
-    table_class: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A table whose set raises: run() raises that error, waiting senders get ManagerClosed, waiting
-    receivers None, threads ManagerClosed; nothing hangs."""
+def _with_a_table_broken_by_boom(
+    table_class: Any, monkeypatch: pytest.MonkeyPatch, name: str, capacity: int
+) -> tuple[TimerManager, TimerHandle]:
+    """A new manager (queues of ``capacity``) whose table raises RuntimeError at a set of "boom"."""
 
     class Broken(table_class):  # type: ignore[misc]
         def set_with_span(self, name: str, deadline: float, span: float, /) -> bool:
@@ -617,7 +617,15 @@ async def test_an_engine_step_that_raises_releases_every_waiter_and_run_reraises
 
     with monkeypatch.context() as patch:  # this manager only
         patch.setattr(_backend, "TimerTable", Broken)
-        manager, handle = TimerManager.new("broken", 0, 1, 1)
+        return TimerManager.new(name, 0, capacity, capacity)
+
+
+async def test_an_engine_step_that_raises_releases_every_waiter_and_run_reraises(
+    table_class: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table whose set raises: run() raises that error, waiting senders get ManagerClosed, waiting
+    receivers None, threads ManagerClosed; nothing hangs."""
+    manager, handle = _with_a_table_broken_by_boom(table_class, monkeypatch, "broken", 1)
     threadsafe = handle.threadsafe()
     run = asyncio.ensure_future(manager.run())
     await asyncio.sleep(0)
@@ -644,16 +652,7 @@ async def test_a_set_that_fails_at_the_call_stops_the_manager_as_failed_and_rais
     error, and the manager stops as failed, as after a pass (run() raises it, waiting receivers get None, later
     calls ManagerClosed). Catches: the error raised to the caller while the manager runs on with the table it
     broke, or swallowed."""
-
-    class Broken(table_class):  # type: ignore[misc]
-        def set_with_span(self, name: str, deadline: float, span: float, /) -> bool:
-            if name == "boom":
-                raise RuntimeError("table broke")
-            return bool(super().set_with_span(name, deadline, span))
-
-    with monkeypatch.context() as patch:  # this manager only
-        patch.setattr(_backend, "TimerTable", Broken)
-        manager, handle = TimerManager.new("broken at the call", 0, 4, 4)
+    manager, handle = _with_a_table_broken_by_boom(table_class, monkeypatch, "broken at the call", 4)
     run = asyncio.ensure_future(manager.run())
     await handle.flush()
     receiver = asyncio.ensure_future(handle.recv_event())

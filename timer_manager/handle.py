@@ -81,7 +81,10 @@ class TimerHandle(HandleCore):
     # ------------------------------------------------------------------ setting timers
 
     async def set_timer(self, name: str, duration: Duration, *, data: Any = None) -> None:
-        """Create timer ``name`` or replace its deadline with now + ``duration``; wait for room."""
+        """Create timer ``name`` or replace its deadline with now + ``duration``; wait for room.
+
+        With nothing queued before it, on a running manager, the set is applied at the call and takes no room
+        (as a touch is): ``name`` is pending with its new deadline as soon as the call returns."""
         command = self._set_command(name, duration, data)
         runner = self._runner
         _, checked, (deadline, span), encoded = command
