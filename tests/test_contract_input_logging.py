@@ -271,8 +271,9 @@ async def test_debug_for_each_command_when_enabled(caplog: pytest.LogCaptureFixt
 async def test_nothing_at_debug_when_off_and_checked_once_per_batch(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With DEBUG off, logger.debug is never called for 200 commands, and the level is checked once per
-    batch, not per command. catches: formatting/calling debug per command while DEBUG is off."""
+    """With DEBUG off, logger.debug is never called for 200 commands, and the level is asked of the logger
+    once per batch, not per command (a set applied at the call reads the logger's cache of its answer).
+    catches: formatting/calling debug per command while DEBUG is off."""
     caplog.set_level(logging.INFO, logger="timer_manager")
     logger = logging.getLogger("timer_manager")
     debug_calls: list[Any] = []
@@ -339,3 +340,25 @@ def test_a_heartbeat_over_a_minute_is_accepted_with_a_warning_at_the_callers_lin
     with pytest.warns(UserWarning, match="heartbeat_interval=100 s"):
         TimerManager("suspicious", 100)
     TimerManager.new("fine", 60, 8, 8)  # the suite turns any warning into an error
+
+
+@pytest.mark.usefixtures("core")
+async def test_a_set_is_logged_at_debug_while_the_manager_runs_with_nothing_queued(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With nothing queued, a set on the loop's thread is applied at the call, unless each command is logged:
+    then it is queued, and logged as it is applied. Catches: sets applied at the call unlogged at DEBUG."""
+    manager, handle = TimerManager.new("dbg-at-call", 0.01, 10, 10)
+    task = asyncio.create_task(manager.run())
+    await handle.flush()
+    handle.try_set_timer("quiet", 100.0)  # DEBUG off: applied at the call
+    assert manager.stats().command_queue_high_water == 1  # the flush's marker only
+    caplog.set_level(logging.DEBUG, logger="timer_manager")
+    handle.try_set_timer("a", 100.0)
+    await handle.set_timer("b", 100.0)
+    await handle.flush()
+    debugs = _records(caplog, logging.DEBUG)
+    assert ["'a'" in debugs[0], "'b'" in debugs[1], "flush" in debugs[2]] == [True, True, True], debugs
+    assert all(message.startswith("timer manager 'dbg-at-call': set") for message in debugs[:2]), debugs
+    await handle.shutdown()
+    await task

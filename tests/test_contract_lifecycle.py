@@ -360,7 +360,7 @@ async def _waiters(handle: TimerHandle) -> tuple[list[asyncio.Task[Any]], list[a
     """Two receivers waiting for an event and three senders waiting for room (queue of 1, full)."""
     receivers: list[asyncio.Task[Any]] = [asyncio.create_task(handle.recv_event()) for _ in range(2)]
     receivers.append(asyncio.create_task(handle.recv_events(5)))
-    handle.try_set_timer("fill", 1000.0)
+    handle.try_cancel_timer("fill")  # a set with nothing queued would be applied at the call
     senders = [
         asyncio.create_task(handle.set_timer("s1", 1.0)),
         asyncio.create_task(handle.cancel_timer("s2")),

@@ -182,6 +182,98 @@ async def test_try_calls_raise_queue_full_when_full() -> None:
     await task
 
 
+async def test_a_set_with_nothing_queued_is_applied_at_the_call_and_takes_no_place() -> None:
+    """While the manager runs, a set on the loop's thread with nothing queued is applied at the call: pending at
+    once with its call-time deadline, holding no place in the command queue (here of one, and the manager gets
+    no turn). Behind a queued command a set queues, in order: try_ raises QueueFull, the awaitable waits.
+    Catches: a set applied ahead of a command sent before it; a set at the call that still takes a place."""
+    loop = asyncio.get_running_loop()
+    async with running(commands=1) as (manager, handle, _task):
+        await handle.flush()
+        runner = manager._runner
+        service = runner.service
+        runner.service = lambda: setattr(runner, "service_soon", False)  # type: ignore[method-assign]
+        try:
+            before = loop.time()
+            for name in ("a", "b", "c"):
+                handle.try_set_timer(name, 10.0)
+            await handle.set_timer("d", 20.0)
+            after = loop.time()
+            assert [name in handle for name in "abcd"] == [True] * 4
+            assert before + 10.0 <= handle.deadline("a") <= after + 10.0  # type: ignore[operator]
+            assert before + 20.0 <= handle.deadline("d") <= after + 20.0  # type: ignore[operator]
+            assert manager._runner.engine.queued() == 0
+            handle.try_cancel_timer("a")  # the one place
+            with pytest.raises(QueueFull):
+                handle.try_set_timer("a", 5.0)
+            waiting = asyncio.ensure_future(handle.set_timer("a", 5.0))
+            await asyncio.sleep(0)
+            assert not waiting.done()
+            assert "a" in handle  # the cancel is not applied yet, and nothing overtook it
+        finally:
+            runner.service = service  # type: ignore[method-assign]
+        runner.schedule_service()
+        await asyncio.wait_for(waiting, 5.0)
+        await handle.flush()
+        assert handle.deadline("a") is not None  # cancelled, then set again: in the order sent
+        stats = manager.stats()
+        assert (stats.set, stats.cancelled) == (5, 1)
+
+
+@ASYNCIO_ONLY
+@pytest.mark.looptime
+async def test_a_set_at_the_call_wakes_the_manager_only_before_its_armed_wake_up_virtual() -> None:
+    """A set applied at the call whose deadline comes before the one the armed wake-up is for asks for a pass,
+    which re-arms it; one at or after it asks for none, and the armed wake-up delivers it in turn (exactly on
+    time, heartbeat 0). A timer reset later at the call is never delivered early. Catches: a set at the call
+    left behind a later wake-up (delivered late), or a pass asked for every set."""
+    loop = asyncio.get_running_loop()
+    async with running(heartbeat=0.0) as (manager, handle, _task):
+        runner = manager._runner
+        t0 = loop.time()
+        handle.try_set_timer("far", 10.0)
+        assert runner.service_soon  # nothing was armed: a pass arms the wake-up
+        await asyncio.sleep(0.5)
+        assert not runner.service_soon
+        handle.try_set_timer("later", 19.5)  # t0 + 20: after the armed 10
+        assert not runner.service_soon
+        handle.try_set_timer("near", 0.5)  # t0 + 1: before it
+        assert runner.service_soon
+        await asyncio.sleep(0)
+        handle.try_set_timer("moved", 2.5)  # t0 + 3: after the wake-up armed for near
+        await asyncio.sleep(0)
+        handle.try_set_timer("moved", 4.5)  # reset to t0 + 5: no pass either; the wake-up at t0 + 1 re-arms
+        assert not runner.service_soon
+        received = []
+        for _ in range(4):
+            event = await asyncio.wait_for(handle.recv_event(), 30.0)
+            assert event is not None
+            received.append((event.name, round(event.deadline - t0, 6), round(loop.time() - t0, 6)))
+        assert received == [("near", 1.0, 1.0), ("moved", 5.0, 5.0), ("far", 10.0, 10.0), ("later", 20.0, 20.0)]
+
+
+@ASYNCIO_ONLY
+@pytest.mark.looptime
+async def test_a_pass_that_leaves_the_wake_up_as_it_was_still_lets_a_later_set_at_the_call_ask_for_one_virtual() -> (
+    None
+):
+    """A set at the call asked for a pass, which found the armed wake-up right as it was (the set's timer was
+    cancelled meanwhile): a later set at the call before that wake-up must ask for a pass again. Catches: the
+    runner skipping its note of the armed deadline when nothing changed (the later set delivered late)."""
+    loop = asyncio.get_running_loop()
+    async with running(heartbeat=0.0) as (_manager, handle, _task):
+        t0 = loop.time()
+        handle.try_set_timer("far", 10.0)
+        await asyncio.sleep(0)  # armed for t0 + 10
+        handle.try_set_timer("x", 5.0)  # before it: a pass is asked for
+        handle.try_cancel_timer("x")  # queued; that pass applies it, and leaves the wake-up armed for far
+        await asyncio.sleep(0)
+        handle.try_set_timer("near", 1.0)
+        event = await asyncio.wait_for(handle.recv_event(), 30.0)
+        assert event is not None
+        assert (event.name, loop.time() - t0) == ("near", 1.0)
+
+
 async def test_try_set_timers_is_all_or_nothing() -> None:
     """try_set_timers with more items than fit raises QueueFull and queues none of them.
     catches: a partial batch queued before the QueueFull."""

@@ -137,6 +137,7 @@ async def test_deadline_taken_at_call_while_loop_blocked() -> None:
     catches: deadline taken at apply time instead of call time."""
     loop = asyncio.get_running_loop()
     async with running(heartbeat=0.01) as (_, handle, _task):
+        handle.try_cancel_timer("x")  # queued: the sets queue behind it (with nothing queued they apply at the call)
         before = loop.time()
         # Due a second out: still pending after the block and the flush below, however loaded the machine.
         handle.try_set_timer("a", 1.0)

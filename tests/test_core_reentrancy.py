@@ -264,7 +264,7 @@ def test_a_collection_during_fire_that_touches_ready_timers(core: Core) -> None:
     Since fire defers what such code does to timers, a touch in its middle is queued (a TOUCH, applied by the
     next pass) and reports whether the timer is pending; one before or after it is applied at once."""
     engine = _engine(core.kind)
-    engine.direct_touch = True
+    engine.applies_at_call = True
     for i in range(70):
         engine.push_set(f"r{i:02}", 1.0, 5.0, None)
     engine.apply()
@@ -377,7 +377,7 @@ def scenario_engine_under_reentrant_payloads(kind: str, seed: int, steps: int) -
     and at the end every ready event is received once."""
     rng = random.Random(seed)
     engine = _engine(kind, event_capacity=50)
-    engine.direct_touch = True
+    engine.applies_at_call = True
     clock = [0.0]
     engine.clock = lambda: clock[0]
     names = [f"k{i}" for i in range(40)]

@@ -241,7 +241,7 @@ def test_a_touch_at_the_call_reads_the_engines_clock_whichever_it_is() -> None:
     monotonic clock for a clock that is not ``time.monotonic`` (a loop's own, looptime's), or still reading it after
     the clock was replaced; a C reading that is not ``time.monotonic()``'s."""
     for engine in engines():
-        engine.direct_touch = True
+        engine.applies_at_call = True
         engine.push_set("a", 1.0, 10.0, None)
         engine.apply()
         engine.clock = lambda: 50.0
@@ -283,7 +283,7 @@ def test_a_touch_reads_a_bound_method_clock_as_the_method_would() -> None:
     first bound method's function or self after the clock was replaced, dropping the clock's exception, or a
     conversion that refuses what ``float()`` takes."""
     for engine in engines():
-        engine.direct_touch = True
+        engine.applies_at_call = True
         engine.push_set("a", 1.0, 10.0, None)
         engine.apply()
         first, second = _ManualClock(100.0), _ManualClock(200.0)
@@ -308,3 +308,46 @@ def test_a_touch_reads_a_bound_method_clock_as_the_method_would() -> None:
         engine.clock = [300.0].pop  # a builtin's bound method: no Python function behind it
         assert engine.touch_now("a") is True
         assert engine.pending_deadline("a") == 310.0
+
+
+def test_a_set_at_the_call_is_applied_only_where_allowed_and_asks_for_one_pass() -> None:
+    """``set_now`` applies a set at once only where ``applies_at_call`` is set and nothing is queued, handed over
+    or being logged, and asks for a pass only for a deadline before ``wake_for``, once until the runner writes
+    ``wake_for`` again (the pass arms for whatever is earliest then). Both engines alike. Catches: a set
+    overtaking a queued command, one applied unlogged at DEBUG, a late wake-up left armed, or a pass asked for
+    by every set of a burst."""
+    for engine in engines():
+        wakes: list[int] = []
+        engine.wake = lambda wakes=wakes: wakes.append(1)
+        assert engine.set_now("a", 1.0, 1.0, None) == 2  # not allowed yet: queued, first
+        assert engine.queued() == 1
+        engine.apply()
+        engine.applies_at_call = True
+        engine.wake_for = 5.0  # the runner armed for 5
+        assert engine.set_now("b", 9.0, 9.0, "data") == 3  # applied; after the armed wake-up: no pass
+        assert engine.queued() == 0 and wakes == []
+        assert engine.pending_deadline("b") == 9.0 and engine.data["b"] == "data"
+        assert engine.set_now("c", 4.0, 4.0, None) == 3  # before it: a pass is asked for
+        assert wakes == [1]
+        assert engine.set_now("d", 2.0, 2.0, None) == 3  # the pass already asked for arms for it
+        assert wakes == [1]
+        engine.push(CANCEL, "b", None, None)
+        assert engine.set_now("b", 3.0, 3.0, None) == 1  # behind the queued cancel, in order
+        engine.apply()
+        assert engine.pending_deadline("b") == 3.0
+        engine.handed_over = [object()]
+        assert engine.set_now("e", 1.0, 1.0, None) == 2
+        engine.apply()
+        engine.handed_over = ()
+        engine.log_cache, engine.logs_commands = None, lambda: True  # each command logged: queued, logged in apply
+        assert engine.set_now("f", 1.0, 1.0, None) == 2
+        engine.apply()
+        engine.log_cache = {10: True}  # the logger's cache answers first
+        engine.logs_commands = lambda: False
+        assert engine.set_now("g", 1.0, 1.0, None) == 2
+        engine.apply()
+        engine.log_cache = {10: False}
+        assert engine.set_now("h", 1.0, 1.0, None) == 3
+        engine.halted = True  # a token stop is on its way
+        assert engine.set_now("i", 1.0, 1.0, None) == 2
+        assert (engine.count_set, engine.count_reset) == (9, 0)  # b was cancelled before its second set

@@ -154,9 +154,10 @@ async def test_run_cancelled_releases_senders_and_receivers() -> None:
     await asyncio.sleep(0)
 
     async def fill_then_set() -> None:
-        # Fill the command queue without yielding, then wait for room behind it.
-        handle.try_set_timer("a", 10.0)
-        handle.try_set_timer("b", 10.0)
+        # Fill the command queue without yielding (cancels: a set with nothing queued is applied at the call),
+        # then wait for room behind it.
+        handle.try_cancel_timer("a")
+        handle.try_cancel_timer("b")
         await handle.set_timer("c", 10.0)
 
     senders = [
@@ -194,7 +195,7 @@ async def test_token_cancel_releases_senders_and_receivers() -> None:
     await asyncio.sleep(0)
 
     async def fill_then_set() -> None:
-        handle.try_set_timer("a", 10.0)
+        handle.try_cancel_timer("a")  # a command that waits, as a set with nothing queued would not
         await handle.set_timer("b", 1.0)
 
     sender = asyncio.create_task(fill_then_set())

@@ -50,14 +50,15 @@ async def test_stats_count_exactly_over_a_scripted_sequence() -> None:
     waits, high-water marks, lateness percentiles)."""
     async with running(commands=8, events=2) as (manager, handle, _task):
         t0 = now()
-        # run() has not started yet: all of these stay queued
+        # The manager has no turn until the flush: the sets queue behind the first command (with nothing queued,
+        # a set would be applied at the call).
+        handle.try_cancel_timer("nope")  # not pending: not counted
         handle.try_set_timer("a", 1)
         handle.try_set_timer("b", 2)
         handle.try_set_timer("c", 3)
         handle.try_set_timer("d", 10)
         handle.try_set_timer("d", 20)  # a re-set
         handle.try_cancel_timer("c")  # cancels a pending timer
-        handle.try_cancel_timer("nope")  # not pending: not counted
         snapshot = manager.stats()  # a snapshot does not change later
         await handle.flush()  # the 8th queued command
         assert snapshot.set == 0

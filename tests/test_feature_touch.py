@@ -306,7 +306,7 @@ async def test_touch_needs_no_command_and_keeps_the_timer_alive() -> None:
 
 def test_the_engines_touch_at_the_call_only_when_nothing_may_come_first(core: Any) -> None:
     """``touch_now`` is the handle's whole hot path: it touches at the call only while the runner allows it
-    (``direct_touch``), no command is queued or handed over by another thread, and the name is an exact str;
+    (``applies_at_call``), no command is queued or handed over by another thread, and the name is an exact str;
     otherwise it answers None and changes nothing. Catches: a touch that overtakes a queued or handed-over
     command, one applied while the runner forbids it (closing, unbound, debug), or a str subclass taken
     unchecked."""
@@ -314,8 +314,8 @@ def test_the_engines_touch_at_the_call_only_when_nothing_may_come_first(core: An
     engine.clock = lambda: 10.0
     engine.push_set("a", 11.0, 1.0, None)
     engine.apply()
-    assert engine.touch_now("a") is None  # direct_touch starts False: the runner allows it once bound
-    engine.direct_touch = True
+    assert engine.touch_now("a") is None  # applies_at_call starts False: the runner allows it once bound
+    engine.applies_at_call = True
     assert engine.touch_now("a") is True
     assert engine.touch_now("missing") is False
     assert engine.pending_deadline("a") == 11.0
@@ -337,11 +337,11 @@ def test_the_engines_touch_at_the_call_only_when_nothing_may_come_first(core: An
     engine.handed_over = []
     engine.push_set("b", 30.0, 1.0, None)
     assert engine.touch_now("a") is None
-    engine.direct_touch = False
+    engine.applies_at_call = False
     engine.apply()
     assert engine.touch_now("a") is None
     assert engine.pending_deadline("a") == 11.0  # none of those touched it
-    engine.direct_touch = True
+    engine.applies_at_call = True
     assert engine.touch_now("a") is True
     assert engine.pending_deadline("a") == 21.0
 
@@ -425,9 +425,9 @@ def test_both_handle_cores_answer_for_the_engine_and_else_touch_in_order(core: A
         engine.push_set("a", 11.0, 1.0, None)
         engine.apply()
         handle = Handle(engine)
-        assert handle.touch("a") is False  # direct_touch not set: the ordered path
+        assert handle.touch("a") is False  # applies_at_call not set: the ordered path
         assert handle.ordered == ["a"]
-        engine.direct_touch = True
+        engine.applies_at_call = True
         assert handle.touch("a") is True
         assert handle.touch("missing") is False
         assert handle.ordered == ["a"]
@@ -478,40 +478,59 @@ def test_adopt_touch_takes_only_subclasses_of_the_handle_core(twin: str) -> None
             module.adopt_touch(wrong)
 
 
-async def test_the_runner_allows_a_touch_at_the_call_only_while_bound_open_and_not_in_debug_mode(core: Any) -> None:
-    """Catches: ``direct_touch`` left set once the manager closes (a touch after shutdown would act instead of
-    raising ManagerClosed), not set again when a shutdown is cancelled before it was queued, or set on a
-    debug loop (where every call checks its thread)."""
+async def test_the_runner_allows_a_touch_or_set_at_the_call_only_while_running_open_and_not_in_debug_mode(
+    core: Any,
+) -> None:
+    """Catches: ``applies_at_call`` set before ``run()`` (a set would not wait for the manager to start), left set
+    once the manager closes (a touch after shutdown would act instead of raising ManagerClosed), not set again
+    when a shutdown is cancelled before it was queued, or set on a debug loop (where every call checks its
+    thread)."""
     from timer_manager import TimerManager
 
     manager, handle = TimerManager.new("gate", 0.0, 1, 8)
-    engine = manager._runner.engine
-    assert engine.direct_touch is False  # not bound yet
+    runner = manager._runner
+    engine = runner.engine
+    assert engine.applies_at_call is False  # not bound yet
     handle.try_set_timer("a", 10.0)
-    assert engine.direct_touch is True
-    assert engine.handed_over is manager._runner.inbox.commands
-    shutdown = asyncio.ensure_future(handle.shutdown())  # no room: it waits, and the manager is closing
-    await asyncio.sleep(0)
-    assert engine.direct_touch is False
-    with pytest.raises(ManagerClosed):
-        handle.touch("a")
-    shutdown.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await shutdown
-    assert engine.direct_touch is True
-    assert handle.touch("a") is True
+    assert engine.applies_at_call is False  # bound, not running: the set waits for run()
+    assert engine.queued() == 1
+    assert engine.handed_over is runner.inbox.commands
+    assert handle.touch("a") is True  # the ordered path: the set applied first
     task = asyncio.create_task(manager.run())
+    await handle.flush()
+    assert engine.applies_at_call is True
+    service = runner.service
+    runner.service = lambda: setattr(runner, "service_soon", False)
+    try:
+        handle.try_cancel_timer("x")  # the queue of one is full, and the manager gets no turn
+        shutdown = asyncio.ensure_future(handle.shutdown())  # no room: it waits, and the manager is closing
+        await asyncio.sleep(0)
+        assert engine.applies_at_call is False
+        with pytest.raises(ManagerClosed):
+            handle.touch("a")
+        with pytest.raises(ManagerClosed):
+            handle.try_set_timer("a", 1.0)
+        shutdown.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await shutdown
+        assert engine.applies_at_call is True
+    finally:
+        runner.service = service
+    assert handle.touch("a") is True
     await handle.shutdown()
     await task
-    assert engine.direct_touch is False
+    assert engine.applies_at_call is False
     loop = asyncio.get_running_loop()
     loop.set_debug(True)
     try:
         debug_manager, debug_handle = TimerManager.new("debug", 0.0, 8, 8)
-        debug_handle.try_set_timer("a", 10.0)
-        assert debug_manager._runner.engine.direct_touch is False
+        debug_task = asyncio.create_task(debug_manager.run())
+        await debug_handle.set_timer("a", 10.0)
+        assert debug_manager._runner.engine.applies_at_call is False
+        assert debug_manager._runner.engine.queued() == 1  # queued, not applied at the call
         assert debug_handle.touch("a") is True  # the ordered path, with its thread check
-        debug_handle.try_shutdown()
+        await debug_handle.shutdown()
+        await debug_task
     finally:
         loop.set_debug(False)
 

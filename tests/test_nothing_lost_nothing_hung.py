@@ -24,6 +24,7 @@ from timer_manager import (
     ManagerClosed,
     QueueFull,
     TimerExpired,
+    TimerHandle,
     TimerLimitExceeded,
     TimerManager,
     _backend,
@@ -383,10 +384,12 @@ async def test_a_raising_token_callback_does_not_keep_a_manager_running(caplog: 
 
 
 @pytest.mark.usefixtures("core")
-@pytest.mark.parametrize("when", ["before run", "while running"])
+@pytest.mark.parametrize("when", ["before run", "while running", "applied at the call"])
 async def test_commands_queued_at_a_token_stop_are_discarded(when: str) -> None:
     """Defect 10: contract 8 discards commands still queued at a token stop, but a set_timer(x, 0) queued
-    before the stop (or before run() with the token already cancelled) was applied and delivered."""
+    before the stop (or before run() with the token already cancelled) was applied and delivered. A set applied
+    at the call before the stop is a pending timer, which the stop discards too: due at once, it is never
+    delivered."""
     token = CancellationToken()
     manager, handle = TimerManager.new("discard", 0, 8, 8, token)
     if when == "before run":
@@ -396,35 +399,37 @@ async def test_commands_queued_at_a_token_stop_are_discarded(when: str) -> None:
     else:
         run = asyncio.ensure_future(manager.run())
         await asyncio.sleep(0)
-        handle.try_set_timer("queued", 0)
+        if when == "while running":
+            handle.try_cancel_timer("first")  # the set queues behind it
+        handle.try_set_timer("queued", 0)  # with nothing queued: applied at the call, due at once
         token.cancel()  # on the loop's thread, before the manager's next pass
     await asyncio.wait_for(run, HANG)
     assert await handle.recv_event() is None
-    assert manager.stats().set == 0
+    assert manager.stats().set == (1 if when == "applied at the call" else 0)
 
 
-async def test_a_token_cancelled_by_a_thread_while_the_loop_updates_direct_touch_keeps_touches_discarded(
+async def test_a_token_cancelled_by_a_thread_while_the_loop_updates_applies_at_call_keeps_touches_discarded(
     core: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The runner recomputes whether a touch may be applied at the call (``update_direct_touch``: read the flags,
-    then write the engine's ``direct_touch``) on the loop's thread, and the token's callback does the same from the
+    """The runner recomputes whether a touch may be applied at the call (``update_applies_at_call``: read the flags,
+    then write the engine's ``applies_at_call``) on the loop's thread, and the token's callback does the same from the
     thread that cancels it. A thread switch between the loop's read and its write (played here by running the
-    cancel, in a thread of its own, from that write) left ``direct_touch`` set with the token cancelled: a touch
+    cancel, in a thread of its own, from that write) left ``applies_at_call`` set with the token cancelled: a touch
     then went to the table at the call, withdrew a one-shot timer's waiting event and armed the timer, which the
     stop discarded: the event was lost, where a touch after the cancel does nothing (reliability row 32)."""
     token = CancellationToken()
     switch = threading.Event()  # set: the loop's next write of True lets the cancelling thread run first
     loop_thread = threading.get_ident()
     base: Any = core.Engine
-    field = getattr(base, "direct_touch", None)  # the compiled engine's own field; the pure one keeps an attribute
+    field = getattr(base, "applies_at_call", None)  # the compiled engine's own field; the pure one keeps an attribute
 
     class Switching(base):  # type: ignore[misc]
         @property
-        def direct_touch(self) -> bool:
-            return bool(field.__get__(self) if field is not None else self.__dict__["_direct_touch"])
+        def applies_at_call(self) -> bool:
+            return bool(field.__get__(self) if field is not None else self.__dict__["_applies_at_call"])
 
-        @direct_touch.setter
-        def direct_touch(self, value: bool) -> None:
+        @applies_at_call.setter
+        def applies_at_call(self, value: bool) -> None:
             if value and switch.is_set() and threading.get_ident() == loop_thread:
                 switch.clear()
                 thread = threading.Thread(target=token.cancel)
@@ -433,7 +438,7 @@ async def test_a_token_cancelled_by_a_thread_while_the_loop_updates_direct_touch
             if field is not None:
                 field.__set__(self, value)
             else:
-                self.__dict__["_direct_touch"] = value
+                self.__dict__["_applies_at_call"] = value
 
     monkeypatch.setattr(_backend, "Engine", Switching)
     manager, handle = TimerManager.new("switched", 0, 8, 8, token)
@@ -445,11 +450,12 @@ async def test_a_token_cancelled_by_a_thread_while_the_loop_updates_direct_touch
     handler = logging.NullHandler(logging.DEBUG)
     old_level = logger.level
     logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)  # each command applied is logged, and direct_touch recomputed after its record
+    logger.setLevel(logging.DEBUG)  # each command applied is logged, and applies_at_call recomputed after its record
     try:
         handle.try_set_timer("x", 1000.0)
         switch.set()
-        handle.touch("a")  # applies the set first: the token is cancelled as direct_touch is written after its record
+        # applies the set first: the token is cancelled as applies_at_call is written after its record
+        handle.touch("a")
         assert token.is_cancelled()
         assert not switch.is_set()
         touched = handle.touch("a")
@@ -598,11 +604,10 @@ async def test_a_debug_log_handler_that_sets_timers_does_not_kill_the_manager() 
         logger.setLevel(old_level)
 
 
-async def test_an_engine_step_that_raises_releases_every_waiter_and_run_reraises(
-    table_class: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A table whose set raises: run() raises that error, waiting senders get ManagerClosed, waiting
-    receivers None, threads ManagerClosed; nothing hangs."""
+def _with_a_table_broken_by_boom(
+    table_class: Any, monkeypatch: pytest.MonkeyPatch, name: str, capacity: int
+) -> tuple[TimerManager, TimerHandle]:
+    """A new manager (queues of ``capacity``) whose table raises RuntimeError at a set of "boom"."""
 
     class Broken(table_class):  # type: ignore[misc]
         def set_with_span(self, name: str, deadline: float, span: float, /) -> bool:
@@ -612,12 +617,21 @@ async def test_an_engine_step_that_raises_releases_every_waiter_and_run_reraises
 
     with monkeypatch.context() as patch:  # this manager only
         patch.setattr(_backend, "TimerTable", Broken)
-        manager, handle = TimerManager.new("broken", 0, 1, 1)
+        return TimerManager.new(name, 0, capacity, capacity)
+
+
+async def test_an_engine_step_that_raises_releases_every_waiter_and_run_reraises(
+    table_class: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table whose set raises: run() raises that error, waiting senders get ManagerClosed, waiting
+    receivers None, threads ManagerClosed; nothing hangs."""
+    manager, handle = _with_a_table_broken_by_boom(table_class, monkeypatch, "broken", 1)
     threadsafe = handle.threadsafe()
     run = asyncio.ensure_future(manager.run())
     await asyncio.sleep(0)
     receiver = asyncio.ensure_future(handle.recv_event())
-    handle.try_set_timer("boom", 1)
+    # queued (a set by duration would be applied at the call)
+    handle.try_set_timer_at("boom", asyncio.get_running_loop().time() + 1)
     sender = asyncio.ensure_future(handle.set_timer("waits", 1))
     await asyncio.to_thread(threadsafe.try_set_timer, "from a thread", 1)
     blocked = asyncio.ensure_future(asyncio.to_thread(threadsafe.set_timer, "blocked", 1))
@@ -628,6 +642,33 @@ async def test_an_engine_step_that_raises_releases_every_waiter_and_run_reraises
         await asyncio.wait_for(sender, HANG)
     with pytest.raises(ManagerClosed):
         await asyncio.wait_for(blocked, HANG)
+
+
+@pytest.mark.parametrize("form", ["try_set_timer", "set_timer"])
+async def test_a_set_that_fails_at_the_call_stops_the_manager_as_failed_and_raises(
+    table_class: Any, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    """A table whose set raises, reached by a set applied at the call (nothing queued): the call raises that
+    error, and the manager stops as failed, as after a pass (run() raises it, waiting receivers get None, later
+    calls ManagerClosed). Catches: the error raised to the caller while the manager runs on with the table it
+    broke, or swallowed."""
+    manager, handle = _with_a_table_broken_by_boom(table_class, monkeypatch, "broken at the call", 4)
+    run = asyncio.ensure_future(manager.run())
+    await handle.flush()
+    receiver = asyncio.ensure_future(handle.recv_event())
+    await asyncio.sleep(0)
+    await handle.set_timer("fine", 1)
+    assert manager.stats().live == 1  # applied at the call
+    with pytest.raises(RuntimeError, match="table broke"):
+        if form == "try_set_timer":
+            handle.try_set_timer("boom", 1)
+        else:
+            await handle.set_timer("boom", 1)
+    with pytest.raises(RuntimeError, match="table broke"):
+        await asyncio.wait_for(run, HANG)
+    assert await asyncio.wait_for(receiver, HANG) is None
+    with pytest.raises(ManagerClosed):
+        handle.try_set_timer("later", 1)
 
 
 @pytest.mark.usefixtures("core")

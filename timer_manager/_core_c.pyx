@@ -11,7 +11,7 @@ beyond Cython's own declarations, in ``_cpython.pxd``; C shims, in ``_compat.h``
 cimport cython
 from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport uint32_t, uint64_t, uintptr_t
-from libc.math cimport NAN
+from libc.math cimport INFINITY, NAN
 from libc.stdlib cimport qsort
 from libc.string cimport memmove, memset
 
@@ -63,12 +63,14 @@ from timer_manager._cpython cimport (
 )
 
 from collections import deque
+from logging import DEBUG as _DEBUG
 from contextlib import nullcontext
 from time import monotonic as _time_monotonic
 from types import MethodDescriptorType
 
 from timer_manager._futures import resolve
 from timer_manager._protocol import (
+    APPLIED,
     CANCEL,
     CANCEL_ALL,
     FLUSH,

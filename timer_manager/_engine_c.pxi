@@ -27,7 +27,7 @@ cdef enum:
     WINDOW = 1024
 
 assert (SET, SET_INTERVAL, CANCEL, CANCEL_ALL, SHUTDOWN, FLUSH, TOUCH) == (0, 1, 2, 3, 4, 5, 6)
-assert (QUEUE_FULL, QUEUED, QUEUED_FIRST) == (0, 1, 2)
+assert (QUEUE_FULL, QUEUED, QUEUED_FIRST, APPLIED) == (0, 1, 2, 3)
 assert LATENESS_WINDOW == WINDOW
 
 
@@ -114,7 +114,10 @@ cdef class Engine:
     cdef public dict intervals
     cdef dict _ready                # name -> its receivable event
     cdef Py_ssize_t _count          # commands in the ring
-    cdef public bint direct_touch   # kept by the runner: bound to its loop, open, not in debug mode
+    cdef public bint applies_at_call  # kept by the runner: running on its loop, open, local, not in debug mode
+    # Kept by the runner: the earliest deadline its armed wake-up is for (inf: none is armed; -inf: a set at the call
+    # asked for a pass, which arms it afresh).
+    cdef public double wake_for
     # Set at the first repeating timer, never cleared: until then a touch does not read the repeating timers (a
     # line of its own, out of the caches in a server).
     cdef bint _had_intervals
@@ -141,6 +144,8 @@ cdef class Engine:
     cdef public object release      # called with a name once a reserved set of it is applied
     cdef public object admit_rearm  # max_timers: may a touch re-arm a one-shot that fell due (under lock)?
     cdef public object lock         # held while a reserved set is applied (max_timers admission reads from threads)
+    cdef public object logs_commands  # whether the runner logs each command it applies (a set is then queued)
+    cdef public dict log_cache      # that logger's cache of its answers per level, where it has one
     cdef public Py_ssize_t parked   # repeating timers whose event is ready: out of the table, still pending
     cdef public bint halted         # set (from any thread) by a token's cancellation: apply nothing more
 
@@ -185,6 +190,8 @@ cdef class Engine:
         self.admit_rearm = _always
         self.lock = nullcontext()
         self.handed_over = ()
+        self.wake_for = INFINITY
+        self.logs_commands = _never
         self._events = []
         self._ready = {}
         self._spans = {}
@@ -228,6 +235,43 @@ cdef class Engine:
     def push_set(self, name, double deadline, double span, data):
         """``push(SET, name, (deadline, span), data)``, the hot path."""
         return self._push(OP_SET, name, deadline, span, None, data)
+
+    def set_now(self, name, double deadline, double span, data):
+        """A loop-side set: applied at once where nothing may have to come first (``applies_at_call`` is set, no
+        command is queued or handed over, no command is being logged, ``name`` is a str), answering ``APPLIED``;
+        otherwise ``push_set``'s answer. A set applied at once asks for a pass only where its deadline comes
+        before the one the armed wake-up is for (``wake_for``)."""
+        if (
+            not self.applies_at_call
+            or self._count
+            or self._busy
+            or self.halted
+            or not PyUnicode_CheckExact(name)
+            or _length(self.handed_over)
+            or self._logging()
+        ):
+            return self._push(OP_SET, name, deadline, span, None, data)
+        self._busy = True  # code run meanwhile (a payload's __del__, the admission's lock) queues behind this set
+        try:
+            self._apply_set(OP_SET, name, None, deadline, span, data)
+        finally:
+            self._busy = False
+        if deadline < self.wake_for:
+            # The pass asked for arms the wake-up for whatever is earliest then: no set before it asks again.
+            self.wake_for = -INFINITY
+            self.wake()
+        return APPLIED
+
+    @cython.final
+    cdef bint _logging(self) except -1:
+        """Whether the runner logs each command it applies (then a set is queued, and logged as it is applied).
+        The logger's own cache of its answers (``log_cache``) spares the Python call to ``logs_commands`` where it
+        holds one."""
+        if self.log_cache is not None:
+            cached = self.log_cache.get(_DEBUG)
+            if cached is not None:
+                return cached is True
+        return bool(self.logs_commands())
 
     def push_all(self, list commands not None):
         """Queue ``commands`` whatever the room (the caller has accounted for it); answers as ``push``."""
@@ -330,7 +374,6 @@ cdef class Engine:
         cdef double deadline
         cdef double span
         cdef bint was_parked
-        cdef int replaced = 0
         if self._busy:
             return False
         self._busy = True
@@ -349,26 +392,10 @@ cdef class Engine:
                 if log is not None:
                     log(op, name, deadline if op == OP_SET or op == OP_TOUCH else value)
                 if op <= OP_SET_INTERVAL:
-                    was_parked = self._ready and PyDict_Contains(self._ready, name) and self._retract(name)
                     if op == OP_SET_INTERVAL:
                         deadline = value.origin
                         span = value.period
-                    if self.reserved:
-                        # A reserved name turns live, counted and unreserved at once for an admission that reads
-                        # intervals (is_live), the table and parked (live_count), and the reservations.
-                        with self.lock:
-                            replaced = self._place(op, name, value, deadline, span, was_parked)
-                            self.release(name)
-                    else:
-                        replaced = self._place(op, name, value, deadline, span, was_parked)
-                    if replaced or was_parked:  # a parked repeating timer is pending: a set of it replaces it
-                        self.count_reset += 1
-                    else:
-                        self.count_set += 1
-                    if data is not None:
-                        self.data[name] = data
-                    elif self.data:
-                        self.data.pop(name, None)
+                    self._apply_set(op, name, value, deadline, span, data)
                 elif op == OP_CANCEL:
                     was_parked = self._ready and PyDict_Contains(self._ready, name) and self._retract(name)
                     # Out of the repeating timers before it leaves parked or the table: a timer that is_live() sees and
@@ -467,7 +494,7 @@ cdef class Engine:
         return self._touch(name, now) == 1
 
     def touch_now(self, name):
-        """``touch(name, clock())`` at the call, if nothing may have to come first: ``direct_touch`` is set, no
+        """``touch(name, clock())`` at the call, if nothing may have to come first: ``applies_at_call`` is set, no
         command is queued or handed over, and ``name`` is a str. Otherwise None, with nothing done."""
         cdef int touched = self._touch_now(name)
         return None if touched < 0 else touched == 1
@@ -475,7 +502,7 @@ cdef class Engine:
     @cython.final
     cdef int _touch_now(self, name) except -2:
         """``touch_now`` for C callers (``HandleCore.touch``): -1 where it answers None, else 1 if touched."""
-        if not self.direct_touch or self._count or not PyUnicode_CheckExact(name) or self._busy:
+        if not self.applies_at_call or self._count or not PyUnicode_CheckExact(name) or self._busy:
             return -1
         if self._table is not None:
             # In a server the table is cold at each message: its first lines are asked for here, and arrive
@@ -731,6 +758,30 @@ cdef class Engine:
         return [self._lateness[i] for i in range(self._lateness_len)]
 
     @cython.final
+    cdef int _apply_set(self, int op, name, value, double deadline, double span, data) except -1:
+        """Apply a set (a repeating one for a SET_INTERVAL, ``value`` its Interval) of ``name`` due at ``deadline``:
+        its ready event retracted, the timer placed, counted, its payload kept. Called with ``_busy`` set."""
+        cdef bint was_parked = self._ready and PyDict_Contains(self._ready, name) and self._retract(name)
+        cdef int replaced = 0
+        if self.reserved:
+            # A reserved name turns live, counted and unreserved at once for an admission that reads
+            # intervals (is_live), the table and parked (live_count), and the reservations.
+            with self.lock:
+                replaced = self._place(op, name, value, deadline, span, was_parked)
+                self.release(name)
+        else:
+            replaced = self._place(op, name, value, deadline, span, was_parked)
+        if replaced or was_parked:  # a parked repeating timer is pending: a set of it replaces it
+            self.count_reset += 1
+        else:
+            self.count_set += 1
+        if data is not None:
+            self.data[name] = data
+        elif self.data:
+            self.data.pop(name, None)
+        return 0
+
+    @cython.final
     cdef int _place(self, int op, name, value, double deadline, double span, bint was_parked) except -1:
         """Make ``name`` a pending timer (repeating for a SET_INTERVAL, ``value`` its Interval) due at
         ``deadline``: every change that ``is_live`` and ``live_count`` see, made together (under the admission's
@@ -814,6 +865,10 @@ def _nothing(*args):
 
 def _always(*args):
     return True
+
+
+def _never(*args):
+    return False
 
 
 cdef inline PyObject* _new_ref(object value) noexcept:

@@ -18,10 +18,12 @@ import math
 from collections import deque
 from collections.abc import Callable, Sized
 from contextlib import AbstractContextManager, nullcontext
+from logging import DEBUG
 from typing import Any
 
 from ._futures import resolve
 from ._protocol import (
+    APPLIED,
     CANCEL,
     CANCEL_ALL,
     FLUSH,
@@ -50,6 +52,10 @@ def _always(*_: object) -> bool:
     return True
 
 
+def _never(*_: object) -> bool:
+    return False
+
+
 class Engine:
     """The command queue, the timer table and the ready events of one manager."""
 
@@ -60,8 +66,12 @@ class Engine:
         self.clock: Callable[[], float] = _nothing  # type: ignore[assignment]  # the loop's time(), set at bind
         self.wake: Callable[[], None] = _nothing  # asks the manager to run again soon
         self.waiting_for_room = False  # due timers wait for room in the event queue
-        # Kept by the runner: a touch may be applied at the call (bound to its loop, open, not in debug mode).
-        self.direct_touch = False
+        # Kept by the runner: a loop-side set or touch may be applied at the call (bound to its loop, open, local,
+        # not in debug mode), and the earliest deadline its armed wake-up is for (a later set needs no pass).
+        self.applies_at_call = False
+        self.wake_for = math.inf
+        self.logs_commands: Callable[[], bool] = _never  # whether the runner logs each command it applies
+        self.log_cache: dict[int, bool] | None = None  # that logger's cache of its answers per level, if it has one
         self.handed_over: Sized = ()  # the runner's inbox: commands other threads handed over
         self.halted = False  # set (from any thread) by a token's cancellation: apply nothing more
 
@@ -122,6 +132,43 @@ class Engine:
         """``push(SET, name, (deadline, span), data)``, the hot path."""
         return self.push(SET, name, (deadline, span), data)
 
+    def set_now(self, name: str, deadline: float, span: float, data: Any) -> int:
+        """A loop-side set: applied at once where nothing may have to come first (``applies_at_call`` is set, no
+        command is queued or handed over, no command is being logged, ``name`` is a str), answering ``APPLIED``;
+        otherwise ``push_set``'s answer. A set applied at once asks for a pass only where its deadline comes
+        before the one the armed wake-up is for (``wake_for``)."""
+        if (
+            not self.applies_at_call
+            or self._commands
+            or self._busy
+            or self.halted
+            or type(name) is not str
+            or self.handed_over
+            or self._logging()
+        ):
+            return self.push_set(name, deadline, span, data)
+        self._busy = True  # code run meanwhile (a payload's __del__, the admission's lock) queues behind this set
+        try:
+            self._apply_set(name, None, deadline, span, data)
+        finally:
+            self._busy = False
+        if deadline < self.wake_for:
+            # The pass asked for arms the wake-up for whatever is earliest then: no set before it asks again.
+            self.wake_for = -math.inf
+            self.wake()
+        return APPLIED
+
+    def _logging(self) -> bool:
+        """Whether the runner logs each command it applies (then a set is queued, and logged as it is applied).
+        The logger's own cache of its answers (``log_cache``) spares the call to ``logs_commands`` where it
+        holds one."""
+        cache = self.log_cache
+        if cache is not None:
+            cached = cache.get(DEBUG)
+            if cached is not None:
+                return cached
+        return self.logs_commands()
+
     def push_all(self, commands: list[Command]) -> int:
         """Queue ``commands`` whatever the room (the caller has accounted for it); answers as ``push``."""
         queue = self._commands
@@ -160,35 +207,12 @@ class Engine:
             if log is not None:
                 log(op, name, value[0] if op == SET and type(value) is tuple else value)
             if op <= SET_INTERVAL:
-                was_parked = self._ready and name in self._ready and self._retract(name)
                 if op == SET_INTERVAL:
-                    interval = value
-                    span = value.period
-                    value = value.origin
+                    self._apply_set(name, value, value.origin, value.period, data)  # type: ignore[arg-type]
+                elif type(value) is tuple:
+                    self._apply_set(name, None, value[0], value[1], data)  # type: ignore[arg-type]
                 else:
-                    interval = None
-                    value, span = value if type(value) is tuple else (value, 0.0)
-                if not self._spans_vary and span != self._span:
-                    if self._span != self._span:  # the first set
-                        self._span = span
-                    else:
-                        self._spans_vary = True
-                if self.reserved:
-                    # A reserved name turns live, counted and unreserved at once for an admission that reads
-                    # intervals (is_live), the table and parked (live_count), and the reservations.
-                    with self.lock:
-                        replaced = self._place(name, interval, value, span, was_parked)  # type: ignore[arg-type]
-                        self.release(name)  # type: ignore[arg-type]
-                else:
-                    replaced = self._place(name, interval, value, span, was_parked)  # type: ignore[arg-type]
-                if replaced or was_parked:  # a parked repeating timer is pending: a set of it replaces it
-                    self.count_reset += 1
-                else:
-                    self.count_set += 1
-                if data is not None:
-                    self.data[name] = data  # type: ignore[index]
-                elif self.data:
-                    self.data.pop(name, None)  # type: ignore[arg-type]
+                    self._apply_set(name, None, value, 0.0, data)  # type: ignore[arg-type]
             elif op == CANCEL:
                 was_parked = self._ready and name in self._ready and self._retract(name)
                 # Out of the repeating timers before it leaves parked or the table: a timer that is_live() sees and
@@ -220,6 +244,32 @@ class Engine:
                 return True
         return False
 
+    def _apply_set(self, name: str, interval: Interval | None, deadline: float, span: float, data: Any) -> None:
+        """Apply a set (a repeating one with ``interval``) of ``name`` due at ``deadline``: its ready event
+        retracted, the timer placed, counted, its payload kept. Called with ``_busy`` set."""
+        was_parked = bool(self._ready) and name in self._ready and self._retract(name)
+        if not self._spans_vary and span != self._span:
+            if self._span != self._span:  # the first set
+                self._span = span
+            else:
+                self._spans_vary = True
+        if self.reserved:
+            # A reserved name turns live, counted and unreserved at once for an admission that reads
+            # intervals (is_live), the table and parked (live_count), and the reservations.
+            with self.lock:
+                replaced = self._place(name, interval, deadline, span, was_parked)
+                self.release(name)
+        else:
+            replaced = self._place(name, interval, deadline, span, was_parked)
+        if replaced or was_parked:  # a parked repeating timer is pending: a set of it replaces it
+            self.count_reset += 1
+        else:
+            self.count_set += 1
+        if data is not None:
+            self.data[name] = data
+        elif self.data:
+            self.data.pop(name, None)
+
     def _place(self, name: str, interval: Interval | None, deadline: float, span: float, was_parked: bool) -> bool:
         """Make ``name`` a pending timer (repeating if ``interval``) due at ``deadline``: every change that
         ``is_live`` and ``live_count`` see, made together (under the admission's lock with ``max_timers``).
@@ -248,9 +298,9 @@ class Engine:
         return pending, flushes
 
     def touch_now(self, name: str) -> bool | None:
-        """``touch(name, clock())`` at the call, if nothing may have to come first: ``direct_touch`` is set, no
+        """``touch(name, clock())`` at the call, if nothing may have to come first: ``applies_at_call`` is set, no
         command is queued or handed over, and ``name`` is a str. Otherwise None, with nothing done."""
-        if not self.direct_touch or self._commands or type(name) is not str or self.handed_over or self._busy:
+        if not self.applies_at_call or self._commands or type(name) is not str or self.handed_over or self._busy:
             return None
         return self._touch(name, self.clock())
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from .events import TimerExpired
 
 __all__ = (
+    "APPLIED",
     "CANCEL",
     "CANCEL_ALL",
     "FLUSH",
@@ -47,9 +48,11 @@ OP_NAMES = ("set", "set_interval", "cancel", "cancel_all", "shutdown", "flush", 
 Command = tuple[int, str | None, Any, Any]
 
 # What Engine.push answers. QUEUED_FIRST: the queue was empty, so nothing has asked the manager to run yet.
+# APPLIED (Engine.set_now only): applied at the call, and the manager asked to run if it must.
 QUEUE_FULL = 0
 QUEUED = 1
 QUEUED_FIRST = 2
+APPLIED = 3
 
 # How far ahead a pass of the manager puts back touched timers, as a share of each one's span: a touched
 # timer at the top of the heap with its old deadline would otherwise wake the manager for nothing, once
@@ -127,7 +130,10 @@ class EngineInterface(Protocol):
     clock: Callable[[], float]  # the loop's clock, set by the runner
     wake: Callable[[], None]  # asks the runner for a pass soon (a repeating timer re-armed, room freed)
     waiting_for_room: bool  # due timers wait for room in the event queue (the runner decides and sets it)
-    direct_touch: bool  # a touch may be applied at the call: bound to its loop, open, local, not in debug mode
+    applies_at_call: bool  # a loop-side set or touch may be applied at the call: bound, open, local, not in debug mode
+    wake_for: float  # the earliest deadline the runner's armed wake-up is for (inf: none; -inf: a pass is asked for)
+    logs_commands: Callable[[], bool]  # whether the runner logs each command it applies
+    log_cache: dict[int, bool] | None  # that logger's cache of its answers per level, where it has one
     handed_over: Sized  # the runner's inbox: commands other threads handed over, which a touch waits behind
     halted: bool  # set (from any thread) by a token's cancellation: apply stops before its next command
     reserved: dict[str, int]  # queued sets per name, under max_timers (shared with the admission)
@@ -152,6 +158,10 @@ class EngineInterface(Protocol):
     def push_set(self, name: str, deadline: float, span: float, data: Any, /) -> int:
         """``push(SET, name, (deadline, span), data)``."""
 
+    def set_now(self, name: str, deadline: float, span: float, data: Any, /) -> int:
+        """A loop-side set: ``APPLIED`` at once if ``applies_at_call`` and nothing is queued, handed over or being
+        logged (waking the runner if ``deadline`` comes before ``wake_for``); else as ``push_set``."""
+
     def push_all(self, commands: list[Command], /) -> int:
         """Queue ``commands`` whatever the room; answers as ``push``."""
 
@@ -162,7 +172,7 @@ class EngineInterface(Protocol):
         """Apply the queued commands in order; True if a SHUTDOWN was reached."""
 
     def touch_now(self, name: str, /) -> bool | None:
-        """``touch(name, clock())`` if ``direct_touch`` and nothing is queued or handed over; else None (no touch)."""
+        """``touch(name, clock())`` if ``applies_at_call`` and nothing is queued or handed over; else None."""
 
     def touch(self, name: str, now: float, /) -> bool:
         """Make pending ``name`` due at ``now`` + its span, as a set made at ``now`` would; whether it was pending."""

@@ -38,6 +38,11 @@ _EXACT_TICKS = 2.0**52  # beyond this many heartbeats from the origin, ticks are
 _LONGEST_WAIT = 365 * 86400.0  # the manager wakes at least once a year
 
 
+def _logs_commands() -> bool:
+    """Whether each command is logged as it is applied (DEBUG)."""
+    return logger.isEnabledFor(logging.DEBUG)
+
+
 class Sender:
     """A loop-side caller waiting for room for ``count`` commands.
 
@@ -84,6 +89,10 @@ class Runner:
         self.engine: EngineInterface = self.store.engine
         self.table = self.engine.table
         self.engine.wake = self.schedule_service
+        # A set applied at the call is queued instead while each command is logged, so that it is logged too.
+        self.engine.logs_commands = _logs_commands
+        cache = getattr(logger, "_cache", None)  # the answers isEnabledFor keeps per level (CPython's logging)
+        self.engine.log_cache = cache if type(cache) is dict else None
         # A remote backend enforces max_timers itself, across all its managers.
         self.admission = (
             Admission(name, max_timers, self.engine) if max_timers is not None and not self.remote else None
@@ -136,21 +145,21 @@ class Runner:
         self.debug = loop.get_debug()
         with self.inbox.lock:
             self.inbox.loop = loop
-        self.update_direct_touch()
+        self.update_applies_at_call()
         for hook in self.on_bind:
             hook()
 
-    def update_direct_touch(self) -> None:
-        """Tell the engine whether a touch may be applied at the call, as ``TimerHandle.touch`` does when
-        nothing is queued: once bound to its loop, while open, on a local table, not in debug mode (where
-        every call checks its thread), and no token stop is on its way (which discards a touch, as it does the
-        commands still queued). Called wherever one of those changes."""
-        direct = self.loop is not None and not (self.debug or self.closing or self.remote or self.token_cancelled)
-        self.engine.direct_touch = direct
+    def update_applies_at_call(self) -> None:
+        """Tell the engine whether a loop-side set or touch may be applied at the call, as ``TimerHandle`` does
+        when nothing is queued: while the manager runs on its loop (before, commands wait for ``run()``), open,
+        on a local table, not in debug mode (where every call checks its thread), and no token stop is on its
+        way (which discards them, as it does the commands still queued). Called wherever one of those changes."""
+        direct = self.state == RUNNING and not (self.debug or self.closing or self.remote or self.token_cancelled)
+        self.engine.applies_at_call = direct
         if direct and self.token_cancelled:
             # The token's callback, in another thread, set the flag after the read above and wrote False before the
-            # write: read again after writing, or a touch would be applied at the call after the cancel.
-            self.engine.direct_touch = False
+            # write: read again after writing, or a set or touch would be applied at the call after the cancel.
+            self.engine.applies_at_call = False
 
     def bound_loop(self) -> asyncio.AbstractEventLoop:
         """The manager's loop, binding the running one on first use."""
@@ -352,7 +361,7 @@ class Runner:
     def close(self) -> None:
         """Take no more commands from anyone; what other threads handed over before goes ahead of the SHUTDOWN."""
         self.closing = True
-        self.update_direct_touch()
+        self.update_applies_at_call()
         if self.senders and (self.promised or self._sender_first()):
             # A sender that waited before it was handed over goes first: it stays, taken in its turn (see
             # wake_senders), and by queue_shutdown at the latest.
@@ -366,7 +375,7 @@ class Runner:
         """Undo :meth:`close`: the shutdown it was for was cancelled before it was queued."""
         if self.state != STOPPED and not self.shutdown_queued:
             self.closing = False
-            self.update_direct_touch()
+            self.update_applies_at_call()
             self.inbox.reopen()
 
     def try_shutdown(self) -> bool:
@@ -459,6 +468,7 @@ class Runner:
             raise RuntimeError(f"timer manager {self.name!r} was used from another event loop")
         self.bind(loop)
         self.state = RUNNING
+        self.update_applies_at_call()
         self.origin = self.clock()
         self.done = loop.create_future()
         # Precision is worth a timerfd only where the slack asks for finer than the loop's own timer, or
@@ -540,12 +550,12 @@ class Runner:
         # The command is not applied yet: a touch from the handler must be queued behind it, never applied at
         # the call (touch_now would find nothing queued when it is the last one).
         self.logging_command = True
-        self.engine.direct_touch = False
+        self.engine.applies_at_call = False
         try:
             logger.debug("timer manager %r: %s %r%s", self.name, OP_NAMES[op], name, detail)
         finally:
             self.logging_command = False
-            self.update_direct_touch()
+            self.update_applies_at_call()
 
     def apply_queued(self) -> bool:
         """Apply now what is queued, what other threads handed over first, for a loop-side call that must
@@ -592,6 +602,14 @@ class Runner:
         if shutdown:
             self.stop("shutdown requested")
         return shutdown
+
+    def failed_at_call(self, exc: Exception) -> None:
+        """A set applied at the call raised: the engine failed there as it would have in a pass, so the manager
+        stops as failed (``run()`` raises ``exc``) and the call raises it too. A remote engine applies nothing at
+        the call: what it raises is its refusal of the call (a name too long for the server), and changes
+        nothing."""
+        if not self.remote:
+            self.stop(f"failed: {exc!r}", exc)
 
     def _on_wakeup(self) -> None:
         self.on_timer()  # looked up at each wake-up, so that a test can wrap it
@@ -656,7 +674,10 @@ class Runner:
         assert wakeup is not None
         if next_deadline is None or next_deadline == math.inf:
             wakeup.disarm()
+            self.engine.wake_for = math.inf
             return
+        # A set applied at the call for this deadline or later is delivered by this wake-up or one it arms.
+        self.engine.wake_for = next_deadline
         # A pass that changed neither the earliest deadline nor the last delivery (most passes for commands)
         # would arm what is armed: skip the grid's arithmetic. A wake-up that came or was replaced has another
         # ``when``, so it is computed afresh.
@@ -684,7 +705,7 @@ class Runner:
             return
         self.state = STOPPED
         self.closing = True
-        self.update_direct_touch()
+        self.update_applies_at_call()
         self.stop_reason = reason
         if self.wakeup is not None:
             self.wakeup.close()

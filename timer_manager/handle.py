@@ -81,10 +81,21 @@ class TimerHandle(HandleCore):
     # ------------------------------------------------------------------ setting timers
 
     async def set_timer(self, name: str, duration: Duration, *, data: Any = None) -> None:
-        """Create timer ``name`` or replace its deadline with now + ``duration``; wait for room."""
+        """Create timer ``name`` or replace its deadline with now + ``duration``; wait for room.
+
+        With nothing queued before it, on a running manager, the set is applied at the call and takes no room
+        (as a touch is): ``name`` is pending with its new deadline as soon as the call returns."""
         command = self._set_command(name, duration, data)
         runner = self._runner
-        if runner.senders or self._handed_over or not (pushed := runner.engine.push(*command)):
+        _, checked, (deadline, span), encoded = command
+        pushed = QUEUE_FULL  # anyone waiting for room, or commands other threads handed over, go first
+        if not (runner.senders or self._handed_over):
+            try:
+                pushed = runner.engine.set_now(checked, deadline, span, encoded)  # type: ignore[arg-type]
+            except Exception as exc:
+                runner.failed_at_call(exc)
+                raise
+        if pushed == QUEUE_FULL:
             await runner.send([command])
         elif pushed == QUEUED_FIRST:
             runner.schedule_service()
@@ -106,7 +117,11 @@ class TimerHandle(HandleCore):
             data = runner.encode(data)
         # Anyone waiting for room, or commands other threads handed over that do not fit, go first.
         if not runner.senders and (not self._handed_over or runner.take_inbox()):
-            pushed = runner.engine.push_set(name, runner.clock() + duration, duration, data)
+            try:
+                pushed = runner.engine.set_now(name, runner.clock() + duration, duration, data)
+            except Exception as exc:
+                runner.failed_at_call(exc)
+                raise
             if pushed == QUEUED_FIRST:
                 runner.schedule_service()
             if pushed != QUEUE_FULL:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Sized
@@ -47,6 +48,10 @@ ACK_MODES = ("next", "manual", "receive")
 
 def _nothing(*_: object) -> None:
     pass
+
+
+def _never(*_: object) -> bool:
+    return False
 
 
 class UnixTime:
@@ -91,7 +96,10 @@ class RedisEngine:
         self.kick: Callable[[], None] = _nothing  # asks the link to ship the outbox
         self.room_freed: Callable[[], None] = _nothing  # tells the link's reader it may read more
         self.waiting_for_room = False
-        self.direct_touch = False  # never: a touch is a command here
+        self.applies_at_call = False  # never: a set or a touch is a command here
+        self.wake_for = math.inf
+        self.logs_commands: Callable[[], bool] = _never
+        self.log_cache: dict[int, bool] | None = None
         self.halted = False  # set (from any thread) by a token's cancellation: apply nothing more
         self.handed_over: Sized = ()
         self.reserved: dict[str, int] = {}
@@ -187,6 +195,10 @@ class RedisEngine:
         if len(name) > MAX_NAME_BYTES // 4 and too_long(name):
             raise name_error(name)
         return self.push(SET, name, (deadline, span), data)
+
+    def set_now(self, name: str, deadline: float, span: float, data: Any) -> int:
+        """``push_set``: a set is a command here, sent to the server in order with the others."""
+        return self.push_set(name, deadline, span, data)
 
     def touch_now(self, name: str) -> bool | None:
         """None: a touch is a command here, sent to the server in order with the others."""
