@@ -66,8 +66,9 @@ class Engine:
         self.clock: Callable[[], float] = _nothing  # type: ignore[assignment]  # the loop's time(), set at bind
         self.wake: Callable[[], None] = _nothing  # asks the manager to run again soon
         self.waiting_for_room = False  # due timers wait for room in the event queue
-        # Kept by the runner: a loop-side set or touch may be applied at the call (bound to its loop, open, local,
-        # not in debug mode), and the earliest deadline its armed wake-up is for (a later set needs no pass).
+        # Kept by the runner: a loop-side set or touch may be applied at the call (running on its loop, open, local,
+        # not in debug mode); and the earliest deadline its armed wake-up is for (inf: none is armed; -inf: a set
+        # at the call asked for a pass, which arms it afresh), so that a set at or after it asks for no pass.
         self.applies_at_call = False
         self.wake_for = math.inf
         self.logs_commands: Callable[[], bool] = _never  # whether the runner logs each command it applies
