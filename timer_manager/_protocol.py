@@ -130,7 +130,7 @@ class EngineInterface(Protocol):
     clock: Callable[[], float]  # the loop's clock, set by the runner
     wake: Callable[[], None]  # asks the runner for a pass soon (a repeating timer re-armed, room freed)
     waiting_for_room: bool  # due timers wait for room in the event queue (the runner decides and sets it)
-    applies_at_call: bool  # a loop-side set or touch may be applied at the call: bound, open, local, not in debug mode
+    applies_at_call: bool  # a loop-side set or touch may be applied at the call: running, open, local, not debug
     wake_for: float  # the earliest deadline the runner's armed wake-up is for (inf: none; -inf: a pass is asked for)
     logs_commands: Callable[[], bool]  # whether the runner logs each command it applies
     log_cache: dict[int, bool] | None  # that logger's cache of its answers per level, where it has one
