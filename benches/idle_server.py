@@ -55,7 +55,13 @@ names its server's longest garbage collection in the window. Loopback only; ever
 time, and every process it starts is stopped by its pid.
 
     python benches/idle_server.py --quick        # one size, one round (well under a minute)
-    python benches/idle_server.py                # 1,000 and 4,000 connections, 5 rounds (about 2 minutes)
+    python benches/idle_server.py                # 1,000 and 4,000 connections, 20 rounds (about 7 minutes)
+    python benches/idle_server.py --rounds 5     # the same, a quicker look (about 2 minutes; see below)
+
+Twenty rounds by default: a round's touch / re-check ratio spread by 0.02 to 0.03 (standard deviation) on the
+shared 2-CPU machine this was written on, two to three times the gap between the two at 1,000 connections
+(about 0.01). Resampling a 30-round run, the median of 5 rounds came out above 1 in 12 to 16% of the draws in
+those cells, the median of 20 in under 4% (docs/benchmarks.md, "Every cell over thirty rounds").
     python benches/idle_server.py --sizes 1000 --rounds 10 --variants recheck recheck_sets recheck_touch touch
 
 ``--baseline FOLDER`` compares two builds of the library in the server: each library variant chosen also runs
@@ -93,6 +99,7 @@ DIAGNOSTIC = ("recheck_sets", "recheck_touch")  # run only when named in --varia
 LIBRARY_VARIANTS = ("try_set", "touch", *DIAGNOSTIC)  # those that use the library: --baseline runs them twice
 BASELINE = "@base"  # the suffix of a variant run from the --baseline checkout
 BOOTSTRAP_RESAMPLES = 10_000
+DEFAULT_ROUNDS = 20  # enough to decide a gap of about 1% at a round's spread of 2 to 3% (see the docstring)
 PARKED = 1000.0  # the diagnostic variants' library timers last this many idle timeouts: never due in a run
 FLOOR = "none"  # no idle timeout at all: the server's cost per message without any timer (not checked)
 HOST = "127.0.0.1"
@@ -686,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quick = args.quick
     sizes = args.sizes or ([500] if quick else [1000, 4000])
-    rounds = args.rounds or (1 if quick else 5)
+    rounds = args.rounds or (1 if quick else DEFAULT_ROUNDS)
     loops = args.loops or (["asyncio", "uvloop"] if _has_uvloop() else ["asyncio"])
     variants = list(dict.fromkeys(args.variants))  # each once, in the order given
     if args.baseline is not None:
