@@ -636,12 +636,23 @@ def check(record: dict[str, Any]) -> str:
     return "; ".join(problems)
 
 
-def _spread(values: list[float]) -> str:
-    """The median of same-round ratios, a bootstrap 95% interval of it (seeded: the same records print the same),
-    and the rounds' range."""
+def _interval(values: list[float]) -> tuple[float, float]:
+    """A bootstrap 95% interval of the median of ``values`` (seeded: the same records give the same)."""
     rng = random.Random(0)
     medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(BOOTSTRAP_RESAMPLES))
-    low, high = medians[int(0.025 * len(medians))], medians[int(0.975 * len(medians)) - 1]
+    return medians[int(0.025 * len(medians))], medians[int(0.975 * len(medians)) - 1]
+
+
+def _undecided(values: list[float], bound: float) -> bool:
+    """Whether the median's interval holds ``bound``: the verdict may go either way in another run of as many
+    rounds."""
+    low, high = _interval(values)
+    return low <= bound <= high
+
+
+def _spread(values: list[float]) -> str:
+    """The median of same-round ratios, a bootstrap 95% interval of it, and the rounds' range."""
+    low, high = _interval(values)
     return (
         f"{statistics.median(values):.3f} (95% interval {low:.3f} to {high:.3f}; "
         f"{len(values)} round{'s' if len(values) != 1 else ''}, {min(values):.2f} to {max(values):.2f})"
@@ -795,7 +806,9 @@ def report(
                     continue
                 median = statistics.median(values)
                 verdict = "PASS" if median <= bound else "FAIL"
-                print(f"  {verdict}  {label} @ {loop}, {size} connections: {_spread(values)}, need <= {bound}")
+                undecided = _undecided(values, bound)
+                note = "; the interval holds the target: more rounds would decide it" if undecided else ""
+                print(f"  {verdict}  {label} @ {loop}, {size} connections: {_spread(values)}, need <= {bound}{note}")
     if "recheck" in variants and set(DIAGNOSTIC) & set(variants):
         print("\nThe touch taken apart (same-run ratios to the re-check; see the module's docstring):")
         for loop in loops:
