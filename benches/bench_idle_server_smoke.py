@@ -117,9 +117,13 @@ def test_a_ratios_interval_holds_its_median_and_is_the_same_each_time() -> None:
 def test_a_verdict_whose_interval_holds_the_target_is_called_undecided() -> None:
     """Catches: a PASS or FAIL printed as settled when another run of as many rounds could well give the other."""
     spread_out = [0.96, 1.03, 0.98, 1.02, 0.99, 1.01, 0.97]  # median 0.99, interval about 0.97 to 1.02
-    assert idle_server._undecided(spread_out, 1.0)
-    assert not idle_server._undecided([0.90, 0.91, 0.92, 0.93, 0.94], 1.0)  # every resampled median below
-    assert not idle_server._undecided([1.05, 1.06, 1.07, 1.08, 1.09], 1.0)  # every resampled median above
+    assert idle_server._undecided(idle_server._interval(spread_out), 1.0)
+    assert not idle_server._undecided(
+        idle_server._interval([0.90, 0.91, 0.92, 0.93, 0.94]), 1.0
+    )  # every resampled median below
+    assert not idle_server._undecided(
+        idle_server._interval([1.05, 1.06, 1.07, 1.08, 1.09]), 1.0
+    )  # every resampled median above
 
 
 def test_every_server_starts_with_the_same_malloc_thresholds() -> None:

@@ -57,12 +57,12 @@ time, and every process it starts is stopped by its pid.
     python benches/idle_server.py --quick        # one size, one round (well under a minute)
     python benches/idle_server.py                # 1,000 and 4,000 connections, 20 rounds (about 7 minutes)
     python benches/idle_server.py --rounds 5     # the same, a quicker look (about 2 minutes; see below)
+    python benches/idle_server.py --sizes 1000 --rounds 10 --variants recheck recheck_sets recheck_touch touch
 
 Twenty rounds by default: a round's touch / re-check ratio spread by 0.02 to 0.03 (standard deviation) on the
 shared 2-CPU machine this was written on, two to three times the gap between the two at 1,000 connections
 (about 0.01). Resampling a 30-round run, the median of 5 rounds came out above 1 in 12 to 16% of the draws in
 those cells, the median of 20 in under 4% (docs/benchmarks.md, "Every cell over thirty rounds").
-    python benches/idle_server.py --sizes 1000 --rounds 10 --variants recheck recheck_sets recheck_touch touch
 
 ``--baseline FOLDER`` compares two builds of the library in the server: each library variant chosen also runs
 from another checkout (its extension built in place), as ``<variant>@base``, side by side with the others,
@@ -643,16 +643,17 @@ def _interval(values: list[float]) -> tuple[float, float]:
     return medians[int(0.025 * len(medians))], medians[int(0.975 * len(medians)) - 1]
 
 
-def _undecided(values: list[float], bound: float) -> bool:
-    """Whether the median's interval holds ``bound``: the verdict may go either way in another run of as many
+def _undecided(interval: tuple[float, float], bound: float) -> bool:
+    """Whether a median's ``interval`` holds ``bound``: the verdict may go either way in another run of as many
     rounds."""
-    low, high = _interval(values)
+    low, high = interval
     return low <= bound <= high
 
 
-def _spread(values: list[float]) -> str:
-    """The median of same-round ratios, a bootstrap 95% interval of it, and the rounds' range."""
-    low, high = _interval(values)
+def _spread(values: list[float], interval: tuple[float, float] | None = None) -> str:
+    """The median of same-round ratios, a bootstrap 95% interval of it (``interval``, if already drawn), and the
+    rounds' range."""
+    low, high = interval or _interval(values)
     return (
         f"{statistics.median(values):.3f} (95% interval {low:.3f} to {high:.3f}; "
         f"{len(values)} round{'s' if len(values) != 1 else ''}, {min(values):.2f} to {max(values):.2f})"
@@ -806,9 +807,16 @@ def report(
                     continue
                 median = statistics.median(values)
                 verdict = "PASS" if median <= bound else "FAIL"
-                undecided = _undecided(values, bound)
-                note = "; the interval holds the target: more rounds would decide it" if undecided else ""
-                print(f"  {verdict}  {label} @ {loop}, {size} connections: {_spread(values)}, need <= {bound}{note}")
+                interval = _interval(values)
+                note = (
+                    "; the interval holds the target: more rounds would decide it"
+                    if _undecided(interval, bound)
+                    else ""
+                )
+                print(
+                    f"  {verdict}  {label} @ {loop}, {size} connections: {_spread(values, interval)}, "
+                    f"need <= {bound}{note}"
+                )
     if "recheck" in variants and set(DIAGNOSTIC) & set(variants):
         print("\nThe touch taken apart (same-run ratios to the re-check; see the module's docstring):")
         for loop in loops:
