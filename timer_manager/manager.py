@@ -189,7 +189,7 @@ class TimerManager:
             # token may be cancelled from a log handler it called).
             runner.token_cancelled = True
             runner.engine.halted = True  # an apply under way (from a log handler, or while this thread runs) stops
-            runner.update_applies_at_call()  # a set or touch from now on is queued, then discarded with the rest
+            runner.update_applies_at_call()  # sets from now on queue and touches do nothing: the stop discards both
             if not loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # closed just now
                     loop.call_soon_threadsafe(runner.stop, "cancellation token cancelled")
